@@ -1,0 +1,19 @@
+"""Fine-tuning objectives, registered by name in :data:`METHODS`."""
+
+from bench.methods.base import METHODS, IGNORE_INDEX, LossOutput, Method, MethodParams, Rollout
+from bench.methods.grpo_rm import GRPORM, GRPORMParams, grpo_rm_loss
+from bench.methods.sft import SFT, SFTParams, cross_entropy_loss
+
+__all__ = [
+    "METHODS", "IGNORE_INDEX", "LossOutput", "Method", "MethodParams", "Rollout",
+    "GRPORM", "GRPORMParams", "grpo_rm_loss", "SFT", "SFTParams", "cross_entropy_loss",
+]
+
+
+def build_method(name: str, params: dict | None = None, generator=None) -> Method:
+    """Instantiate a registered method from its name and parameter dict (validated by its Params).
+
+    ``generator`` seeds any sampling a method does (GRPO-RM's sampled groups).
+    """
+    cls = METHODS.get(name)
+    return cls(cls.Params(**(params or {})), generator=generator)

@@ -1,0 +1,103 @@
+"""What every fine-tuning objective shares: the method registry, loss outputs and shape handling.
+
+Objectives are pure functions of logits (+ labels and rollout-time log-probabilities); the
+training loop owns models and optimisers. Classification logits are ``(N, C)``; segmentation
+logits are ``(B, C, H, W)`` with labels ``(B, H, W)`` — both are flattened to one row per
+"question" (image or labelled pixel) before the objective sees them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+from bench.registry import Registry
+
+IGNORE_INDEX = -100
+"""Default label that marks a question (pixel) as unlabelled; segmentation data passes 255."""
+
+
+class MethodParams(BaseModel):
+    """Base for each method's settings: unknown keys are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class Rollout:
+    """What the policy looked like when the batch was "sampled" (before any update on it)."""
+
+    old_logp: Tensor  # (N, C) log-probabilities of the rollout policy, detached
+    ref_logp: Tensor | None = None  # (N, C) log-probabilities of a frozen reference policy
+    group: Tensor | None = None  # (N, G) class indices forming each question's group, or None = all
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class Method(Protocol):
+    """A fine-tuning objective as the trainer sees it."""
+
+    name: ClassVar[str]
+    params: MethodParams
+
+    @property
+    def passes(self) -> int:
+        """Optimisation passes over each batch (GRPO's μ); 1 for SFT."""
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the trainer must keep a frozen reference copy of the model."""
+
+    def rollout(self, logits: Tensor, labels: Tensor, ref_logits: Tensor | None) -> Rollout | None:
+        """Freeze what the objective needs from the rollout policy (called on the first pass)."""
+
+    def loss(self, logits: Tensor, labels: Tensor, rollout: Rollout | None) -> LossOutput:
+        """The scalar to minimise and per-step statistics for the log."""
+
+
+METHODS: Registry[type] = Registry("method")
+
+
+def flatten_questions(logits: Tensor, labels: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:
+    """Return ``(N, C)`` logits and ``(N,)`` labels of the labelled questions only.
+
+    ``(B, C)`` passes through; ``(B, C, *spatial)`` becomes one row per pixel. Rows whose label
+    equals ``ignore_index`` are dropped, so every objective averages over labelled questions.
+    """
+    if logits.dim() < 2:
+        raise ValueError(f"logits must be (N, C) or (B, C, ...), got shape {tuple(logits.shape)}")
+    if logits.dim() > 2:
+        if labels.shape != logits.shape[:1] + logits.shape[2:]:
+            raise ValueError(
+                f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)} without the class axis"
+            )
+        logits = logits.movedim(1, -1).reshape(-1, logits.shape[1])
+        labels = labels.reshape(-1)
+    keep = labels != ignore_index
+    if not bool(keep.all()):
+        logits, labels = logits[keep], labels[keep]
+    return logits, labels
+
+
+def full_precision(x: Tensor) -> Tensor:
+    """Upcast half/bfloat16 (autocast outputs) to float32; leave float32/float64 untouched."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+@torch.no_grad()
+def policy_stats(logits: Tensor, labels: Tensor) -> dict[str, float]:
+    """Entropy and accuracy of the current policy on (flattened, labelled) questions."""
+    if logits.shape[0] == 0:
+        return {"entropy": float("nan"), "accuracy": float("nan")}
+    logp = full_precision(logits).log_softmax(-1)
+    entropy = -(logp.exp() * logp).sum(-1).mean()
+    accuracy = (logits.argmax(-1) == labels).float().mean()
+    return {"entropy": entropy.item(), "accuracy": accuracy.item()}

@@ -1,0 +1,47 @@
+"""Supervised fine-tuning: cross-entropy on the same backbone, head, data and schedule."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor
+
+from bench.methods.base import IGNORE_INDEX, METHODS, LossOutput, MethodParams, Rollout, flatten_questions, full_precision, policy_stats
+
+
+class SFTParams(MethodParams):
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
+    ignore_index: int = Field(IGNORE_INDEX, description="label of unlabelled questions (pixels)")
+
+
+def cross_entropy_loss(logits: Tensor, labels: Tensor, params: SFTParams) -> LossOutput:
+    flat_logits, flat_labels = flatten_questions(logits, labels, params.ignore_index)
+    loss = F.cross_entropy(full_precision(flat_logits), flat_labels, label_smoothing=params.label_smoothing)
+    stats = {"loss": loss.item(), **policy_stats(flat_logits, flat_labels)}
+    return LossOutput(loss, stats)
+
+
+@METHODS.register("sft")
+class SFT:
+    name: ClassVar[str] = "sft"
+    Params = SFTParams
+
+    def __init__(self, params: SFTParams | None = None, generator: torch.Generator | None = None) -> None:
+        self.params = params or SFTParams()  # SFT draws nothing at random; generator is accepted for a uniform API
+
+    @property
+    def passes(self) -> int:
+        return 1
+
+    @property
+    def needs_reference(self) -> bool:
+        return False
+
+    def rollout(self, logits: Tensor, labels: Tensor, ref_logits: Tensor | None) -> Rollout | None:
+        return None
+
+    def loss(self, logits: Tensor, labels: Tensor, rollout: Rollout | None) -> LossOutput:
+        return cross_entropy_loss(logits, labels, self.params)
