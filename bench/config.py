@@ -1,0 +1,123 @@
+"""The resolved configuration of one run, as a typed schema.
+
+Every choice the paper leaves open (lr, epochs, batch, ε, μ, …) is a field here with a default
+and a description, so it is visible, overridable from a suite, and recorded in every result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from bench.data import DATASETS
+from bench.methods import METHODS
+from bench.models import BACKBONES
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BackboneConfig(Strict):
+    name: str = Field("dinov2_vits14_imgfocus", description="registered backbone name")
+    weights: Literal["pretrained", "random"] = Field("pretrained", description="'random' is labelled 'random init' everywhere")
+    checkpoint: str | None = Field(None, description="official-format DINOv2 checkpoint file; default: the entry's provider")
+    img_size: int = Field(224, ge=14, description="input resolution (multiple of the patch size 14)")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in BACKBONES:
+            raise ValueError(BACKBONES.unknown_message(v))
+        return v
+
+    @field_validator("img_size")
+    @classmethod
+    def _multiple_of_patch(cls, v: int) -> int:
+        if v % 14:
+            raise ValueError(f"img_size {v} is not a multiple of the patch size 14 (try {14 * round(v / 14)})")
+        return v
+
+
+class ModelConfig(Strict):
+    trainable_blocks: int | Literal["all"] = Field("all", description="fine-tune the last k blocks (+ norm + head); 0 = linear probe")
+    cache_frozen_prefix: bool = Field(True, description="compute the frozen blocks once per image (no augmentation) and reuse")
+
+
+class DataConfig(Strict):
+    name: str = Field("fmnist_composites", description="registered dataset name")
+    params: dict[str, Any] = Field(default_factory=dict, description="dataset parameters (see the dataset entry)")
+    data_root: str | None = Field(None, description="root folder of datasets on disk (else $BENCH_DATA_ROOT)")
+    train_split: str = "train"
+    eval_splits: tuple[str, ...] | None = Field(None, description="default: 'test' plus every shift split of the dataset")
+
+    @model_validator(mode="after")
+    def _known(self) -> "DataConfig":
+        if self.name not in DATASETS:
+            raise ValueError(DATASETS.unknown_message(self.name))
+        entry = DATASETS.get(self.name)
+        unknown = set(self.params) - set(entry.params)
+        if unknown:
+            raise ValueError(f"unknown {self.name} parameter(s) {sorted(unknown)} (known: {sorted(entry.params)})")
+        for split in (self.train_split, *(self.eval_splits or ())):
+            if split not in entry.splits:
+                raise ValueError(f"{self.name} has no split {split!r} (known: {', '.join(entry.splits)})")
+        return self
+
+    def resolved_eval_splits(self) -> tuple[str, ...]:
+        entry = DATASETS.get(self.name)
+        return self.eval_splits or ("test", *entry.shift_splits)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-4, gt=0, description="peak AdamW learning rate (our choice: the paper reports none)")
+    head_lr: float | None = Field(None, gt=0, description="head learning rate; default = lr")
+    weight_decay: float = Field(0.05, ge=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="linear warmup share of all optimiser steps, then cosine to 0")
+    grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null disables")
+    eval_batch_size: int = Field(256, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+
+
+class MethodConfig(Strict):
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "MethodConfig":
+        if self.name not in METHODS:
+            raise ValueError(METHODS.unknown_message(self.name))
+        METHODS.get(self.name).Params(**self.params)  # raises with the offending key
+        return self
+
+    def resolved_params(self) -> dict[str, Any]:
+        """All parameters including defaults: what the run really used."""
+        return METHODS.get(self.name).Params(**self.params).model_dump()
+
+
+class RunConfig(Strict):
+    method: MethodConfig
+    seed: int = 0
+    backbone: BackboneConfig = BackboneConfig()
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+
+    def canonical(self) -> dict[str, Any]:
+        """Defaults filled in, method parameters resolved: the identity of a run."""
+        dump = self.model_dump(mode="json")
+        dump["method"]["params"] = self.method.resolved_params()
+        dump["data"]["params"] = {**DATASETS.get(self.data.name).params, **self.data.params}
+        dump["data"]["eval_splits"] = list(self.data.resolved_eval_splits())
+        del dump["data"]["data_root"]  # where the files live does not change what the run is
+        return dump
+
+    def run_id(self) -> str:
+        blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]

@@ -1,0 +1,44 @@
+"""Reports built from a suite's results: long CSV, seed summary, Markdown table, bar plot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.io import atomic_write_text
+from bench.report.aggregate import long_table, paired_delta, seed_summary, with_ood_average
+from bench.report.plots import accuracy_bars
+from bench.report.tables import comparison_markdown
+from bench.suite import RunSpec
+
+
+@dataclass(frozen=True)
+class Report:
+    markdown: str
+    files: list[Path]
+    missing: list[RunSpec]
+
+
+def build_report(suite_name: str, specs: list[RunSpec], results_root: Path, reports_root: Path) -> Report:
+    long, missing = long_table(specs, results_root)
+    out = Path(reports_root) / suite_name
+    if long.empty:
+        return Report(f"# {suite_name}\n\nNo finished runs yet ({len(missing)} missing).\n", [], missing)
+    long = with_ood_average(long)
+    summary = seed_summary(long)
+    delta = paired_delta(long)
+    inits = sorted(set(long["init"]))
+    title = f"{suite_name}: SFT vs GRPO-RM"
+    markdown = comparison_markdown(long, summary, delta, title)
+    if missing:
+        markdown += "\nMissing or unfinished runs (not in the table):\n" + "".join(
+            f"- {s.config.method.name} seed={s.config.seed} (run {s.run_id})\n" for s in missing
+        )
+    files = [out / "results_long.csv", out / "summary.csv", out / "delta.csv", out / "table.md", out / "accuracy.png"]
+    atomic_write_text(files[0], long.to_csv(index=False))
+    atomic_write_text(files[1], summary.to_csv(index=False))
+    atomic_write_text(files[2], delta.to_csv(index=False))
+    atomic_write_text(files[3], markdown)
+    plot_title = f"{title} — {', '.join(sorted(set(long['backbone'])))} ({'; '.join(inits)})"
+    accuracy_bars(long, summary, files[4], plot_title)
+    return Report(markdown, files, missing)

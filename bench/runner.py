@@ -1,0 +1,61 @@
+"""Run a suite's expanded runs in this process, one after another, with a progress display.
+
+``done`` runs are skipped (their result.json exists); failed or interrupted runs resume from
+their checkpoint. Separate launchers (subprocesses, Slurm through submitit) build on the same
+``run_job`` entry point.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from bench.suite import RunSpec
+from bench.store import RunDir
+from bench.train import run_job
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    spec: RunSpec
+    state: str  # "done", "skipped" (already done) or "failed"
+    error: str | None = None
+
+
+def describe(spec: RunSpec) -> str:
+    c = spec.config
+    return f"{c.method.name} seed={c.seed} {c.data.name} (run {spec.run_id})"
+
+
+def run_local(specs: list[RunSpec], results_root: Path, force: bool = False, console: Console | None = None) -> list[RunOutcome]:
+    console = console or Console()
+    outcomes: list[RunOutcome] = []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task("suite", total=len(specs), stats="")
+        for spec in specs:
+            run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+            if run_dir.is_done() and not force:
+                outcomes.append(RunOutcome(spec, "skipped"))
+                progress.advance(overall)
+                continue
+            if force:
+                for f in (run_dir.result_file, run_dir.checkpoint, run_dir.metrics):
+                    f.unlink(missing_ok=True)
+            task = progress.add_task(describe(spec), total=None, stats="")
+
+            def report(step: int, total: int, stats: dict[str, float], task=task) -> None:
+                shown = " ".join(f"{k}={stats[k]:.3f}" for k in ("loss", "accuracy", "reward_mean") if k in stats)
+                progress.update(task, completed=step, total=total, stats=shown)
+
+            try:
+                run_job(spec.config, run_dir, spec.suite, report)
+                outcomes.append(RunOutcome(spec, "done"))
+            except Exception as exc:  # recorded in status.json with its traceback; go on with the rest
+                outcomes.append(RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {exc}"))
+                console.print(f"[red]failed[/red] {describe(spec)}: {exc} (traceback in {run_dir.status_file})")
+            progress.advance(overall)
+    return outcomes

@@ -1,0 +1,245 @@
+"""Train and evaluate one resolved run: seeded, resumable, logged, result written atomically."""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import traceback
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from bench.config import RunConfig
+from bench.data import DATASETS, ImageArrays
+from bench.evaluate import evaluate_split
+from bench.features import image_batch, prefix_tokens
+from bench.io import atomic_torch_save
+from bench.methods import build_method
+from bench.models import SplitViTClassifier, create_backbone
+from bench.provenance import git_state, host, versions
+from bench.seeding import derive_seed, generator, seed_everything
+from bench.store import RunDir
+
+LOG_EVERY = 20  # steps between appends to metrics.jsonl (a resume truncates to the checkpoint)
+ProgressFn = Callable[[int, int, dict[str, float]], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
+    warmup = int(total_steps * warmup_fraction)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def param_groups(model: SplitViTClassifier, cfg: RunConfig) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on 1-d tensors (norms, biases, LayerScale) and tokens."""
+    head_lr = cfg.train.head_lr or cfg.train.lr
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = p.ndim <= 1 or name.endswith(("cls_token", "reg_token", "pos_embed"))
+        key = (head_lr if name.startswith("head.") else cfg.train.lr, 0.0 if no_decay else cfg.train.weight_decay)
+        groups.setdefault(key, []).append(p)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+@dataclass
+class Inputs:
+    """A split as the model consumes it: prefix tokens (cached) or raw images."""
+
+    arrays: ImageArrays
+    tokens: Tensor | None
+    img_size: int
+
+    def batch(self, index: Tensor, device: torch.device) -> Tensor:
+        if self.tokens is not None:
+            return self.tokens[index].to(device, non_blocking=True)
+        return image_batch(self.arrays, index, self.img_size).to(device, non_blocking=True)
+
+
+class Job:
+    """Everything one run needs, built from its config."""
+
+    def __init__(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device)
+        seed_everything(cfg.seed)
+        self.entry = DATASETS.get(cfg.data.name)
+        backbone = create_backbone(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.checkpoint, cfg.backbone.img_size)
+        self.backbone = backbone
+        trainable = None if cfg.model.trainable_blocks == "all" else cfg.model.trainable_blocks
+        torch.manual_seed(derive_seed(cfg.seed, "head"))
+        self.model = SplitViTClassifier(backbone.model, self.entry.num_classes, trainable).to(self.device)
+        self.method = build_method(cfg.method.name, cfg.method.params)
+        self.reference = None
+        if self.method.needs_reference:
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.use_prefix_cache = cfg.model.cache_frozen_prefix and not self.model.full_finetune
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and cfg.train.bf16 else nullcontext()
+        )
+
+    def inputs(self, split: str) -> Inputs:
+        cfg = self.cfg
+        arrays = self.entry.load(split, cfg.data.data_root, **cfg.data.params)
+        tokens = None
+        if self.use_prefix_cache:
+            key = (
+                cfg.backbone.model_dump_json(), self.backbone.init,
+                cfg.seed if cfg.backbone.weights == "random" else None,
+                self.model.split, cfg.data.name, tuple(sorted(cfg.data.params.items())), split,
+            )
+            tokens = prefix_tokens(self.model, arrays, cfg.backbone.img_size, cfg.train.eval_batch_size, self.device, key)
+        return Inputs(arrays, tokens, cfg.backbone.img_size)
+
+    def logits(self, x: Tensor, model: SplitViTClassifier | None = None) -> Tensor:
+        model = model or self.model
+        with self.autocast:
+            return model.from_embedded(x) if self.use_prefix_cache else model(x)
+
+
+def run_job(cfg: RunConfig, run_dir: RunDir, suite: str = "", progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Train + evaluate one run into ``run_dir``; resumes from ``last.pt`` if present."""
+    run_dir.path.mkdir(parents=True, exist_ok=True)
+    run_dir.write_config(cfg.canonical())
+    run_dir.set_status("running")
+    try:
+        result = _train_and_evaluate(cfg, run_dir, suite, progress)
+    except BaseException as exc:
+        run_dir.set_status("failed", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
+        raise
+    run_dir.set_status("done")
+    return result
+
+
+def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None) -> dict[str, Any]:
+    started = time.time()
+    job = Job(cfg)
+    model, method, device = job.model, job.method, job.device
+    train = job.inputs(cfg.data.train_split)
+    labels = torch.from_numpy(train.arrays.labels)
+    n = len(labels)
+    batches_per_epoch = math.ceil(n / cfg.train.batch_size)
+    total_steps = cfg.train.epochs * batches_per_epoch * method.passes
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.train.warmup_fraction))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    start_epoch, step, prior_wall = 0, 0, 0.0
+    if run_dir.checkpoint.is_file():
+        state = torch.load(run_dir.checkpoint, map_location=device, weights_only=False)
+        if "optimizer" in state:  # a finished run keeps weights only; a partial one resumes
+            model.load_state_dict(state["model"], strict=False)
+            optimizer.load_state_dict(state["optimizer"])
+            schedule.load_state_dict(state["schedule"])
+            start_epoch, step, prior_wall = state["epoch"], state["step"], state.get("wall_time_s", 0.0)
+    run_dir.truncate_metrics(step)
+
+    pending: list[dict[str, Any]] = []
+    for epoch in range(start_epoch, cfg.train.epochs):
+        model.train()
+        if hasattr(method, "generator"):
+            method.generator = generator(cfg.seed, "groups", epoch)
+        order = torch.randperm(n, generator=generator(cfg.seed, "order", epoch))
+        for b in range(batches_per_epoch):
+            index = order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size]
+            x, y = train.batch(index, device), labels[index].to(device)
+            ref_logits = None
+            if job.reference is not None:
+                with torch.no_grad():
+                    ref_logits = job.logits(x, job.reference)
+            logits = job.logits(x)
+            rollout = method.rollout(logits, y, ref_logits)
+            for p in range(method.passes):
+                if p > 0:
+                    logits = job.logits(x)
+                out = method.loss(logits, y, rollout)
+                optimizer.zero_grad(set_to_none=True)
+                out.loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(trainable, cfg.train.grad_clip or float("inf"))
+                optimizer.step()
+                schedule.step()
+                step += 1
+                row = {"step": step, "epoch": epoch, "pass": p, "lr": schedule.get_last_lr()[0], "grad_norm": float(grad_norm), **out.stats}
+                pending.append(row)
+                if progress:
+                    progress(step, total_steps, out.stats)
+            if len(pending) >= LOG_EVERY:
+                run_dir.append_metrics(pending)
+                pending = []
+        run_dir.append_metrics(pending)
+        pending = []
+        atomic_torch_save(
+            {
+                "model": {k: v for k, v in model.state_dict().items() if k in _trainable_names(model)},
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "epoch": epoch + 1,
+                "step": step,
+                "wall_time_s": prior_wall + time.time() - started,
+            },
+            run_dir.checkpoint,
+        )
+
+    model.eval()
+    metrics = {}
+    for split in cfg.data.resolved_eval_splits():
+        data = job.inputs(split)
+        metrics[split] = {
+            **evaluate_split(lambda x: job.logits(x), data.batch, data.arrays.labels, cfg.train.eval_batch_size, device),
+            "shift": split in job.entry.shift_splits,
+        }
+    wall = prior_wall + time.time() - started
+    # the finished run keeps its fine-tuned weights (for later evaluations) but not optimiser state
+    atomic_torch_save({"model": {k: v for k, v in model.state_dict().items() if k in _trainable_names(model)}, "step": step}, run_dir.checkpoint)
+    result = {
+        "run_id": cfg.run_id(),
+        "suite": suite,
+        "method": cfg.method.name,
+        "method_params": cfg.method.resolved_params(),
+        "dataset": cfg.data.name,
+        "seed": cfg.seed,
+        "backbone": {
+            "name": cfg.backbone.name,
+            "display": job.backbone.display,
+            "init": job.backbone.init,
+            "random_init": cfg.backbone.weights == "random",
+            "checkpoint": job.backbone.checkpoint,
+        },
+        "protocol": {
+            "img_size": cfg.backbone.img_size,
+            "trainable_blocks": cfg.model.trainable_blocks,
+            "frozen_prefix_cached": job.use_prefix_cache,
+            "train_size": n,
+            "steps": step,
+        },
+        "config": cfg.canonical(),
+        "versions": versions(),
+        "git": git_state(),
+        "host": host(),
+        "device": str(device),
+        "wall_time_s": round(wall, 3),
+        "metrics": metrics,
+    }
+    run_dir.write_result(result)
+    return result
+
+
+def _trainable_names(model: nn.Module) -> set[str]:
+    return {name for name, p in model.named_parameters() if p.requires_grad}

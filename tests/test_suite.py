@@ -1,0 +1,98 @@
+"""Suite loading, validation messages, matrix expansion and run identity."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from bench.cli import main
+from bench.suite import SuiteError, expand, load_suite
+
+GOOD = """
+name: t
+defaults:
+  backbone: {name: dinov2_tiny, weights: random, img_size: 28}
+  data: {name: fmnist_composites, params: {img_size: 28}}
+methods:
+  grpo_rm: {epsilon: 0.1}
+matrix:
+  method: [sft, grpo_rm]
+  seed: [0, 1]
+"""
+
+
+def write(tmp_path, text, name="s.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_expansion_is_deterministic_and_ids_ignore_key_order(tmp_path):
+    path = write(tmp_path, GOOD)
+    specs = expand(load_suite(path), path)
+    assert [(s.config.method.name, s.config.seed) for s in specs] == [("sft", 0), ("sft", 1), ("grpo_rm", 0), ("grpo_rm", 1)]
+    assert specs[2].config.method.resolved_params()["epsilon"] == 0.1
+    reordered = write(tmp_path, """
+        name: t
+        matrix:
+          seed: [0, 1]
+          method: [sft, grpo_rm]
+        methods:
+          grpo_rm: {epsilon: 0.1}
+        defaults:
+          data: {params: {img_size: 28}, name: fmnist_composites}
+          backbone: {img_size: 28, weights: random, name: dinov2_tiny}
+        """, "r.yaml")
+    assert {s.run_id for s in expand(load_suite(reordered), reordered)} == {s.run_id for s in specs}
+    # an explicit default value does not change identity; a real change does
+    explicit = expand(load_suite(path), path, ["train.lr=1e-4"])
+    assert [s.run_id for s in explicit] == [s.run_id for s in specs]
+    changed = expand(load_suite(path), path, ["train.lr=2e-4"])
+    assert not {s.run_id for s in changed} & {s.run_id for s in specs}
+
+
+def test_dotted_matrix_axis(tmp_path):
+    path = write(tmp_path, GOOD.replace("seed: [0, 1]", "method.params.epsilon: [0.1, 0.3]").replace("method: [sft, grpo_rm]", "method: [grpo_rm]"))
+    specs = expand(load_suite(path), path)
+    assert [s.config.method.resolved_params()["epsilon"] for s in specs] == [0.1, 0.3]
+
+
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (("matrix:", "matrixx:"), "matrixx: Extra inputs are not permitted"),
+        (("method: [sft, grpo_rm]", "method: [sft, grpo]"), "unknown method 'grpo'; did you mean 'grpo_rm'?"),
+        (("name: dinov2_tiny", "name: dinov2_tiyn"), "backbone.name: Value error, unknown backbone 'dinov2_tiyn'; did you mean 'dinov2_tiny'"),
+        (("img_size: 28}", "img_size: 30}"), "not a multiple of the patch size 14"),
+        (("epsilon: 0.1", "epsilom: 0.1"), "epsilom"),
+        (("epsilon: 0.1", "epsilon: 1.5"), "less than 1"),
+        (("name: fmnist_composites", "name: fmnist"), "unknown dataset 'fmnist'"),
+        (("params: {img_size: 28}", "params: {img_sz: 28}"), "unknown fmnist_composites parameter(s) ['img_sz']"),
+        (("seed: [0, 1]", "seed: []"), "matrix.seed: empty list"),
+        (("name: t", "name: 'bad name'"), "name: String should match pattern"),
+    ],
+)
+def test_bad_suites_get_precise_messages(tmp_path, edit, expected):
+    path = write(tmp_path, GOOD.replace(*edit))
+    with pytest.raises(SuiteError) as err:
+        expand(load_suite(path), path)
+    message = str(err.value)
+    assert str(path) in message and expected in message
+
+
+def test_validate_command_exit_codes(tmp_path, capsys):
+    good = write(tmp_path, GOOD)
+    assert main(["validate", str(good)]) == 0
+    assert "4 runs" in capsys.readouterr().out
+    bad = write(tmp_path, GOOD.replace("seed: [0, 1]", "seed: [0, one]"), "bad.yaml")
+    assert main(["validate", str(bad)]) == 2
+    assert "seed" in capsys.readouterr().out
+    assert main(["validate", str(tmp_path / "absent.yaml")]) == 2
+
+
+def test_demo_suite_validates():
+    specs = expand(load_suite("suites/demo.yaml"), "suites/demo.yaml")
+    assert len(specs) == 6
+    assert {s.config.backbone.name for s in specs} == {"dinov2_vits14_imgfocus"}
+    assert {s.config.backbone.weights for s in specs} == {"pretrained"}

@@ -1,0 +1,106 @@
+"""One run end to end on the tiny DINOv2-arch backbone: determinism, resume, result file."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench import train as train_module
+from bench.features import clear_cache
+from bench.store import RunDir
+from bench.train import run_job, warmup_cosine
+from conftest import tiny_config
+
+
+def _metrics(run_dir: RunDir) -> list[dict]:
+    return [json.loads(line) for line in run_dir.metrics.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("method", ["sft", "grpo_rm"])
+def test_same_seed_gives_identical_numbers(tmp_path, method):
+    cfg = tiny_config(method)
+    a = run_job(cfg, RunDir(tmp_path / "a"))
+    clear_cache()  # the second run recomputes everything, prefix tokens included
+    b = run_job(cfg, RunDir(tmp_path / "b"))
+    assert a["metrics"] == b["metrics"]
+    assert _metrics(RunDir(tmp_path / "a")) == _metrics(RunDir(tmp_path / "b"))
+    other = run_job(tiny_config(method, seed=1), RunDir(tmp_path / "c"))
+    assert _metrics(RunDir(tmp_path / "c"))[0]["loss"] != _metrics(RunDir(tmp_path / "a"))[0]["loss"]
+    assert other["metrics"]["test"]["n"] == 24
+
+
+def test_result_records_provenance_and_random_init(tmp_path):
+    cfg = tiny_config("grpo_rm", method_params={"epsilon": 0.3})
+    run_dir = RunDir(tmp_path / "r")
+    run_job(cfg, run_dir, suite="s")
+    result = json.loads(run_dir.result_file.read_text())
+    assert result["run_id"] == cfg.run_id() and result["suite"] == "s"
+    assert result["backbone"]["init"] == "random init" and result["backbone"]["random_init"] is True
+    assert result["method_params"]["epsilon"] == 0.3 and result["method_params"]["mu"] == 1
+    assert set(result["metrics"]) == {"test", "shift_background", "shift_palette", "shift_corruption"}
+    assert result["metrics"]["shift_palette"]["shift"] is True and result["metrics"]["test"]["shift"] is False
+    assert result["versions"]["torch"].startswith("2.11.0") and result["git"]["commit"]
+    assert result["wall_time_s"] > 0 and result["protocol"]["steps"] == 2 * 3
+    assert json.loads(run_dir.status_file.read_text())["state"] == "done"
+    rows = _metrics(run_dir)
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    for key in ("loss", "reward_mean", "adv_mean", "adv_std", "adv_max", "clip_fraction", "entropy", "accuracy"):
+        assert key in rows[0], key
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_mu_passes_multiply_optimizer_steps_and_clip(tmp_path):
+    cfg = tiny_config("grpo_rm", method_params={"mu": 3, "epsilon": 0.05}, train={"lr": 3e-3, "head_lr": 3e-2})
+    run_dir = RunDir(tmp_path / "mu")
+    result = run_job(cfg, run_dir)
+    rows = _metrics(run_dir)
+    assert result["protocol"]["steps"] == 2 * 3 * 3
+    assert all(r["clip_fraction"] == 0.0 for r in rows if r["pass"] == 0)
+    assert max(r["clip_fraction"] for r in rows if r["pass"] > 0) > 0.0
+
+
+def test_interrupted_run_resumes_to_identical_result(tmp_path, monkeypatch):
+    cfg = tiny_config("grpo_rm", train={"epochs": 3})
+    clean = run_job(cfg, RunDir(tmp_path / "clean"))
+
+    # interrupt: fail in the middle of the third epoch, after two epoch checkpoints
+    real_save = train_module.atomic_torch_save
+    calls = {"n": 0}
+
+    def crash_after_two(obj, path):
+        real_save(obj, path)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(train_module, "atomic_torch_save", crash_after_two)
+    broken = RunDir(tmp_path / "resumed")
+    with pytest.raises(KeyboardInterrupt):
+        run_job(cfg, broken)
+    status = json.loads(broken.status_file.read_text())
+    assert status["state"] == "failed" and "simulated kill" in status["traceback"]
+    assert not broken.result_file.exists()
+    monkeypatch.setattr(train_module, "atomic_torch_save", real_save)
+
+    clear_cache()
+    resumed = run_job(cfg, broken)
+    assert resumed["metrics"] == clean["metrics"]
+    assert _metrics(broken) == _metrics(RunDir(tmp_path / "clean"))
+    assert json.loads(broken.status_file.read_text())["attempts"] == 2
+
+
+def test_full_finetune_without_prefix_cache_trains_every_block(tmp_path):
+    cfg = tiny_config("sft", model={"trainable_blocks": "all"})
+    run_dir = RunDir(tmp_path / "full")
+    result = run_job(cfg, run_dir)
+    assert result["protocol"]["frozen_prefix_cached"] is False
+    saved = torch.load(run_dir.checkpoint, weights_only=False)["model"]
+    assert "vit.patch_embed.proj.weight" in saved and "vit.blocks.0.attn.qkv.weight" in saved
+
+
+def test_warmup_cosine_schedule_shape():
+    f = warmup_cosine(100, 0.1)
+    assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
