@@ -38,3 +38,7 @@ test: install
 
 clean:
 	rm -rf $(VENV) results/*/ reports/*/
+
+# Speed/memory benchmarks (tables on stdout; not part of the tests)
+bench-perf: install
+	$(PY) benchmarks/step_time.py

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.report import build_report
+from bench.report import Report, build_report
 from bench.runner import describe, run_local
 from bench.suite import SuiteError, expand, load_suite
 
@@ -16,6 +16,12 @@ from bench.suite import SuiteError, expand, load_suite
 def _specs(args: argparse.Namespace):
     suite = load_suite(args.suite)
     return suite, expand(suite, args.suite, args.override)
+
+
+def _print_report(report: Report, console: Console) -> None:
+    console.print(report.markdown, markup=False, soft_wrap=True)
+    for path in report.files:
+        console.print(f"wrote {path}", markup=False)
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
@@ -31,10 +37,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     console.print(f"suite {suite.name!r}: {len(specs)} runs → {args.results / suite.name}")
     outcomes = run_local(specs, args.results, force=args.force, console=console)
     failed = [o for o in outcomes if o.state == "failed"]
-    report = build_report(suite.name, specs, args.results, args.reports)
-    console.print(report.markdown, markup=False)
-    for path in report.files:
-        console.print(f"wrote {path}")
+    _print_report(build_report(suite.name, specs, args.results, args.reports), console)
     if failed:
         console.print(f"[red]{len(failed)} run(s) failed[/red]; rerun the same command to retry them")
     return 1 if failed else 0
@@ -42,10 +45,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
-    report = build_report(suite.name, specs, args.results, args.reports)
-    console.print(report.markdown, markup=False)
-    for path in report.files:
-        console.print(f"wrote {path}")
+    _print_report(build_report(suite.name, specs, args.results, args.reports), console)
     return 0
 
 

@@ -1,0 +1,51 @@
+"""`bench run` end to end on a tiny suite: results, report files, and rerun = resume/skip."""
+
+from __future__ import annotations
+
+import json
+
+from bench.cli import main
+from test_suite import write
+
+TINY_SUITE = """
+name: tiny
+defaults:
+  backbone: {name: dinov2_tiny, weights: random, img_size: 28}
+  model: {trainable_blocks: 1}
+  data: {name: fmnist_composites, params: {img_size: 28, train_size: 32, eval_size: 16}}
+  train: {epochs: 1, batch_size: 16}
+matrix:
+  method: [sft, grpo_rm]
+  seed: [0]
+"""
+
+
+def test_bench_run_writes_results_and_report_then_skips_done_runs(tmp_path, capsys):
+    suite = write(tmp_path, TINY_SUITE)
+    args = [str(suite), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+    assert main(["run", *args]) == 0
+    out = capsys.readouterr().out
+    assert "| SFT (random init) |" in out and "| GRPO-RM (random init) |" in out and "Δ GRPO-RM − SFT" in out
+    results = sorted((tmp_path / "results" / "tiny").glob("*/result.json"))
+    assert len(results) == 2
+    table = (tmp_path / "reports" / "tiny" / "table.md").read_text()
+    assert "random init (not pretrained)" in table
+    assert (tmp_path / "reports" / "tiny" / "accuracy.png").stat().st_size > 1000
+    before = {p: p.stat().st_mtime_ns for p in results}
+
+    assert main(["run", *args]) == 0  # everything is done: nothing reruns
+    assert {p: p.stat().st_mtime_ns for p in results} == before
+    assert main(["run", *args, "--force"]) == 0
+    assert all(p.stat().st_mtime_ns != before[p] for p in results)
+    assert {json.loads(p.read_text())["method"] for p in results} == {"sft", "grpo_rm"}
+
+
+def test_failed_run_is_recorded_and_others_finish(tmp_path, capsys):
+    suite = write(tmp_path, TINY_SUITE.replace("weights: random", "weights: pretrained, checkpoint: /nonexistent/dinov2.pth").replace("dinov2_tiny", "dinov2_vits14"))
+    args = [str(suite), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+    assert main(["run", *args]) == 1
+    statuses = [json.loads(p.read_text()) for p in (tmp_path / "results" / "tiny").glob("*/status.json")]
+    assert len(statuses) == 2 and all(s["state"] == "failed" for s in statuses)
+    assert all("/nonexistent/dinov2.pth" in s["error"] and "Traceback" in s["traceback"] for s in statuses)
+    assert not list((tmp_path / "results" / "tiny").glob("*/result.json"))
+    assert "2 run(s) failed" in capsys.readouterr().out
