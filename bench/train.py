@@ -154,8 +154,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     pending: list[dict[str, Any]] = []
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
-        if hasattr(method, "generator"):
-            method.generator = generator(cfg.seed, "groups", epoch)
+        method.generator = generator(cfg.seed, "groups", epoch)
         order = torch.randperm(n, generator=generator(cfg.seed, "order", epoch))
         for b in range(batches_per_epoch):
             index = order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size]

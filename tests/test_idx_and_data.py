@@ -126,3 +126,12 @@ def test_palette_shift_changes_hue_family(tmp_path, monkeypatch):
         px = arr.images[inside].astype(float)
         return (px[:, 2] > px[:, 0]).mean()
     assert blue_share(b) > blue_share(a) + 0.3
+
+
+def test_plain_fashion_mnist_is_registered_like_the_others(tmp_path):
+    folder, data = _fixture_fashion_mnist(tmp_path)
+    entry = DATASETS.get("fashion_mnist")
+    assert entry.num_classes == 10 and entry.task == "classification"
+    test = entry.load("test", tmp_path)
+    assert test.images.shape == (30, 28, 28, 3)
+    assert np.array_equal(test.images[..., 1], data["t10k"][0]) and np.array_equal(test.labels, data["t10k"][1])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -49,6 +50,9 @@ def test_result_records_provenance_and_random_init(tmp_path):
     for key in ("loss", "reward_mean", "adv_mean", "adv_std", "adv_max", "clip_fraction", "entropy", "accuracy"):
         assert key in rows[0], key
     assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    assert run_dir.result_file.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file
 
 
 def test_mu_passes_multiply_optimizer_steps_and_clip(tmp_path):

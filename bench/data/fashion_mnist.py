@@ -52,3 +52,29 @@ def load_split(split: str, data_root: str | Path | None = None) -> GreyImages:
         "Install Debian's dataset-fashion-mnist (`make install` does) or put the four official IDX files "
         "under <data root>/fashion-mnist/."
     )
+
+
+def load(split: str, data_root: str | Path | None = None) -> "ImageArrays":
+    """The plain dataset as RGB (grey replicated); the trainer resizes to the backbone's size."""
+    from bench.data.base import ImageArrays
+
+    grey = load_split(split, data_root)
+    return ImageArrays(np.repeat(grey.images[..., None], 3, axis=-1), grey.labels)
+
+
+def _register() -> None:
+    from bench.data.base import DATASETS, DatasetEntry
+
+    DATASETS.add(
+        "fashion_mnist",
+        DatasetEntry(
+            task="classification",
+            classes=CLASSES,
+            splits=("train", "test"),
+            build=load,
+            description="Fashion-MNIST (official IDX files), 28×28 grey replicated to RGB",
+        ),
+    )
+
+
+_register()

@@ -1,11 +1,11 @@
 """Fine-tuning objectives, registered by name in :data:`METHODS`."""
 
-from bench.methods.base import METHODS, IGNORE_INDEX, LossOutput, Method, MethodParams, Rollout
+from bench.methods.base import METHODS, IGNORE_INDEX, LossOutput, Method, MethodBase, MethodParams, Rollout
 from bench.methods.grpo_rm import GRPORM, GRPORMParams, grpo_rm_loss
 from bench.methods.sft import SFT, SFTParams, cross_entropy_loss
 
 __all__ = [
-    "METHODS", "IGNORE_INDEX", "LossOutput", "Method", "MethodParams", "Rollout",
+    "METHODS", "IGNORE_INDEX", "LossOutput", "Method", "MethodBase", "MethodParams", "Rollout",
     "GRPORM", "GRPORMParams", "grpo_rm_loss", "SFT", "SFTParams", "cross_entropy_loss",
 ]
 

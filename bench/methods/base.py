@@ -63,7 +63,36 @@ class Method(Protocol):
         """The scalar to minimise and per-step statistics for the log."""
 
 
-METHODS: Registry[type] = Registry("method")
+class MethodBase:
+    """Defaults for a one-pass supervised objective; GRPO-style methods override what differs.
+
+    ``generator`` seeds any sampling a method does; the trainer re-seeds it per epoch so a
+    resumed run draws what an uninterrupted one would.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[MethodParams]]
+
+    def __init__(self, params: MethodParams | None = None, generator: torch.Generator | None = None) -> None:
+        self.params = params if params is not None else self.Params()
+        self.generator = generator
+
+    @property
+    def passes(self) -> int:
+        return 1
+
+    @property
+    def needs_reference(self) -> bool:
+        return False
+
+    def rollout(self, logits: Tensor, labels: Tensor, ref_logits: Tensor | None) -> Rollout | None:
+        return None
+
+    def loss(self, logits: Tensor, labels: Tensor, rollout: Rollout | None) -> LossOutput:
+        raise NotImplementedError
+
+
+METHODS: Registry[type[MethodBase]] = Registry("method")
 
 
 def flatten_questions(logits: Tensor, labels: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:

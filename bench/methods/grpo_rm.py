@@ -25,7 +25,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
-from bench.methods.base import IGNORE_INDEX, METHODS, LossOutput, MethodParams, Rollout, flatten_questions, full_precision, policy_stats
+from bench.methods.base import IGNORE_INDEX, METHODS, LossOutput, MethodBase, MethodParams, Rollout, flatten_questions, full_precision, policy_stats
 
 
 class GRPORMParams(MethodParams):
@@ -125,13 +125,10 @@ def grpo_rm_loss(
 
 
 @METHODS.register("grpo_rm")
-class GRPORM:
+class GRPORM(MethodBase):
     name: ClassVar[str] = "grpo_rm"
     Params = GRPORMParams
-
-    def __init__(self, params: GRPORMParams | None = None, generator: torch.Generator | None = None) -> None:
-        self.params = params or GRPORMParams()
-        self.generator = generator
+    params: GRPORMParams
 
     @property
     def passes(self) -> int:

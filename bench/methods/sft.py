@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from bench.methods.base import IGNORE_INDEX, METHODS, LossOutput, MethodParams, Rollout, flatten_questions, full_precision, policy_stats
+from bench.methods.base import IGNORE_INDEX, METHODS, LossOutput, MethodBase, MethodParams, Rollout, flatten_questions, full_precision, policy_stats
 
 
 class SFTParams(MethodParams):
@@ -25,23 +24,10 @@ def cross_entropy_loss(logits: Tensor, labels: Tensor, params: SFTParams) -> Los
 
 
 @METHODS.register("sft")
-class SFT:
+class SFT(MethodBase):
     name: ClassVar[str] = "sft"
     Params = SFTParams
-
-    def __init__(self, params: SFTParams | None = None, generator: torch.Generator | None = None) -> None:
-        self.params = params or SFTParams()  # SFT draws nothing at random; generator is accepted for a uniform API
-
-    @property
-    def passes(self) -> int:
-        return 1
-
-    @property
-    def needs_reference(self) -> bool:
-        return False
-
-    def rollout(self, logits: Tensor, labels: Tensor, ref_logits: Tensor | None) -> Rollout | None:
-        return None
+    params: SFTParams
 
     def loss(self, logits: Tensor, labels: Tensor, rollout: Rollout | None) -> LossOutput:
         return cross_entropy_loss(logits, labels, self.params)
