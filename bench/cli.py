@@ -8,8 +8,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from bench.launch import LAUNCHERS, LaunchOptions, cancel, launch, sbatch_preview, scheduler_states, status_table, submitit_folder
 from bench.report import Report, build_report
-from bench.runner import describe, run_local
+from bench.runner import describe
+from bench.store import RunDir
 from bench.suite import SuiteError, expand, load_suite
 
 
@@ -26,20 +28,38 @@ def _print_report(report: Report, console: Console) -> None:
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
-    console.print(f"{args.suite}: ok — suite {suite.name!r}, {len(specs)} runs")
+    console.print(f"{args.suite}: ok — suite {suite.name!r}, {len(specs)} runs", markup=False)
     for spec in specs:
-        console.print(f"  {describe(spec)}")
+        console.print(f"  {describe(spec)} profile={spec.profile}", markup=False)
+    return 0
+
+
+def cmd_dry_run(args: argparse.Namespace, suite, specs, console: Console) -> int:
+    console.print(status_table(specs, args.results))
+    todo = [s for s in specs if args.force or not RunDir.of(args.results, s.suite, s.run_id).is_done()]
+    console.print(f"{len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run with --executor {args.executor}", markup=False)
+    for name in dict.fromkeys(s.profile for s in todo):
+        group = [s for s in todo if s.profile == name]
+        console.print(f"\nprofile {name!r}: {len(group)} run(s), {suite.resource(name).model_dump()}", markup=False)
+        if args.executor == "slurm":
+            console.print(sbatch_preview(suite.name, name, suite.resource(name), len(group), submitit_folder(args.results, suite.name)), markup=False, soft_wrap=True)
     return 0
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
-    console.print(f"suite {suite.name!r}: {len(specs)} runs → {args.results / suite.name}")
-    outcomes = run_local(specs, args.results, force=args.force, console=console)
+    if args.dry_run:
+        return cmd_dry_run(args, suite, specs, console)
+    console.print(f"suite {suite.name!r}: {len(specs)} runs → {args.results / suite.name} (executor {args.executor})", markup=False)
+    options = LaunchOptions(force=args.force, parallel=args.parallel, wait=args.wait)
+    outcomes = launch(args.executor, suite, specs, args.results, options, console)
     failed = [o for o in outcomes if o.state == "failed"]
-    _print_report(build_report(suite.name, specs, args.results, args.reports), console)
+    if all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs) or failed:
+        _print_report(build_report(suite.name, specs, args.results, args.reports), console)
+    else:
+        console.print(f"submitted; follow with `bench status {args.suite}`, report with `bench report {args.suite}`", markup=False)
     if failed:
-        console.print(f"[red]{len(failed)} run(s) failed[/red]; rerun the same command to retry them")
+        console.print(f"{len(failed)} run(s) failed; rerun the same command to retry them (done runs are skipped)", style="red", markup=False)
     return 1 if failed else 0
 
 
@@ -49,20 +69,44 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    suite, specs = _specs(args)
+    jobs = [str(RunDir.of(args.results, s.suite, s.run_id).read_status().get("executor_job_id") or "") for s in specs]
+    console.print(status_table(specs, args.results, scheduler_states([j for j in jobs if j])))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
+    suite, specs = _specs(args)
+    cancelled = cancel(specs, args.results)
+    console.print(f"cancelled {len(cancelled)} Slurm job(s): {' '.join(cancelled)}", markup=False)
+    return 0
+
+
+COMMANDS = {
+    "run": (cmd_run, "run a suite (skips finished runs, resumes interrupted ones), then report"),
+    "report": (cmd_report, "aggregate a suite's finished runs into tables and plots"),
+    "validate": (cmd_validate, "check a suite file and list its runs without running anything"),
+    "status": (cmd_status, "per-run state from the result store and the scheduler"),
+    "cancel": (cmd_cancel, "cancel a suite's queued or running Slurm jobs"),
+}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="GRPO-RM vs SFT benchmark harness")
     sub = p.add_subparsers(dest="command", required=True)
-    for name, fn, help_text in (
-        ("run", cmd_run, "run a suite (skips finished runs, resumes interrupted ones), then report"),
-        ("report", cmd_report, "aggregate a suite's finished runs into tables and plots"),
-        ("validate", cmd_validate, "check a suite file and list its runs without running anything"),
-    ):
+    for name, (fn, help_text) in COMMANDS.items():
         s = sub.add_parser(name, help=help_text)
         s.add_argument("suite", type=Path, help="suite YAML file")
         s.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=1e-4 (repeatable)")
         s.add_argument("--results", type=Path, default=Path("results"), help="result store root (default: results/)")
         s.add_argument("--reports", type=Path, default=Path("reports"), help="report output root (default: reports/)")
         if name == "run":
+            s.add_argument("--executor", choices=LAUNCHERS.names(), default="debug",
+                           help="debug: in this process (default; runs share in-memory caches); local: subprocesses; slurm: job arrays")
+            s.add_argument("--parallel", type=int, default=1, help="local executor: runs at once")
+            s.add_argument("--wait", action="store_true", help="slurm executor: block until all jobs end")
+            s.add_argument("--dry-run", action="store_true", help="print the runs, what is done, resources and sbatch scripts; submit nothing")
             s.add_argument("--force", action="store_true", help="rerun runs that are already done")
         s.set_defaults(fn=fn)
     return p

@@ -1,8 +1,8 @@
-"""Run a suite's expanded runs in this process, one after another, with a progress display.
+"""Run a suite's runs in this process, one after another, with a progress display.
 
-``done`` runs are skipped (their result.json exists); failed or interrupted runs resume from
-their checkpoint. Separate launchers (subprocesses, Slurm through submitit) build on the same
-``run_job`` entry point.
+The ``debug`` executor: the caller passes only runs that are not done; interrupted runs resume
+from their checkpoint. Runs share in-process caches (frozen-prefix tokens), which makes this the
+fastest way through small suites such as the demo.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def describe(spec: RunSpec) -> str:
     return f"{c.method.name} seed={c.seed} {c.data.name} (run {spec.run_id})"
 
 
-def run_local(specs: list[RunSpec], results_root: Path, force: bool = False, console: Console | None = None) -> list[RunOutcome]:
+def run_local(specs: list[RunSpec], results_root: Path, console: Console | None = None) -> list[RunOutcome]:
     console = console or Console()
     outcomes: list[RunOutcome] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())
@@ -38,13 +38,6 @@ def run_local(specs: list[RunSpec], results_root: Path, force: bool = False, con
         overall = progress.add_task("suite", total=len(specs), stats="")
         for spec in specs:
             run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-            if run_dir.is_done() and not force:
-                outcomes.append(RunOutcome(spec, "skipped"))
-                progress.advance(overall)
-                continue
-            if force:
-                for f in (run_dir.result_file, run_dir.checkpoint, run_dir.metrics):
-                    f.unlink(missing_ok=True)
             task = progress.add_task(describe(spec), total=None, stats="")
 
             def report(step: int, total: int, stats: dict[str, float], task=task) -> None:

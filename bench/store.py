@@ -1,6 +1,7 @@
 """The result store: one folder per run, ``results/<suite>/<run_id>/``.
 
-Files: ``config.yaml`` (the resolved config), ``status.json`` (pending → running → done | failed),
+Files: ``config.yaml`` (the resolved config), ``status.json`` (pending → running → done | failed;
+pending with an ``executor_job_id`` means queued on a scheduler),
 ``metrics.jsonl`` (one line per optimiser step), ``last.pt`` (resumable checkpoint) and
 ``result.json`` (written last, atomically: a run is done exactly when it exists). Failures are
 recorded in ``status.json`` with their traceback and never count as results.
@@ -59,6 +60,12 @@ class RunDir:
             status.pop("error", None)
         if state in ("done", "failed"):
             status["end"] = time.time()
+        atomic_write_json(self.status_file, status)
+
+    def update_status(self, **fields: Any) -> None:
+        """Add fields (job id, total steps, …) without changing the state."""
+        status = self.read_status()
+        status.update(fields, updated=time.time())
         atomic_write_json(self.status_file, status)
 
     def write_result(self, result: dict[str, Any]) -> None:

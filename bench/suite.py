@@ -18,6 +18,7 @@ identity is the hash of its canonical resolved config (:meth:`RunConfig.run_id`)
 from __future__ import annotations
 
 import copy
+import difflib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,27 @@ class SuiteError(ValueError):
     """A suite file that cannot be run; the message names the file, the key and the fix."""
 
 
+class ResourceProfile(BaseModel):
+    """What one run asks a scheduler for. Launcher settings: not part of a run's identity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpus: int = Field(0, ge=0, description="GPUs per run (>1 runs DDP inside the job)")
+    cpus: int = Field(1, ge=1, description="CPUs per run; also the run's torch thread count")
+    mem_gb: float = Field(8, gt=0)
+    time_min: int = Field(60, ge=1, description="wall-clock limit; on timeout the run checkpoints and requeues")
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int = Field(16, ge=1, description="array tasks running at once")
+    signal_delay_s: int = Field(90, ge=0, description="USR2 this long before the limit triggers checkpoint()")
+    extra: dict[str, Any] = Field(default_factory=dict, description="further sbatch parameters, e.g. {exclusive: true}")
+
+
+DEFAULT_PROFILE = "default"
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -41,6 +63,11 @@ class Suite(BaseModel):
     defaults: dict[str, Any] = Field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
     matrix: dict[str, list[Any]] = Field(default_factory=dict)
+    resources: dict[str, ResourceProfile] = Field(default_factory=lambda: {DEFAULT_PROFILE: ResourceProfile()})
+    profile: str = Field(DEFAULT_PROFILE, description="resource profile of runs unless the matrix has a 'profile' axis")
+
+    def resource(self, name: str) -> ResourceProfile:
+        return self.resources[name]
 
 
 @dataclass(frozen=True)
@@ -48,6 +75,7 @@ class RunSpec:
     suite: str
     run_id: str
     config: RunConfig
+    profile: str = DEFAULT_PROFILE
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -103,11 +131,20 @@ def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | No
     for key, values in axes:
         if not values:
             raise SuiteError(f"{path}: matrix.{key}: empty list; give at least one value")
+    profiles = [suite.profile, *suite.matrix.get("profile", [])]
+    for name in profiles:
+        if name not in suite.resources:
+            close = difflib.get_close_matches(str(name), list(suite.resources), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise SuiteError(f"{path}: profile: unknown resource profile {name!r}{hint} (defined: {', '.join(suite.resources)})")
     specs: list[RunSpec] = []
     for combo in itertools.product(*(values for _, values in axes)):
         tree: dict[str, Any] = copy.deepcopy(suite.defaults)
+        profile = suite.profile
         for (key, _), value in zip(axes, combo):
-            if key == "method":
+            if key == "profile":
+                profile = value
+            elif key == "method":
                 tree["method"] = {"name": value, "params": suite.methods.get(value, {})}
             else:
                 set_dotted(tree, key, value)
@@ -118,7 +155,7 @@ def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | No
         except ValidationError as exc:
             where = ", ".join(f"{k}={v}" for (k, _), v in zip(axes, combo))
             raise SuiteError(f"{_format_validation(Path(path), '', exc)}\n  (in the run {where})") from None
-        specs.append(RunSpec(suite.name, config.run_id(), config))
+        specs.append(RunSpec(suite.name, config.run_id(), config, profile))
     ids = [s.run_id for s in specs]
     if len(set(ids)) != len(ids):
         raise SuiteError(f"{path}: matrix produces duplicate runs (the same resolved config twice)")

@@ -114,11 +114,16 @@ class Job:
             return model.from_embedded(x) if self.use_prefix_cache else model(x)
 
 
-def run_job(cfg: RunConfig, run_dir: RunDir, suite: str = "", progress: ProgressFn | None = None) -> dict[str, Any]:
-    """Train + evaluate one run into ``run_dir``; resumes from ``last.pt`` if present."""
+def run_job(
+    cfg: RunConfig, run_dir: RunDir, suite: str = "", progress: ProgressFn | None = None, **status_fields: Any
+) -> dict[str, Any]:
+    """Train + evaluate one run into ``run_dir``; resumes from ``last.pt`` if present.
+
+    ``status_fields`` (e.g. the scheduler's job id) are recorded in ``status.json``.
+    """
     run_dir.path.mkdir(parents=True, exist_ok=True)
     run_dir.write_config(cfg.canonical())
-    run_dir.set_status("running")
+    run_dir.set_status("running", **status_fields)
     try:
         result = _train_and_evaluate(cfg, run_dir, suite, progress)
     except BaseException as exc:
@@ -137,6 +142,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     n = len(labels)
     batches_per_epoch = math.ceil(n / cfg.train.batch_size)
     total_steps = cfg.train.epochs * batches_per_epoch * method.passes
+    run_dir.update_status(total_steps=total_steps)
 
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.train.warmup_fraction))

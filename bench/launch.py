@@ -1,0 +1,251 @@
+"""Launchers: where a suite's runs execute. All of them call the same job callable.
+
+- ``debug``: in this process, one after another (breakpoints work).
+- ``local``: each run in its own subprocess through submitit's LocalExecutor, N at a time.
+- ``slurm``: one submitit job array per resource profile; returns once submitted unless ``wait``.
+
+The job callable :class:`RunTask` implements submitit's ``checkpoint()``: on a time-limit signal
+or preemption it asks to be requeued as itself, and the requeued job resumes from the run's
+``last.pt``. A plain ``scontrol requeue`` restarts the same pickled task with the same effect.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import submitit
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from bench.config import RunConfig
+from bench.registry import Registry
+from bench.runner import RunOutcome, describe, run_local
+from bench.store import RunDir
+from bench.suite import ResourceProfile, RunSpec, Suite
+
+
+
+class RunTask:
+    """A picklable job: train + evaluate one run into its run directory."""
+
+    def __init__(self, config_json: str, suite: str, run_dir: str) -> None:
+        self.config_json = config_json
+        self.suite = suite
+        self.run_dir = run_dir
+
+    @classmethod
+    def of(cls, spec: RunSpec, results_root: Path) -> "RunTask":
+        return cls(spec.config.model_dump_json(), spec.suite, str(RunDir.of(results_root, spec.suite, spec.run_id).path.resolve()))
+
+    def __call__(self) -> dict[str, Any]:
+        import torch
+
+        from bench.train import run_job
+
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        if cpus:
+            torch.set_num_threads(int(cpus))
+        try:
+            job_id = submitit.JobEnvironment().job_id
+        except RuntimeError:  # not inside a submitit job (debug executor)
+            job_id = None
+        run_dir = RunDir(Path(self.run_dir))
+        if run_dir.is_done():  # a requeued copy of a job that finished before it was killed
+            result = run_dir.read_result()
+        else:
+            cfg = RunConfig.model_validate_json(self.config_json)
+            result = run_job(cfg, run_dir, self.suite, executor_job_id=job_id)
+        return {"run_id": result["run_id"], "metrics": result["metrics"]}
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Requeue as the same task: the run resumes from its last checkpoint."""
+        return submitit.helpers.DelayedSubmission(RunTask(self.config_json, self.suite, self.run_dir))
+
+
+def submitit_folder(results_root: Path, suite: str) -> Path:
+    """A fresh log folder per launch: Slurm job ids restart after a state wipe, so reusing a
+    folder could hand back an old job's result."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return (Path(results_root) / suite / ".submitit" / f"{stamp}-{uuid.uuid4().hex[:6]}").resolve()
+
+
+def pending_specs(specs: list[RunSpec], results_root: Path, force: bool) -> list[RunSpec]:
+    todo = []
+    for spec in specs:
+        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+        if force:
+            for f in (run_dir.result_file, run_dir.checkpoint, run_dir.metrics):
+                f.unlink(missing_ok=True)
+        if not run_dir.is_done():
+            todo.append(spec)
+    return todo
+
+
+def slurm_parameters(profile: ResourceProfile, array_size: int) -> dict[str, Any]:
+    """submitit SlurmExecutor parameters for a resource profile."""
+    params: dict[str, Any] = {
+        "time": profile.time_min,
+        "cpus_per_task": profile.cpus,
+        "mem": f"{int(profile.mem_gb * 1024)}M",
+        "array_parallelism": min(profile.array_parallelism, max(1, array_size)),
+        "signal_delay_s": profile.signal_delay_s,
+        "ntasks_per_node": max(1, profile.gpus),
+        "additional_parameters": dict(profile.extra),
+    }
+    if profile.gpus:
+        params["gpus_per_node"] = profile.gpus
+    for key in ("partition", "account", "qos", "constraint"):
+        value = getattr(profile, key)
+        if value is not None:
+            params[key] = value
+    return params
+
+
+def job_name(suite: str, profile: str) -> str:
+    return f"bench-{suite}-{profile}"
+
+
+def sbatch_preview(suite: str, profile_name: str, profile: ResourceProfile, size: int, folder: Path) -> str:
+    """The sbatch script submitit will write for this profile's array (for --dry-run)."""
+    from submitit.slurm.slurm import _make_sbatch_string  # the exact template submitit submits
+
+    return _make_sbatch_string(
+        command="<python> -u -m submitit.core._submit <folder>", folder=folder,
+        job_name=job_name(suite, profile_name), map_count=size, **slurm_parameters(profile, size),
+    )
+
+
+def status_table(specs: list[RunSpec], results_root: Path, scheduler_states: dict[str, str] | None = None) -> Table:
+    table = Table("run", "method", "seed", "dataset", "profile", "state", "attempts", "job", "scheduler", "progress", "error")
+    for spec in specs:
+        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+        st = run_dir.read_status()
+        state = "done" if run_dir.is_done() else st.get("state", "pending")
+        steps = sum(1 for _ in open(run_dir.metrics)) if run_dir.metrics.is_file() else 0
+        progress = f"{steps}/{st['total_steps']}" if st.get("total_steps") else ""
+        job = str(st.get("executor_job_id") or "")
+        sched = (scheduler_states or {}).get(job, "")
+        table.add_row(
+            spec.run_id, spec.config.method.name, str(spec.config.seed), spec.config.data.name, spec.profile,
+            state, str(st.get("attempts", 0)), job, sched, progress, (st.get("error") or "")[:60],
+        )
+    return table
+
+
+def launch_local(specs: list[RunSpec], results_root: Path, parallel: int, console: Console) -> list[RunOutcome]:
+    """Each run in a subprocess (submitit LocalExecutor), at most ``parallel`` at once."""
+    executor = submitit.LocalExecutor(folder=submitit_folder(results_root, specs[0].suite) if specs else results_root)
+    executor.update_parameters(timeout_min=24 * 60)
+    queue, running, outcomes = list(specs), {}, []
+    threads = max(1, (os.cpu_count() or 1) // max(1, parallel))
+    with Live(status_table(specs, results_root), console=console, refresh_per_second=1) as live:
+        while queue or running:
+            while queue and len(running) < parallel:
+                spec = queue.pop(0)
+                executor.update_parameters(setup=[f"export OMP_NUM_THREADS={threads}"])
+                running[spec.run_id] = (spec, executor.submit(RunTask.of(spec, results_root)))
+            for run_id, (spec, job) in list(running.items()):
+                if job.done():
+                    del running[run_id]
+                    try:
+                        job.result()
+                        outcomes.append(RunOutcome(spec, "done"))
+                    except Exception as exc:  # the traceback is in the run's status.json
+                        outcomes.append(RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {str(exc)[:200]}"))
+            live.update(status_table(specs, results_root))
+            time.sleep(0.5)
+    return outcomes
+
+
+def launch_slurm(suite: Suite, specs: list[RunSpec], results_root: Path, wait: bool, console: Console) -> list[RunOutcome]:
+    """Submit one job array per resource profile; record job ids in each run's status."""
+    folder = submitit_folder(results_root, suite.name)
+    jobs: list[tuple[RunSpec, Any]] = []
+    for profile_name in dict.fromkeys(s.profile for s in specs):
+        group = [s for s in specs if s.profile == profile_name]
+        executor = submitit.SlurmExecutor(folder=folder)
+        executor.update_parameters(job_name=job_name(suite.name, profile_name), **slurm_parameters(suite.resource(profile_name), len(group)))
+        with executor.batch():
+            submitted = [executor.submit(RunTask.of(spec, results_root)) for spec in group]
+        for spec, job in zip(group, submitted):
+            run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+            run_dir.path.mkdir(parents=True, exist_ok=True)
+            run_dir.write_config(spec.config.canonical())
+            if not run_dir.status_file.is_file() or run_dir.read_status().get("state") != "running":
+                run_dir.set_status("pending", executor="slurm", executor_job_id=job.job_id, submitit_folder=str(folder))
+            jobs.append((spec, job))
+        console.print(f"submitted {len(group)} run(s) as Slurm array {submitted[0].job_id.split('_')[0]} (profile {profile_name!r})", markup=False)
+    if not wait:
+        return []
+    outcomes = []
+    for spec, job in jobs:
+        try:
+            job.result()
+            outcomes.append(RunOutcome(spec, "done"))
+        except Exception as exc:
+            outcomes.append(RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {str(exc)[:200]}"))
+    return outcomes
+
+
+def scheduler_states(job_ids: list[str]) -> dict[str, str]:
+    """Slurm's view of jobs via sacct ({} when Slurm is not reachable)."""
+    import subprocess
+
+    if not job_ids:
+        return {}
+    try:
+        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    states = {}
+    for line in out.stdout.splitlines():
+        if "|" in line:
+            job, state = line.split("|", 1)
+            states[job] = state.split()[0] if state else ""
+    return states
+
+
+def cancel(specs: list[RunSpec], results_root: Path) -> list[str]:
+    """scancel every unfinished run's Slurm job; mark those runs failed (cancelled)."""
+    import subprocess
+
+    cancelled = []
+    for spec in specs:
+        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+        st = run_dir.read_status()
+        job = st.get("executor_job_id")
+        if run_dir.is_done() or not job or st.get("executor") != "slurm":
+            continue
+        subprocess.run(["scancel", str(job)], check=False)
+        run_dir.set_status("failed", error="cancelled by `bench cancel`")
+        cancelled.append(str(job))
+    return cancelled
+
+
+@dataclass(frozen=True)
+class LaunchOptions:
+    force: bool = False
+    parallel: int = 1  # local executor: runs at once
+    wait: bool = False  # slurm executor: block until every job ends
+
+
+Launcher = Callable[[Suite, list[RunSpec], Path, LaunchOptions, Console], list[RunOutcome]]
+LAUNCHERS: Registry[Launcher] = Registry("executor")
+LAUNCHERS.add("debug", lambda suite, todo, root, opts, console: run_local(todo, root, console=console))
+LAUNCHERS.add("local", lambda suite, todo, root, opts, console: launch_local(todo, root, opts.parallel, console))
+LAUNCHERS.add("slurm", lambda suite, todo, root, opts, console: launch_slurm(suite, todo, root, opts.wait, console))
+
+
+def launch(executor: str, suite: Suite, specs: list[RunSpec], results_root: Path, options: LaunchOptions, console: Console) -> list[RunOutcome]:
+    """Run (or submit) every run of ``specs`` that is not done yet; done runs are 'skipped'."""
+    launcher = LAUNCHERS.get(executor)
+    todo = pending_specs(specs, results_root, options.force)
+    skipped = [RunOutcome(s, "skipped") for s in specs if s not in todo]
+    return skipped + (launcher(suite, todo, results_root, options, console) if todo else [])
