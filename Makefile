@@ -11,7 +11,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # the stamp changes whenever the pins or the package metadata change, so install re-runs then
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install demo test bench-perf clean
+.PHONY: install demo test bench-perf clean slurm-up slurm-down
 
 install: $(STAMP) $(FMNIST)
 
@@ -33,8 +33,16 @@ $(STAMP):
 demo: install
 	$(VENV)/bin/bench run suites/demo.yaml
 
-test: install
+test: install slurm-up
 	$(PY) -m pytest -q
+
+# A one-node Slurm cluster with accounting on localhost, for the tests marked `slurm`
+# (idempotent; needs root or sudo for apt and the daemons).
+slurm-up:
+	@bash slurm/start-cluster.sh || echo "!! the local Slurm cluster did not start: tests marked slurm will be SKIPPED"
+
+slurm-down:
+	bash slurm/stop-cluster.sh
 
 clean:
 	rm -rf $(VENV) results/*/ reports/*/

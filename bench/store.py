@@ -1,7 +1,8 @@
 """The result store: one folder per run, ``results/<suite>/<run_id>/``.
 
-Files: ``config.yaml`` (the resolved config), ``status.json`` (pending → running → done | failed;
-pending with an ``executor_job_id`` means queued on a scheduler),
+Files: ``config.yaml`` (the resolved config), ``status.json`` (pending → running → done | failed |
+interrupted; pending with an ``executor_job_id`` means queued on a scheduler; interrupted = killed,
+timed out or pre-empted, resumable),
 ``metrics.jsonl`` (one line per optimiser step), ``last.pt`` (resumable checkpoint) and
 ``result.json`` (written last, atomically: a run is done exactly when it exists). Failures are
 recorded in ``status.json`` with their traceback and never count as results.
@@ -58,6 +59,7 @@ class RunDir:
             status["attempts"] = status.get("attempts", 0) + 1
             status["start"] = time.time()
             status.pop("error", None)
+            status.pop("traceback", None)
         if state in ("done", "failed"):
             status["end"] = time.time()
         atomic_write_json(self.status_file, status)

@@ -126,8 +126,11 @@ def run_job(
     run_dir.set_status("running", **status_fields)
     try:
         result = _train_and_evaluate(cfg, run_dir, suite, progress)
-    except BaseException as exc:
+    except Exception as exc:
         run_dir.set_status("failed", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
+        raise
+    except BaseException as exc:  # killed, timed out, pre-empted: resumable from last.pt, not a failure
+        run_dir.set_status("interrupted", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
         raise
     run_dir.set_status("done")
     return result

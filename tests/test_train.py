@@ -84,7 +84,7 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run_job(cfg, broken)
     status = json.loads(broken.status_file.read_text())
-    assert status["state"] == "failed" and "simulated kill" in status["traceback"]
+    assert status["state"] == "interrupted" and "simulated kill" in status["traceback"]
     assert not broken.result_file.exists()
     monkeypatch.setattr(train_module, "atomic_torch_save", real_save)
 
@@ -92,7 +92,8 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, monkeypatch):
     resumed = run_job(cfg, broken)
     assert resumed["metrics"] == clean["metrics"]
     assert _metrics(broken) == _metrics(RunDir(tmp_path / "clean"))
-    assert json.loads(broken.status_file.read_text())["attempts"] == 2
+    final = json.loads(broken.status_file.read_text())
+    assert final["attempts"] == 2 and final["state"] == "done" and "traceback" not in final
 
 
 def test_full_finetune_without_prefix_cache_trains_every_block(tmp_path):

@@ -1,0 +1,151 @@
+"""The Slurm launcher against a real one-node cluster (slurm/start-cluster.sh; .ci/run starts it).
+
+Skipped cleanly when no cluster answers. Each test uses fresh result and submitit folders: job
+ids restart after a state wipe and an old folder could hand back an old result.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from rich.console import Console
+
+from bench.launch import LaunchOptions, launch
+from bench.store import RunDir
+from bench.suite import expand, load_suite
+from bench.train import run_job
+from test_suite import write
+
+
+def _cluster_up() -> bool:
+    if shutil.which("sbatch") is None:
+        return False
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.returncode == 0 and any(s in out.stdout for s in ("idle", "mixed", "allocated"))
+
+
+pytestmark = [pytest.mark.slurm, pytest.mark.skipif(not _cluster_up(), reason="no Slurm cluster (run slurm/start-cluster.sh)")]
+
+SUITE = """
+name: {name}
+defaults:
+  backbone: {{name: dinov2_tiny, weights: random, img_size: {img}}}
+  model: {{trainable_blocks: {blocks}}}
+  data: {{name: fmnist_composites, params: {{img_size: {img}, train_size: {train}, eval_size: 16}}}}
+  train: {{epochs: {epochs}, batch_size: 16}}
+resources:
+  default: {{cpus: 1, mem_gb: 2, time_min: {time_min}, partition: debug, signal_delay_s: {delay}}}
+matrix:
+  method: [{methods}]
+  seed: [0]
+  {extra}
+"""
+
+
+def make_suite(tmp_path, name="s", img=28, blocks=1, train=32, epochs=2, time_min=5, delay=90, methods="sft, grpo_rm", extra=""):
+    path = write(tmp_path, SUITE.format(name=name, img=img, blocks=blocks, train=train, epochs=epochs, time_min=time_min, delay=delay, methods=methods, extra=extra), f"{name}.yaml")
+    suite = load_suite(path)
+    return suite, expand(suite, path)
+
+
+def reference_metrics(spec, tmp_path) -> dict:
+    """The same run in this process, with the thread count a 1-CPU Slurm job uses."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return run_job(spec.config, RunDir(tmp_path / "reference" / spec.run_id))["metrics"]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def job_id_of(run_dir: RunDir) -> str:
+    return run_dir.read_status()["executor_job_id"]
+
+
+def release_held_requeues() -> None:
+    """Slurm holds a requeued job ~2 minutes (BeginTime); start it now instead.
+    That delay is scheduler policy, not what these tests check."""
+    out = subprocess.run(["squeue", "-h", "-t", "PENDING", "-o", "%i %r"], capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        job, reason = line.split(maxsplit=1)
+        if "BeginTime" in reason:
+            subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], capture_output=True)
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    end = time.time() + timeout
+    while time.time() < end:
+        if predicate():
+            return
+        release_held_requeues()
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_suite_on_slurm_matches_a_local_run(tmp_path):
+    suite, specs = make_suite(tmp_path)
+    outcomes = launch("slurm", suite, specs, tmp_path / "results", LaunchOptions(wait=True), Console())
+    assert [o.state for o in outcomes] == ["done", "done"]
+    for spec in specs:
+        run_dir = RunDir.of(tmp_path / "results", spec.suite, spec.run_id)
+        status = run_dir.read_status()
+        assert status["state"] == "done" and status["executor"] == "slurm" and "_" in status["executor_job_id"]
+        assert run_dir.read_result()["metrics"] == reference_metrics(spec, tmp_path)
+    # rerunning submits nothing: every run is done
+    again = launch("slurm", suite, specs, tmp_path / "results", LaunchOptions(wait=True), Console())
+    assert [o.state for o in again] == ["skipped", "skipped"]
+
+
+def test_a_failing_job_is_recorded_and_the_others_finish(tmp_path):
+    # eval_size 20000 exceeds Fashion-MNIST's 10,000 test images: that run raises inside its job
+    suite, specs = make_suite(tmp_path, methods="sft", extra="data.params.eval_size: [16, 20000]")
+    outcomes = launch("slurm", suite, specs, tmp_path / "results", LaunchOptions(wait=True), Console())
+    states = {o.spec.config.data.params["eval_size"]: o.state for o in outcomes}
+    assert states == {16: "done", 20000: "failed"}
+    bad = next(s for s in specs if s.config.data.params["eval_size"] == 20000)
+    status = RunDir.of(tmp_path / "results", bad.suite, bad.run_id).read_status()
+    assert status["state"] == "failed" and "exceeds the 10000 Fashion-MNIST test images" in status["error"]
+    assert "Traceback" in status["traceback"] and "composites.py" in status["traceback"]
+    assert not RunDir.of(tmp_path / "results", bad.suite, bad.run_id).is_done()
+
+
+def test_requeued_job_resumes_from_checkpoint_with_identical_numbers(tmp_path):
+    suite, specs = make_suite(tmp_path, img=56, blocks="all", train=256, epochs=40, methods="grpo_rm")
+    spec = specs[0]
+    launch("slurm", suite, specs, tmp_path / "results", LaunchOptions(wait=False), Console())
+    run_dir = RunDir.of(tmp_path / "results", spec.suite, spec.run_id)
+    wait_until(lambda: run_dir.checkpoint.is_file() and run_dir.read_status().get("state") == "running", 120, "the first epoch checkpoint")
+    epoch_before = torch.load(run_dir.checkpoint, weights_only=False).get("epoch", 0)
+    assert epoch_before < 40
+    subprocess.run(["scontrol", "requeue", job_id_of(run_dir)], check=True)
+    wait_until(run_dir.is_done, 240, "the requeued run to finish")
+    status = run_dir.read_status()
+    assert status["attempts"] >= 2, status
+    assert run_dir.read_result()["metrics"] == reference_metrics(spec, tmp_path)
+    steps = [json.loads(line)["step"] for line in run_dir.metrics.read_text().splitlines()]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) == 40 * 16
+
+
+@pytest.mark.slow
+def test_time_limit_triggers_checkpoint_and_resume(tmp_path):
+    # 1-minute limit, USR2 50 s before it: the job checkpoints, requeues itself and resumes
+    suite, specs = make_suite(tmp_path, img=56, blocks="all", train=256, epochs=400, methods="sft", time_min=1, delay=50)
+    spec = specs[0]
+    launch("slurm", suite, specs, tmp_path / "results", LaunchOptions(wait=False), Console())
+    run_dir = RunDir.of(tmp_path / "results", spec.suite, spec.run_id)
+    wait_until(run_dir.is_done, 420, "the run to finish across time-limit requeues")
+    status = run_dir.read_status()
+    assert status["attempts"] >= 2, status
+    logs = "".join(p.read_text() for p in Path(status["submitit_folder"]).glob("*_log.err"))
+    assert "Caught signal SIGUSR2" in logs and "timed-out" in logs  # submitit called checkpoint()
+    assert status["state"] == "done" and "traceback" not in status
+    assert run_dir.read_result()["metrics"] == reference_metrics(spec, tmp_path)
