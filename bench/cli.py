@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.fn(args, console)
     except SuiteError as exc:
-        console.print(str(exc), markup=False, style="red")
+        console.print(str(exc), markup=False, style="red", soft_wrap=True)
         return 2
 
 

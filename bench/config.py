@@ -6,11 +6,12 @@ and a description, so it is visible, overridable from a suite, and recorded in e
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.data import DATASETS
 from bench.methods import METHODS
@@ -57,14 +58,15 @@ class DataConfig(Strict):
     @model_validator(mode="after")
     def _known(self) -> "DataConfig":
         if self.name not in DATASETS:
-            raise ValueError(DATASETS.unknown_message(self.name))
+            raise ValueError(f"data.name: {DATASETS.unknown_message(self.name)}")
         entry = DATASETS.get(self.name)
         unknown = set(self.params) - set(entry.params)
         if unknown:
-            raise ValueError(f"unknown {self.name} parameter(s) {sorted(unknown)} (known: {sorted(entry.params)})")
-        for split in (self.train_split, *(self.eval_splits or ())):
-            if split not in entry.splits:
-                raise ValueError(f"{self.name} has no split {split!r} (known: {', '.join(entry.splits)})")
+            raise ValueError(f"data.params: unknown {self.name} parameter(s) {sorted(unknown)} (known: {sorted(entry.params)})")
+        for key, splits in (("train_split", (self.train_split,)), ("eval_splits", self.eval_splits or ())):
+            for split in splits:
+                if split not in entry.splits:
+                    raise ValueError(f"data.{key}: {self.name} has no split {split!r} (known: {', '.join(entry.splits)})")
         return self
 
     def resolved_eval_splits(self) -> tuple[str, ...]:
@@ -93,7 +95,18 @@ class MethodConfig(Strict):
     def _valid(self) -> "MethodConfig":
         if self.name not in METHODS:
             raise ValueError(METHODS.unknown_message(self.name))
-        METHODS.get(self.name).Params(**self.params)  # raises with the offending key
+        params_cls = METHODS.get(self.name).Params
+        try:
+            params_cls(**self.params)
+        except ValidationError as exc:
+            e = exc.errors()[0]
+            key = ".".join(str(p) for p in e["loc"])
+            hint = ""
+            if e["type"] == "extra_forbidden":
+                close = difflib.get_close_matches(key, list(params_cls.model_fields), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(params_cls.model_fields)})"
+            where = f"method.params.{key}" if key else "method.params"
+            raise ValueError(f"{where}: {e['msg'].removeprefix('Value error, ')}{hint}") from None
         return self
 
     def resolved_params(self) -> dict[str, Any]:
@@ -108,6 +121,21 @@ class RunConfig(Strict):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunConfig":
+        """Combinations that no run can satisfy, caught before anything launches."""
+        depth = BACKBONES.get(self.backbone.name).depth
+        blocks = self.model.trainable_blocks
+        if blocks != "all" and not 0 <= blocks <= depth:
+            raise ValueError(f"model.trainable_blocks: {blocks} but {self.backbone.name} has {depth} blocks (use 0..{depth} or 'all')")
+        params = self.method.resolved_params()
+        classes = DATASETS.get(self.data.name).num_classes
+        if params.get("group_size") and params["group_size"] > classes:
+            raise ValueError(f"method.params.group_size: {params['group_size']} exceeds the {classes} classes of {self.data.name}")
+        if self.backbone.weights == "random" and self.backbone.checkpoint:
+            raise ValueError("backbone.checkpoint: set while backbone.weights is 'random'; remove one of them")
+        return self
 
     def canonical(self) -> dict[str, Any]:
         """Defaults filled in, method parameters resolved: the identity of a run."""

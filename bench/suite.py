@@ -25,9 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import re
+import typing
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from bench.config import RunConfig
+from bench.yaml_lines import key_lines, line_of, locate
 
 
 class SuiteError(ValueError):
@@ -65,6 +69,7 @@ class Suite(BaseModel):
     matrix: dict[str, list[Any]] = Field(default_factory=dict)
     resources: dict[str, ResourceProfile] = Field(default_factory=lambda: {DEFAULT_PROFILE: ResourceProfile()})
     profile: str = Field(DEFAULT_PROFILE, description="resource profile of runs unless the matrix has a 'profile' axis")
+    _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
 
     def resource(self, name: str) -> ResourceProfile:
         return self.resources[name]
@@ -97,29 +102,87 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), yaml.safe_load(raw)
 
 
-def _format_validation(path: Path, prefix: str, err: ValidationError) -> str:
-    lines = []
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The pydantic model that holds the last key of ``loc`` (for did-you-mean)."""
+    current: Any = model
+    for part in loc[:-1]:
+        if isinstance(current, type) and issubclass(current, BaseModel) and isinstance(part, str) and part in current.model_fields:
+            current = current.model_fields[part].annotation
+        elif typing.get_origin(current) is dict:  # a mapping's key (e.g. a profile name)
+            current = typing.get_args(current)[1]
+        else:
+            return None
+        while typing.get_origin(current) in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+            current = next((a for a in typing.get_args(current) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    if typing.get_origin(current) is dict:
+        current = typing.get_args(current)[1]
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _hint(model: type[BaseModel], loc: tuple, error_type: str) -> str:
+    if error_type != "extra_forbidden" or not loc:
+        return ""
+    holder = _model_at(model, loc)
+    if holder is None:
+        return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(holder.model_fields), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(holder.model_fields)})"
+
+
+def _message(e: dict) -> str:
+    return re.sub(r"^Value error, ", "", e["msg"])
+
+
+def _format_validation(path: Path, err: ValidationError, model: type[BaseModel], lines: dict, to_suite_paths) -> str:
+    """``file:line: key.path: reason`` per error; ``to_suite_paths`` maps a model loc to where
+    in the suite file that value could have been written."""
+    out = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        key = ".".join(p for p in (prefix, loc) if p)
-        lines.append(f"{path}: {key or '(top level)'}: {e['msg']}")
-    return "\n".join(lines)
+        loc = tuple(e["loc"])
+        msg = _message(e)
+        keyed = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): ", msg)  # validators name the key they reject
+        if keyed:
+            loc = tuple(keyed.group(1).split("."))
+            msg = msg[keyed.end():]
+        found, line = locate(lines, *to_suite_paths(loc))
+        shown = ".".join(str(p) for p in found) if found else "(top level)"
+        out.append(f"{path}:{line or 1}: {shown}: {msg}{_hint(model, tuple(e['loc']), e['type'])}")
+    return "\n".join(out)
 
 
 def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found")
+    text = path.read_text()
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(text)
+        lines = key_lines(text)
     except yaml.YAMLError as exc:
-        raise SuiteError(f"{path}: not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise SuiteError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(raw, dict):
-        raise SuiteError(f"{path}: a suite must be a YAML mapping with at least 'name'")
+        raise SuiteError(f"{path}:1: a suite must be a YAML mapping with at least 'name'")
     try:
-        return Suite(**raw)
+        suite = Suite(**raw)
     except ValidationError as exc:
-        raise SuiteError(_format_validation(path, "", exc)) from None
+        raise SuiteError(_format_validation(path, exc, Suite, lines, lambda loc: [loc])) from None
+    suite._lines = lines
+    return suite
+
+
+def _run_config_paths(loc: tuple, method: str) -> list[tuple]:
+    """Where a RunConfig field could be set in a suite file, most specific first."""
+    dotted = ".".join(str(p) for p in loc)
+    if loc[:2] == ("method", "params"):
+        return [("methods", method, *loc[2:]), ("matrix", dotted), ("defaults", *loc), ("methods", method), ("matrix", "method")]
+    if loc and loc[0] == "method":
+        return [("matrix", "method"), ("defaults", *loc)]
+    if loc and loc[0] == "seed":
+        return [("matrix", "seed"), ("defaults", "seed")]
+    prefixes = [".".join(str(p) for p in loc[:i]) for i in range(len(loc), 0, -1)]
+    return [("defaults", *loc), *(("matrix", p) for p in prefixes)]
 
 
 def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | None = None) -> list[RunSpec]:
@@ -127,16 +190,17 @@ def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | No
     # the method axis is applied first so dotted keys such as method.params.epsilon refine it
     axes = sorted(suite.matrix.items(), key=lambda kv: kv[0] != "method")
     if "method" not in suite.matrix and "method" not in suite.defaults:
-        raise SuiteError(f"{path}: matrix.method: missing; list the methods to compare, e.g. [sft, grpo_rm]")
+        raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',), ('name',)) or 1}: matrix.method: missing; list the methods to compare, e.g. [sft, grpo_rm]")
     for key, values in axes:
         if not values:
-            raise SuiteError(f"{path}: matrix.{key}: empty list; give at least one value")
+            raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix', key))}: matrix.{key}: empty list; give at least one value")
     profiles = [suite.profile, *suite.matrix.get("profile", [])]
     for name in profiles:
         if name not in suite.resources:
             close = difflib.get_close_matches(str(name), list(suite.resources), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise SuiteError(f"{path}: profile: unknown resource profile {name!r}{hint} (defined: {', '.join(suite.resources)})")
+            where = line_of(suite._lines, ("matrix", "profile"), ("profile",)) if name != suite.profile else line_of(suite._lines, ("profile",))
+            raise SuiteError(f"{path}:{where or 1}: profile: unknown resource profile {name!r}{hint} (defined: {', '.join(suite.resources)})")
     specs: list[RunSpec] = []
     for combo in itertools.product(*(values for _, values in axes)):
         tree: dict[str, Any] = copy.deepcopy(suite.defaults)
@@ -154,9 +218,13 @@ def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | No
             config = RunConfig(**tree)
         except ValidationError as exc:
             where = ", ".join(f"{k}={v}" for (k, _), v in zip(axes, combo))
-            raise SuiteError(f"{_format_validation(Path(path), '', exc)}\n  (in the run {where})") from None
+            method = str((tree.get("method") or {}).get("name", ""))
+            message = _format_validation(Path(path), exc, RunConfig, suite._lines, lambda loc: _run_config_paths(loc, method))
+            raise SuiteError(f"{message}\n  (in the run {where})") from None
+        except SuiteError as exc:
+            raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',)) or 1}: {exc}") from None
         specs.append(RunSpec(suite.name, config.run_id(), config, profile))
     ids = [s.run_id for s in specs]
     if len(set(ids)) != len(ids):
-        raise SuiteError(f"{path}: matrix produces duplicate runs (the same resolved config twice)")
+        raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',)) or 1}: matrix: produces duplicate runs (the same resolved config twice); a 'profile' axis alone does not make runs different")
     return specs

