@@ -127,7 +127,7 @@ def status_table(specs: list[RunSpec], results_root: Path, scheduler_states: dic
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
         st = run_dir.read_status()
-        state = "done" if run_dir.is_done() else st.get("state", "pending")
+        state = run_dir.effective_state()
         steps = sum(1 for _ in open(run_dir.metrics)) if run_dir.metrics.is_file() else 0
         progress = f"{steps}/{st['total_steps']}" if st.get("total_steps") else ""
         job = str(st.get("executor_job_id") or "")

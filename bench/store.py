@@ -11,6 +11,7 @@ recorded in ``status.json`` with their traceback and never count as results.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from dataclasses import dataclass
@@ -22,6 +23,21 @@ import yaml
 from bench.io import atomic_write_json, atomic_write_text
 
 RESULT_SCHEMA_VERSION = 1
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie, killed but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 @dataclass(frozen=True)
@@ -44,6 +60,18 @@ class RunDir:
     def read_result(self) -> dict[str, Any]:
         return json.loads(self.result_file.read_text())
 
+    def effective_state(self) -> str:
+        """The recorded state, except that a 'running' run whose process is gone from this
+        host reads 'interrupted' (it was killed without a chance to say so)."""
+        if self.is_done():
+            return "done"
+        status = self.read_status()
+        state = status.get("state", "pending")
+        if state == "running" and status.get("host") == socket.gethostname() and status.get("pid"):
+            if not _alive(int(status["pid"])):
+                return "interrupted"
+        return state
+
     def read_status(self) -> dict[str, Any]:
         if not self.status_file.is_file():
             return {"state": "pending", "attempts": 0}
@@ -56,6 +84,7 @@ class RunDir:
         status = self.read_status()
         status.update(fields, state=state, host=socket.gethostname(), updated=time.time())
         if state == "running":
+            status["pid"] = os.getpid()  # lets `bench status` tell a live run from a killed one
             status["attempts"] = status.get("attempts", 0) + 1
             status["start"] = time.time()
             status.pop("error", None)

@@ -1,0 +1,77 @@
+"""The local executor (subprocesses through submitit): parallel runs, and kill -9 then rerun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.store import RunDir
+from bench.suite import expand, load_suite
+from test_suite import write
+
+SUITE = """
+name: loc
+defaults:
+  backbone: {name: dinov2_tiny, weights: random, img_size: 56}
+  model: {trainable_blocks: all}
+  data: {name: fmnist_composites, params: {img_size: 56, train_size: 256, eval_size: 16}}
+  train: {epochs: %d, batch_size: 16}
+matrix:
+  method: [%s]
+  seed: [0]
+"""
+BENCH = [sys.executable, "-m", "bench.cli"]
+
+
+def bench_run(suite: Path, results: Path, **popen) -> subprocess.Popen:
+    cmd = [*BENCH, "run", str(suite), "--executor", "local", "--parallel", "2", "--results", str(results), "--reports", str(results / "reports")]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def test_local_executor_runs_subprocesses_in_parallel(tmp_path):
+    suite = write(tmp_path, SUITE % (2, "sft, grpo_rm"))
+    proc = bench_run(suite, tmp_path / "r")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out
+    specs = expand(load_suite(suite), suite)
+    statuses = [RunDir.of(tmp_path / "r", s.suite, s.run_id).read_status() for s in specs]
+    assert all(st["state"] == "done" for st in statuses)
+    assert len({st["pid"] for st in statuses} | {proc.pid}) == 3  # each run in its own process
+    assert (tmp_path / "r" / "reports" / "loc" / "table.md").is_file()
+
+
+def test_kill_9_mid_training_then_rerun_gives_identical_numbers(tmp_path):
+    suite = write(tmp_path, SUITE % (30, "grpo_rm"))
+    spec = expand(load_suite(suite), suite)[0]
+    clean = bench_run(suite, tmp_path / "clean")
+    assert clean.wait(timeout=600) == 0
+    clean_dir = RunDir.of(tmp_path / "clean", spec.suite, spec.run_id)
+
+    proc = bench_run(suite, tmp_path / "killed", start_new_session=True)
+    run_dir = RunDir.of(tmp_path / "killed", spec.suite, spec.run_id)
+    deadline = time.time() + 300
+    while not (run_dir.checkpoint.is_file() and run_dir.read_status().get("pid")):
+        assert time.time() < deadline and proc.poll() is None, "no checkpoint appeared"
+        time.sleep(0.1)
+    job_pid = run_dir.read_status()["pid"]
+    os.kill(job_pid, signal.SIGKILL)  # the training process itself…
+    os.killpg(proc.pid, signal.SIGKILL)  # …and the launcher
+    proc.wait(timeout=30)
+    time.sleep(0.5)
+    assert not run_dir.is_done()
+    assert run_dir.read_status()["state"] == "running"  # it never got to say otherwise
+    assert run_dir.effective_state() == "interrupted"
+    epoch_at_kill = __import__("torch").load(run_dir.checkpoint, weights_only=False)["epoch"]
+    assert 1 <= epoch_at_kill < 30
+
+    rerun = bench_run(suite, tmp_path / "killed")
+    out, _ = rerun.communicate(timeout=600)
+    assert rerun.returncode == 0, out
+    assert run_dir.read_result()["metrics"] == clean_dir.read_result()["metrics"]
+    assert run_dir.metrics.read_text() == clean_dir.metrics.read_text()
+    assert run_dir.read_status()["attempts"] == 2
