@@ -49,11 +49,16 @@ class RunTask:
 
         from bench.train import run_job
 
+        from bench.distributed import init_from_submitit
+
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus:
             torch.set_num_threads(int(cpus))
         try:
-            job_id = submitit.JobEnvironment().job_id
+            env = submitit.JobEnvironment()
+            job_id = env.job_id
+            if env.num_tasks > 1:  # several processes for this run: data-parallel training
+                init_from_submitit()
         except RuntimeError:  # not inside a submitit job (debug executor)
             job_id = None
         run_dir = RunDir(Path(self.run_dir))
@@ -61,7 +66,7 @@ class RunTask:
             result = run_dir.read_result()
         else:
             cfg = RunConfig.model_validate_json(self.config_json)
-            result = run_job(cfg, run_dir, self.suite, executor_job_id=job_id)
+            result = run_job(cfg, run_dir, self.suite, executor_job_id=job_id) or run_dir.read_result()  # ranks > 0: rank 0's
         return {"run_id": result["run_id"], "metrics": result["metrics"]}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
@@ -96,7 +101,7 @@ def slurm_parameters(profile: ResourceProfile, array_size: int) -> dict[str, Any
         "mem": f"{int(profile.mem_gb * 1024)}M",
         "array_parallelism": min(profile.array_parallelism, max(1, array_size)),
         "signal_delay_s": profile.signal_delay_s,
-        "ntasks_per_node": max(1, profile.gpus),
+        "ntasks_per_node": profile.processes,
         "additional_parameters": dict(profile.extra),
     }
     if profile.gpus:
@@ -139,8 +144,9 @@ def status_table(specs: list[RunSpec], results_root: Path, scheduler_states: dic
     return table
 
 
-def launch_local(specs: list[RunSpec], results_root: Path, parallel: int, console: Console) -> list[RunOutcome]:
-    """Each run in a subprocess (submitit LocalExecutor), at most ``parallel`` at once."""
+def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, parallel: int, console: Console) -> list[RunOutcome]:
+    """Each run in a subprocess (submitit LocalExecutor), at most ``parallel`` at once; a profile
+    with several processes per run starts that many (DDP over gloo on CPU)."""
     executor = submitit.LocalExecutor(folder=submitit_folder(results_root, specs[0].suite) if specs else results_root)
     executor.update_parameters(timeout_min=24 * 60)
     queue, running, outcomes = list(specs), {}, []
@@ -149,13 +155,13 @@ def launch_local(specs: list[RunSpec], results_root: Path, parallel: int, consol
         while queue or running:
             while queue and len(running) < parallel:
                 spec = queue.pop(0)
-                executor.update_parameters(setup=[f"export OMP_NUM_THREADS={threads}"])
+                executor.update_parameters(setup=[f"export OMP_NUM_THREADS={threads}"], tasks_per_node=suite.resource(spec.profile).processes)
                 running[spec.run_id] = (spec, executor.submit(RunTask.of(spec, results_root)))
             for run_id, (spec, job) in list(running.items()):
                 if job.done():
                     del running[run_id]
                     try:
-                        job.result()
+                        job.results()  # every task (rank) of the job
                         outcomes.append(RunOutcome(spec, "done"))
                     except Exception as exc:  # the traceback is in the run's status.json
                         outcomes.append(RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {str(exc)[:200]}"))
@@ -187,7 +193,7 @@ def launch_slurm(suite: Suite, specs: list[RunSpec], results_root: Path, wait: b
     outcomes = []
     for spec, job in jobs:
         try:
-            job.result()
+            job.results()  # every task (rank) of the job
             outcomes.append(RunOutcome(spec, "done"))
         except Exception as exc:
             outcomes.append(RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {str(exc)[:200]}"))
@@ -239,7 +245,7 @@ class LaunchOptions:
 Launcher = Callable[[Suite, list[RunSpec], Path, LaunchOptions, Console], list[RunOutcome]]
 LAUNCHERS: Registry[Launcher] = Registry("executor")
 LAUNCHERS.add("debug", lambda suite, todo, root, opts, console: run_local(todo, root, console=console))
-LAUNCHERS.add("local", lambda suite, todo, root, opts, console: launch_local(todo, root, opts.parallel, console))
+LAUNCHERS.add("local", lambda suite, todo, root, opts, console: launch_local(suite, todo, root, opts.parallel, console))
 LAUNCHERS.add("slurm", lambda suite, todo, root, opts, console: launch_slurm(suite, todo, root, opts.wait, console))
 
 

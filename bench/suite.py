@@ -43,7 +43,8 @@ class ResourceProfile(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    gpus: int = Field(0, ge=0, description="GPUs per run (>1 runs DDP inside the job)")
+    gpus: int = Field(0, ge=0, description="GPUs per run (>1 runs DDP inside the job, one process per GPU)")
+    tasks: int | None = Field(None, ge=1, description="processes per run; default one per GPU (or 1); >1 on CPU = DDP over gloo")
     cpus: int = Field(1, ge=1, description="CPUs per run; also the run's torch thread count")
     mem_gb: float = Field(8, gt=0)
     time_min: int = Field(60, ge=1, description="wall-clock limit; on timeout the run checkpoints and requeues")
@@ -54,6 +55,11 @@ class ResourceProfile(BaseModel):
     array_parallelism: int = Field(16, ge=1, description="array tasks running at once")
     signal_delay_s: int = Field(90, ge=0, description="USR2 this long before the limit triggers checkpoint()")
     extra: dict[str, Any] = Field(default_factory=dict, description="further sbatch parameters, e.g. {exclusive: true}")
+
+
+    @property
+    def processes(self) -> int:
+        return self.tasks or max(1, self.gpus)
 
 
 DEFAULT_PROFILE = "default"
@@ -72,6 +78,7 @@ class Suite(BaseModel):
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
 
     def resource(self, name: str) -> ResourceProfile:
+        """The named profile (validated to exist when the suite is expanded)."""
         return self.resources[name]
 
 

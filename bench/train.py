@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from bench.config import RunConfig
 from bench.data import DATASETS, ImageArrays
+from bench.distributed import DistContext, current
 from bench.evaluate import evaluate_split
 from bench.features import image_batch, prefix_tokens
 from bench.io import atomic_torch_save
@@ -76,9 +77,12 @@ class Inputs:
 class Job:
     """Everything one run needs, built from its config."""
 
-    def __init__(self, cfg: RunConfig) -> None:
+    def __init__(self, cfg: RunConfig, ctx: DistContext) -> None:
         self.cfg = cfg
+        self.ctx = ctx
         self.device = resolve_device(cfg.train.device)
+        if self.device.type == "cuda" and ctx.active:
+            self.device = torch.device("cuda", ctx.local_rank)
         seed_everything(cfg.seed)
         self.entry = DATASETS.get(cfg.data.name)
         backbone = create_backbone(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.checkpoint, cfg.backbone.img_size)
@@ -91,6 +95,11 @@ class Job:
         if self.method.needs_reference:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.use_prefix_cache = cfg.model.cache_frozen_prefix and not self.model.full_finetune
+        # what the training forward goes through: the model itself, or DDP around it
+        self.train_model: nn.Module = self.model
+        if ctx.active:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         self.autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and cfg.train.bf16 else nullcontext()
         )
@@ -108,10 +117,10 @@ class Job:
             tokens = prefix_tokens(self.model, arrays, cfg.backbone.img_size, cfg.train.eval_batch_size, self.device, key)
         return Inputs(arrays, tokens, cfg.backbone.img_size)
 
-    def logits(self, x: Tensor, model: SplitViTClassifier | None = None) -> Tensor:
+    def logits(self, x: Tensor, model: nn.Module | None = None) -> Tensor:
         model = model or self.model
         with self.autocast:
-            return model.from_embedded(x) if self.use_prefix_cache else model(x)
+            return model(x, embedded=self.use_prefix_cache)
 
 
 def run_job(
@@ -121,31 +130,38 @@ def run_job(
 
     ``status_fields`` (e.g. the scheduler's job id) are recorded in ``status.json``.
     """
-    run_dir.path.mkdir(parents=True, exist_ok=True)
-    run_dir.write_config(cfg.canonical())
-    run_dir.set_status("running", **status_fields)
+    ctx = current()
+    main = ctx.is_main  # with DDP, rank 0 alone writes the run's files
+    if main:
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        run_dir.write_config(cfg.canonical())
+        run_dir.set_status("running", world_size=ctx.world, **status_fields)
     try:
-        result = _train_and_evaluate(cfg, run_dir, suite, progress)
+        result = _train_and_evaluate(cfg, run_dir, suite, progress, ctx)
     except Exception as exc:
-        run_dir.set_status("failed", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
+        if main:
+            run_dir.set_status("failed", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
         raise
     except BaseException as exc:  # killed, timed out, pre-empted: resumable from last.pt, not a failure
-        run_dir.set_status("interrupted", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
+        if main:
+            run_dir.set_status("interrupted", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
         raise
-    run_dir.set_status("done")
+    if main:
+        run_dir.set_status("done")
     return result
 
 
-def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None) -> dict[str, Any]:
+def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None, ctx: DistContext) -> dict[str, Any]:
     started = time.time()
-    job = Job(cfg)
+    job = Job(cfg, ctx)
     model, method, device = job.model, job.method, job.device
     train = job.inputs(cfg.data.train_split)
     labels = torch.from_numpy(train.arrays.labels)
     n = len(labels)
     batches_per_epoch = math.ceil(n / cfg.train.batch_size)
     total_steps = cfg.train.epochs * batches_per_epoch * method.passes
-    run_dir.update_status(total_steps=total_steps)
+    if ctx.is_main:
+        run_dir.update_status(total_steps=total_steps)
 
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.train.warmup_fraction))
@@ -158,7 +174,8 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
             start_epoch, step, prior_wall = state["epoch"], state["step"], state.get("wall_time_s", 0.0)
-    run_dir.truncate_metrics(step)
+    if ctx.is_main:
+        run_dir.truncate_metrics(step)
 
     pending: list[dict[str, Any]] = []
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -166,17 +183,17 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         method.generator = generator(cfg.seed, "groups", epoch)
         order = torch.randperm(n, generator=generator(cfg.seed, "order", epoch))
         for b in range(batches_per_epoch):
-            index = order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size]
+            index = ctx.shard(order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size])
             x, y = train.batch(index, device), labels[index].to(device)
             ref_logits = None
             if job.reference is not None:
                 with torch.no_grad():
                     ref_logits = job.logits(x, job.reference)
-            logits = job.logits(x)
+            logits = job.logits(x, job.train_model)
             rollout = method.rollout(logits, y, ref_logits)
             for p in range(method.passes):
                 if p > 0:
-                    logits = job.logits(x)
+                    logits = job.logits(x, job.train_model)
                 out = method.loss(logits, y, rollout)
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
@@ -184,13 +201,17 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
                 optimizer.step()
                 schedule.step()
                 step += 1
-                row = {"step": step, "epoch": epoch, "pass": p, "lr": schedule.get_last_lr()[0], "grad_norm": float(grad_norm), **out.stats}
+                stats = ctx.mean_stats(out.stats)
+                row = {"step": step, "epoch": epoch, "pass": p, "lr": schedule.get_last_lr()[0], "grad_norm": float(grad_norm), **stats}
                 pending.append(row)
                 if progress:
-                    progress(step, total_steps, out.stats)
-            if len(pending) >= LOG_EVERY:
+                    progress(step, total_steps, stats)
+            if len(pending) >= LOG_EVERY and ctx.is_main:
                 run_dir.append_metrics(pending)
                 pending = []
+        if not ctx.is_main:
+            pending = []
+            continue
         run_dir.append_metrics(pending)
         pending = []
         atomic_torch_save(
@@ -206,6 +227,9 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         )
 
     model.eval()
+    if not ctx.is_main:  # rank 0 evaluates the (identical) model and writes the result
+        ctx.barrier()
+        return {}
     metrics = {}
     for split in cfg.data.resolved_eval_splits():
         data = job.inputs(split)
@@ -236,6 +260,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
             "frozen_prefix_cached": job.use_prefix_cache,
             "train_size": n,
             "steps": step,
+            "world_size": ctx.world,
         },
         "config": cfg.canonical(),
         "versions": versions(),
@@ -246,6 +271,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         "metrics": metrics,
     }
     run_dir.write_result(result)
+    ctx.barrier()
     return result
 
 

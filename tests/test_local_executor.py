@@ -75,3 +75,26 @@ def test_kill_9_mid_training_then_rerun_gives_identical_numbers(tmp_path):
     assert run_dir.read_result()["metrics"] == clean_dir.read_result()["metrics"]
     assert run_dir.metrics.read_text() == clean_dir.metrics.read_text()
     assert run_dir.read_status()["attempts"] == 2
+
+
+def test_two_process_ddp_over_gloo_matches_single_process_training(tmp_path):
+    """2 CPU processes, each on half of every batch: DDP's averaged gradient equals the
+    single-process one, so the losses track the single-process run to float rounding."""
+    base = SUITE % (2, "sft")
+    ddp = write(tmp_path, base.replace("matrix:", "resources:\n  default: {tasks: 2}\nmatrix:"), "ddp.yaml")
+    single = write(tmp_path, base, "single.yaml")
+    for suite, results in ((ddp, tmp_path / "ddp"), (single, tmp_path / "single")):
+        proc = bench_run(suite, results)
+        out, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, out
+    spec = expand(load_suite(single), single)[0]
+    ddp_dir, single_dir = (RunDir.of(tmp_path / r, spec.suite, spec.run_id) for r in ("ddp", "single"))
+    assert ddp_dir.read_result()["protocol"]["world_size"] == 2
+    assert single_dir.read_result()["protocol"]["world_size"] == 1
+    assert ddp_dir.read_status()["world_size"] == 2
+    a = [json.loads(line) for line in ddp_dir.metrics.read_text().splitlines()]
+    b = [json.loads(line) for line in single_dir.metrics.read_text().splitlines()]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 33))  # rank 0 alone logs
+    for ra, rb in zip(a, b):
+        assert abs(ra["loss"] - rb["loss"]) < 1e-3, (ra["step"], ra["loss"], rb["loss"])
+    assert abs(a[0]["loss"] - b[0]["loss"]) < 1e-5 and abs(a[0]["grad_norm"] - b[0]["grad_norm"]) < 1e-4

@@ -52,8 +52,10 @@ class SplitViTClassifier(nn.Module):
             tokens = block(tokens)
         return self.head(vit.norm(tokens))
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.from_embedded(self.embed(images))
+    def forward(self, x: Tensor, embedded: bool = False) -> Tensor:
+        """Logits from images, or from prefix tokens when ``embedded`` (one entry point, so
+        wrappers such as DistributedDataParallel see every training forward)."""
+        return self.from_embedded(x if embedded else self.embed(x))
 
     def train(self, mode: bool = True) -> "SplitViTClassifier":
         super().train(mode)
