@@ -55,7 +55,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     outcomes = launch(args.executor, suite, specs, args.results, options, console)
     failed = [o for o in outcomes if o.state == "failed"]
     if all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs) or failed:
-        _print_report(build_report(suite.name, specs, args.results, args.reports), console)
+        _print_report(build_report(suite.name, specs, args.results, args.reports, suite.expected), console)
     else:
         console.print(f"submitted; follow with `bench status {args.suite}`, report with `bench report {args.suite}`", markup=False)
     if failed:
@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
-    _print_report(build_report(suite.name, specs, args.results, args.reports), console)
+    _print_report(build_report(suite.name, specs, args.results, args.reports, suite.expected), console)
     return 0
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.data import DATASETS
+from bench.evaluate import EVALUATIONS, protocol_splits
 from bench.methods import METHODS
 from bench.models import BACKBONES
 
@@ -117,10 +118,25 @@ class MethodConfig(Strict):
 class RunConfig(Strict):
     method: MethodConfig
     seed: int = 0
+    evaluations: tuple[str, ...] = Field(("id", "shift"), description="evaluation protocols to run (see bench.evaluate)")
     backbone: BackboneConfig = BackboneConfig()
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+
+    @field_validator("evaluations")
+    @classmethod
+    def _known_evaluations(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if name not in EVALUATIONS:
+                raise ValueError(EVALUATIONS.unknown_message(name))
+        if not v:
+            raise ValueError("list at least one evaluation protocol (e.g. [id, shift])")
+        return v
+
+    def evaluation_splits(self) -> dict[str, str]:
+        """split → protocol, for the splits this run evaluates."""
+        return protocol_splits(self.evaluations, self.data.resolved_eval_splits(), DATASETS.get(self.data.name).shift_splits)
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

@@ -1,4 +1,8 @@
-"""Evaluation of a classifier on one split: top-1 / top-5 accuracy and mean NLL."""
+"""Evaluation protocols (registered by name, listed by suites) and split-level metrics.
+
+- ``id``: the fine-tuned model + head on the dataset's in-distribution evaluation splits.
+- ``shift``: the same model + head on the covariate-shifted splits of the same label space.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from bench.registry import Registry
+
+SplitSelector = Callable[[tuple[str, ...], tuple[str, ...]], tuple[str, ...]]
+EVALUATIONS: Registry[SplitSelector] = Registry("evaluation")
+EVALUATIONS.add("id", lambda splits, shifted: tuple(s for s in splits if s not in shifted))
+EVALUATIONS.add("shift", lambda splits, shifted: tuple(s for s in splits if s in shifted))
+
+
+def protocol_splits(evaluations: tuple[str, ...], splits: tuple[str, ...], shifted: tuple[str, ...]) -> dict[str, str]:
+    """split → protocol that evaluates it, in split order."""
+    chosen = {s: name for name in evaluations for s in EVALUATIONS.get(name)(splits, shifted)}
+    return {s: chosen[s] for s in splits if s in chosen}
 
 
 @torch.no_grad()

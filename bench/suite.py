@@ -22,15 +22,17 @@ import difflib
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 import re
 import typing
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from bench.config import RunConfig
+from bench.data import DATASETS
+from bench.methods import METHODS
 from bench.yaml_lines import key_lines, line_of, locate
 
 
@@ -65,6 +67,35 @@ class ResourceProfile(BaseModel):
 DEFAULT_PROFILE = "default"
 
 
+class Expectation(BaseModel):
+    """A figure to compare against (e.g. a paper's claim), with the tolerance it is judged by."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    quantity: Literal["delta", "value"] = Field("delta", description="delta = method − baseline, paired over seeds; value = method's mean")
+    method: str = "grpo_rm"
+    baseline: str = "sft"
+    dataset: str | None = Field(None, description="restrict to one dataset (default: every dataset in the suite)")
+    split: str = Field("ood_avg", description="an evaluation split, or 'ood_avg' (mean over shift splits)")
+    value: float = Field(description="expected top-1, in percent (points for a delta)")
+    tolerance: float = Field(ge=0, description="within ± this many points counts as reproduced")
+    source: str = Field("", description="where the figure comes from, e.g. 'arXiv 2511.15256, abstract'")
+
+    @field_validator("method", "baseline")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(METHODS.unknown_message(v))
+        return v
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, v: str | None) -> str | None:
+        if v is not None and v not in DATASETS:
+            raise ValueError(DATASETS.unknown_message(v))
+        return v
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -75,6 +106,8 @@ class Suite(BaseModel):
     matrix: dict[str, list[Any]] = Field(default_factory=dict)
     resources: dict[str, ResourceProfile] = Field(default_factory=lambda: {DEFAULT_PROFILE: ResourceProfile()})
     profile: str = Field(DEFAULT_PROFILE, description="resource profile of runs unless the matrix has a 'profile' axis")
+    evaluations: list[str] | None = Field(None, description="evaluation protocols for every run (default: id, shift)")
+    expected: list[Expectation] = Field(default_factory=list, description="figures to reproduce, shown as expected vs actual")
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
 
     def resource(self, name: str) -> ResourceProfile:
@@ -188,6 +221,8 @@ def _run_config_paths(loc: tuple, method: str) -> list[tuple]:
         return [("matrix", "method"), ("defaults", *loc)]
     if loc and loc[0] == "seed":
         return [("matrix", "seed"), ("defaults", "seed")]
+    if loc and loc[0] == "evaluations":
+        return [("evaluations", *loc[1:]), ("defaults", *loc), ("evaluations",)]
     prefixes = [".".join(str(p) for p in loc[:i]) for i in range(len(loc), 0, -1)]
     return [("defaults", *loc), *(("matrix", p) for p in prefixes)]
 
@@ -211,6 +246,8 @@ def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | No
     specs: list[RunSpec] = []
     for combo in itertools.product(*(values for _, values in axes)):
         tree: dict[str, Any] = copy.deepcopy(suite.defaults)
+        if suite.evaluations is not None:
+            tree["evaluations"] = list(suite.evaluations)
         profile = suite.profile
         for (key, _), value in zip(axes, combo):
             if key == "profile":

@@ -231,11 +231,12 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         ctx.barrier()
         return {}
     metrics = {}
-    for split in cfg.data.resolved_eval_splits():
+    for split, protocol in cfg.evaluation_splits().items():
         data = job.inputs(split)
         metrics[split] = {
             **evaluate_split(lambda x: job.logits(x), data.batch, data.arrays.labels, cfg.train.eval_batch_size, device),
             "shift": split in job.entry.shift_splits,
+            "protocol": protocol,
         }
     wall = prior_wall + time.time() - started
     # the finished run keeps its fine-tuned weights (for later evaluations) but not optimiser state

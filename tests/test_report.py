@@ -77,3 +77,23 @@ def test_pretrained_runs_are_not_called_random_and_missing_runs_listed(tmp_path)
     assert len(report.missing) == 1 and "grpo_rm seed=1" in report.markdown
     # with one GRPO-RM seed missing, the paired Δ uses the one matching seed only
     assert "(n=1)" in report.markdown
+
+
+def test_expected_vs_actual_judges_tolerance(tmp_path):
+    from bench.suite import Expectation
+
+    specs = fake_results(tmp_path)
+    expected = [
+        Expectation(quantity="delta", split="test", value=2.5, tolerance=1.0, source="made up"),  # actual +2.00: within
+        Expectation(quantity="delta", split="ood_avg", value=4.26, tolerance=0.5, source="paper"),  # actual +3.33: outside
+        Expectation(quantity="value", method="sft", split="test", value=90.0, tolerance=2.0),  # actual 81.00: outside
+        Expectation(quantity="value", method="sft", split="shift_x", value=50.0, tolerance=2.0),  # no such split
+    ]
+    report = build_report("t", specs, tmp_path / "results", tmp_path / "reports", expected)
+    table = pd.read_csv(tmp_path / "reports" / "t" / "expected.csv")
+    assert list(table["verdict"]) == ["within", "outside", "outside", "missing"]
+    assert table["actual"].iloc[0] == pytest.approx(2.0) and table["actual"].iloc[2] == pytest.approx(81.0)
+    grpo_ood = statistics.mean(statistics.mean(ACC[("grpo_rm", s)][1:]) - statistics.mean(ACC[("sft", s)][1:]) for s in (0, 1))
+    assert table["actual"].iloc[1] == pytest.approx(100 * grpo_ood)
+    assert "## Expected vs actual" in report.markdown
+    assert "| Δ GRPO-RM − SFT, test | fmnist_composites | +2.50 ± 1.00 | +2.00 (n=2) | within tolerance | made up |" in report.markdown

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from bench.io import atomic_write_text
 from bench.report.aggregate import long_table, paired_delta, seed_summary, with_ood_average
+from bench.report.expected import compare, expected_markdown
 from bench.report.plots import accuracy_bars
 from bench.report.tables import comparison_markdown
-from bench.suite import RunSpec
+from bench.suite import Expectation, RunSpec
 
 
 @dataclass(frozen=True)
@@ -19,7 +20,7 @@ class Report:
     missing: list[RunSpec]
 
 
-def build_report(suite_name: str, specs: list[RunSpec], results_root: Path, reports_root: Path) -> Report:
+def build_report(suite_name: str, specs: list[RunSpec], results_root: Path, reports_root: Path, expected: list[Expectation] = ()) -> Report:
     long, missing = long_table(specs, results_root)
     out = Path(reports_root) / suite_name
     if long.empty:
@@ -30,6 +31,8 @@ def build_report(suite_name: str, specs: list[RunSpec], results_root: Path, repo
     inits = sorted(set(long["init"]))
     title = f"{suite_name}: SFT vs GRPO-RM"
     markdown = comparison_markdown(long, summary, delta, title)
+    comparison = compare(list(expected), summary, delta)
+    markdown += "\n" + expected_markdown(comparison) if not comparison.empty else ""
     if missing:
         markdown += "\nMissing or unfinished runs (not in the table):\n" + "".join(
             f"- {s.config.method.name} seed={s.config.seed} (run {s.run_id})\n" for s in missing
@@ -41,4 +44,7 @@ def build_report(suite_name: str, specs: list[RunSpec], results_root: Path, repo
     atomic_write_text(files[3], markdown)
     plot_title = f"{title} — {', '.join(sorted(set(long['backbone'])))} ({'; '.join(inits)})"
     accuracy_bars(long, summary, files[4], plot_title)
+    if not comparison.empty:
+        files.append(out / "expected.csv")
+        atomic_write_text(files[-1], comparison.to_csv(index=False))
     return Report(markdown, files, missing)
