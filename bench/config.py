@@ -32,9 +32,7 @@ class BackboneConfig(Strict):
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in BACKBONES:
-            raise ValueError(BACKBONES.unknown_message(v))
-        return v
+        return BACKBONES.check(v)
 
     @field_validator("img_size")
     @classmethod
@@ -94,8 +92,7 @@ class MethodConfig(Strict):
 
     @model_validator(mode="after")
     def _valid(self) -> "MethodConfig":
-        if self.name not in METHODS:
-            raise ValueError(METHODS.unknown_message(self.name))
+        METHODS.check(self.name)
         params_cls = METHODS.get(self.name).Params
         try:
             params_cls(**self.params)
@@ -128,8 +125,7 @@ class RunConfig(Strict):
     @classmethod
     def _known_evaluations(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         for name in v:
-            if name not in EVALUATIONS:
-                raise ValueError(EVALUATIONS.unknown_message(name))
+            EVALUATIONS.check(name)
         if not v:
             raise ValueError("list at least one evaluation protocol (e.g. [id, shift])")
         return v

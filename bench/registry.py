@@ -46,6 +46,12 @@ class Registry(Generic[T]):
         except KeyError:
             raise UnknownNameError(self.unknown_message(name)) from None
 
+    def check(self, name: str) -> str:
+        """``name`` if registered, else ValueError with the did-you-mean message (for validators)."""
+        if name not in self._entries:
+            raise ValueError(self.unknown_message(name))
+        return name
+
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, list(self._entries), n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""

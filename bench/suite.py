@@ -84,16 +84,12 @@ class Expectation(BaseModel):
     @field_validator("method", "baseline")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v not in METHODS:
-            raise ValueError(METHODS.unknown_message(v))
-        return v
+        return METHODS.check(v)
 
     @field_validator("dataset")
     @classmethod
     def _known_dataset(cls, v: str | None) -> str | None:
-        if v is not None and v not in DATASETS:
-            raise ValueError(DATASETS.unknown_message(v))
-        return v
+        return v if v is None else DATASETS.check(v)
 
 
 class Suite(BaseModel):
