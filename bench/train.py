@@ -216,7 +216,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         pending = []
         atomic_torch_save(
             {
-                "model": {k: v for k, v in model.state_dict().items() if k in _trainable_names(model)},
+                "model": trainable_state(model),
                 "optimizer": optimizer.state_dict(),
                 "schedule": schedule.state_dict(),
                 "epoch": epoch + 1,
@@ -240,7 +240,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         }
     wall = prior_wall + time.time() - started
     # the finished run keeps its fine-tuned weights (for later evaluations) but not optimiser state
-    atomic_torch_save({"model": {k: v for k, v in model.state_dict().items() if k in _trainable_names(model)}, "step": step}, run_dir.checkpoint)
+    atomic_torch_save({"model": trainable_state(model), "step": step}, run_dir.checkpoint)
     result = {
         "run_id": cfg.run_id(),
         "suite": suite,
@@ -276,5 +276,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     return result
 
 
-def _trainable_names(model: nn.Module) -> set[str]:
-    return {name for name, p in model.named_parameters() if p.requires_grad}
+def trainable_state(model: nn.Module) -> dict[str, Tensor]:
+    """The fine-tuned part of the state dict (frozen weights come back from the backbone source)."""
+    names = {name for name, p in model.named_parameters() if p.requires_grad}
+    return {k: v for k, v in model.state_dict().items() if k in names}
