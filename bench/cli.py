@@ -114,7 +114,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    console = Console()
+    # logs and pipes have no width: without one, rich truncates tables to 80 columns
+    console = Console() if sys.stdout.isatty() else Console(width=200)
     try:
         return args.fn(args, console)
     except SuiteError as exc:

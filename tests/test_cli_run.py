@@ -49,3 +49,15 @@ def test_failed_run_is_recorded_and_others_finish(tmp_path, capsys):
     assert all("/nonexistent/dinov2.pth" in s["error"] and "Traceback" in s["traceback"] for s in statuses)
     assert not list((tmp_path / "results" / "tiny").glob("*/result.json"))
     assert "2 run(s) failed" in capsys.readouterr().out
+
+
+def test_dry_run_prints_matrix_resources_and_sbatch_script_without_submitting(tmp_path, capsys):
+    suite = write(tmp_path, TINY_SUITE.replace("matrix:", "resources:\n  default: {cpus: 3, mem_gb: 5, time_min: 42, partition: gpu, qos: high, array_parallelism: 4}\nmatrix:"))
+    args = [str(suite), "--results", str(tmp_path / "results")]
+    assert main(["run", *args, "--executor", "slurm", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "2 runs, 0 done, 2 to run" in out
+    for line in ("#SBATCH --array=0-1%2", "#SBATCH --cpus-per-task=3", "#SBATCH --mem=5120M", "#SBATCH --time=42",
+                 "#SBATCH --partition=gpu", "#SBATCH --qos=high", "#SBATCH --job-name=bench-tiny-default"):
+        assert line in out, line
+    assert not (tmp_path / "results").exists()  # nothing submitted, nothing written

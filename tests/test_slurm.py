@@ -149,3 +149,25 @@ def test_time_limit_triggers_checkpoint_and_resume(tmp_path):
     assert "Caught signal SIGUSR2" in logs and "timed-out" in logs  # submitit called checkpoint()
     assert status["state"] == "done" and "traceback" not in status
     assert run_dir.read_result()["metrics"] == reference_metrics(spec, tmp_path)
+
+
+def test_status_and_cancel(tmp_path, capsys):
+    from bench.cli import main
+
+    suite, specs = make_suite(tmp_path, img=56, blocks="all", train=256, epochs=400, methods="sft")
+    path = tmp_path / "s.yaml"
+    args = [str(path), "--results", str(tmp_path / "results")]
+    assert main(["run", *args, "--executor", "slurm"]) == 0  # submits and returns
+    run_dir = RunDir.of(tmp_path / "results", specs[0].suite, specs[0].run_id)
+    wait_until(lambda: run_dir.read_status().get("state") == "running", 120, "the job to start")
+    capsys.readouterr()
+    assert main(["status", *args]) == 0
+    out = capsys.readouterr().out
+    assert "running" in out and "RUNNING" in out  # the store's and the scheduler's view
+    assert main(["cancel", *args]) == 0
+    assert "cancelled 1 Slurm job(s)" in capsys.readouterr().out
+    status = run_dir.read_status()
+    assert status["state"] == "failed" and "cancelled" in status["error"]
+    job = status["executor_job_id"]
+    wait_until(lambda: subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job], capture_output=True, text=True).stdout.startswith("CANCELLED"), 60, "sacct to report CANCELLED")
+    assert not run_dir.is_done()
