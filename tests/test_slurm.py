@@ -171,3 +171,20 @@ def test_status_and_cancel(tmp_path, capsys):
     job = status["executor_job_id"]
     wait_until(lambda: subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job], capture_output=True, text=True).stdout.startswith("CANCELLED"), 60, "sacct to report CANCELLED")
     assert not run_dir.is_done()
+
+
+def test_two_task_ddp_job_on_slurm(tmp_path):
+    """srun starts 2 ranks; they join over gloo and train like one process would."""
+    suite, specs = make_suite(tmp_path, img=56, blocks="all", train=256, methods="sft")
+    suite = suite.model_copy(update={"resources": {"default": suite.resources["default"].model_copy(update={"tasks": 2})}})
+    spec = specs[0]
+    outcomes = launch("slurm", suite, specs, tmp_path / "results", LaunchOptions(wait=True), Console())
+    assert [o.state for o in outcomes] == ["done"]
+    run_dir = RunDir.of(tmp_path / "results", spec.suite, spec.run_id)
+    assert run_dir.read_result()["protocol"]["world_size"] == 2
+    reference_metrics(spec, tmp_path)
+    ddp = [json.loads(line) for line in run_dir.metrics.read_text().splitlines()]
+    single = [json.loads(line) for line in RunDir(tmp_path / "reference" / spec.run_id).metrics.read_text().splitlines()]
+    assert len(ddp) == len(single) == 32
+    assert abs(ddp[0]["loss"] - single[0]["loss"]) < 1e-5
+    assert all(abs(a["loss"] - b["loss"]) < 1e-3 for a, b in zip(ddp, single))
