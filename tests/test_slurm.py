@@ -16,7 +16,7 @@ import pytest
 import torch
 from rich.console import Console
 
-from bench.launch import LaunchOptions, launch
+from bench.launch import LaunchOptions, launch, scheduler_states
 from bench.store import RunDir
 from bench.suite import expand, load_suite
 from bench.train import run_job
@@ -160,6 +160,9 @@ def test_status_and_cancel(tmp_path, capsys):
     assert main(["run", *args, "--executor", "slurm"]) == 0  # submits and returns
     run_dir = RunDir.of(tmp_path / "results", specs[0].suite, specs[0].run_id)
     wait_until(lambda: run_dir.read_status().get("state") == "running", 120, "the job to start")
+    job = run_dir.read_status()["executor_job_id"]
+    # slurmdbd records a job a few seconds after it starts; until then sacct has no state for it
+    wait_until(lambda: scheduler_states([job]).get(job) == "RUNNING", 60, "sacct to see the job running")
     capsys.readouterr()
     assert main(["status", *args]) == 0
     out = capsys.readouterr().out
@@ -168,7 +171,6 @@ def test_status_and_cancel(tmp_path, capsys):
     assert "cancelled 1 Slurm job(s)" in capsys.readouterr().out
     status = run_dir.read_status()
     assert status["state"] == "failed" and "cancelled" in status["error"]
-    job = status["executor_job_id"]
     wait_until(lambda: subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job], capture_output=True, text=True).stdout.startswith("CANCELLED"), 60, "sacct to report CANCELLED")
     assert not run_dir.is_done()
 
