@@ -144,6 +144,16 @@ def status_table(specs: list[RunSpec], results_root: Path, scheduler_states: dic
     return table
 
 
+def job_outcome(spec: RunSpec, job: Any) -> RunOutcome:
+    """Wait for a submitit job (every task, i.e. every DDP rank) and say how it ended; the
+    traceback itself is in the run's status.json."""
+    try:
+        job.results()
+        return RunOutcome(spec, "done")
+    except Exception as exc:
+        return RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {str(exc)[:200]}")
+
+
 def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, parallel: int, console: Console) -> list[RunOutcome]:
     """Each run in a subprocess (submitit LocalExecutor), at most ``parallel`` at once; a profile
     with several processes per run starts that many (DDP over gloo on CPU)."""
@@ -160,11 +170,7 @@ def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, paralle
             for run_id, (spec, job) in list(running.items()):
                 if job.done():
                     del running[run_id]
-                    try:
-                        job.results()  # every task (rank) of the job
-                        outcomes.append(RunOutcome(spec, "done"))
-                    except Exception as exc:  # the traceback is in the run's status.json
-                        outcomes.append(RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {str(exc)[:200]}"))
+                    outcomes.append(job_outcome(spec, job))
             live.update(status_table(specs, results_root))
             time.sleep(0.5)
     return outcomes
@@ -190,14 +196,7 @@ def launch_slurm(suite: Suite, specs: list[RunSpec], results_root: Path, wait: b
         console.print(f"submitted {len(group)} run(s) as Slurm array {submitted[0].job_id.split('_')[0]} (profile {profile_name!r})", markup=False)
     if not wait:
         return []
-    outcomes = []
-    for spec, job in jobs:
-        try:
-            job.results()  # every task (rank) of the job
-            outcomes.append(RunOutcome(spec, "done"))
-        except Exception as exc:
-            outcomes.append(RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {str(exc)[:200]}"))
-    return outcomes
+    return [job_outcome(spec, job) for spec, job in jobs]
 
 
 def scheduler_states(job_ids: list[str]) -> dict[str, str]:
