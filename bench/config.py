@@ -7,6 +7,7 @@ and a description, so it is visible, overridable from a suite, and recorded in e
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import hashlib
 import json
 from typing import Any, Literal
@@ -14,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.data import DATASETS
+from bench.data.transforms import ClassificationTransform, TrainAug
 from bench.evaluate import EVALUATIONS, protocol_splits
 from bench.methods import METHODS
 from bench.models import BACKBONES
@@ -48,29 +50,68 @@ class ModelConfig(Strict):
 
 
 class DataConfig(Strict):
-    name: str = Field("fmnist_composites", description="registered dataset name")
+    name: str = Field("fmnist_composites", description="registered dataset name (`bench data list`)")
     params: dict[str, Any] = Field(default_factory=dict, description="dataset parameters (see the dataset entry)")
-    data_root: str | None = Field(None, description="root folder of datasets on disk (else $BENCH_DATA_ROOT)")
+    data_root: str | None = Field(None, description="root folder of datasets on disk (else --data-root, the suite's data_root, $BENCH_DATA_ROOT)")
     train_split: str = "train"
-    eval_splits: tuple[str, ...] | None = Field(None, description="default: 'test' plus every shift split of the dataset")
+    eval_splits: tuple[str, ...] | None = Field(
+        None, description="split names or shell patterns such as 'c/*/5'; default: the dataset's test split plus its standard shift sets"
+    )
+    crop_pct: float | None = Field(None, gt=0, le=1, description="eval resize = img_size / crop_pct, then centre crop (DINOv2: 0.875); default: the dataset's")
+    train_aug: TrainAug | None = Field(None, description="none | flip | rrc_flip (DINOv2 linear-eval train transform); default: the dataset's")
+    num_workers: int = Field(4, ge=0, description="loader processes for datasets decoded from files (not part of a run's identity)")
 
     @model_validator(mode="after")
     def _known(self) -> "DataConfig":
         if self.name not in DATASETS:
             raise ValueError(f"data.name: {DATASETS.unknown_message(self.name)}")
         entry = DATASETS.get(self.name)
+        if entry.task != "classification":
+            raise ValueError(f"data.name: {self.name} is a {entry.task} dataset; the trainer runs classification datasets only so far")
         unknown = set(self.params) - set(entry.params)
         if unknown:
-            raise ValueError(f"data.params: unknown {self.name} parameter(s) {sorted(unknown)} (known: {sorted(entry.params)})")
-        for key, splits in (("train_split", (self.train_split,)), ("eval_splits", self.eval_splits or ())):
-            for split in splits:
-                if split not in entry.splits:
-                    raise ValueError(f"data.{key}: {self.name} has no split {split!r} (known: {', '.join(entry.splits)})")
+            raise ValueError(f"data.params: unknown {self.name} parameter(s) {sorted(unknown)} (known: {sorted(entry.params) or 'none'})")
+        if self.train_split not in entry.splits:
+            raise ValueError(f"data.train_split: {self.name} has no split {self.train_split!r}{_split_hint(self.train_split, entry.splits)}")
+        for pattern in self.eval_splits or ():
+            if not fnmatch.filter(entry.splits, pattern):
+                raise ValueError(f"data.eval_splits: {self.name} has no split matching {pattern!r}{_split_hint(pattern, entry.splits)}")
         return self
 
     def resolved_eval_splits(self) -> tuple[str, ...]:
+        """Patterns expanded against the dataset's splits, in the dataset's split order, no repeats."""
         entry = DATASETS.get(self.name)
-        return self.eval_splits or ("test", *entry.shift_splits)
+        if self.eval_splits is None:
+            return entry.default_eval_splits
+        chosen: dict[str, None] = {}
+        for pattern in self.eval_splits:
+            for split in entry.splits:
+                if fnmatch.fnmatchcase(split, pattern):
+                    chosen[split] = None
+        return tuple(chosen)
+
+    def transform(self, img_size: int) -> ClassificationTransform:
+        defaults = DATASETS.get(self.name).transform_defaults
+        return ClassificationTransform(
+            img_size,
+            self.crop_pct if self.crop_pct is not None else defaults.get("crop_pct", 0.875),
+            self.train_aug if self.train_aug is not None else defaults.get("train_aug", "none"),
+        )
+
+
+def _split_hint(name: str, splits: tuple[str, ...]) -> str:
+    close = difflib.get_close_matches(name, list(splits), n=1)
+    shown = ", ".join(_families(splits))
+    return f"; did you mean {close[0]!r}?" if close else f" (known: {shown})"
+
+
+def _families(splits: tuple[str, ...]) -> list[str]:
+    """Split names with corruption grids folded into patterns, e.g. 'c/<corruption>/<1-5>'."""
+    out: dict[str, None] = {}
+    for s in splits:
+        parts = s.split("/")
+        out["/".join([parts[0], "<corruption>", "<1-5>"]) if len(parts) == 3 else s] = None
+    return list(out)
 
 
 class TrainConfig(Strict):
@@ -132,7 +173,9 @@ class RunConfig(Strict):
 
     def evaluation_splits(self) -> dict[str, str]:
         """split → protocol, for the splits this run evaluates."""
-        return protocol_splits(self.evaluations, self.data.resolved_eval_splits(), DATASETS.get(self.data.name).shift_splits)
+        entry = DATASETS.get(self.data.name)
+        splits = self.data.resolved_eval_splits()
+        return protocol_splits(self.evaluations, splits, tuple(s for s in splits if entry.is_shift(s)))
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
@@ -155,7 +198,9 @@ class RunConfig(Strict):
         dump["method"]["params"] = self.method.resolved_params()
         dump["data"]["params"] = {**DATASETS.get(self.data.name).params, **self.data.params}
         dump["data"]["eval_splits"] = list(self.data.resolved_eval_splits())
-        del dump["data"]["data_root"]  # where the files live does not change what the run is
+        transform = self.data.transform(self.backbone.img_size)
+        dump["data"]["crop_pct"], dump["data"]["train_aug"] = transform.crop_pct, transform.train_aug
+        del dump["data"]["data_root"], dump["data"]["num_workers"]  # where files live and how they load do not change what a run is
         return dump
 
     def run_id(self) -> str:

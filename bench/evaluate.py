@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -30,22 +30,38 @@ def protocol_splits(evaluations: tuple[str, ...], splits: tuple[str, ...], shift
 @torch.no_grad()
 def evaluate_split(
     logits_fn: Callable[[Tensor], Tensor],
-    batch_fn: Callable[[Tensor, torch.device], Tensor],
+    batches: Iterable[Tensor],
     labels: np.ndarray,
-    batch_size: int,
     device: torch.device,
+    label_space: Sequence[int] | None = None,
 ) -> dict[str, float]:
-    y_all = torch.from_numpy(labels)
-    correct1 = correct5 = 0
+    """top-1 / top-5 / NLL over a split fed as sequential ``batches`` aligned with ``labels``.
+
+    ``label_space`` restricts predictions to a class subset (ImageNet-R/-A's 200 classes, the 9
+    classes CIFAR-10 shares with STL-10): other logits are set to −inf before top-k and softmax.
+    """
+    y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+    correct1 = correct5 = seen = 0
     nll = 0.0
-    for start in range(0, len(y_all), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(y_all)))
-        logits = logits_fn(batch_fn(index, device)).float().cpu()
-        y = y_all[index]
-        k = min(5, logits.shape[-1])
+    outside = None
+    for x in batches:
+        logits = logits_fn(x.to(device, non_blocking=True)).float().cpu()
+        if label_space is not None:
+            if outside is None:
+                outside = torch.ones(logits.shape[-1], dtype=torch.bool)
+                outside[list(label_space)] = False
+            logits = logits.masked_fill(outside, float("-inf"))
+        y = y_all[seen : seen + len(logits)]
+        seen += len(logits)
+        k = min(5, logits.shape[-1] if label_space is None else len(label_space))
         topk = logits.topk(k, dim=-1).indices
         correct1 += int((topk[:, 0] == y).sum())
         correct5 += int((topk == y[:, None]).any(-1).sum())
         nll += float(F.cross_entropy(logits, y, reduction="sum"))
+    if seen != len(y_all):
+        raise ValueError(f"evaluated {seen} inputs for {len(y_all)} labels")
     n = len(y_all)
-    return {"top1": correct1 / n, "top5": correct5 / n, "nll": nll / n, "n": n}
+    out = {"top1": correct1 / n, "top5": correct5 / n, "nll": nll / n, "n": n}
+    if label_space is not None:
+        out["label_space_size"] = len(label_space)
+    return out

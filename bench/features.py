@@ -1,46 +1,105 @@
-"""Model inputs for a split: normalised images, or the frozen prefix's tokens computed once.
+"""Model inputs for a split: transformed pixels, or the frozen prefix's tokens computed once.
+
+In-memory splits (:class:`ImageArrays`) are transformed a whole batch at a time; splits decoded
+from files go through a DataLoader with worker processes. Augmented training draws each sample's
+randomness from a generator keyed by (seed, epoch, sample index), so batches are identical for any
+worker count.
 
 With ``trainable_blocks = k`` and no augmentation, the first blocks see the same pixels every
 epoch, so their output is computed once per image and reused by every run that shares the
-backbone (both methods, all seeds). Kept in memory (an LRU of a few splits): it is exact, and
-disk space on small machines is not assumed.
+backbone (both methods, all seeds). Kept in memory (an LRU of a few splits) when it fits the
+budget (``$BENCH_PREFIX_CACHE_GB``, default 8); otherwise the model runs in full each step.
 """
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
-from typing import Hashable
+from typing import Hashable, Iterator, Sequence
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
-from bench.data import ImageArrays, to_model_input
+from bench.data import ImageArrays, Split, to_model_input
+from bench.data.transforms import ClassificationTransform
 from bench.models import SplitViTClassifier
+from bench.seeding import derive_seed
 
 _CACHE: OrderedDict[Hashable, Tensor] = OrderedDict()
 _CACHE_SPLITS = 8
+AugmentKey = tuple[int, int]  # (seed, epoch)
 
 
-def image_batch(arrays: ImageArrays, index: Tensor, img_size: int) -> Tensor:
-    x = to_model_input(arrays.images[index.numpy()])
-    if x.shape[-1] != img_size or x.shape[-2] != img_size:
-        x = F.interpolate(x, size=(img_size, img_size), mode="bicubic", antialias=True, align_corners=False)
-    return x
+def prefix_cache_budget_bytes() -> float:
+    return float(os.environ.get("BENCH_PREFIX_CACHE_GB", "8")) * 2**30
+
+
+class _Samples(Dataset):
+    """One transformed sample per index (what DataLoader workers run)."""
+
+    def __init__(self, split: Split, transform: ClassificationTransform, augment: AugmentKey | None) -> None:
+        self.split, self.transform, self.augment = split, transform, augment
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> Tensor:
+        x = to_model_input(self.split.image(i))
+        if self.augment is None:
+            return self.transform.eval(x)
+        g = torch.Generator().manual_seed(derive_seed(self.augment[0], "augment", self.augment[1], i))
+        return self.transform.train(x, g)
+
+
+class SplitInputs:
+    """A split as the model consumes it, batch by batch."""
+
+    def __init__(self, split: Split, transform: ClassificationTransform, num_workers: int = 0, tokens: Tensor | None = None) -> None:
+        self.split, self.transform, self.num_workers, self.tokens = split, transform, num_workers, tokens
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.split.labels
+
+    def batches(self, indices: Sequence[Tensor], augment: AugmentKey | None = None) -> Iterator[Tensor]:
+        """Inputs for each index tensor in ``indices``, in order (augmented when ``augment`` is set)."""
+        if self.tokens is not None:
+            yield from (self.tokens[index] for index in indices)
+        elif isinstance(self.split, ImageArrays) and augment is None:
+            yield from (self.transform.eval(to_model_input(self.split.images[index.numpy()])) for index in indices)
+        elif isinstance(self.split, ImageArrays) or self.num_workers == 0:
+            samples = _Samples(self.split, self.transform, augment)
+            yield from (torch.stack([samples[int(i)] for i in index]) for index in indices)
+        else:
+            loader = DataLoader(
+                _Samples(self.split, self.transform, augment), batch_sampler=[index.tolist() for index in indices],
+                num_workers=self.num_workers, persistent_workers=False,
+            )
+            yield from loader
+
+    def sequential(self, batch_size: int) -> Iterator[Tensor]:
+        yield from self.batches([torch.arange(s, min(s + batch_size, len(self))) for s in range(0, len(self), batch_size)])
+
+
+def prefix_cache_fits(n: int, model: SplitViTClassifier, img_size: int) -> bool:
+    tokens = (img_size // 14) ** 2 + model.vit.num_prefix_tokens
+    return n * tokens * model.vit.embed_dim * 4 <= prefix_cache_budget_bytes()
 
 
 @torch.no_grad()
-def prefix_tokens(model: SplitViTClassifier, arrays: ImageArrays, img_size: int, batch_size: int, device: torch.device, key: Hashable) -> Tensor:
+def prefix_tokens(model: SplitViTClassifier, inputs: SplitInputs, batch_size: int, device: torch.device, key: Hashable) -> Tensor:
     """Tokens after the frozen blocks for every image of a split (cached under ``key``)."""
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
     was_training = model.training
     model.eval()
-    chunks = []
-    for start in range(0, len(arrays), batch_size):
-        index = torch.arange(start, min(start + batch_size, len(arrays)))
-        chunks.append(model.embed(image_batch(arrays, index, img_size).to(device)).float().cpu())
+    chunks = [model.embed(x.to(device)).float().cpu() for x in inputs.sequential(batch_size)]
     model.train(was_training)
     tokens = torch.cat(chunks)
     _CACHE[key] = tokens

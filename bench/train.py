@@ -7,17 +7,16 @@ import math
 import time
 import traceback
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
 
 from bench.config import RunConfig
-from bench.data import DATASETS, ImageArrays
+from bench.data import DATASETS
 from bench.distributed import DistContext, current
 from bench.evaluate import evaluate_split
-from bench.features import image_batch, prefix_tokens
+from bench.features import SplitInputs, prefix_cache_fits, prefix_tokens
 from bench.io import atomic_torch_save
 from bench.methods import build_method
 from bench.models import SplitViTClassifier, create_backbone
@@ -60,20 +59,6 @@ def param_groups(model: SplitViTClassifier, cfg: RunConfig) -> list[dict[str, An
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
-@dataclass
-class Inputs:
-    """A split as the model consumes it: prefix tokens (cached) or raw images."""
-
-    arrays: ImageArrays
-    tokens: Tensor | None
-    img_size: int
-
-    def batch(self, index: Tensor, device: torch.device) -> Tensor:
-        if self.tokens is not None:
-            return self.tokens[index].to(device, non_blocking=True)
-        return image_batch(self.arrays, index, self.img_size).to(device, non_blocking=True)
-
-
 class Job:
     """Everything one run needs, built from its config."""
 
@@ -94,7 +79,13 @@ class Job:
         self.reference = None
         if self.method.needs_reference:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.use_prefix_cache = cfg.model.cache_frozen_prefix and not self.model.full_finetune
+        self.transform = cfg.data.transform(cfg.backbone.img_size)
+        self.train_split = self.entry.load(cfg.data.train_split, cfg.data.data_root, **cfg.data.params)
+        # frozen-prefix tokens are exact only without augmentation, and only kept if they fit in memory
+        self.use_prefix_cache = (
+            cfg.model.cache_frozen_prefix and not self.model.full_finetune and not self.transform.augments
+            and prefix_cache_fits(len(self.train_split), self.model, cfg.backbone.img_size)
+        )
         # what the training forward goes through: the model itself, or DDP around it
         self.train_model: nn.Module = self.model
         if ctx.active:
@@ -104,18 +95,18 @@ class Job:
             torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and cfg.train.bf16 else nullcontext()
         )
 
-    def inputs(self, split: str) -> Inputs:
+    def inputs(self, split: str) -> SplitInputs:
         cfg = self.cfg
-        arrays = self.entry.load(split, cfg.data.data_root, **cfg.data.params)
-        tokens = None
+        data = self.train_split if split == cfg.data.train_split else self.entry.load(split, cfg.data.data_root, **cfg.data.params)
+        inputs = SplitInputs(data, self.transform, cfg.data.num_workers)
         if self.use_prefix_cache:
             key = (
                 cfg.backbone.model_dump_json(), self.backbone.init,
                 cfg.seed if cfg.backbone.weights == "random" else None,
-                self.model.split, cfg.data.name, tuple(sorted(cfg.data.params.items())), split,
+                self.model.split, cfg.data.name, tuple(sorted(cfg.data.params.items())), split, self.transform,
             )
-            tokens = prefix_tokens(self.model, arrays, cfg.backbone.img_size, cfg.train.eval_batch_size, self.device, key)
-        return Inputs(arrays, tokens, cfg.backbone.img_size)
+            inputs.tokens = prefix_tokens(self.model, inputs, cfg.train.eval_batch_size, self.device, key)
+        return inputs
 
     def logits(self, x: Tensor, model: nn.Module | None = None) -> Tensor:
         model = model or self.model
@@ -156,7 +147,8 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     job = Job(cfg, ctx)
     model, method, device = job.model, job.method, job.device
     train = job.inputs(cfg.data.train_split)
-    labels = torch.from_numpy(train.arrays.labels)
+    labels = torch.from_numpy(train.labels)
+    augment = job.transform.augments and train.tokens is None
     n = len(labels)
     batches_per_epoch = math.ceil(n / cfg.train.batch_size)
     total_steps = cfg.train.epochs * batches_per_epoch * method.passes
@@ -182,9 +174,9 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         model.train()
         method.generator = generator(cfg.seed, "groups", epoch)
         order = torch.randperm(n, generator=generator(cfg.seed, "order", epoch))
-        for b in range(batches_per_epoch):
-            index = ctx.shard(order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size])
-            x, y = train.batch(index, device), labels[index].to(device)
+        batches = [ctx.shard(order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size]) for b in range(batches_per_epoch)]
+        for index, x in zip(batches, train.batches(batches, (cfg.seed, epoch) if augment else None)):
+            x, y = x.to(device, non_blocking=True), labels[index].to(device)
             ref_logits = None
             if job.reference is not None:
                 with torch.no_grad():
@@ -234,9 +226,10 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     for split, protocol in cfg.evaluation_splits().items():
         data = job.inputs(split)
         metrics[split] = {
-            **evaluate_split(lambda x: job.logits(x), data.batch, data.arrays.labels, cfg.train.eval_batch_size, device),
-            "shift": split in job.entry.shift_splits,
+            **evaluate_split(job.logits, data.sequential(cfg.train.eval_batch_size), data.labels, device, data.split.label_space),
+            "shift": job.entry.is_shift(split),
             "protocol": protocol,
+            "split_facts": data.split.meta,
         }
     wall = prior_wall + time.time() - started
     # the finished run keeps its fine-tuned weights (for later evaluations) but not optimiser state
@@ -257,6 +250,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         },
         "protocol": {
             "img_size": cfg.backbone.img_size,
+            "transform": {"crop_pct": job.transform.crop_pct, "resize": job.transform.resize_size, "train_aug": job.transform.train_aug},
             "trainable_blocks": cfg.model.trainable_blocks,
             "frozen_prefix_cached": job.use_prefix_cache,
             "train_size": n,

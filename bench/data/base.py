@@ -1,16 +1,17 @@
 """Datasets as the trainer sees them, and the dataset registry.
 
 Every dataset — real ones on disk and generated ones alike — is a registered entry that knows its
-protocol facts (task, classes, ignore index) and builds any of its named splits as an
-:class:`ImageArrays` (uint8 images in memory). Small in-memory arrays keep the CPU demo fast; large
-datasets will plug in through the same entry interface with lazy storage.
+protocol facts (task, number of classes, ignore index, label maps) and builds any of its named
+splits. A split is either :class:`ImageArrays` (uint8 pixels in memory: CIFAR, STL-10, the
+composites) or :class:`ImageFiles` (paths decoded on demand: ImageNet, Tiny-ImageNet, VOC, …).
+Both answer ``image(i)`` / ``mask(i)`` and carry ``labels``, so everything downstream is the same.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -23,9 +24,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class ImageArrays:
+    """A split held in memory: fast batched access, used for small-image datasets."""
+
     images: np.ndarray  # (N, H, W, 3) uint8
     labels: np.ndarray  # (N,) int64 class ids
     masks: np.ndarray | None = None  # (N, H, W) uint8 per-pixel labels, for segmentation
+    label_space: tuple[int, ...] | None = None  # classes a prediction may take (None = all)
+    meta: dict[str, Any] = field(default_factory=dict)  # protocol facts recorded with results
 
     def __post_init__(self) -> None:
         if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
@@ -36,39 +41,150 @@ class ImageArrays:
     def __len__(self) -> int:
         return len(self.images)
 
+    def image(self, i: int) -> np.ndarray:
+        return self.images[i]
+
+    def mask(self, i: int) -> np.ndarray | None:
+        return None if self.masks is None else self.masks[i]
+
+
+MaskReader = Callable[[str], np.ndarray]
+
+
+def read_png_mask(path: str) -> np.ndarray:
+    """A label PNG as stored: palette indices (VOC) or grey values (ADE20k, COCO-stuff)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode not in ("P", "L", "I", "I;16"):
+            raise ValueError(f"{path}: a label mask must be a palette or greyscale PNG, found mode {im.mode}")
+        return np.asarray(im, dtype=np.uint8) if im.mode in ("P", "L") else np.asarray(im).astype(np.int64).clip(0, 255).astype(np.uint8)
+
+
+def read_rgb(path: str) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+
+
+@dataclass(frozen=True)
+class ImageFiles:
+    """A split decoded from files on demand (large datasets never sit in memory).
+
+    ``mask_lut`` maps stored mask values to training ids (e.g. ADE20k's reduce_zero_label,
+    COCO-stuff's 182 → 171 ids); ``pixel_fn`` post-processes decoded pixels (generated
+    corruptions), keyed by the sample index so it is deterministic under any worker order.
+    """
+
+    paths: tuple[str, ...]
+    labels: np.ndarray
+    mask_paths: tuple[str, ...] | None = None
+    mask_lut: np.ndarray | None = None  # (256,) uint8
+    mask_reader: MaskReader = read_png_mask
+    pixel_fn: Callable[[np.ndarray, int], np.ndarray] | None = None
+    label_space: tuple[int, ...] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.labels.shape != (len(self.paths),):
+            raise ValueError(f"labels {self.labels.shape} do not match {len(self.paths)} files")
+        if self.mask_paths is not None and len(self.mask_paths) != len(self.paths):
+            raise ValueError(f"{len(self.mask_paths)} masks for {len(self.paths)} images")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def image(self, i: int) -> np.ndarray:
+        pixels = read_rgb(self.paths[i])
+        return pixels if self.pixel_fn is None else self.pixel_fn(pixels, i)
+
+    def mask(self, i: int) -> np.ndarray | None:
+        if self.mask_paths is None:
+            return None
+        raw = self.mask_reader(self.mask_paths[i])
+        return raw if self.mask_lut is None else self.mask_lut[raw]
+
+
+Split = ImageArrays | ImageFiles
+
 
 def to_model_input(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) → float (N, 3, H, W) normalised with ImageNet mean/std (DINOv2's convention)."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    return (x - mean) / std
+    """uint8 (N, H, W, 3) or (H, W, 3) → float (N, 3, H, W) / (3, H, W) normalised with ImageNet mean/std."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float().div_(255.0)
+    shape = (3, 1, 1)
+    return (x - torch.tensor(IMAGENET_MEAN).view(shape)) / torch.tensor(IMAGENET_STD).view(shape)
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
-    """A registered dataset: protocol facts plus a builder for its splits."""
+    """A registered dataset: protocol facts, its on-disk layout, and a builder for its splits.
+
+    ``build(split, data_root=None, **params)`` returns a :data:`Split`. ``locate`` (optional) does
+    the cheap part only — resolve and verify the files a split needs, raising
+    :class:`bench.data.layout.DatasetError` — so ``bench data check`` and pre-launch checks do
+    not decode datasets.
+    """
 
     task: Literal["classification", "segmentation"]
-    classes: tuple[str, ...]
-    splits: tuple[str, ...]  # names a suite may use; "train" and "test" at least
-    build: Callable[..., ImageArrays]  # build(split, data_root=None, **params)
+    num_classes: int
+    splits: tuple[str, ...]  # names a suite may use
+    build: Callable[..., Split]
+    classes: tuple[str, ...] | None = None  # None: names are read from the data (see class_names)
     shift_splits: tuple[str, ...] = ()  # the subset of splits that are covariate-shifted (OOD)
+    default_eval: tuple[str, ...] | None = None  # default evaluation splits; None: test + shift splits
+    train_split: str = "train"
+    test_split: str = "test"
     ignore_index: int = 255
+    reduce_zero_label: bool = False  # label 0 means "other" and becomes ignore_index; k becomes k-1
     description: str = ""
     params: dict[str, Any] = field(default_factory=dict)  # documented default parameters
+    locate: Callable[..., Any] | None = None  # locate(split, data_root=None, **params)
+    names_from_disk: Callable[..., tuple[str, ...]] | None = None  # class names read from the data
+    transform_defaults: dict[str, Any] = field(default_factory=dict)  # e.g. crop_pct, train_aug
+    facts: dict[str, Any] = field(default_factory=dict)  # label maps, subsets: recorded with results
+
+    def __post_init__(self) -> None:
+        if self.classes is not None and len(self.classes) != self.num_classes:
+            raise ValueError(f"{len(self.classes)} class names for {self.num_classes} classes")
 
     @property
-    def num_classes(self) -> int:
-        return len(self.classes)
+    def default_eval_splits(self) -> tuple[str, ...]:
+        return self.default_eval if self.default_eval is not None else (self.test_split, *self.shift_splits)
 
-    def load(self, split: str, data_root: str | Path | None = None, **params: Any) -> ImageArrays:
+    def is_shift(self, split: str) -> bool:
+        return split in self.shift_splits
+
+    def _params(self, split: str, params: dict[str, Any]) -> dict[str, Any]:
         if split not in self.splits:
-            raise KeyError(f"unknown split {split!r} (known: {', '.join(self.splits)})")
+            raise KeyError(f"unknown split {split!r} (known: {', '.join(_abbreviate(self.splits))})")
         unknown = set(params) - set(self.params)
         if unknown:
             raise TypeError(f"unknown dataset parameter(s) {sorted(unknown)} (known: {sorted(self.params)})")
-        return self.build(split, data_root=data_root, **{**self.params, **params})
+        return {**self.params, **params}
+
+    def load(self, split: str, data_root: str | Path | None = None, **params: Any) -> Split:
+        return self.build(split, data_root=data_root, **self._params(split, params))
+
+    def check(self, split: str, data_root: str | Path | None = None, **params: Any) -> None:
+        """Raise DatasetError if ``split`` is not on disk in the expected layout; cheap."""
+        resolved = self._params(split, params)
+        if self.locate is not None:
+            self.locate(split, data_root=data_root, **resolved)
+        else:  # generated or small datasets: building is the check
+            self.build(split, data_root=data_root, **resolved)
+
+    def class_names(self, data_root: str | Path | None = None) -> tuple[str, ...]:
+        if self.classes is not None:
+            return self.classes
+        if self.names_from_disk is not None:
+            return self.names_from_disk(data_root)
+        return tuple(f"class_{i}" for i in range(self.num_classes))
+
+
+def _abbreviate(names: Sequence[str], limit: int = 12) -> list[str]:
+    names = list(names)
+    return names if len(names) <= limit else [*names[:limit], f"… ({len(names) - limit} more)"]
 
 
 DATASETS: Registry[DatasetEntry] = Registry("dataset")

@@ -64,11 +64,26 @@ def pixelate(img: np.ndarray, severity: int, rng: np.random.Generator) -> np.nda
     return np.asarray(small.resize((w, h), Image.NEAREST))
 
 
-@_register("jpeg")
-def jpeg(img: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+@_register("jpeg_compression")
+def jpeg_compression(img: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     buf = io.BytesIO()
     Image.fromarray(img).save(buf, format="JPEG", quality=(25, 18, 15, 10, 7)[severity - 1])
     return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+@_register("shot_noise")
+def shot_noise(img: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    photons = (60, 25, 12, 5, 3)[severity - 1]  # fewer photons per unit intensity: more Poisson noise
+    return _to_uint8(rng.poisson(img / 255.0 * photons) / photons)
+
+
+@_register("impulse_noise")
+def impulse_noise(img: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
+    amount = (0.03, 0.06, 0.09, 0.17, 0.27)[severity - 1]  # share of values set to 0 or 255
+    out = img.copy()
+    hit = rng.random(img.shape) < amount
+    out[hit] = np.where(rng.random(int(hit.sum())) < 0.5, 0, 255).astype(np.uint8)
+    return out
 
 
 def corrupt(img: np.ndarray, name: str, severity: int, rng: np.random.Generator) -> np.ndarray:

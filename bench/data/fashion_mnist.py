@@ -69,10 +69,12 @@ def _register() -> None:
         "fashion_mnist",
         DatasetEntry(
             task="classification",
+            num_classes=len(CLASSES),
             classes=CLASSES,
             splits=("train", "test"),
             build=load,
             description="Fashion-MNIST (official IDX files), 28×28 grey replicated to RGB",
+            transform_defaults={"crop_pct": 1.0, "train_aug": "none"},
         ),
     )
 

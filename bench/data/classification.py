@@ -1,0 +1,260 @@
+"""Classification datasets read from their official on-disk layouts.
+
+- CIFAR-10 / CIFAR-100 and STL-10 go through torchvision's own dataset classes. Their md5 checks
+  are switched off for data already on disk (a file's presence is checked instead): the official
+  files pass either way, and tests can use small fixtures in the exact format.
+- Tiny-ImageNet-200 and ImageNet-1k are folder layouts decoded lazily (:class:`ImageFiles`).
+  ImageNet's class order is the sorted WordNet ids (torchvision's and timm's order); its
+  validation labels come from sorted class folders or, for the flat official val folder, from
+  the devkit's ``ILSVRC2012_validation_ground_truth.txt`` + ``meta.mat``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torchvision
+
+from bench.data.base import ImageArrays, ImageFiles
+from bench.data.layout import DatasetLocator, Layout, image_files
+
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
+REAL_TRANSFORM = {"crop_pct": 0.875, "train_aug": "rrc_flip"}  # DINOv2: resize 256 → centre crop 224
+
+
+# --- CIFAR ---------------------------------------------------------------------------------------
+
+class _PresentCIFAR10(torchvision.datasets.CIFAR10):
+    """torchvision's reader with presence checks instead of md5 (``check_integrity(path, None)``)."""
+
+    train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.train_list]
+    test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.test_list]
+    meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
+
+
+class _PresentCIFAR100(torchvision.datasets.CIFAR100):
+    train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR100.train_list]
+    test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR100.test_list]
+    meta = {**torchvision.datasets.CIFAR100.meta, "md5": None}
+
+
+CIFAR_LAYOUTS = {
+    "cifar10": Layout(
+        "cifar10",
+        "cifar-10-batches-py/\n  data_batch_1 … data_batch_5   (python pickle batches, 10,000 images each)\n"
+        "  test_batch\n  batches.meta",
+        "the 'CIFAR-10 python version' archive (cifar-10-python.tar.gz) from Alex Krizhevsky's CIFAR page "
+        "at the University of Toronto; extract it into the data root",
+    ),
+    "cifar100": Layout(
+        "cifar100",
+        "cifar-100-python/\n  train   (python pickle, 50,000 images, fine + coarse labels)\n  test\n  meta",
+        "the 'CIFAR-100 python version' archive (cifar-100-python.tar.gz) from the CIFAR page at the "
+        "University of Toronto; extract it into the data root",
+    ),
+}
+_CIFAR_CLASS = {"cifar10": _PresentCIFAR10, "cifar100": _PresentCIFAR100}
+
+
+def locate_cifar(name: str, split: str, data_root=None) -> Path:
+    cls = _CIFAR_CLASS[name]
+    loc = DatasetLocator(CIFAR_LAYOUTS[name], split, data_root)
+    folder = loc.base(cls.base_folder)
+    for fname, _ in cls.train_list + cls.test_list:
+        loc.file(folder / fname, "batch file")
+    loc.file(folder / cls.meta["filename"], "metadata file")
+    return loc.root
+
+
+def load_cifar(name: str, split: str, data_root=None) -> ImageArrays:
+    root = locate_cifar(name, split, data_root)
+    ds = _CIFAR_CLASS[name](str(root), train=split == "train", download=False)
+    return ImageArrays(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64))
+
+
+def cifar_names(name: str):
+    def names(data_root=None) -> tuple[str, ...]:
+        root = locate_cifar(name, "test", data_root)
+        return tuple(_CIFAR_CLASS[name](str(root), train=False).classes)
+
+    return names
+
+
+# --- STL-10 --------------------------------------------------------------------------------------
+
+class _PresentSTL10(torchvision.datasets.STL10):
+    train_list = [[name, None] for name, _ in torchvision.datasets.STL10.train_list]
+    test_list = [[name, None] for name, _ in torchvision.datasets.STL10.test_list]
+
+
+STL10_LAYOUT = Layout(
+    "stl10",
+    "stl10_binary/\n  train_X.bin  train_y.bin   (5,000 labelled 96×96 images, column-major binary)\n"
+    "  test_X.bin   test_y.bin    (8,000)\n  class_names.txt  fold_indices.txt  (unlabeled_X.bin: not needed)",
+    "the 'binary' archive (stl10_binary.tar.gz) from the STL-10 page at Stanford; extract it into the data root",
+)
+
+
+def locate_stl10(split: str, data_root=None, **_) -> Path:
+    loc = DatasetLocator(STL10_LAYOUT, split, data_root)
+    folder = loc.base(_PresentSTL10.base_folder)
+    for fname, _ in _PresentSTL10.train_list + _PresentSTL10.test_list:
+        loc.file(folder / fname, "binary file")
+    return loc.root
+
+
+def load_stl10(split: str, data_root=None) -> ImageArrays:
+    ds = _PresentSTL10(str(locate_stl10(split, data_root)), split=split, download=False)
+    return ImageArrays(np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1)), ds.labels.astype(np.int64))
+
+
+# --- Tiny-ImageNet-200 ---------------------------------------------------------------------------
+
+TINY_LAYOUT = Layout(
+    "tiny_imagenet",
+    "tiny-imagenet-200/\n  wnids.txt   words.txt\n  train/<wnid>/images/<wnid>_<k>.JPEG   (200 classes × 500, 64×64)\n"
+    "  val/images/val_<k>.JPEG\n  val/val_annotations.txt   (file<TAB>wnid<TAB>x0<TAB>y0<TAB>x1<TAB>y1)",
+    "the tiny-imagenet-200.zip archive of Stanford's CS231n course; unzip it into the data root",
+)
+
+
+def _tiny_wnids(folder: Path, loc: DatasetLocator) -> list[str]:
+    wnids = loc.file(folder / "wnids.txt").read_text().split()
+    if len(wnids) != 200 or len(set(wnids)) != 200:
+        raise loc.fail(folder / "wnids.txt", f"expected 200 distinct WordNet ids, found {len(set(wnids))}")
+    return sorted(wnids)  # class order: sorted wnids (as ImageFolder on train/ gives)
+
+
+def locate_tiny(split: str, data_root=None, **_) -> tuple[Path, list[str]]:
+    loc = DatasetLocator(TINY_LAYOUT, split, data_root)
+    folder = loc.base("tiny-imagenet-200")
+    wnids = _tiny_wnids(folder, loc)
+    if split == "train":
+        missing = [w for w in wnids if not (folder / "train" / w / "images").is_dir()]
+        if missing:
+            raise loc.fail(folder / "train" / missing[0] / "images", f"{len(missing)} of 200 class folders missing")
+    else:
+        loc.file(folder / "val" / "val_annotations.txt", "annotation file")
+        loc.folder(folder / "val" / "images", "image folder")
+    return folder, wnids
+
+
+def load_tiny(split: str, data_root=None) -> ImageFiles:
+    folder, wnids = locate_tiny(split, data_root)
+    index = {w: i for i, w in enumerate(wnids)}
+    loc = DatasetLocator(TINY_LAYOUT, split, data_root)
+    paths: list[str] = []
+    labels: list[int] = []
+    if split == "train":
+        for w in wnids:
+            files = image_files(folder / "train" / w / "images")
+            paths += [str(p) for p in files]
+            labels += [index[w]] * len(files)
+    else:
+        ann = folder / "val" / "val_annotations.txt"
+        for n, line in enumerate(ann.read_text().splitlines(), 1):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) < 2 or fields[1] not in index:
+                raise loc.fail(ann, f"line {n}: expected '<file>\\t<wnid>\\t…' with a wnid from wnids.txt, got {line[:60]!r}")
+            image = folder / "val" / "images" / fields[0]
+            if not image.is_file():
+                raise loc.fail(image, f"listed in val_annotations.txt line {n} but missing")
+            paths.append(str(image))
+            labels.append(index[fields[1]])
+    return ImageFiles(tuple(paths), np.asarray(labels, dtype=np.int64))
+
+
+def tiny_names(data_root=None) -> tuple[str, ...]:
+    folder, wnids = locate_tiny("val", data_root)
+    words = {}
+    if (folder / "words.txt").is_file():
+        for line in (folder / "words.txt").read_text().splitlines():
+            wnid, _, text = line.partition("\t")
+            words[wnid] = text.split(",")[0].strip()
+    return tuple(words.get(w, w) for w in wnids)
+
+
+# --- ImageNet-1k ---------------------------------------------------------------------------------
+
+IMAGENET_LAYOUT = Layout(
+    "imagenet",
+    "imagenet/   (or ILSVRC2012/)\n  train/<wnid>/*.JPEG           (1000 class folders)\n"
+    "  val/<wnid>/*.JPEG             (sorted into class folders)\n"
+    "  — or — val/ILSVRC2012_val_<8 digits>.JPEG (flat, as extracted) plus\n"
+    "  ILSVRC2012_devkit_t12/data/meta.mat and ILSVRC2012_validation_ground_truth.txt",
+    "ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar and ILSVRC2012_devkit_t12.tar.gz from the ImageNet "
+    "website (registration required); extract train per class, val flat or sorted, the devkit beside them",
+)
+IMAGENET_DIRS = ("imagenet", "ILSVRC2012", "imagenet-1k")
+
+
+@lru_cache(maxsize=1)
+def imagenet_wnids() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k WordNet ids in class-index order (from timm's bundled metadata)."""
+    from timm.data import ImageNetInfo
+
+    return tuple(ImageNetInfo().label_names())
+
+
+@lru_cache(maxsize=1)
+def imagenet_names() -> tuple[str, ...]:
+    from timm.data import ImageNetInfo
+
+    return tuple(d.split(",")[0] for d in ImageNetInfo().label_descriptions())
+
+
+def read_devkit_val_wnids(devkit: Path, loc: DatasetLocator) -> list[str]:
+    """The wnid of every flat val image in file-name order, from the devkit (ILSVRC2012_ID → wnid)."""
+    import scipy.io
+
+    meta_file = loc.file(devkit / "data" / "meta.mat", "devkit meta.mat")
+    truth = loc.file(devkit / "data" / "ILSVRC2012_validation_ground_truth.txt", "devkit ground truth")
+    synsets = scipy.io.loadmat(meta_file, squeeze_me=True)["synsets"]
+    id_to_wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets if int(s["num_children"]) == 0}
+    return [id_to_wnid[int(v)] for v in truth.read_text().split()]
+
+
+def locate_imagenet(split: str, data_root=None, **_) -> Path:
+    loc = DatasetLocator(IMAGENET_LAYOUT, split, data_root)
+    folder = loc.base(*IMAGENET_DIRS)
+    loc.folder(folder / split, f"{split} folder")
+    return folder
+
+
+def load_imagenet(split: str, data_root=None) -> ImageFiles:
+    folder = locate_imagenet(split, data_root)
+    loc = DatasetLocator(IMAGENET_LAYOUT, split, data_root)
+    wnids = imagenet_wnids()
+    return class_folders(folder / split, wnids, loc, flat_labels=lambda: read_devkit_val_wnids(folder / "ILSVRC2012_devkit_t12", loc))
+
+
+def class_folders(folder: Path, wnids: tuple[str, ...], loc: DatasetLocator, flat_labels=None, label_space=None) -> ImageFiles:
+    """``folder/<wnid>/*`` labelled by each wnid's index in ``wnids``; or, when the folder is flat
+    and ``flat_labels`` is given, its sorted images labelled by ``flat_labels()`` (a wnid each)."""
+    index = {w: i for i, w in enumerate(wnids)}
+    subdirs = sorted(p for p in folder.iterdir() if p.is_dir())
+    paths: list[str] = []
+    labels: list[int] = []
+    if subdirs:
+        unknown = [d.name for d in subdirs if d.name not in index]
+        if unknown:
+            raise loc.fail(folder / unknown[0], f"{len(unknown)} folder(s) are not known class ids (e.g. {unknown[0]!r})")
+        for d in subdirs:
+            files = image_files(d)
+            paths += [str(p) for p in files]
+            labels += [index[d.name]] * len(files)
+    elif flat_labels is not None:
+        files = image_files(folder)
+        names = flat_labels()
+        if len(names) != len(files):
+            raise loc.fail(folder, f"{len(files)} images but the devkit labels {len(names)}")
+        paths = [str(p) for p in files]
+        labels = [index[w] for w in names]
+    if not paths:
+        raise loc.fail(folder, "no images found")
+    return ImageFiles(tuple(paths), np.asarray(labels, dtype=np.int64), label_space=label_space)
