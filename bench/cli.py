@@ -7,7 +7,10 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
+from bench.data import DATASETS
+from bench.datacheck import check_specs, summarise
 from bench.launch import LAUNCHERS, LaunchOptions, cancel, launch, sbatch_preview, scheduler_states, status_table, submitit_folder
 from bench.report import Report, build_report
 from bench.runner import describe
@@ -17,7 +20,15 @@ from bench.suite import SuiteError, expand, load_suite
 
 def _specs(args: argparse.Namespace):
     suite = load_suite(args.suite)
-    return suite, expand(suite, args.suite, args.override)
+    return suite, expand(suite, args.suite, args.override, args.data_root)
+
+
+def _data_problems(specs, console: Console) -> bool:
+    """Print the data check; True when something a run needs is missing."""
+    groups = check_specs(specs)
+    for line in summarise(groups):
+        console.print(line, markup=False, soft_wrap=True)
+    return any(g.error is not None for g in groups)
 
 
 def _print_report(report: Report, console: Console) -> None:
@@ -50,6 +61,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
     if args.dry_run:
         return cmd_dry_run(args, suite, specs, console)
+    if not args.skip_data_check:
+        todo = [s for s in specs if args.force or not RunDir.of(args.results, s.suite, s.run_id).is_done()]
+        if _data_problems(todo, console):
+            console.print("data missing: nothing was launched (fix the layout above, or pass --skip-data-check "
+                          "if only the compute nodes can see the data root)", style="red", markup=False)
+            return 2
     console.print(f"suite {suite.name!r}: {len(specs)} runs → {args.results / suite.name} (executor {args.executor})", markup=False)
     options = LaunchOptions(force=args.force, parallel=args.parallel, wait=args.wait)
     outcomes = launch(args.executor, suite, specs, args.results, options, console)
@@ -83,6 +100,23 @@ def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace, console: Console) -> int:
+    suite, specs = _specs(args)
+    missing = _data_problems(specs, console)
+    console.print(f"{args.suite}: {'some datasets are missing' if missing else 'every dataset split the suite needs is in place'}", markup=False)
+    return 1 if missing else 0
+
+
+def cmd_data_list(args: argparse.Namespace, console: Console) -> int:
+    table = Table("dataset", "task", "classes", "ignore", "reduce_zero_label", "splits", "shift splits", "description")
+    for name in DATASETS.names():
+        e = DATASETS.get(name)
+        families = ", ".join(dict.fromkeys("/".join(s.split("/")[:1] + ["*", "*"]) if s.count("/") == 2 else s for s in e.splits))
+        table.add_row(name, e.task, str(e.num_classes), str(e.ignore_index), str(e.reduce_zero_label), families, str(len(e.shift_splits)), e.description)
+    console.print(table)
+    return 0
+
+
 COMMANDS = {
     "run": (cmd_run, "run a suite (skips finished runs, resumes interrupted ones), then report"),
     "report": (cmd_report, "aggregate a suite's finished runs into tables and plots"),
@@ -92,13 +126,24 @@ COMMANDS = {
 }
 
 
+def _suite_arguments(s: argparse.ArgumentParser) -> None:
+    s.add_argument("suite", type=Path, help="suite YAML file")
+    s.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=1e-4 (repeatable)")
+    s.add_argument("--data-root", default=None, help="datasets folder (wins over the suite's data_root and $BENCH_DATA_ROOT)")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="GRPO-RM vs SFT benchmark harness")
     sub = p.add_subparsers(dest="command", required=True)
+    data = sub.add_parser("data", help="datasets: list the registry, check a suite's data on disk")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser("check", help="check every dataset split a suite needs (exit 1 if any is missing)")
+    _suite_arguments(check)
+    check.set_defaults(fn=cmd_data_check)
+    data_sub.add_parser("list", help="registered datasets and their protocol facts").set_defaults(fn=cmd_data_list)
     for name, (fn, help_text) in COMMANDS.items():
         s = sub.add_parser(name, help=help_text)
-        s.add_argument("suite", type=Path, help="suite YAML file")
-        s.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=1e-4 (repeatable)")
+        _suite_arguments(s)
         s.add_argument("--results", type=Path, default=Path("results"), help="result store root (default: results/)")
         s.add_argument("--reports", type=Path, default=Path("reports"), help="report output root (default: reports/)")
         if name == "run":
@@ -108,6 +153,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--wait", action="store_true", help="slurm executor: block until all jobs end")
             s.add_argument("--dry-run", action="store_true", help="print the runs, what is done, resources and sbatch scripts; submit nothing")
             s.add_argument("--force", action="store_true", help="rerun runs that are already done")
+            s.add_argument("--skip-data-check", action="store_true", help="launch without checking the data on this machine first")
         s.set_defaults(fn=fn)
     return p
 

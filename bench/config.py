@@ -79,7 +79,7 @@ class DataConfig(Strict):
         return self
 
     def resolved_eval_splits(self) -> tuple[str, ...]:
-        """Patterns expanded against the dataset's splits, in the dataset's split order, no repeats."""
+        """Patterns expanded against the dataset's splits, in the order written, no repeats."""
         entry = DATASETS.get(self.name)
         if self.eval_splits is None:
             return entry.default_eval_splits

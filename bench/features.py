@@ -72,7 +72,7 @@ class SplitInputs:
             yield from (self.tokens[index] for index in indices)
         elif isinstance(self.split, ImageArrays) and augment is None:
             yield from (self.transform.eval(to_model_input(self.split.images[index.numpy()])) for index in indices)
-        elif isinstance(self.split, ImageArrays) or self.num_workers == 0:
+        elif self.num_workers == 0:
             samples = _Samples(self.split, self.transform, augment)
             yield from (torch.stack([samples[int(i)] for i in index]) for index in indices)
         else:

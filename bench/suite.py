@@ -104,6 +104,7 @@ class Suite(BaseModel):
     profile: str = Field(DEFAULT_PROFILE, description="resource profile of runs unless the matrix has a 'profile' axis")
     evaluations: list[str] | None = Field(None, description="evaluation protocols for every run (default: id, shift)")
     expected: list[Expectation] = Field(default_factory=list, description="figures to reproduce, shown as expected vs actual")
+    data_root: str | None = Field(None, description="datasets folder for every run (relative: to this file); --data-root overrides, $BENCH_DATA_ROOT is the fallback")
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
 
     def resource(self, name: str) -> ResourceProfile:
@@ -223,8 +224,18 @@ def _run_config_paths(loc: tuple, method: str) -> list[tuple]:
     return [("defaults", *loc), *(("matrix", p) for p in prefixes)]
 
 
-def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | None = None) -> list[RunSpec]:
-    """All runs of a suite, validated, in a deterministic order."""
+def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | None = None, data_root: str | Path | None = None) -> list[RunSpec]:
+    """All runs of a suite, validated, in a deterministic order.
+
+    ``data_root`` (the ``--data-root`` flag) wins over the suite's ``data_root`` field, which is
+    resolved relative to the suite file; both become ``data.data_root`` of each run.
+    """
+    if data_root is not None:
+        root: str | None = str(Path(data_root).expanduser().resolve())
+    elif suite.data_root is not None:
+        root = str((Path(path).parent / Path(suite.data_root).expanduser()).resolve())
+    else:
+        root = None
     # the method axis is applied first so dotted keys such as method.params.epsilon refine it
     axes = sorted(suite.matrix.items(), key=lambda kv: kv[0] != "method")
     if "method" not in suite.matrix and "method" not in suite.defaults:
@@ -252,6 +263,8 @@ def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | No
                 tree["method"] = {"name": value, "params": suite.methods.get(value, {})}
             else:
                 set_dotted(tree, key, value)
+        if root is not None and (data_root is not None or "data_root" not in tree.get("data", {})):
+            set_dotted(tree, "data.data_root", root)
         for text in overrides or []:
             set_dotted(tree, *parse_override(text))
         try:

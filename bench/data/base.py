@@ -65,7 +65,7 @@ def read_rgb(path: str) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"), dtype=np.uint8)
+        return np.array(im.convert("RGB"), dtype=np.uint8)  # a writable copy (torch.from_numpy needs one)
 
 
 @dataclass(frozen=True)

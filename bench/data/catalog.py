@@ -52,11 +52,12 @@ def _register() -> None:
                 lambda data_root=None, **_: shifts.stl_as_cifar10(data_root), lambda data_root=None, **_: cls.locate_stl10("test", data_root),
             )
         extra = ("cifar10.1-v6", "stl10") if name == "cifar10" else ()
+        display = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}[name]
         register_table(
             name, own, shifted, ("test", *extra, *shifts.corruption_split_names("c", shifts.BENCHMARK_CORRUPTIONS)),
             task="classification", num_classes=num, classes=classes,
             names_from_disk=None if classes else cls.cifar_names(name),
-            description=f"{name.upper()} (python pickle batches), 32×32; shifts: {name.upper()}-C"
+            description=f"{display} (python pickle batches), 32×32; shifts: {display}-C"
             + (", CIFAR-10.1, STL-10 (9 shared classes)" if extra else "") + ", generated corruptions",
             facts={"stl10_to_cifar10": shifts.STL_TO_CIFAR} if extra else {},
         )

@@ -86,7 +86,8 @@ def cifar_names(name: str):
 # --- STL-10 --------------------------------------------------------------------------------------
 
 class _PresentSTL10(torchvision.datasets.STL10):
-    train_list = [[name, None] for name, _ in torchvision.datasets.STL10.train_list]
+    # the labelled files only: unlabeled_X.bin (2.6 GB) is not needed for train/test
+    train_list = [[name, None] for name, _ in torchvision.datasets.STL10.train_list if not name.startswith("unlabeled")]
     test_list = [[name, None] for name, _ in torchvision.datasets.STL10.test_list]
 
 

@@ -101,5 +101,10 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name (case-insensitive suffix match)."""
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    """Image files directly in ``folder``, sorted by name (case-insensitive suffix match).
+
+    ``os.scandir`` reads file types from the directory listing, so ImageNet's 1.28 M files are
+    listed without a stat call each (which matters on network file systems)."""
+    with os.scandir(folder) as entries:
+        names = [e.name for e in entries if os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES and e.is_file()]
+    return [folder / n for n in sorted(names)]

@@ -73,12 +73,12 @@ def load_cifar_c(name: str, corruption: str, severity: int, data_root=None) -> I
     images_path, labels_path, loc = _cifar_c_files(name, corruption, severity, data_root)
     images = np.load(images_path, mmap_mode="r")
     labels = np.load(labels_path, mmap_mode="r")
-    expect = (5 * CIFAR_C_SIZE, 32, 32, 3)
-    if images.shape != expect or images.dtype != np.uint8:
-        raise loc.fail(images_path, f"expected a {expect} uint8 array, found {images.shape} {images.dtype}")
-    if labels.shape != (expect[0],):
-        raise loc.fail(labels_path, f"expected ({expect[0]},) labels, found {labels.shape}")
-    part = slice((severity - 1) * CIFAR_C_SIZE, severity * CIFAR_C_SIZE)
+    if images.ndim != 4 or images.shape[1:] != (32, 32, 3) or images.dtype != np.uint8 or len(images) % len(SEVERITIES):
+        raise loc.fail(images_path, f"expected (5·N, 32, 32, 3) uint8 (N = {CIFAR_C_SIZE} test images per severity), found {images.shape} {images.dtype}")
+    if labels.shape != (len(images),):
+        raise loc.fail(labels_path, f"expected ({len(images)},) labels to match {images_path.name}, found {labels.shape}")
+    per = len(images) // len(SEVERITIES)
+    part = slice((severity - 1) * per, severity * per)
     meta = {"corruption": corruption, "severity": severity, "corruption_source": "prepared"}
     return ImageArrays(np.ascontiguousarray(images[part]), np.asarray(labels[part], dtype=np.int64), meta=meta)
 
