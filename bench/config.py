@@ -100,7 +100,9 @@ class DataConfig(Strict):
 
 
 def _split_hint(name: str, splits: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(name, list(splits), n=1)
+    # patterns are matched against patterns: 'c/gausian_noise/*' → 'c/gaussian_noise/*'
+    wildcards = dict.fromkeys(s.rsplit("/", 1)[0] + "/*" for s in splits if s.count("/") == 2)
+    close = difflib.get_close_matches(name, [*splits, *wildcards] if "*" in name else list(splits), n=1)
     shown = ", ".join(_families(splits))
     return f"; did you mean {close[0]!r}?" if close else f" (known: {shown})"
 

@@ -333,3 +333,14 @@ def test_env_var_is_the_fallback_root(tmp_path, monkeypatch):
     assert len(DATASETS.get("cifar10").load("cifar10.1-v6")) == 7
     with pytest.raises(DatasetError, match="folder not found"):  # an explicit root wins over the environment
         DATASETS.get("cifar10").load("cifar10.1-v6", tmp_path / "elsewhere")
+
+
+def test_generated_corruptions_grow_with_severity():
+    from bench.data.corruptions import CORRUPTIONS, corrupt
+
+    import skimage.data
+
+    img = np.ascontiguousarray(skimage.data.astronaut()[::8, ::8])  # a real photo, 64×64
+    for name in sorted(CORRUPTIONS):
+        change = [np.abs(corrupt(img, name, s, np.random.default_rng(1)).astype(int) - img).mean() for s in (1, 3, 5)]
+        assert change[0] < change[1] < change[2], (name, change)

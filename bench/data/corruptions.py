@@ -1,4 +1,7 @@
-"""A handful of ImageNet-C-style corruptions in numpy, each with severities 1–5.
+"""ImageNet-C-style corruptions in numpy, each with severities 1–5, named as in ImageNet-C.
+
+Used by the demo composites and by the ``gen/<corruption>/<severity>`` splits that every
+classification dataset offers when a prepared corruption set (CIFAR-10-C, ImageNet-C) is missing.
 
 Why hand-written: ``imagecorruptions`` needs setuptools<81 and several of its corruptions fail
 on current numpy/scikit-image; ``corrupt-tta`` declares no licence. These follow the ImageNet-C
