@@ -344,3 +344,11 @@ def test_generated_corruptions_grow_with_severity():
     for name in sorted(CORRUPTIONS):
         change = [np.abs(corrupt(img, name, s, np.random.default_rng(1)).astype(int) - img).mean() for s in (1, 3, 5)]
         assert change[0] < change[1] < change[2], (name, change)
+
+
+def test_voc_mask_listed_but_missing_is_a_layout_error(tmp_path, no_env_root):
+    fx.write_voc(tmp_path)
+    (tmp_path / "VOCdevkit" / "VOC2012" / "SegmentationClass" / "2007_000039.png").unlink()
+    with pytest.raises(DatasetError, match="mask listed in the split file not found") as err:
+        DATASETS.get("voc2012").load("train", tmp_path)
+    assert err.value.expected.name == "2007_000039.png"

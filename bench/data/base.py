@@ -56,9 +56,9 @@ def read_png_mask(path: str) -> np.ndarray:
     from PIL import Image
 
     with Image.open(path) as im:
-        if im.mode not in ("P", "L", "I", "I;16"):
-            raise ValueError(f"{path}: a label mask must be a palette or greyscale PNG, found mode {im.mode}")
-        return np.asarray(im, dtype=np.uint8) if im.mode in ("P", "L") else np.asarray(im).astype(np.int64).clip(0, 255).astype(np.uint8)
+        if im.mode not in ("P", "L"):
+            raise ValueError(f"{path}: a label mask must be a palette or 8-bit greyscale PNG, found mode {im.mode}")
+        return np.array(im, dtype=np.uint8)
 
 
 def read_rgb(path: str) -> np.ndarray:

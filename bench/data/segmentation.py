@@ -109,6 +109,10 @@ def load_voc(split: str, data_root=None) -> ImageFiles:
     voc = locate_voc(split, data_root)
     if split != "train_aug":
         tv = torchvision.datasets.VOCSegmentation(str(voc.parent.parent), year="2012", image_set=split, download=False)
+        loc = DatasetLocator(VOC_LAYOUT, split, data_root)
+        for image, mask in zip(tv.images, tv.masks):
+            loc.file(Path(image), "image listed in the split file")
+            loc.file(Path(mask), "mask listed in the split file")
         return ImageFiles(tuple(tv.images), np.zeros(len(tv.images), dtype=np.int64), tuple(tv.masks), mask_reader=read_voc_or_sbd)
     loc = DatasetLocator(VOC_LAYOUT, split, data_root)
     sets = voc / "ImageSets" / "Segmentation"
