@@ -50,3 +50,4 @@ clean:
 # Speed/memory benchmarks (tables on stdout; not part of the tests)
 bench-perf: install
 	$(PY) benchmarks/step_time.py
+	$(PY) benchmarks/seg_loss.py

@@ -204,3 +204,76 @@ def test_sft_is_cross_entropy():
     out = SFT().loss(logits, labels, None)
     assert out.loss.item() == pytest.approx(F.cross_entropy(logits, labels).item())
     assert 0 <= out.stats["accuracy"] <= 1 and out.stats["entropy"] > 0
+
+
+# --- dense (per-pixel) objectives at scale: the fused GRPO-RM path -------------------------------
+
+def _dense_batch(seed: int = 0, shape=(3, 6, 5, 7), ignore: int = 255):
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(*shape, generator=g, dtype=torch.float64) * 2
+    labels = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)
+    labels[torch.rand(labels.shape, generator=g) < 0.25] = ignore
+    return logits, labels
+
+
+@pytest.mark.parametrize("first_pass", [True, False])
+@pytest.mark.parametrize("dense", [True, False])
+def test_fused_grpo_rm_matches_plain_formulation(monkeypatch, first_pass, dense):
+    from bench.methods import base
+    from bench.methods.grpo_rm import GRPORMParams, grpo_rm_loss
+    from bench.methods.grpo_rm_fused import fused_grpo_rm_loss
+
+    monkeypatch.setattr(base, "QUESTION_CHUNK", 11)  # many chunks, ragged edges
+    logits, labels = _dense_batch()
+    if not dense:
+        logits, labels = logits.movedim(1, -1).reshape(-1, logits.shape[1]), labels.reshape(-1)
+    old = logits if first_pass else logits + 0.6 * torch.randn_like(logits)
+    params = GRPORMParams(ignore_index=255, epsilon=0.2)
+    plain_in = logits.clone().requires_grad_(True)
+    flat_old, _ = base.flatten_questions(old, labels, 255)
+    plain = grpo_rm_loss(plain_in, labels, base.Rollout(old_logp=flat_old.log_softmax(-1)), params)
+    plain.loss.backward()
+    fused_in = logits.clone().requires_grad_(True)
+    loss, stats = fused_grpo_rm_loss(fused_in, fused_in if first_pass else old, labels, params)
+    loss.backward()
+    assert float(loss) == pytest.approx(float(plain.loss), abs=1e-7)
+    assert torch.allclose(fused_in.grad, plain_in.grad, atol=1e-7, rtol=1e-5)
+    assert float(fused_in.grad.abs().max()) > 1e-4  # a real gradient, not zeros on both sides
+    for key, value in plain.stats.items():
+        assert stats[key] == pytest.approx(value, abs=1e-6), key
+    if not first_pass:
+        assert stats["clip_fraction"] > 0.05  # the clipped branch was exercised
+
+
+def test_per_pixel_grpo_rm_equals_classification_loss_pixel_by_pixel():
+    """Each labelled pixel is a question: the dense loss is the classification loss over those rows."""
+    from bench.methods import build_method
+
+    method = build_method("grpo_rm", {"ignore_index": 255})
+    logits, labels = _dense_batch(seed=3)
+    dense_in = logits.clone().requires_grad_(True)
+    out = method.loss(dense_in, labels, method.rollout(dense_in, labels, None))
+    out.loss.backward()
+    rows_in = logits.clone().requires_grad_(True)
+    rows = rows_in.movedim(1, -1).reshape(-1, logits.shape[1])
+    flat_labels = labels.reshape(-1)
+    keep = flat_labels != 255
+    cls = method.loss(rows[keep], flat_labels[keep], method.rollout(rows[keep], flat_labels[keep], None))
+    cls.loss.backward()
+    assert torch.allclose(dense_in.grad, rows_in.grad, atol=1e-9)
+    assert bool((dense_in.grad.movedim(1, -1)[labels == 255] == 0).all())  # ignored pixels get no gradient
+    assert out.stats["accuracy"] == pytest.approx(cls.stats["accuracy"]) and out.stats["entropy"] == pytest.approx(cls.stats["entropy"])
+
+
+def test_dense_sft_equals_flattened_cross_entropy():
+    from bench.methods import build_method
+
+    sft = build_method("sft", {"ignore_index": 255})
+    logits, labels = _dense_batch(seed=4)
+    dense = sft.loss(logits, labels, None)
+    rows = logits.movedim(1, -1).reshape(-1, logits.shape[1])
+    keep = labels.reshape(-1) != 255
+    flat = torch.nn.functional.cross_entropy(rows[keep], labels.reshape(-1)[keep])
+    assert float(dense.loss) == pytest.approx(float(flat), rel=1e-9)
+    reference = sft.loss(rows[keep], labels.reshape(-1)[keep], None).stats
+    assert dense.stats["entropy"] == pytest.approx(reference["entropy"]) and dense.stats["accuracy"] == pytest.approx(reference["accuracy"])

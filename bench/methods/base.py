@@ -31,7 +31,8 @@ class MethodParams(BaseModel):
 class Rollout:
     """What the policy looked like when the batch was "sampled" (before any update on it)."""
 
-    old_logp: Tensor  # (N, C) log-probabilities of the rollout policy, detached
+    old_logp: Tensor | None = None  # (N, C) log-probabilities of the rollout policy, detached
+    old_logits: Tensor | None = None  # or the rollout logits as given (dense: (B, C, H, W), no copy)
     ref_logp: Tensor | None = None  # (N, C) log-probabilities of a frozen reference policy
     group: Tensor | None = None  # (N, G) class indices forming each question's group, or None = all
 
@@ -130,3 +131,31 @@ def policy_stats(logits: Tensor, labels: Tensor) -> dict[str, float]:
     entropy = -(logp.exp() * logp).sum(-1).mean()
     accuracy = (logits.argmax(-1) == labels).float().mean()
     return {"entropy": entropy.item(), "accuracy": accuracy.item()}
+
+
+QUESTION_CHUNK = 1 << 16
+
+
+def question_chunks(logits: Tensor, labels: Tensor):
+    """(b, pixel slice, logits as (B, C, S), labels as (B, S)) over a (B, C, *spatial) batch:
+    dense work in bounded memory (150 classes × 65,536 pixels × 4 B = 39 MB per temporary)."""
+    chunk = QUESTION_CHUNK
+    z_all = logits.reshape(logits.shape[0], logits.shape[1], -1)
+    y_all = labels.reshape(labels.shape[0], -1)
+    for b in range(z_all.shape[0]):
+        for start in range(0, z_all.shape[2], chunk):
+            yield b, slice(start, min(start + chunk, z_all.shape[2])), z_all, y_all
+
+
+@torch.no_grad()
+def dense_policy_stats(logits: Tensor, labels: Tensor, ignore_index: int) -> dict[str, float]:
+    """:func:`policy_stats` over labelled pixels, chunk by chunk (no full-size temporaries)."""
+    entropy, correct, n = 0.0, 0, 0
+    for b, cols, z_all, y_all in question_chunks(logits, labels):
+        y = y_all[b, cols]
+        valid = y != ignore_index
+        logp = z_all[b, :, cols].float().log_softmax(0)
+        entropy += float(-(logp.exp() * logp).sum(0).mul_(valid).sum())
+        correct += int(((logp.argmax(0) == y) & valid).sum())
+        n += int(valid.sum())
+    return {"entropy": entropy / n if n else float("nan"), "accuracy": correct / n if n else float("nan")}

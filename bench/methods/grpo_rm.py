@@ -25,6 +25,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor
 
+from bench.methods.grpo_rm_fused import fused_grpo_rm_loss
 from bench.methods.base import IGNORE_INDEX, METHODS, LossOutput, MethodBase, MethodParams, Rollout, flatten_questions, full_precision, policy_stats
 
 
@@ -138,8 +139,15 @@ class GRPORM(MethodBase):
     def needs_reference(self) -> bool:
         return self.params.beta > 0.0
 
+    @property
+    def fused(self) -> bool:
+        """The chunked closed-form path (grpo_rm_fused) serves the paper's setting."""
+        return self.params.group == "all" and self.params.beta == 0.0
+
     @torch.no_grad()
     def rollout(self, logits: Tensor, labels: Tensor, ref_logits: Tensor | None) -> Rollout:
+        if self.fused and logits.dim() > 2:  # dense: keep the logits themselves (a view, no copy)
+            return Rollout(old_logits=logits.detach())
         flat_logits, flat_labels = flatten_questions(logits.detach(), labels, self.params.ignore_index)
         old_logp = full_precision(flat_logits).log_softmax(-1)
         ref_logp = None
@@ -154,4 +162,7 @@ class GRPORM(MethodBase):
     def loss(self, logits: Tensor, labels: Tensor, rollout: Rollout | None) -> LossOutput:
         if rollout is None:
             raise ValueError("GRPO-RM needs the rollout of the batch (call rollout() on the first pass)")
+        if rollout.old_logits is not None:
+            loss, stats = fused_grpo_rm_loss(logits, rollout.old_logits, labels, self.params)
+            return LossOutput(loss, stats)
         return grpo_rm_loss(logits, labels, rollout, self.params)

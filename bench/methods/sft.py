@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
-from bench.methods.base import IGNORE_INDEX, METHODS, LossOutput, MethodBase, MethodParams, Rollout, flatten_questions, full_precision, policy_stats
+from bench.methods.base import IGNORE_INDEX, METHODS, LossOutput, MethodBase, MethodParams, Rollout, dense_policy_stats, flatten_questions, full_precision, policy_stats
 
 
 class SFTParams(MethodParams):
@@ -17,6 +17,9 @@ class SFTParams(MethodParams):
 
 
 def cross_entropy_loss(logits: Tensor, labels: Tensor, params: SFTParams) -> LossOutput:
+    if logits.dim() > 2:  # dense: torch's own (B, C, H, W) cross-entropy, no flattened copy
+        loss = F.cross_entropy(full_precision(logits), labels, ignore_index=params.ignore_index, label_smoothing=params.label_smoothing)
+        return LossOutput(loss, {"loss": loss.item(), **dense_policy_stats(logits, labels, params.ignore_index)})
     flat_logits, flat_labels = flatten_questions(logits, labels, params.ignore_index)
     loss = F.cross_entropy(full_precision(flat_logits), flat_labels, label_smoothing=params.label_smoothing)
     stats = {"loss": loss.item(), **policy_stats(flat_logits, flat_labels)}

@@ -1,0 +1,138 @@
+"""GRPO-RM for dense (per-pixel) questions at real scale: chunked, with the gradient in closed form.
+
+At ADE20k size (8 × 150 × 512²) one float32 copy of the logits is 1.26 GB. The plain formulation
+(:func:`bench.methods.grpo_rm.grpo_rm_loss`) flattens the pixels and keeps log-probs, old
+log-probs, rewards, advantages, ratios and both surrogate terms alive for autograd: about ten
+copies. Here, for the paper's setting (group = all classes, β = 0), the loss and its gradient are
+computed chunk by chunk in the (B, C, *spatial) layout and only the gradient is kept:
+
+    obj_i = min(ρ_i A_i, clip(ρ_i, 1−ε, 1+ε) A_i),  ρ_i = exp(logp_i − logp_old_i)
+    L = −1/(N C) Σ_n Σ_i obj_{n,i}                    (N labelled pixels)
+    ∂L/∂logp_i = −ρ_i A_i [unclipped term active] / (N C)
+    ∂L/∂z_j = ∂L/∂logp_j − p_j Σ_i ∂L/∂logp_i         (softmax Jacobian)
+
+The advantages depend only on the rollout policy, so they carry no gradient. π_old is given as
+logits (at μ = 1 the detached first-pass logits, which share storage: no copy). Peak memory is
+then logits + gradient + one chunk of temporaries, i.e. no more than cross-entropy's
+logits + log-softmax + gradient. Equality with the plain formulation (loss, gradient, statistics)
+is tested.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor
+
+from bench.methods.base import question_chunks
+
+if TYPE_CHECKING:
+    from bench.methods.grpo_rm import GRPORMParams
+
+def _as_columns(x: Tensor) -> Tensor:
+    """(B, C, *spatial) → (B, C, S); (N, C) → (1, C, N): classes on axis 1, questions on axis 2."""
+    return x.t()[None] if x.dim() == 2 else x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def _advantages(old_logp: Tensor, y: Tensor, params: "GRPORMParams") -> tuple[Tensor, Tensor, Tensor]:
+    """Group-normalised advantages (C, P) from the rollout log-probs, plus p_old and E_πold[r].
+
+    r_i = a·C·[i=y] − u·q_i with Σ q = 1 gives mean r = (a·C − u)/C and
+    Σ r² = (a·C)² − 2·a·C·u·q_y + u²·Σ q², so the group std needs one reduction, not a pass per
+    moment.
+    """
+    num_classes = old_logp.shape[0]
+    q = old_logp.exp()
+    q_y = q.gather(0, y[None])[0]
+    sum_q2 = (q * q).sum(0)
+    ac, u = params.acc_weight * num_classes, params.uni_weight
+    mean = (ac - u) / num_classes
+    sum_r2 = ac * ac - 2.0 * ac * u * q_y + u * u * sum_q2
+    dof = num_classes - 1 if params.std == "unbiased" else num_classes
+    scale = 1.0 / ((sum_r2 - num_classes * mean * mean).clamp_min(0.0) / dof).sqrt().add_(params.adv_eps)
+    adv = q.mul(-u).sub_(mean).mul_(scale)
+    adv.scatter_add_(0, y[None], (ac * scale)[None])
+    expected_reward = ac * q_y - u * sum_q2  # Σ_i q_i r_i
+    return adv, q, expected_reward
+
+
+class FusedGRPORM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: Tensor, old_logits: Tensor, labels: Tensor, params: "GRPORMParams", stats: dict) -> Tensor:
+        z_all, old_all = _as_columns(logits), _as_columns(old_logits)
+        y_all = labels[None] if logits.dim() == 2 else labels.reshape(labels.shape[0], -1)
+        num_classes = z_all.shape[1]
+        # at μ = 1 (first pass) the rollout policy is the current one: ρ ≡ 1, nothing clips, and
+        # the surrogate's gradient on the logits is exactly −A/(N C) (Σ_i A_i = 0)
+        first_pass = old_logits.data_ptr() == logits.data_ptr() and old_logits.shape == logits.shape
+        grad = torch.empty_like(z_all)
+        eps = params.epsilon
+        sums = dict(obj=0.0, n=0, reward=0.0, adv=0.0, adv_sq=0.0, adv_max=float("-inf"), clipped=0, entropy=0.0, correct=0)
+        for b, cols, _, _ in question_chunks(z_all, y_all):
+            y = y_all[b, cols]
+            valid = y != params.ignore_index
+            n = int(valid.sum())
+            if n == 0:
+                grad[b, :, cols] = 0
+                continue
+            y = torch.where(valid, y, torch.zeros_like(y))  # any class id; masked out below
+            z = z_all[b, :, cols].float()
+            logp = z.log_softmax(0)
+            old_logp = logp if first_pass else old_all[b, :, cols].float().log_softmax(0)
+            adv, old_p, expected_reward = _advantages(old_logp, y, params)
+            adv.mul_(valid)
+            if first_pass:
+                p = old_p
+                g = adv.neg()
+            else:
+                p = logp.exp()
+                ratio = p / old_p
+                unclipped, clipped = ratio * adv, ratio.clamp_(1.0 - eps, 1.0 + eps).mul_(adv)
+                active = unclipped <= clipped  # min() takes the unclipped term: its gradient flows
+                sums["obj"] += float(torch.minimum(unclipped, clipped).sum())
+                sums["clipped"] += active.numel() - int(active.sum())
+                w = unclipped.mul_(active)  # ρ·A on active members, 0 where the clip binds
+                g = p.mul(w.sum(0, keepdim=True)).sub_(w)  # −(w − p Σ w)
+            grad[b, :, cols] = g.to(grad.dtype)
+            sums["n"] += n
+            sums["reward"] += float((expected_reward * valid).sum())
+            sums["adv"] += float(adv.sum())
+            sums["adv_sq"] += float((adv * adv).sum())
+            sums["adv_max"] = max(sums["adv_max"], float(adv.max()))
+            sums["entropy"] += float(-(p * logp).sum(0).mul_(valid).sum())
+            sums["correct"] += int(((z.argmax(0) == y) & valid).sum())
+        n = sums["n"]
+        scale = 1.0 / (max(n, 1) * num_classes)
+        grad.mul_(scale)
+        ctx.save_for_backward(grad)
+        ctx.two_d = logits.dim() == 2
+        ctx.shape = logits.shape
+        m = n * num_classes
+        stats.update(
+            loss=-sums["obj"] * scale if n else 0.0,
+            reward_mean=sums["reward"] / n if n else float("nan"),
+            adv_mean=sums["adv"] / m if m else float("nan"),
+            adv_std=((sums["adv_sq"] - sums["adv"] ** 2 / m) / (m - 1)) ** 0.5 if m > 1 else 0.0,
+            adv_max=sums["adv_max"] if m else float("nan"),
+            clip_fraction=sums["clipped"] / m if m else float("nan"),
+            entropy=sums["entropy"] / n if n else float("nan"),
+            accuracy=sums["correct"] / n if n else float("nan"),
+        )
+        return logits.new_tensor(-sums["obj"] * scale if n else 0.0)
+
+    @staticmethod
+    def backward(ctx, grad_output: Tensor):
+        (grad,) = ctx.saved_tensors
+        grad = grad if bool(grad_output == 1) else grad * grad_output
+        grad = grad[0].t() if ctx.two_d else grad.reshape(ctx.shape)
+        return grad, None, None, None, None
+
+
+def fused_grpo_rm_loss(logits: Tensor, old_logits: Tensor, labels: Tensor, params: "GRPORMParams") -> tuple[Tensor, dict[str, float]]:
+    """Loss (scalar) and step statistics; same value and gradient as the plain formulation."""
+    if params.group != "all" or params.beta > 0.0:
+        raise ValueError("the fused GRPO-RM loss covers group='all' and beta=0 (the paper's setting)")
+    stats: dict[str, float] = {}
+    loss = FusedGRPORM.apply(logits, old_logits.detach(), labels, params, stats)
+    return loss, stats
