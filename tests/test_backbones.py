@@ -93,3 +93,28 @@ def test_imgfocus_conversion_matches_onnxruntime(tmp_path):
         ours_hidden = vit.forward_features(x)
     err = (ours_hidden - torch.from_numpy(hidden)).abs().max().item()
     assert err < 1e-3, err
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_linear_seg_head_is_bn_plus_1x1_conv_on_normalised_patch_tokens(layers):
+    from bench.models import ViTSegmenter, create_backbone
+
+    torch.manual_seed(0)
+    vit = create_backbone("dinov2_tiny", "random", img_size=28, dynamic_img_size=True).model.eval()
+    model = ViTSegmenter(vit, num_classes=5, layers=layers).eval()
+    x = torch.randn(2, 3, 28, 42)  # non-square: a 2×3 patch grid
+    out = model(x)
+    assert out.shape == (2, 5, 28, 42)
+    # independent path: run the blocks by hand, normalise, reshape patch tokens to maps
+    tokens = vit.norm_pre(vit._pos_embed(vit.patch_embed(x)))  # (dynamic size: pos-embed resampled to 2×3)
+    maps = []
+    for i, block in enumerate(vit.blocks):
+        tokens = block(tokens)
+        if i >= len(vit.blocks) - layers:
+            patches = vit.norm(tokens)[:, vit.num_prefix_tokens :]
+            maps.append(patches.transpose(1, 2).reshape(2, vit.embed_dim, 2, 3))
+    feats = torch.cat(maps, 1)
+    head = model.head
+    manual = torch.nn.functional.conv2d(head.bn(feats), head.conv.weight, head.conv.bias)
+    manual = torch.nn.functional.interpolate(manual, size=(28, 42), mode="bilinear", align_corners=False)
+    assert torch.allclose(out, manual, atol=1e-5)

@@ -95,14 +95,16 @@ def create_backbone(
     weights: str = "pretrained",
     checkpoint: str | Path | None = None,
     img_size: int = 224,
+    dynamic_img_size: bool = False,
 ) -> LoadedBackbone:
-    """Build a named backbone.
+    """Build a named backbone (``dynamic_img_size``: accept any multiple of 14 per side, with
+    position embeddings interpolated per input, as segmentation windows and test resizes need).
 
     ``weights``: ``"pretrained"`` loads ``checkpoint`` (official DINOv2 layout), else the entry's
     default provider, else timm's hub tag (needs a network); ``"random"`` initialises randomly.
     """
     entry = BACKBONES.get(name)
-    kwargs: dict[str, Any] = dict(num_classes=0, img_size=img_size, **entry.arch_overrides)
+    kwargs: dict[str, Any] = dict(num_classes=0, img_size=img_size, dynamic_img_size=dynamic_img_size, **entry.arch_overrides)
     if weights == "random":
         model = timm.create_model(entry.timm_arch, pretrained=False, **kwargs)
         return LoadedBackbone(model, RANDOM_INIT_LABEL, entry.display, None)

@@ -20,3 +20,43 @@ class ClsMeanPatchLinearHead(nn.Module):
         cls = tokens[:, 0]
         patches = tokens[:, self.num_prefix_tokens :].mean(dim=1)
         return self.linear(torch.cat([cls, patches], dim=-1))
+
+
+class LinearSegHead(nn.Module):
+    """DINOv2's linear segmentation protocol: BatchNorm + 1×1 conv over patch-token feature maps.
+
+    ``in_maps`` (N, D, h, w) maps — the last layer's patch tokens, or the last 4 layers
+    concatenated on the channel axis (the "+ms"-free multi-layer option) — give (N, C, h, w)
+    logits at the patch grid; :meth:`forward` upsamples them bilinearly to ``size`` (the label
+    size), as the protocol scores predictions at full resolution.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm2d(in_channels)
+        self.conv = nn.Conv2d(in_channels, num_classes, kernel_size=1)
+        nn.init.normal_(self.conv.weight, std=0.01)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, maps: list[Tensor], size: tuple[int, int]) -> Tensor:
+        x = torch.cat(maps, dim=1) if len(maps) > 1 else maps[0]
+        logits = self.conv(self.bn(x))
+        return nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+class ViTSegmenter(nn.Module):
+    """A DINOv2 ViT + :class:`LinearSegHead`; feature maps come from timm's ``forward_intermediates``
+    (final norm applied, as DINOv2's linear segmentation uses normalised patch tokens)."""
+
+    def __init__(self, vit: nn.Module, num_classes: int, layers: int = 1) -> None:
+        super().__init__()
+        self.vit, self.layers = vit, layers
+        self.head = LinearSegHead(vit.embed_dim * layers, num_classes)
+
+    def feature_maps(self, images: Tensor) -> list[Tensor]:
+        depth = len(self.vit.blocks)
+        indices = list(range(depth - self.layers, depth))
+        return self.vit.forward_intermediates(images, indices=indices, norm=True, output_fmt="NCHW", intermediates_only=True)
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.head(self.feature_maps(images), size=tuple(images.shape[-2:]))
