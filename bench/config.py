@@ -91,12 +91,17 @@ class DataConfig(Strict):
         return tuple(chosen)
 
     def transform(self, img_size: int) -> ClassificationTransform:
-        defaults = DATASETS.get(self.name).transform_defaults
-        return ClassificationTransform(
-            img_size,
-            self.crop_pct if self.crop_pct is not None else defaults.get("crop_pct", 0.875),
-            self.train_aug if self.train_aug is not None else defaults.get("train_aug", "none"),
-        )
+        return dataset_transform(self.name, img_size, self.crop_pct, self.train_aug)
+
+
+def dataset_transform(name: str, img_size: int, crop_pct: float | None = None, train_aug: TrainAug | None = None) -> ClassificationTransform:
+    """The transform a dataset gets: explicit settings, else the dataset entry's defaults."""
+    defaults = DATASETS.get(name).transform_defaults
+    return ClassificationTransform(
+        img_size,
+        crop_pct if crop_pct is not None else defaults.get("crop_pct", 0.875),
+        train_aug if train_aug is not None else defaults.get("train_aug", "none"),
+    )
 
 
 def _split_hint(name: str, splits: tuple[str, ...]) -> str:
@@ -127,6 +132,37 @@ class TrainConfig(Strict):
     eval_batch_size: int = Field(256, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+
+
+class TransferTarget(Strict):
+    name: str = Field(description="registered classification dataset whose features are probed")
+    params: dict[str, Any] = Field(default_factory=dict)
+    train_split: str | None = Field(None, description="default: the dataset's train split")
+    test_split: str | None = Field(None, description="default: the dataset's test split")
+    train_limit: int | None = Field(None, ge=2, description="seeded subset of the train split (speed); null = all")
+    test_limit: int | None = Field(None, ge=1, description="seeded subset of the test split; null = all")
+
+    @model_validator(mode="after")
+    def _known(self) -> "TransferTarget":
+        if self.name not in DATASETS:
+            raise ValueError(f"transfer.targets: {DATASETS.unknown_message(self.name)}")
+        entry = DATASETS.get(self.name)
+        if entry.task != "classification":
+            raise ValueError(f"transfer.targets: {self.name} is a {entry.task} dataset; transfer probes classify images")
+        for key, split in (("train_split", self.train_split), ("test_split", self.test_split)):
+            if split is not None and split not in entry.splits:
+                raise ValueError(f"transfer.targets: {self.name} has no split {split!r}{_split_hint(split, entry.splits)}")
+        return self
+
+
+class TransferConfig(Strict):
+    """Feature transfer (evaluation ``transfer``): kNN as DINOv2 and Softmax Regression with a C sweep."""
+
+    targets: tuple[TransferTarget, ...] = Field((), description="datasets to probe with the frozen fine-tuned backbone")
+    knn_k: int = Field(20, ge=1, description="neighbours (DINOv2: 20)")
+    knn_temperature: float = Field(0.07, gt=0, description="vote weight exp(sim / T) (DINOv2: 0.07)")
+    sr_cs: tuple[float, ...] = Field((1e-3, 1e-2, 1e-1, 1.0, 10.0), min_length=1, description="inverse L2 strengths swept (our choice)")
+    sr_holdout: float = Field(0.1, gt=0, lt=1, description="share of the train split held out to choose C, then refit on all")
 
 
 class MethodConfig(Strict):
@@ -163,6 +199,7 @@ class RunConfig(Strict):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
+    transfer: TransferConfig = TransferConfig()
 
     @field_validator("evaluations")
     @classmethod
@@ -190,6 +227,8 @@ class RunConfig(Strict):
         classes = DATASETS.get(self.data.name).num_classes
         if params.get("group_size") and params["group_size"] > classes:
             raise ValueError(f"method.params.group_size: {params['group_size']} exceeds the {classes} classes of {self.data.name}")
+        if "transfer" in self.evaluations and not self.transfer.targets:
+            raise ValueError("transfer.targets: the 'transfer' evaluation needs at least one target dataset, e.g. [{name: cifar100}]")
         if self.backbone.weights == "random" and self.backbone.checkpoint:
             raise ValueError("backbone.checkpoint: set while backbone.weights is 'random'; remove one of them")
         return self

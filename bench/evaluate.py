@@ -2,6 +2,8 @@
 
 - ``id``: the fine-tuned model + head on the dataset's in-distribution evaluation splits.
 - ``shift``: the same model + head on the covariate-shifted splits of the same label space.
+- ``transfer``: the fine-tuned backbone frozen, Softmax Regression and kNN on other datasets'
+  features (:mod:`bench.transfer`; targets in the run config's ``transfer`` section).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ SplitSelector = Callable[[tuple[str, ...], tuple[str, ...]], tuple[str, ...]]
 EVALUATIONS: Registry[SplitSelector] = Registry("evaluation")
 EVALUATIONS.add("id", lambda splits, shifted: tuple(s for s in splits if s not in shifted))
 EVALUATIONS.add("shift", lambda splits, shifted: tuple(s for s in splits if s in shifted))
+# transfer scores other datasets (config ``transfer.targets``), none of the source's own splits
+EVALUATIONS.add("transfer", lambda splits, shifted: ())
 
 
 def protocol_splits(evaluations: tuple[str, ...], splits: tuple[str, ...], shifted: tuple[str, ...]) -> dict[str, str]:

@@ -9,11 +9,13 @@ import traceback
 from contextlib import nullcontext
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.config import RunConfig
+from bench.config import RunConfig, dataset_transform
 from bench.data import DATASETS
+from bench.data.base import take
 from bench.distributed import DistContext, current
 from bench.evaluate import evaluate_split
 from bench.features import SplitInputs, prefix_cache_fits, prefix_tokens
@@ -23,6 +25,7 @@ from bench.models import SplitViTClassifier, create_backbone
 from bench.provenance import git_state, host, versions
 from bench.seeding import derive_seed, generator, seed_everything
 from bench.store import RunDir
+from bench.transfer import FeatureCache, knn_top1, softmax_regression
 
 LOG_EVERY = 20  # steps between appends to metrics.jsonl (a resume truncates to the checkpoint)
 ProgressFn = Callable[[int, int, dict[str, float]], None]
@@ -231,6 +234,8 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
             "protocol": protocol,
             "split_facts": data.split.meta,
         }
+    if "transfer" in cfg.evaluations:
+        metrics.update(evaluate_transfer(job, run_dir))
     wall = prior_wall + time.time() - started
     # the finished run keeps its fine-tuned weights (for later evaluations) but not optimiser state
     atomic_torch_save({"model": trainable_state(model), "step": step}, run_dir.checkpoint)
@@ -268,6 +273,58 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     run_dir.write_result(result)
     ctx.barrier()
     return result
+
+
+def evaluate_transfer(job: Job, run_dir: RunDir) -> dict[str, dict[str, Any]]:
+    """SR and kNN on each transfer target's features from the frozen fine-tuned backbone."""
+    cfg, tc = job.cfg, job.cfg.transfer
+    cache = FeatureCache(run_dir.path / "features")
+    weights = weights_digest(job.model)  # features belong to these exact weights
+    out: dict[str, dict[str, Any]] = {}
+    for target in tc.targets:
+        entry = DATASETS.get(target.name)
+        transform = dataset_transform(target.name, cfg.backbone.img_size)
+        feats = {}
+        for role, split, limit in (("train", target.train_split or entry.train_split, target.train_limit),
+                                   ("test", target.test_split or entry.test_split, target.test_limit)):
+            identity = {"dataset": target.name, "split": split, "params": target.params, "limit": limit,
+                        "transform": [transform.img_size, transform.crop_pct], "weights": weights}
+            feats[role] = cache.get(identity, lambda split=split, limit=limit: _extract(job, entry, target, split, limit, transform))
+        train_y, test_y = feats["train"]["labels"], feats["test"]["labels"]
+        knn = knn_top1(feats["train"]["cls"], train_y, feats["test"]["cls"], test_y, entry.num_classes, tc.knn_k, tc.knn_temperature)
+        sr = softmax_regression(feats["train"]["pooled"].numpy(), train_y.numpy(), feats["test"]["pooled"].numpy(), test_y.numpy(),
+                                tc.sr_cs, tc.sr_holdout, seed=cfg.seed)
+        common = {"n": len(test_y), "n_train": len(train_y), "shift": False, "protocol": "transfer", "dataset": target.name}
+        out[f"transfer/{target.name}/knn"] = {"top1": knn, **common, "probe": "knn", "k": tc.knn_k, "temperature": tc.knn_temperature}
+        out[f"transfer/{target.name}/sr"] = {"top1": sr["top1"], **common, "probe": "softmax_regression", "C": sr["C"],
+                                             "val_top1": sr["val_top1"], "C_swept": list(tc.sr_cs), "holdout": tc.sr_holdout}
+    return out
+
+
+@torch.no_grad()
+def _extract(job: Job, entry, target, split: str, limit: int | None, transform) -> dict[str, Tensor]:
+    data = entry.load(split, job.cfg.data.data_root, **target.params)
+    if limit is not None and limit < len(data):
+        data = take(data, np.sort(np.random.default_rng(0).permutation(len(data))[:limit]))
+    inputs = SplitInputs(data, transform, job.cfg.data.num_workers)
+    cls, pooled = [], []
+    model = job.model.eval()
+    for x in inputs.sequential(job.cfg.train.eval_batch_size):
+        with job.autocast:
+            tokens = model.final_tokens(x.to(job.device)).float()
+        cls.append(tokens[:, 0].cpu())
+        pooled.append(torch.cat([tokens[:, 0], tokens[:, model.vit.num_prefix_tokens :].mean(1)], -1).cpu())
+    return {"cls": torch.cat(cls), "pooled": torch.cat(pooled), "labels": torch.from_numpy(np.asarray(data.labels, dtype=np.int64))}
+
+
+def weights_digest(model: nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 def trainable_state(model: nn.Module) -> dict[str, Tensor]:

@@ -83,3 +83,30 @@ def test_suite_trains_on_cifar10_and_scores_every_shift_set(cifar_tree, tmp_path
         assert r["protocol"]["train_size"] == 20 and r["backbone"]["random_init"]
     table = (tmp_path / "reports" / "cifar-tiny" / "table.md").read_text()
     assert "c/fog/3" in table and "random init" in table
+
+
+def test_transfer_evaluation_records_sr_and_knn_and_reuses_cached_features(cifar_tree, tmp_path, monkeypatch):
+    import bench.train
+
+    calls = []
+    real = bench.train._extract
+    monkeypatch.setattr(bench.train, "_extract", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    text = CIFAR_SUITE.replace("matrix:", "evaluations: [id, transfer]\nmatrix:").replace(
+        "  train: {epochs: 1, batch_size: 8}\n",
+        "  train: {epochs: 1, batch_size: 8}\n  transfer: {targets: [{name: stl10}], sr_cs: [0.1, 1.0], sr_holdout: 0.34}\n",
+    )
+    suite = write(tmp_path, text, name="transfer.yaml")
+    results = tmp_path / "results"
+    args = ["run", str(suite), "--results", str(results), "--reports", str(tmp_path / "reports")]
+    assert main(args) == 0
+    assert sorted(calls) == ["test", "test", "train", "train"]  # per run: the target's train and test split once
+    runs = {json.loads(p.read_text())["method"]: json.loads(p.read_text()) for p in (results / "cifar-tiny").glob("*/result.json")}
+    for r in runs.values():
+        knn, sr = r["metrics"]["transfer/stl10/knn"], r["metrics"]["transfer/stl10/sr"]
+        assert knn["protocol"] == sr["protocol"] == "transfer" and knn["k"] == 20 and knn["temperature"] == 0.07
+        assert sr["C"] in (0.1, 1.0) and sr["n"] == knn["n"] == 12 and sr["n_train"] == 6 and not sr["shift"]
+        assert 0.0 <= knn["top1"] <= 1.0 and "test" in r["metrics"] and "stl10" not in r["metrics"]  # evaluations: id + transfer only
+    assert main([*args, "--force"]) == 0  # same seed, same weights: features come from the cache
+    assert len(calls) == 4
+    again = {json.loads(p.read_text())["method"]: json.loads(p.read_text()) for p in (results / "cifar-tiny").glob("*/result.json")}
+    assert all(again[m]["metrics"]["transfer/stl10/knn"] == runs[m]["metrics"]["transfer/stl10/knn"] for m in runs)

@@ -109,6 +109,20 @@ class ImageFiles:
 Split = ImageArrays | ImageFiles
 
 
+def take(split: Split, index: np.ndarray) -> Split:
+    """The samples at ``index`` (e.g. a seeded subset), with the split's facts kept."""
+    if isinstance(split, ImageArrays):
+        masks = None if split.masks is None else split.masks[index]
+        return ImageArrays(split.images[index], split.labels[index], masks, split.label_space, split.meta)
+    pick = lambda seq: None if seq is None else tuple(seq[i] for i in index)  # noqa: E731
+    if split.pixel_fn is not None:  # per-index corruption seeds must follow the original indices
+        fn, original = split.pixel_fn, np.asarray(index)
+        pixel_fn = lambda pixels, i: fn(pixels, int(original[i]))  # noqa: E731
+    else:
+        pixel_fn = None
+    return ImageFiles(pick(split.paths), split.labels[index], pick(split.mask_paths), split.mask_lut, split.mask_reader, pixel_fn, split.label_space, split.meta)
+
+
 def to_model_input(images: np.ndarray) -> torch.Tensor:
     """uint8 (N, H, W, 3) or (H, W, 3) → float (N, 3, H, W) / (3, H, W) normalised with ImageNet mean/std."""
     x = torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float().div_(255.0)

@@ -45,12 +45,16 @@ class SplitViTClassifier(nn.Module):
             x = block(x)
         return x
 
+    def final_tokens(self, x: Tensor, embedded: bool = False) -> Tensor:
+        """The backbone's normalised output tokens (what the head and transfer probes read)."""
+        tokens = x if embedded else self.embed(x)
+        for block in self.vit.blocks[self.split :]:
+            tokens = block(tokens)
+        return self.vit.norm(tokens)
+
     def from_embedded(self, tokens: Tensor) -> Tensor:
         """Logits from prefix tokens: the trainable blocks, final norm and head."""
-        vit = self.vit
-        for block in vit.blocks[self.split :]:
-            tokens = block(tokens)
-        return self.head(vit.norm(tokens))
+        return self.head(self.final_tokens(tokens, embedded=True))
 
     def forward(self, x: Tensor, embedded: bool = False) -> Tensor:
         """Logits from images, or from prefix tokens when ``embedded`` (one entry point, so

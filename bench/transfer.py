@@ -1,0 +1,88 @@
+"""Feature-transfer evaluation: the fine-tuned backbone frozen, features classified on other datasets.
+
+Features are extracted once per (fine-tuned checkpoint, dataset, split, transform) and cached as
+files in the run directory (written atomically), so later evaluations reuse them. Two probes:
+
+- Softmax Regression: multinomial logistic regression (scikit-learn, lbfgs) on [CLS, mean patch]
+  features standardised with the train split's statistics. The inverse regularisation C is swept
+  on a seeded held-out slice of the train split, then the model is refit on the whole train split.
+- kNN as DINOv2 evaluates it: cosine similarity on L2-normalised CLS features, the k = 20
+  nearest train features vote with weight exp(sim / T), T = 0.07.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bench.io import atomic_torch_save
+
+ExtractFn = Callable[[], dict[str, Tensor]]
+
+
+class FeatureCache:
+    """``<folder>/<key>.pt`` holding {"cls", "pooled", "labels"}; ``extract`` runs only on a miss."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def path(self, identity: dict[str, Any]) -> Path:
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return self.folder / f"{identity.get('dataset', 'features')}_{identity.get('split', '')}_{key}.pt".replace("/", "-")
+
+    def get(self, identity: dict[str, Any], extract: ExtractFn) -> dict[str, Tensor]:
+        path = self.path(identity)
+        if path.is_file():
+            return torch.load(path, map_location="cpu", weights_only=True)
+        features = extract()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_torch_save(features, path)
+        return features
+
+
+@torch.no_grad()
+def knn_top1(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor, num_classes: int,
+             k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
+    """Weighted kNN accuracy (DINOv2's protocol) with cosine similarity; chunked over test rows."""
+    train = F.normalize(train.float(), dim=1)
+    test = F.normalize(test.float(), dim=1)
+    k = min(k, len(train))
+    correct = 0
+    for start in range(0, len(test), chunk):
+        sim = test[start : start + chunk] @ train.T
+        top_sim, top_idx = sim.topk(k, dim=1)
+        votes = torch.zeros(len(sim), num_classes)
+        votes.scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
+        correct += int((votes.argmax(1) == test_labels[start : start + chunk]).sum())
+    return correct / len(test)
+
+
+def softmax_regression(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
+                       cs: tuple[float, ...], holdout: float, seed: int, max_iter: int = 1000) -> dict[str, float]:
+    """Sweep C on a held-out slice of train, refit on all of train with the best C, score test."""
+    order = np.random.default_rng(seed).permutation(len(train))
+    n_val = max(1, int(round(holdout * len(train))))
+    val_idx, fit_idx = order[:n_val], order[n_val:]
+    scores = [float((fit_sr(train[fit_idx], train_labels[fit_idx], c, max_iter)(train[val_idx]) == train_labels[val_idx]).mean()) for c in cs]
+    best = cs[int(np.argmax(scores))]  # first of equal scores: the strongest regularisation
+    predict = fit_sr(train, train_labels, best, max_iter)
+    return {"top1": float((predict(test) == test_labels).mean()), "C": best, "val_top1": max(scores), "val_scores": scores}
+
+
+def fit_sr(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 1000) -> Callable[[np.ndarray], np.ndarray]:
+    """Standardise with x's statistics, fit L2 multinomial logistic regression; return predict()."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x)
+    model = LogisticRegression(C=c, max_iter=max_iter).fit(scaler.transform(x), y)
+    predict = lambda z: model.predict(scaler.transform(z))  # noqa: E731
+    predict.model, predict.scaler = model, scaler  # type: ignore[attr-defined]
+    return predict
