@@ -66,8 +66,6 @@ class DataConfig(Strict):
         if self.name not in DATASETS:
             raise ValueError(f"data.name: {DATASETS.unknown_message(self.name)}")
         entry = DATASETS.get(self.name)
-        if entry.task != "classification":
-            raise ValueError(f"data.name: {self.name} is a {entry.task} dataset; the trainer runs classification datasets only so far")
         unknown = set(self.params) - set(entry.params)
         if unknown:
             raise ValueError(f"data.params: unknown {self.name} parameter(s) {sorted(unknown)} (known: {sorted(entry.params) or 'none'})")
@@ -132,6 +130,18 @@ class TrainConfig(Strict):
     eval_batch_size: int = Field(256, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+
+
+class SegConfig(Strict):
+    """Segmentation runs (DINOv2 linear protocol in mmsegmentation's pipeline); all our documented choices."""
+
+    crop: int = Field(512, ge=14, description="training crop and sliding-window size (inputs are centre-padded to multiples of 14)")
+    scale: tuple[int, int] = Field((2048, 512), description="base (long, short) scale of the random keep-ratio resize")
+    ratio_range: tuple[float, float] = Field((0.5, 2.0), description="random resize ratio range")
+    cat_max_ratio: float = Field(0.75, gt=0, le=1, description="crop retries while one class covers more than this")
+    test_scale: tuple[int, int] = Field((2048, 512), description="keep-ratio resize before sliding-window inference")
+    slide_stride: int = Field(341, ge=1, description="sliding-window stride (DINOv2's linear configs: 341 for 512 crops)")
+    layers: int = Field(1, ge=1, description="patch-token layers concatenated for the head: 1 (last) or 4 (last four)")
 
 
 class TransferTarget(Strict):
@@ -200,6 +210,20 @@ class RunConfig(Strict):
     data: DataConfig = DataConfig()
     train: TrainConfig = TrainConfig()
     transfer: TransferConfig = TransferConfig()
+    seg: SegConfig = SegConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _segmentation_ignore_index(cls, data: Any) -> Any:
+        """Dense labels mark unlabelled pixels with the dataset's ignore index (255): the method must skip them."""
+        if not isinstance(data, dict) or not isinstance(data.get("method"), dict):
+            return data
+        name = (data.get("data") or {}).get("name", DataConfig.model_fields["name"].default) if isinstance(data.get("data", {}), dict) else data["data"].name
+        if name in DATASETS and DATASETS.get(name).task == "segmentation":
+            params = dict(data["method"].get("params") or {})
+            params.setdefault("ignore_index", DATASETS.get(name).ignore_index)
+            data = {**data, "method": {**data["method"], "params": params}}
+        return data
 
     @field_validator("evaluations")
     @classmethod
@@ -209,6 +233,10 @@ class RunConfig(Strict):
         if not v:
             raise ValueError("list at least one evaluation protocol (e.g. [id, shift])")
         return v
+
+    @property
+    def task(self) -> str:
+        return DATASETS.get(self.data.name).task
 
     def evaluation_splits(self) -> dict[str, str]:
         """split → protocol, for the splits this run evaluates."""
@@ -227,6 +255,11 @@ class RunConfig(Strict):
         classes = DATASETS.get(self.data.name).num_classes
         if params.get("group_size") and params["group_size"] > classes:
             raise ValueError(f"method.params.group_size: {params['group_size']} exceeds the {classes} classes of {self.data.name}")
+        if self.task == "segmentation":
+            if "transfer" in self.evaluations:
+                raise ValueError(f"evaluations.transfer: {self.data.name} is a segmentation dataset: 'transfer' probes classify images; use id (mIoU)")
+            if self.seg.layers > depth:
+                raise ValueError(f"seg.layers: {self.seg.layers} but {self.backbone.name} has {depth} blocks")
         if "transfer" in self.evaluations and not self.transfer.targets:
             raise ValueError("transfer.targets: the 'transfer' evaluation needs at least one target dataset, e.g. [{name: cifar100}]")
         if self.backbone.weights == "random" and self.backbone.checkpoint:

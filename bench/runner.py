@@ -47,8 +47,8 @@ def run_local(specs: list[RunSpec], results_root: Path, console: Console | None 
             try:
                 result = run_job(spec.config, run_dir, spec.suite, report)
                 outcomes.append(RunOutcome(spec, "done"))
-                accs = " ".join(f"{split}={100 * m['top1']:.1f}" for split, m in result["metrics"].items())
-                console.print(f"done {describe(spec)} in {result['wall_time_s']:.0f}s: top-1 {accs}", markup=False, soft_wrap=True)
+                accs = " ".join(f"{split}={100 * m.get('top1', m.get('mIoU', float('nan'))):.1f}" for split, m in result["metrics"].items())
+                console.print(f"done {describe(spec)} in {result['wall_time_s']:.0f}s: top-1 / mIoU {accs}", markup=False, soft_wrap=True)
             except Exception as exc:  # recorded in status.json with its traceback; go on with the rest
                 outcomes.append(RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {exc}"))
                 console.print(f"[red]failed[/red] {describe(spec)}: {exc} (traceback in {run_dir.status_file})")

@@ -21,7 +21,9 @@ from bench.evaluate import evaluate_split
 from bench.features import SplitInputs, prefix_cache_fits, prefix_tokens
 from bench.io import atomic_torch_save
 from bench.methods import build_method
-from bench.models import SplitViTClassifier, create_backbone
+from bench.data.seg_transforms import SegTrainTransform
+from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
+from bench.segment import evaluate_segmentation, train_pairs
 from bench.provenance import git_state, host, versions
 from bench.seeding import derive_seed, generator, seed_everything
 from bench.store import RunDir
@@ -73,11 +75,17 @@ class Job:
             self.device = torch.device("cuda", ctx.local_rank)
         seed_everything(cfg.seed)
         self.entry = DATASETS.get(cfg.data.name)
-        backbone = create_backbone(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.checkpoint, cfg.backbone.img_size)
+        self.dense = cfg.task == "segmentation"
+        backbone = create_backbone(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.checkpoint, cfg.backbone.img_size, dynamic_img_size=self.dense)
         self.backbone = backbone
         trainable = None if cfg.model.trainable_blocks == "all" else cfg.model.trainable_blocks
         torch.manual_seed(derive_seed(cfg.seed, "head"))
-        self.model = SplitViTClassifier(backbone.model, self.entry.num_classes, trainable).to(self.device)
+        if self.dense:
+            self.model = ViTSegmenter(backbone.model, self.entry.num_classes, cfg.seg.layers, trainable).to(self.device)
+            s = cfg.seg
+            self.seg_transform = SegTrainTransform((s.crop, s.crop), s.scale, s.ratio_range, s.cat_max_ratio, ignore_index=self.entry.ignore_index)
+        else:
+            self.model = SplitViTClassifier(backbone.model, self.entry.num_classes, trainable).to(self.device)
         self.method = build_method(cfg.method.name, cfg.method.params)
         self.reference = None
         if self.method.needs_reference:
@@ -86,7 +94,7 @@ class Job:
         self.train_split = self.entry.load(cfg.data.train_split, cfg.data.data_root, **cfg.data.params)
         # frozen-prefix tokens are exact only without augmentation, and only kept if they fit in memory
         self.use_prefix_cache = (
-            cfg.model.cache_frozen_prefix and not self.model.full_finetune and not self.transform.augments
+            not self.dense and cfg.model.cache_frozen_prefix and not self.model.full_finetune and not self.transform.augments
             and prefix_cache_fits(len(self.train_split), self.model, cfg.backbone.img_size)
         )
         # what the training forward goes through: the model itself, or DDP around it
@@ -110,6 +118,31 @@ class Job:
             )
             inputs.tokens = prefix_tokens(self.model, inputs, cfg.train.eval_batch_size, self.device, key)
         return inputs
+
+    def train_batches(self, train: SplitInputs, batches: list[Tensor], epoch: int):
+        """(inputs, labels) per index batch: images + class ids, or paired crops + masks."""
+        if self.dense:
+            yield from train_pairs(train.split, self.seg_transform, batches, (self.cfg.seed, epoch), self.cfg.data.num_workers)
+            return
+        labels = torch.from_numpy(train.labels)
+        augment = (self.cfg.seed, epoch) if self.transform.augments and train.tokens is None else None
+        for index, x in zip(batches, train.batches(batches, augment)):
+            yield x, labels[index]
+
+    def evaluate(self, split: str, protocol: str) -> dict[str, Any]:
+        cfg = self.cfg
+        if self.dense:
+            data = self.entry.load(split, cfg.data.data_root, **cfg.data.params)
+            s = cfg.seg
+            scores = evaluate_segmentation(self.logits, data, self.entry.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device)
+            return {**scores, "shift": self.entry.is_shift(split), "protocol": protocol, "split_facts": data.meta}
+        inputs = self.inputs(split)
+        return {
+            **evaluate_split(self.logits, inputs.sequential(cfg.train.eval_batch_size), inputs.labels, self.device, inputs.split.label_space),
+            "shift": self.entry.is_shift(split),
+            "protocol": protocol,
+            "split_facts": inputs.split.meta,
+        }
 
     def logits(self, x: Tensor, model: nn.Module | None = None) -> Tensor:
         model = model or self.model
@@ -150,9 +183,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     job = Job(cfg, ctx)
     model, method, device = job.model, job.method, job.device
     train = job.inputs(cfg.data.train_split)
-    labels = torch.from_numpy(train.labels)
-    augment = job.transform.augments and train.tokens is None
-    n = len(labels)
+    n = len(train)
     batches_per_epoch = math.ceil(n / cfg.train.batch_size)
     total_steps = cfg.train.epochs * batches_per_epoch * method.passes
     if ctx.is_main:
@@ -178,8 +209,8 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         method.generator = generator(cfg.seed, "groups", epoch)
         order = torch.randperm(n, generator=generator(cfg.seed, "order", epoch))
         batches = [ctx.shard(order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size]) for b in range(batches_per_epoch)]
-        for index, x in zip(batches, train.batches(batches, (cfg.seed, epoch) if augment else None)):
-            x, y = x.to(device, non_blocking=True), labels[index].to(device)
+        for x, y in job.train_batches(train, batches, epoch):
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             ref_logits = None
             if job.reference is not None:
                 with torch.no_grad():
@@ -227,13 +258,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         return {}
     metrics = {}
     for split, protocol in cfg.evaluation_splits().items():
-        data = job.inputs(split)
-        metrics[split] = {
-            **evaluate_split(job.logits, data.sequential(cfg.train.eval_batch_size), data.labels, device, data.split.label_space),
-            "shift": job.entry.is_shift(split),
-            "protocol": protocol,
-            "split_facts": data.split.meta,
-        }
+        metrics[split] = job.evaluate(split, protocol)
     if "transfer" in cfg.evaluations:
         metrics.update(evaluate_transfer(job, run_dir))
     wall = prior_wall + time.time() - started
@@ -255,7 +280,8 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         },
         "protocol": {
             "img_size": cfg.backbone.img_size,
-            "transform": {"crop_pct": job.transform.crop_pct, "resize": job.transform.resize_size, "train_aug": job.transform.train_aug},
+            "transform": cfg.seg.model_dump(mode="json") if job.dense else
+            {"crop_pct": job.transform.crop_pct, "resize": job.transform.resize_size, "train_aug": job.transform.train_aug},
             "trainable_blocks": cfg.model.trainable_blocks,
             "frozen_prefix_cached": job.use_prefix_cache,
             "train_size": n,

@@ -150,3 +150,24 @@ DATASETS.add(
         transform_defaults={"crop_pct": 1.0, "train_aug": "none"},  # generated at the target framing
     ),
 )
+
+
+def load_seg(split: str, data_root=None, **params) -> ImageArrays:
+    """The same composites as a segmentation set: per-pixel labels 0 = background, 1..10 = garment."""
+    arrays = load(split, data_root, **params)
+    return ImageArrays(arrays.images, np.zeros(len(arrays), dtype=np.int64), arrays.masks, meta=arrays.meta)
+
+
+DATASETS.add(
+    "fmnist_composites_seg",
+    DatasetEntry(
+        task="segmentation",
+        num_classes=len(fashion_mnist.CLASSES) + 1,
+        classes=("background", *fashion_mnist.CLASSES),
+        splits=tuple(RECIPES),
+        shift_splits=("shift_background", "shift_palette", "shift_corruption"),
+        build=load_seg,
+        description="fmnist_composites as segmentation: background + 10 garment classes, same shifts (mIoU under shift)",
+        params=dict(img_size=112, train_size=2000, eval_size=500, seed=0, severity=3),
+    ),
+)

@@ -46,17 +46,34 @@ class LinearSegHead(nn.Module):
 
 class ViTSegmenter(nn.Module):
     """A DINOv2 ViT + :class:`LinearSegHead`; feature maps come from timm's ``forward_intermediates``
-    (final norm applied, as DINOv2's linear segmentation uses normalised patch tokens)."""
+    (final norm applied, as DINOv2's linear segmentation uses normalised patch tokens). Inputs whose
+    sides are not multiples of the patch size are centre-padded (as DINOv2's ``CenterPadding``) and
+    the logits cropped back. ``trainable_blocks = k`` freezes everything below the last k blocks
+    (0: a frozen backbone, the linear protocol proper); None trains all of it."""
 
-    def __init__(self, vit: nn.Module, num_classes: int, layers: int = 1) -> None:
+    def __init__(self, vit: nn.Module, num_classes: int, layers: int = 1, trainable_blocks: int | None = None) -> None:
         super().__init__()
         self.vit, self.layers = vit, layers
+        self.patch = vit.patch_embed.patch_size[0]
         self.head = LinearSegHead(vit.embed_dim * layers, num_classes)
+        if trainable_blocks is not None:
+            depth = len(vit.blocks)
+            frozen = [vit.patch_embed, *vit.blocks[: depth - trainable_blocks]] + ([vit.norm] if trainable_blocks == 0 else [])
+            for p in [p for m in frozen for p in m.parameters()]:
+                p.requires_grad_(False)
+            for name in ("cls_token", "reg_token", "pos_embed"):
+                if getattr(vit, name, None) is not None:
+                    getattr(vit, name).requires_grad_(False)
 
     def feature_maps(self, images: Tensor) -> list[Tensor]:
         depth = len(self.vit.blocks)
         indices = list(range(depth - self.layers, depth))
         return self.vit.forward_intermediates(images, indices=indices, norm=True, output_fmt="NCHW", intermediates_only=True)
 
-    def forward(self, images: Tensor) -> Tensor:
-        return self.head(self.feature_maps(images), size=tuple(images.shape[-2:]))
+    def forward(self, images: Tensor, embedded: bool = False) -> Tensor:
+        h, w = images.shape[-2:]
+        ph, pw = (-h) % self.patch, (-w) % self.patch
+        if ph or pw:
+            images = nn.functional.pad(images, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+        logits = self.head(self.feature_maps(images), size=tuple(images.shape[-2:]))
+        return logits[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]

@@ -26,11 +26,13 @@ def build_report(suite_name: str, specs: list[RunSpec], results_root: Path, repo
     if long.empty:
         return Report(f"# {suite_name}\n\nNo finished runs yet ({len(missing)} missing).\n", [], missing)
     long = with_ood_average(long)
-    summary = seed_summary(long)
-    delta = paired_delta(long)
+    # the headline metric: top-1 for classification suites, mIoU for segmentation-only suites
+    metric = "top1" if (long["metric"] == "top1").any() else "mIoU"
+    summary = seed_summary(long, metric)
+    delta = paired_delta(long, metric=metric)
     inits = sorted(set(long["init"]))
     title = f"{suite_name}: SFT vs GRPO-RM"
-    markdown = comparison_markdown(long, summary, delta, title)
+    markdown = comparison_markdown(long, summary, delta, title, metric)
     comparison = compare(list(expected), summary, delta)
     markdown += "\n" + expected_markdown(comparison) if not comparison.empty else ""
     if missing:
@@ -43,7 +45,7 @@ def build_report(suite_name: str, specs: list[RunSpec], results_root: Path, repo
     atomic_write_text(files[2], delta.to_csv(index=False))
     atomic_write_text(files[3], markdown)
     plot_title = f"{title} — {', '.join(sorted(set(long['backbone'])))} ({'; '.join(inits)})"
-    accuracy_bars(long, summary, files[4], plot_title)
+    accuracy_bars(long, summary, files[4], plot_title, metric)
     if not comparison.empty:
         files.append(out / "expected.csv")
         atomic_write_text(files[-1], comparison.to_csv(index=False))

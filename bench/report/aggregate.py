@@ -28,7 +28,7 @@ def long_table(specs: list[RunSpec], results_root: Path) -> tuple[pd.DataFrame, 
             "random_init": bool(r["backbone"]["random_init"]), "seed": r["seed"],
         }
         for split, values in r["metrics"].items():
-            for metric in (m for m in ("top1", "top5", "nll") if m in values):  # transfer probes report top-1 only
+            for metric in (m for m in ("top1", "top5", "nll", "mIoU", "aAcc", "mAcc") if m in values):  # each protocol reports its own
                 rows.append({**ident, "split": split, "shift": bool(values["shift"]), "metric": metric, "value": float(values[metric])})
     return pd.DataFrame(rows, columns=LONG_COLUMNS), missing
 

@@ -30,9 +30,12 @@ def _cell(mean: float, std: float, n: int, signed: bool = False) -> str:
     return f"{sign}{100 * mean:.2f}{spread} (n={n})"
 
 
-def comparison_markdown(long: pd.DataFrame, summary: pd.DataFrame, delta: pd.DataFrame, title: str) -> str:
+METRIC_NAMES = {"top1": "Top-1 accuracy", "mIoU": "mIoU (dataset-level)"}
+
+
+def comparison_markdown(long: pd.DataFrame, summary: pd.DataFrame, delta: pd.DataFrame, title: str, metric: str = "top1") -> str:
     """One table per (dataset, backbone, init): methods as rows, evaluation splits as columns."""
-    parts = [f"# {title}", "", "Top-1 accuracy (%), mean ± std over seeds; Δ is paired over matching seeds.", ""]
+    parts = [f"# {title}", "", f"{METRIC_NAMES[metric]} (%), mean ± std over seeds; Δ is paired over matching seeds.", ""]
     for (dataset, backbone, init), block in summary.groupby(["dataset", "backbone", "init"], sort=False):
         random_init = init == "random init"
         warning = " — **random init (not pretrained)**" if random_init else ""

@@ -1,0 +1,62 @@
+"""Segmentation runs: paired-transform training batches and mIoU evaluation with sliding windows.
+
+Training samples go through :class:`SegTrainTransform` (random keep-ratio resize, crop with
+cat_max_ratio, flip), seeded per (seed, epoch, image) like classification augmentation.
+Evaluation follows the DINOv2 linear protocol as mmsegmentation runs it: keep-ratio resize to
+the test scale, sliding-window logits, bilinear upsampling to the label's own size, argmax, and
+dataset-level accumulation of intersection and union (:class:`bench.seg_metrics.IoUAccumulator`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from bench.data import Split, to_model_input
+from bench.data.seg_transforms import SegTrainTransform, keep_ratio_resize, slide_inference
+from bench.seeding import derive_seed
+from bench.seg_metrics import IoUAccumulator
+
+
+class _Pairs(Dataset):
+    def __init__(self, split: Split, transform: SegTrainTransform, augment: tuple[int, int]) -> None:
+        self.split, self.transform, self.augment = split, transform, augment
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        image = to_model_input(self.split.image(i))
+        mask = torch.from_numpy(self.split.mask(i).astype("int64"))
+        g = torch.Generator().manual_seed(derive_seed(self.augment[0], "augment", self.augment[1], i))
+        return self.transform(image, mask, g)
+
+
+def train_pairs(split: Split, transform: SegTrainTransform, indices: Sequence[Tensor], augment: tuple[int, int], num_workers: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """(images, masks) batches for each index tensor, augmented; identical for any worker count."""
+    pairs = _Pairs(split, transform, augment)
+    if num_workers == 0:
+        for index in indices:
+            items = [pairs[int(i)] for i in index]
+            yield torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
+    else:
+        yield from DataLoader(pairs, batch_sampler=[index.tolist() for index in indices], num_workers=num_workers)
+
+
+@torch.no_grad()
+def evaluate_segmentation(
+    logits_fn: Callable[[Tensor], Tensor], split: Split, num_classes: int, ignore_index: int,
+    test_scale: tuple[int, int], crop: int, stride: int, device: torch.device,
+) -> dict[str, float | list[float] | int]:
+    acc = IoUAccumulator(num_classes, ignore_index)
+    for i in range(len(split)):
+        label = torch.from_numpy(split.mask(i).astype("int64"))
+        image = keep_ratio_resize(to_model_input(split.image(i)), test_scale)[None].to(device)
+        logits = slide_inference(lambda x: logits_fn(x).float(), image, num_classes, (crop, crop), (stride, stride))
+        logits = F.interpolate(logits, size=tuple(label.shape), mode="bilinear", align_corners=False)
+        acc.update(logits.argmax(1)[0].cpu(), label)
+    return {**acc.compute(), "n": len(split)}
