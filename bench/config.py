@@ -53,7 +53,7 @@ class DataConfig(Strict):
     name: str = Field("fmnist_composites", description="registered dataset name (`bench data list`)")
     params: dict[str, Any] = Field(default_factory=dict, description="dataset parameters (see the dataset entry)")
     data_root: str | None = Field(None, description="root folder of datasets on disk (else --data-root, the suite's data_root, $BENCH_DATA_ROOT)")
-    train_split: str = "train"
+    train_split: str | None = Field(None, description="default: the dataset's train split (voc2012: train_aug)")
     eval_splits: tuple[str, ...] | None = Field(
         None, description="split names or shell patterns such as 'c/*/5'; default: the dataset's test split plus its standard shift sets"
     )
@@ -69,12 +69,17 @@ class DataConfig(Strict):
         unknown = set(self.params) - set(entry.params)
         if unknown:
             raise ValueError(f"data.params: unknown {self.name} parameter(s) {sorted(unknown)} (known: {sorted(entry.params) or 'none'})")
-        if self.train_split not in entry.splits:
+        if self.train_split is not None and self.train_split not in entry.splits:
             raise ValueError(f"data.train_split: {self.name} has no split {self.train_split!r}{_split_hint(self.train_split, entry.splits)}")
         for pattern in self.eval_splits or ():
             if not fnmatch.filter(entry.splits, pattern):
                 raise ValueError(f"data.eval_splits: {self.name} has no split matching {pattern!r}{_split_hint(pattern, entry.splits)}")
         return self
+
+    @property
+    def resolved_train_split(self) -> str:
+        """The split trained on: as configured, else the dataset's own train split."""
+        return self.train_split or DATASETS.get(self.name).train_split
 
     def resolved_eval_splits(self) -> tuple[str, ...]:
         """Patterns expanded against the dataset's splits, in the order written, no repeats."""
@@ -272,6 +277,7 @@ class RunConfig(Strict):
         dump["method"]["params"] = self.method.resolved_params()
         dump["data"]["params"] = {**DATASETS.get(self.data.name).params, **self.data.params}
         dump["data"]["eval_splits"] = list(self.data.resolved_eval_splits())
+        dump["data"]["train_split"] = self.data.resolved_train_split
         transform = self.data.transform(self.backbone.img_size)
         dump["data"]["crop_pct"], dump["data"]["train_aug"] = transform.crop_pct, transform.train_aug
         del dump["data"]["data_root"], dump["data"]["num_workers"]  # where files live and how they load do not change what a run is

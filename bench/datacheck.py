@@ -32,8 +32,13 @@ def needed_splits(specs: list[RunSpec]) -> dict[Key, tuple[str, ...]]:
         data = spec.config.data
         key = (data.name, data.data_root, tuple(sorted(data.params.items())))
         bucket = needed.setdefault(key, {})
-        for split in (data.train_split, *spec.config.evaluation_splits()):
+        for split in (data.resolved_train_split, *spec.config.evaluation_splits()):
             bucket[split] = None
+        if "transfer" in spec.config.evaluations:  # target datasets are read from the same data root
+            for t in spec.config.transfer.targets:
+                entry = DATASETS.get(t.name)
+                target = needed.setdefault((t.name, data.data_root, tuple(sorted(t.params.items()))), {})
+                target.update(dict.fromkeys((t.train_split or entry.train_split, t.test_split or entry.test_split)))
     return {k: tuple(v) for k, v in needed.items()}
 
 

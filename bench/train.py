@@ -91,7 +91,7 @@ class Job:
         if self.method.needs_reference:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.transform = cfg.data.transform(cfg.backbone.img_size)
-        self.train_split = self.entry.load(cfg.data.train_split, cfg.data.data_root, **cfg.data.params)
+        self.train_split = self.entry.load(cfg.data.resolved_train_split, cfg.data.data_root, **cfg.data.params)
         # frozen-prefix tokens are exact only without augmentation, and only kept if they fit in memory
         self.use_prefix_cache = (
             not self.dense and cfg.model.cache_frozen_prefix and not self.model.full_finetune and not self.transform.augments
@@ -108,7 +108,7 @@ class Job:
 
     def inputs(self, split: str) -> SplitInputs:
         cfg = self.cfg
-        data = self.train_split if split == cfg.data.train_split else self.entry.load(split, cfg.data.data_root, **cfg.data.params)
+        data = self.train_split if split == cfg.data.resolved_train_split else self.entry.load(split, cfg.data.data_root, **cfg.data.params)
         inputs = SplitInputs(data, self.transform, cfg.data.num_workers)
         if self.use_prefix_cache:
             key = (
@@ -182,7 +182,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     started = time.time()
     job = Job(cfg, ctx)
     model, method, device = job.model, job.method, job.device
-    train = job.inputs(cfg.data.train_split)
+    train = job.inputs(cfg.data.resolved_train_split)
     n = len(train)
     batches_per_epoch = math.ceil(n / cfg.train.batch_size)
     total_steps = cfg.train.epochs * batches_per_epoch * method.passes

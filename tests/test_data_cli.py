@@ -110,3 +110,20 @@ def test_transfer_evaluation_records_sr_and_knn_and_reuses_cached_features(cifar
     assert len(calls) == 4
     again = {json.loads(p.read_text())["method"]: json.loads(p.read_text()) for p in (results / "cifar-tiny").glob("*/result.json")}
     assert all(again[m]["metrics"]["transfer/stl10/knn"] == runs[m]["metrics"]["transfer/stl10/knn"] for m in runs)
+
+
+@pytest.mark.parametrize("name", ["demo", "ood", "segmentation"])
+def test_shipped_suites_validate(name, capsys):
+    from pathlib import Path
+
+    path = Path(__file__).parent.parent / "suites" / f"{name}.yaml"
+    assert main(["validate", str(path)]) == 0
+    assert f"suite '{name}'" in capsys.readouterr().out
+
+
+def test_data_check_covers_transfer_targets(cifar_tree, tmp_path, capsys):
+    text = CIFAR_SUITE.replace("matrix:", "evaluations: [id, transfer]\nmatrix:").replace(
+        "  train: {epochs: 1, batch_size: 8}\n", "  train: {epochs: 1, batch_size: 8}\n  transfer: {targets: [{name: tiny_imagenet}]}\n")
+    suite = write(tmp_path, text, name="t.yaml")
+    assert main(["data", "check", str(suite)]) == 1
+    assert "MISSING tiny_imagenet: train, val" in capsys.readouterr().out

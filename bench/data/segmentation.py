@@ -238,8 +238,8 @@ def load_coco(split: str, data_root=None) -> ImageFiles:
 def _register() -> None:
     DATASETS.add("voc2012", DatasetEntry(
         task="segmentation", num_classes=21, classes=VOC_CLASSES, splits=("train", "val", "trainval", "train_aug"),
-        test_split="val", build=load_voc, locate=locate_voc,
-        description="Pascal VOC 2012 segmentation (21 classes incl. background); train_aug adds SBD",
+        train_split="train_aug", test_split="val", build=load_voc, locate=locate_voc,
+        description="Pascal VOC 2012 segmentation (21 classes incl. background); trains on train_aug (VOC train + SBD) as mmseg's voc_aug",
     ))
     DATASETS.add("ade20k", DatasetEntry(
         task="segmentation", num_classes=150, splits=("train", "val"), test_split="val", reduce_zero_label=True,
