@@ -32,6 +32,7 @@ $(STAMP):
 
 demo: install
 	$(VENV)/bin/bench run suites/demo.yaml
+	$(VENV)/bin/bench run suites/demo_seg.yaml
 
 test: install slurm-up
 	$(PY) -m pytest -q

@@ -111,13 +111,15 @@ class Job:
         data = self.train_split if split == cfg.data.resolved_train_split else self.entry.load(split, cfg.data.data_root, **cfg.data.params)
         inputs = SplitInputs(data, self.transform, cfg.data.num_workers)
         if self.use_prefix_cache:
-            key = (
-                cfg.backbone.model_dump_json(), self.backbone.init,
-                cfg.seed if cfg.backbone.weights == "random" else None,
-                self.model.split, cfg.data.name, tuple(sorted(cfg.data.params.items())), split, self.transform,
-            )
+            key = self.prefix_key(cfg.data.name, cfg.data.params, split, self.transform)
             inputs.tokens = prefix_tokens(self.model, inputs, cfg.train.eval_batch_size, self.device, key)
         return inputs
+
+    def prefix_key(self, dataset: str, params: dict[str, Any], split: str, *extra: Any) -> tuple:
+        """What frozen-prefix tokens depend on: backbone weights and split, never the method or head."""
+        cfg = self.cfg
+        random_seed = cfg.seed if cfg.backbone.weights == "random" else None
+        return (cfg.backbone.model_dump_json(), self.backbone.init, random_seed, self.model.split, dataset, tuple(sorted(params.items())), split, *extra)
 
     def train_batches(self, train: SplitInputs, batches: list[Tensor], epoch: int):
         """(inputs, labels) per index batch: images + class ids, or paired crops + masks."""
@@ -333,11 +335,15 @@ def _extract(job: Job, entry, target, split: str, limit: int | None, transform) 
     if limit is not None and limit < len(data):
         data = take(data, np.sort(np.random.default_rng(0).permutation(len(data))[:limit]))
     inputs = SplitInputs(data, transform, job.cfg.data.num_workers)
-    cls, pooled = [], []
     model = job.model.eval()
+    embedded = job.use_prefix_cache  # frozen prefix: its tokens are shared by every run of this backbone
+    if embedded:
+        key = job.prefix_key(target.name, target.params, split, transform, limit)
+        inputs.tokens = prefix_tokens(model, inputs, job.cfg.train.eval_batch_size, job.device, key)
+    cls, pooled = [], []
     for x in inputs.sequential(job.cfg.train.eval_batch_size):
         with job.autocast:
-            tokens = model.final_tokens(x.to(job.device)).float()
+            tokens = model.final_tokens(x.to(job.device), embedded=embedded).float()
         cls.append(tokens[:, 0].cpu())
         pooled.append(torch.cat([tokens[:, 0], tokens[:, model.vit.num_prefix_tokens :].mean(1)], -1).cpu())
     return {"cls": torch.cat(cls), "pooled": torch.cat(pooled), "labels": torch.from_numpy(np.asarray(data.labels, dtype=np.int64))}

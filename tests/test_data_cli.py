@@ -112,13 +112,13 @@ def test_transfer_evaluation_records_sr_and_knn_and_reuses_cached_features(cifar
     assert all(again[m]["metrics"]["transfer/stl10/knn"] == runs[m]["metrics"]["transfer/stl10/knn"] for m in runs)
 
 
-@pytest.mark.parametrize("name", ["demo", "ood", "segmentation"])
+@pytest.mark.parametrize("name", ["demo", "demo_seg", "ood", "segmentation"])
 def test_shipped_suites_validate(name, capsys):
     from pathlib import Path
 
     path = Path(__file__).parent.parent / "suites" / f"{name}.yaml"
     assert main(["validate", str(path)]) == 0
-    assert f"suite '{name}'" in capsys.readouterr().out
+    assert f"suite '{name.replace('_', '-')}'" in capsys.readouterr().out
 
 
 def test_data_check_covers_transfer_targets(cifar_tree, tmp_path, capsys):
