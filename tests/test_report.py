@@ -97,3 +97,20 @@ def test_expected_vs_actual_judges_tolerance(tmp_path):
     assert table["actual"].iloc[1] == pytest.approx(100 * grpo_ood)
     assert "## Expected vs actual" in report.markdown
     assert "| Δ GRPO-RM − SFT, test | fmnist_composites | +2.50 ± 1.00 | +2.00 (n=2) | within tolerance | made up |" in report.markdown
+
+
+def test_transfer_average_is_per_probe_mean_over_target_datasets():
+    import pandas as pd
+
+    from bench.report.aggregate import LONG_COLUMNS, with_transfer_average
+
+    base = dict(run_id="r", method="sft", dataset="cifar10", backbone="b", init="i", random_init=False, seed=0, shift=False, metric="top1")
+    rows = [
+        {**base, "split": "test", "value": 0.9},
+        {**base, "split": "transfer/stl10/knn", "value": 0.6},
+        {**base, "split": "transfer/cifar100/knn", "value": 0.4},
+        {**base, "split": "transfer/stl10/sr", "value": 0.7},
+    ]
+    out = with_transfer_average(pd.DataFrame(rows, columns=LONG_COLUMNS)).set_index("split")["value"]
+    assert out["transfer_avg/knn"] == pytest.approx(0.5) and out["transfer_avg/sr"] == pytest.approx(0.7)
+    assert "transfer_avg/test" not in out.index and len(out) == 6

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.io import atomic_write_text
-from bench.report.aggregate import long_table, paired_delta, seed_summary, with_ood_average
+from bench.report.aggregate import long_table, paired_delta, seed_summary, with_ood_average, with_transfer_average
 from bench.report.expected import compare, expected_markdown
 from bench.report.plots import accuracy_bars
 from bench.report.tables import comparison_markdown
@@ -25,7 +25,7 @@ def build_report(suite_name: str, specs: list[RunSpec], results_root: Path, repo
     out = Path(reports_root) / suite_name
     if long.empty:
         return Report(f"# {suite_name}\n\nNo finished runs yet ({len(missing)} missing).\n", [], missing)
-    long = with_ood_average(long)
+    long = with_transfer_average(with_ood_average(long))
     # the headline metric: top-1 for classification suites, mIoU for segmentation-only suites
     metric = "top1" if (long["metric"] == "top1").any() else "mIoU"
     summary = seed_summary(long, metric)

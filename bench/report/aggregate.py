@@ -44,6 +44,21 @@ def with_ood_average(long: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([long, avg[LONG_COLUMNS]], ignore_index=True)
 
 
+def with_transfer_average(long: pd.DataFrame) -> pd.DataFrame:
+    """Add per-run 'transfer_avg/<probe>' splits: the mean over target datasets of each probe
+    (split names 'transfer/<dataset>/<probe>')."""
+    parts = long["split"].str.split("/", expand=True) if not long.empty else None
+    if parts is None or parts.shape[1] < 3:
+        return long
+    transfer = long[(parts[0] == "transfer") & parts[2].notna()].copy()
+    if transfer.empty:
+        return long
+    transfer["probe"] = parts.loc[transfer.index, 2]
+    avg = transfer.groupby(["run_id", *IDENTITY, "metric", "probe"], dropna=False)["value"].mean().reset_index()
+    avg["split"], avg["shift"] = "transfer_avg/" + avg["probe"], False
+    return pd.concat([long, avg[LONG_COLUMNS]], ignore_index=True)
+
+
 def seed_summary(long: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     """mean, std and n over seeds per (method, dataset, backbone, init, split)."""
     data = long[long["metric"] == metric]
