@@ -236,7 +236,7 @@ def test_fused_grpo_rm_matches_plain_formulation(monkeypatch, first_pass, dense)
     fused_in = logits.clone().requires_grad_(True)
     loss, stats = fused_grpo_rm_loss(fused_in, fused_in if first_pass else old, labels, params)
     loss.backward()
-    assert float(loss) == pytest.approx(float(plain.loss), abs=1e-7)
+    assert loss.item() == pytest.approx(plain.loss.item(), abs=1e-7)
     assert torch.allclose(fused_in.grad, plain_in.grad, atol=1e-7, rtol=1e-5)
     assert float(fused_in.grad.abs().max()) > 1e-4  # a real gradient, not zeros on both sides
     for key, value in plain.stats.items():
