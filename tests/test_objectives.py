@@ -277,3 +277,33 @@ def test_dense_sft_equals_flattened_cross_entropy():
     assert float(dense.loss) == pytest.approx(float(flat), rel=1e-9)
     reference = sft.loss(rows[keep], labels.reshape(-1)[keep], None).stats
     assert dense.stats["entropy"] == pytest.approx(reference["entropy"]) and dense.stats["accuracy"] == pytest.approx(reference["accuracy"])
+
+
+def test_dense_multi_pass_grpo_rm_with_cached_rollout_matches_plain(monkeypatch):
+    """μ = 3 on dense logits: the first pass (ρ = 1) stores π_old's reduction (advantages, p_old)
+    and later passes after updates (ρ ≠ 1, clipping) read it; every pass equals the plain formulation."""
+    from bench.methods import base, build_method
+    from bench.methods.grpo_rm import GRPORMParams, grpo_rm_loss
+
+    monkeypatch.setattr(base, "QUESTION_CHUNK", 13)
+    method = build_method("grpo_rm", {"ignore_index": 255, "mu": 3})
+    logits, labels = _dense_batch(seed=5)
+    rollout = method.rollout(logits, labels, None)
+    flat_old, _ = base.flatten_questions(logits, labels, 255)
+    plain_rollout = base.Rollout(old_logp=flat_old.log_softmax(-1))
+    params = GRPORMParams(ignore_index=255, mu=3)
+    for step, shift in enumerate((0.0, 0.5, 1.0)):  # the policy after 0, 1, 2 updates
+        current = logits + shift * torch.randn(logits.shape, generator=torch.Generator().manual_seed(step), dtype=logits.dtype)
+        a, b = current.clone().requires_grad_(True), current.clone().requires_grad_(True)
+        if step == 0:
+            rollout.old_logits = a.detach()  # the first pass is the rollout's own forward
+        fused = method.loss(a, labels, rollout)
+        assert rollout.dense is not None and rollout.old_logits is None  # stored after the first pass
+        fused.loss.backward()
+        plain = grpo_rm_loss(b, labels, plain_rollout, params)
+        plain.loss.backward()
+        assert fused.loss.item() == pytest.approx(plain.loss.item(), abs=1e-6)
+        assert torch.allclose(a.grad, b.grad, atol=1e-7, rtol=1e-5)
+        for key, value in plain.stats.items():
+            assert fused.stats[key] == pytest.approx(value, abs=1e-6), (step, key)
+    assert fused.stats["clip_fraction"] > 0.05

@@ -33,6 +33,7 @@ class Rollout:
 
     old_logp: Tensor | None = None  # (N, C) log-probabilities of the rollout policy, detached
     old_logits: Tensor | None = None  # or the rollout logits as given (dense: (B, C, H, W), no copy)
+    dense: object | None = None  # or, dense with μ > 1, advantages and p_old computed once (grpo_rm_fused.DenseRollout)
     ref_logp: Tensor | None = None  # (N, C) log-probabilities of a frozen reference policy
     group: Tensor | None = None  # (N, G) class indices forming each question's group, or None = all
 

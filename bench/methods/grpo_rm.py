@@ -162,7 +162,11 @@ class GRPORM(MethodBase):
     def loss(self, logits: Tensor, labels: Tensor, rollout: Rollout | None) -> LossOutput:
         if rollout is None:
             raise ValueError("GRPO-RM needs the rollout of the batch (call rollout() on the first pass)")
-        if rollout.old_logits is not None:
-            loss, stats = fused_grpo_rm_loss(logits, rollout.old_logits, labels, self.params)
+        if rollout.dense is not None or rollout.old_logits is not None:
+            keep = {} if self.params.mu > 1 and rollout.dense is None else None
+            old = rollout.dense if rollout.dense is not None else rollout.old_logits
+            loss, stats = fused_grpo_rm_loss(logits, old, labels, self.params, keep)
+            if keep:  # later passes read the stored reduction; the rollout logits can go
+                rollout.dense, rollout.old_logits = keep["dense"], None
             return LossOutput(loss, stats)
         return grpo_rm_loss(logits, labels, rollout, self.params)

@@ -20,6 +20,7 @@ is tested.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -57,18 +58,55 @@ def _advantages(old_logp: Tensor, y: Tensor, params: "GRPORMParams") -> tuple[Te
     return adv, q, expected_reward
 
 
+ROLLOUT_KEYS = ("n", "reward", "adv", "adv_sq", "adv_max")  # statistics of π_old alone
+
+
+def _rollout_chunk(old_logp: Tensor, y: Tensor, valid: Tensor, params: "GRPORMParams", sums: dict) -> tuple[Tensor, Tensor]:
+    """Advantages (zero on ignored pixels) and p_old for one chunk; adds the rollout statistics to ``sums``."""
+    adv, old_p, expected_reward = _advantages(old_logp, y, params)
+    adv.mul_(valid)
+    sums["n"] += int(valid.sum())
+    sums["reward"] += float((expected_reward * valid).sum())
+    sums["adv"] += float(adv.sum())
+    sums["adv_sq"] += float((adv * adv).sum())
+    sums["adv_max"] = max(sums["adv_max"], float(adv.max()))
+    return adv, old_p
+
+
+def _rollout_sums() -> dict:
+    return dict(n=0, reward=0.0, adv=0.0, adv_sq=0.0, adv_max=float("-inf"))
+
+
+@dataclass
+class DenseRollout:
+    """π_old reduced to what every pass needs, kept when μ > 1: the advantages and p_old,
+    (B, C, S) float32 each, and π_old's statistics. The first pass computes them anyway and
+    stores them; later passes then skip the rollout log-softmax and the advantage computation,
+    and the rollout logits can be released."""
+
+    adv: Tensor
+    old_p: Tensor
+    sums: dict
+
+
 class FusedGRPORM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: Tensor, old_logits: Tensor, labels: Tensor, params: "GRPORMParams", stats: dict) -> Tensor:
-        z_all, old_all = _as_columns(logits), _as_columns(old_logits)
+    def forward(ctx, logits: Tensor, old: "Tensor | DenseRollout", labels: Tensor, params: "GRPORMParams", stats: dict, keep: dict | None) -> Tensor:
+        z_all = _as_columns(logits)
         y_all = labels[None] if logits.dim() == 2 else labels.reshape(labels.shape[0], -1)
         num_classes = z_all.shape[1]
-        # at μ = 1 (first pass) the rollout policy is the current one: ρ ≡ 1, nothing clips, and
-        # the surrogate's gradient on the logits is exactly −A/(N C) (Σ_i A_i = 0)
-        first_pass = old_logits.data_ptr() == logits.data_ptr() and old_logits.shape == logits.shape
+        cached = isinstance(old, DenseRollout)
+        old_all = None if cached else _as_columns(old)
+        # at μ = 1 the rollout policy is the current one: ρ ≡ 1, nothing clips, and the
+        # surrogate's gradient on the logits is exactly −A/(N C) (Σ_i A_i = 0)
+        first_pass = not cached and old.data_ptr() == logits.data_ptr() and old.shape == logits.shape
         grad = torch.empty_like(z_all)
+        store = keep is not None and not cached  # keep π_old's reduction for later passes
+        if store:
+            adv_all = torch.zeros(z_all.shape, dtype=torch.float32, device=z_all.device)
+            old_p_all = torch.ones(z_all.shape, dtype=torch.float32, device=z_all.device)
         eps = params.epsilon
-        sums = dict(obj=0.0, n=0, reward=0.0, adv=0.0, adv_sq=0.0, adv_max=float("-inf"), clipped=0, entropy=0.0, correct=0)
+        sums = {**_rollout_sums(), "obj": 0.0, "clipped": 0, "entropy": 0.0, "correct": 0, "labelled": 0}
         for b, cols, _, _ in question_chunks(z_all, y_all):
             y = y_all[b, cols]
             valid = y != params.ignore_index
@@ -79,9 +117,13 @@ class FusedGRPORM(torch.autograd.Function):
             y = torch.where(valid, y, torch.zeros_like(y))  # any class id; masked out below
             z = z_all[b, :, cols].float()
             logp = z.log_softmax(0)
-            old_logp = logp if first_pass else old_all[b, :, cols].float().log_softmax(0)
-            adv, old_p, expected_reward = _advantages(old_logp, y, params)
-            adv.mul_(valid)
+            if cached:
+                adv, old_p = old.adv[b, :, cols], old.old_p[b, :, cols]
+            else:
+                old_logp = logp if first_pass else old_all[b, :, cols].float().log_softmax(0)
+                adv, old_p = _rollout_chunk(old_logp, y, valid, params, sums)
+                if store:
+                    adv_all[b, :, cols], old_p_all[b, :, cols] = adv, old_p
             if first_pass:
                 p = old_p
                 g = adv.neg()
@@ -95,14 +137,14 @@ class FusedGRPORM(torch.autograd.Function):
                 w = unclipped.mul_(active)  # ρ·A on active members, 0 where the clip binds
                 g = p.mul(w.sum(0, keepdim=True)).sub_(w)  # −(w − p Σ w)
             grad[b, :, cols] = g.to(grad.dtype)
-            sums["n"] += n
-            sums["reward"] += float((expected_reward * valid).sum())
-            sums["adv"] += float(adv.sum())
-            sums["adv_sq"] += float((adv * adv).sum())
-            sums["adv_max"] = max(sums["adv_max"], float(adv.max()))
+            sums["labelled"] += n
             sums["entropy"] += float(-(p * logp).sum(0).mul_(valid).sum())
             sums["correct"] += int(((z.argmax(0) == y) & valid).sum())
-        n = sums["n"]
+        if cached:
+            sums.update({k: old.sums[k] for k in ROLLOUT_KEYS})
+        if store:
+            keep["dense"] = DenseRollout(adv_all, old_p_all, {k: sums[k] for k in ROLLOUT_KEYS})
+        n = sums["labelled"]
         scale = 1.0 / (max(n, 1) * num_classes)
         grad.mul_(scale)
         ctx.save_for_backward(grad)
@@ -126,13 +168,18 @@ class FusedGRPORM(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         grad = grad if bool(grad_output == 1) else grad * grad_output
         grad = grad[0].t() if ctx.two_d else grad.reshape(ctx.shape)
-        return grad, None, None, None, None
+        return grad, None, None, None, None, None
 
 
-def fused_grpo_rm_loss(logits: Tensor, old_logits: Tensor, labels: Tensor, params: "GRPORMParams") -> tuple[Tensor, dict[str, float]]:
-    """Loss (scalar) and step statistics; same value and gradient as the plain formulation."""
+def fused_grpo_rm_loss(
+    logits: Tensor, old: "Tensor | DenseRollout", labels: Tensor, params: "GRPORMParams", keep: dict | None = None
+) -> tuple[Tensor, dict[str, float]]:
+    """Loss (scalar) and step statistics; same value and gradient as the plain formulation.
+
+    ``old``: π_old as logits (on the first pass the detached logits themselves), or the
+    :class:`DenseRollout` a previous pass left in ``keep["dense"]`` when ``keep`` was given."""
     if params.group != "all" or params.beta > 0.0:
         raise ValueError("the fused GRPO-RM loss covers group='all' and beta=0 (the paper's setting)")
     stats: dict[str, float] = {}
-    loss = FusedGRPORM.apply(logits, old_logits.detach(), labels, params, stats)
+    loss = FusedGRPORM.apply(logits, old if isinstance(old, DenseRollout) else old.detach(), labels, params, stats, keep)
     return loss, stats
