@@ -307,3 +307,30 @@ def test_dense_multi_pass_grpo_rm_with_cached_rollout_matches_plain(monkeypatch)
         for key, value in plain.stats.items():
             assert fused.stats[key] == pytest.approx(value, abs=1e-6), (step, key)
     assert fused.stats["clip_fraction"] > 0.05
+
+
+def test_compiled_chunk_kernel_matches_eager(monkeypatch):
+    """At segmentation scale the later-pass kernel runs through torch.compile; force it on a
+    small batch (one chunk shape, one compile) and compare with the eager kernel."""
+    from bench.methods import base, build_method
+    from bench.methods import grpo_rm_fused as fused
+
+    monkeypatch.setattr(base, "QUESTION_CHUNK", 35)  # 5×7 pixels per image: every chunk has one shape
+    logits, labels = _dense_batch(seed=6)
+    logits = logits.float()
+    moved = logits + 0.5 * torch.randn(logits.shape, generator=torch.Generator().manual_seed(1))
+    results = {}
+    for mode, threshold in (("eager", 1 << 62), ("compiled", 0)):
+        monkeypatch.setattr(fused, "COMPILE_MIN_ELEMENTS", threshold)
+        method = build_method("grpo_rm", {"ignore_index": 255, "mu": 2})
+        first = logits.clone().requires_grad_(True)
+        rollout = method.rollout(first, labels, None)
+        method.loss(first, labels, rollout).loss.backward()
+        second = moved.clone().requires_grad_(True)
+        out = method.loss(second, labels, rollout)
+        out.loss.backward()
+        results[mode] = (out.loss.item(), second.grad, out.stats)
+    assert set(fused._compiled) == {fused._rollout, fused._surrogate}  # the compiled kernels really ran
+    (le, ge, se), (lc, gc, sc) = results["eager"], results["compiled"]
+    assert lc == pytest.approx(le, abs=1e-6) and torch.allclose(gc, ge, atol=1e-7, rtol=1e-4)
+    assert all(sc[k] == pytest.approx(se[k], abs=1e-5) for k in se)

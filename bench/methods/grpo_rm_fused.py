@@ -20,6 +20,7 @@ is tested.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -36,41 +37,48 @@ def _as_columns(x: Tensor) -> Tensor:
     return x.t()[None] if x.dim() == 2 else x.reshape(x.shape[0], x.shape[1], -1)
 
 
-def _advantages(old_logp: Tensor, y: Tensor, params: "GRPORMParams") -> tuple[Tensor, Tensor, Tensor]:
-    """Group-normalised advantages (C, P) from the rollout log-probs, plus p_old and E_πold[r].
+def _rollout(z: Tensor, y: Tensor, valid: Tensor, acc_weight: float, uni_weight: float, unbiased: bool, adv_eps: float):
+    """π_old's side of one chunk from its logits ``z`` (C, P): group-normalised advantages (zero on
+    ignored pixels), p_old, and the sums of E_πold[r], A, A², max A, entropy and correct argmax.
 
     r_i = a·C·[i=y] − u·q_i with Σ q = 1 gives mean r = (a·C − u)/C and
     Σ r² = (a·C)² − 2·a·C·u·q_y + u²·Σ q², so the group std needs one reduction, not a pass per
     moment.
     """
-    num_classes = old_logp.shape[0]
-    q = old_logp.exp()
+    logp = z.log_softmax(0)
+    q = logp.exp()
+    num_classes = z.shape[0]
     q_y = q.gather(0, y[None])[0]
     sum_q2 = (q * q).sum(0)
-    ac, u = params.acc_weight * num_classes, params.uni_weight
+    ac, u = acc_weight * num_classes, uni_weight
     mean = (ac - u) / num_classes
     sum_r2 = ac * ac - 2.0 * ac * u * q_y + u * u * sum_q2
-    dof = num_classes - 1 if params.std == "unbiased" else num_classes
-    scale = 1.0 / ((sum_r2 - num_classes * mean * mean).clamp_min(0.0) / dof).sqrt().add_(params.adv_eps)
-    adv = q.mul(-u).sub_(mean).mul_(scale)
-    adv.scatter_add_(0, y[None], (ac * scale)[None])
-    expected_reward = ac * q_y - u * sum_q2  # Σ_i q_i r_i
-    return adv, q, expected_reward
+    dof = num_classes - 1 if unbiased else num_classes
+    scale = 1.0 / (((sum_r2 - num_classes * mean * mean).clamp_min(0.0) / dof).sqrt() + adv_eps)
+    is_true = torch.arange(num_classes, device=z.device)[:, None] == y[None]
+    adv = ((-u) * q - mean) * scale + is_true * (ac * scale)
+    adv = adv * valid
+    expected_reward = ((ac * q_y - u * sum_q2) * valid).sum()  # Σ_i q_i r_i per pixel, summed
+    entropy = (-(q * logp).sum(0) * valid).sum()
+    correct = ((z.argmax(0) == y) & valid).sum()
+    return adv, q, expected_reward, adv.sum(), (adv * adv).sum(), adv.max(), entropy, correct
 
 
 ROLLOUT_KEYS = ("n", "reward", "adv", "adv_sq", "adv_max")  # statistics of π_old alone
 
 
-def _rollout_chunk(old_logp: Tensor, y: Tensor, valid: Tensor, params: "GRPORMParams", sums: dict) -> tuple[Tensor, Tensor]:
-    """Advantages (zero on ignored pixels) and p_old for one chunk; adds the rollout statistics to ``sums``."""
-    adv, old_p, expected_reward = _advantages(old_logp, y, params)
-    adv.mul_(valid)
+def _rollout_chunk(old_z: Tensor, y: Tensor, valid: Tensor, params: "GRPORMParams", sums: dict) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Advantages and p_old for one chunk (adding π_old's statistics to ``sums``), plus the
+    entropy and correct sums of that policy (the current one on a first pass)."""
+    adv, old_p, reward, adv_sum, adv_sq, adv_max, entropy, correct = kernel(_rollout, old_z.numel())(
+        old_z, y, valid, params.acc_weight, params.uni_weight, params.std == "unbiased", params.adv_eps
+    )
     sums["n"] += int(valid.sum())
-    sums["reward"] += float((expected_reward * valid).sum())
-    sums["adv"] += float(adv.sum())
-    sums["adv_sq"] += float((adv * adv).sum())
-    sums["adv_max"] = max(sums["adv_max"], float(adv.max()))
-    return adv, old_p
+    sums["reward"] += float(reward)
+    sums["adv"] += float(adv_sum)
+    sums["adv_sq"] += float(adv_sq)
+    sums["adv_max"] = max(sums["adv_max"], float(adv_max))
+    return adv, old_p, entropy, correct
 
 
 def _rollout_sums() -> dict:
@@ -87,6 +95,37 @@ class DenseRollout:
     adv: Tensor
     old_p: Tensor
     sums: dict
+
+
+def _surrogate(z: Tensor, adv: Tensor, old_p: Tensor, y: Tensor, valid: Tensor, eps: float):
+    """One chunk of a pass with ρ ≠ 1: −(w − p Σw) with w = ρA where the unclipped term is the
+    minimum, plus Σ obj, the number of unclipped members, entropy and correct-prediction sums."""
+    logp = z.log_softmax(0)
+    p = logp.exp()
+    ratio = p / old_p
+    unclipped = ratio * adv
+    clipped = ratio.clamp(1.0 - eps, 1.0 + eps) * adv
+    active = unclipped <= clipped  # min() takes the unclipped term: its gradient flows
+    w = unclipped * active
+    g = p * w.sum(0, keepdim=True) - w
+    entropy = (-(p * logp).sum(0) * valid).sum()
+    correct = ((z.argmax(0) == y) & valid).sum()
+    return g, torch.minimum(unclipped, clipped).sum(), active.sum(), entropy, correct
+
+
+COMPILE_MIN_ELEMENTS = 1 << 22  # chunks of ≥ 4.2 M logits (ADE20k: 150 classes × 65,536 pixels) are compiled
+_compiled: dict = {}
+
+
+def kernel(fn, numel: int):
+    """A chunk kernel: eager for small inputs, ``torch.compile``d (a few fused loops instead of
+    ~20 elementwise passes) at segmentation scale, where the one-off compile is amortised.
+    ``BENCH_COMPILE=0`` turns compiling off."""
+    if numel < COMPILE_MIN_ELEMENTS or os.environ.get("BENCH_COMPILE", "1") == "0":
+        return fn
+    if fn not in _compiled:
+        _compiled[fn] = torch.compile(fn, dynamic=False)
+    return _compiled[fn]
 
 
 class FusedGRPORM(torch.autograd.Function):
@@ -116,30 +155,23 @@ class FusedGRPORM(torch.autograd.Function):
                 continue
             y = torch.where(valid, y, torch.zeros_like(y))  # any class id; masked out below
             z = z_all[b, :, cols].float()
-            logp = z.log_softmax(0)
             if cached:
                 adv, old_p = old.adv[b, :, cols], old.old_p[b, :, cols]
             else:
-                old_logp = logp if first_pass else old_all[b, :, cols].float().log_softmax(0)
-                adv, old_p = _rollout_chunk(old_logp, y, valid, params, sums)
+                old_z = z if first_pass else old_all[b, :, cols].float()
+                adv, old_p, entropy, correct = _rollout_chunk(old_z, y, valid, params, sums)
                 if store:
                     adv_all[b, :, cols], old_p_all[b, :, cols] = adv, old_p
-            if first_pass:
-                p = old_p
+            if first_pass:  # ρ ≡ 1: nothing clips, Σ obj = Σ A = 0, gradient −A
                 g = adv.neg()
             else:
-                p = logp.exp()
-                ratio = p / old_p
-                unclipped, clipped = ratio * adv, ratio.clamp_(1.0 - eps, 1.0 + eps).mul_(adv)
-                active = unclipped <= clipped  # min() takes the unclipped term: its gradient flows
-                sums["obj"] += float(torch.minimum(unclipped, clipped).sum())
-                sums["clipped"] += active.numel() - int(active.sum())
-                w = unclipped.mul_(active)  # ρ·A on active members, 0 where the clip binds
-                g = p.mul(w.sum(0, keepdim=True)).sub_(w)  # −(w − p Σ w)
+                g, obj, active, entropy, correct = kernel(_surrogate, z.numel())(z, adv, old_p, y, valid, eps)
+                sums["obj"] += float(obj)
+                sums["clipped"] += z.numel() - int(active)
             grad[b, :, cols] = g.to(grad.dtype)
             sums["labelled"] += n
-            sums["entropy"] += float(-(p * logp).sum(0).mul_(valid).sum())
-            sums["correct"] += int(((z.argmax(0) == y) & valid).sum())
+            sums["entropy"] += float(entropy)
+            sums["correct"] += int(correct)
         if cached:
             sums.update({k: old.sums[k] for k in ROLLOUT_KEYS})
         if store:
