@@ -20,12 +20,12 @@ from typing import Hashable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from bench.data import ImageArrays, Split, to_model_input
 from bench.data.transforms import ClassificationTransform
 from bench.models import SplitViTClassifier
-from bench.seeding import derive_seed
+from bench.seeding import generator
 
 _CACHE: OrderedDict[Hashable, Tensor] = OrderedDict()
 _CACHE_SPLITS = 8
@@ -49,8 +49,21 @@ class _Samples(Dataset):
         x = to_model_input(self.split.image(i))
         if self.augment is None:
             return self.transform.eval(x)
-        g = torch.Generator().manual_seed(derive_seed(self.augment[0], "augment", self.augment[1], i))
-        return self.transform.train(x, g)
+        return self.transform.train(x, sample_generator(self.augment, i))
+
+
+def sample_generator(augment: AugmentKey, i: int) -> torch.Generator:
+    """Sample ``i``'s augmentation randomness for (seed, epoch): the same whoever loads it."""
+    seed, epoch = augment
+    return generator(seed, "augment", epoch, i)
+
+
+def load_batches(dataset: Dataset, indices: Sequence[Tensor], num_workers: int) -> Iterator:
+    """One collated batch per index tensor, in order: in this process, or by DataLoader workers."""
+    if num_workers == 0:
+        yield from (default_collate([dataset[int(i)] for i in index]) for index in indices)
+    else:
+        yield from DataLoader(dataset, batch_sampler=[index.tolist() for index in indices], num_workers=num_workers)
 
 
 class SplitInputs:
@@ -72,15 +85,8 @@ class SplitInputs:
             yield from (self.tokens[index] for index in indices)
         elif isinstance(self.split, ImageArrays) and augment is None:
             yield from (self.transform.eval(to_model_input(self.split.images[index.numpy()])) for index in indices)
-        elif self.num_workers == 0:
-            samples = _Samples(self.split, self.transform, augment)
-            yield from (torch.stack([samples[int(i)] for i in index]) for index in indices)
         else:
-            loader = DataLoader(
-                _Samples(self.split, self.transform, augment), batch_sampler=[index.tolist() for index in indices],
-                num_workers=self.num_workers, persistent_workers=False,
-            )
-            yield from loader
+            yield from load_batches(_Samples(self.split, self.transform, augment), indices, self.num_workers)
 
     def sequential(self, batch_size: int) -> Iterator[Tensor]:
         yield from self.batches([torch.arange(s, min(s + batch_size, len(self))) for s in range(0, len(self), batch_size)])

@@ -14,11 +14,11 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from bench.data import Split, to_model_input
 from bench.data.seg_transforms import SegTrainTransform, keep_ratio_resize, slide_inference
-from bench.seeding import derive_seed
+from bench.features import load_batches, sample_generator
 from bench.seg_metrics import IoUAccumulator
 
 
@@ -32,19 +32,12 @@ class _Pairs(Dataset):
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         image = to_model_input(self.split.image(i))
         mask = torch.from_numpy(self.split.mask(i).astype("int64"))
-        g = torch.Generator().manual_seed(derive_seed(self.augment[0], "augment", self.augment[1], i))
-        return self.transform(image, mask, g)
+        return self.transform(image, mask, sample_generator(self.augment, i))
 
 
 def train_pairs(split: Split, transform: SegTrainTransform, indices: Sequence[Tensor], augment: tuple[int, int], num_workers: int) -> Iterator[tuple[Tensor, Tensor]]:
     """(images, masks) batches for each index tensor, augmented; identical for any worker count."""
-    pairs = _Pairs(split, transform, augment)
-    if num_workers == 0:
-        for index in indices:
-            items = [pairs[int(i)] for i in index]
-            yield torch.stack([a for a, _ in items]), torch.stack([b for _, b in items])
-    else:
-        yield from DataLoader(pairs, batch_sampler=[index.tolist() for index in indices], num_workers=num_workers)
+    yield from load_batches(_Pairs(split, transform, augment), indices, num_workers)
 
 
 @torch.no_grad()

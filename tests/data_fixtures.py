@@ -35,6 +35,11 @@ def _pickle(path: Path, obj: dict) -> None:
         pickle.dump(obj, f, protocol=2)  # the official batches are Python-2 pickles
 
 
+def _cifar_rows(x: np.ndarray) -> np.ndarray:
+    """(N, 32, 32, 3) → (N, 3072) rows as the CIFAR pickles store them: the R, G, B planes in turn."""
+    return x.transpose(0, 3, 1, 2).reshape(len(x), -1)
+
+
 def write_cifar10(root: Path, per_batch: int = 4, n_test: int = 6, seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """cifar-10-batches-py/: 5 train batches, test_batch, batches.meta (data rows = R, G, B planes)."""
     rng = np.random.default_rng(seed)
@@ -44,12 +49,12 @@ def write_cifar10(root: Path, per_batch: int = 4, n_test: int = 6, seed: int = 0
     for b in range(1, 6):
         x, y = rng_images(rng, per_batch, 32, 32), rng.integers(0, 10, per_batch)
         _pickle(folder / f"data_batch_{b}", {"batch_label": f"training batch {b} of 5", "labels": y.tolist(),
-                                             "data": x.transpose(0, 3, 1, 2).reshape(per_batch, -1), "filenames": [f"f{b}_{i}.png" for i in range(per_batch)]})
+                                             "data": _cifar_rows(x), "filenames": [f"f{b}_{i}.png" for i in range(per_batch)]})
         truth["train"][0].append(x)
         truth["train"][1].append(y)
     x, y = rng_images(rng, n_test, 32, 32), np.arange(n_test) % 10
     _pickle(folder / "test_batch", {"batch_label": "testing batch 1 of 1", "labels": y.tolist(),
-                                    "data": x.transpose(0, 3, 1, 2).reshape(n_test, -1), "filenames": [f"t{i}.png" for i in range(n_test)]})
+                                    "data": _cifar_rows(x), "filenames": [f"t{i}.png" for i in range(n_test)]})
     names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
     _pickle(folder / "batches.meta", {"label_names": names, "num_cases_per_batch": per_batch, "num_vis": 3072})
     return {"train": (np.concatenate(truth["train"][0]), np.concatenate(truth["train"][1])), "test": (x, y)}
@@ -63,7 +68,7 @@ def write_cifar100(root: Path, n_train: int = 8, n_test: int = 5, seed: int = 1)
     for split, n in (("train", n_train), ("test", n_test)):
         x, fine = rng_images(rng, n, 32, 32), rng.integers(0, 100, n)
         _pickle(folder / split, {"batch_label": split, "fine_labels": fine.tolist(), "coarse_labels": (fine // 5).tolist(),
-                                 "data": x.transpose(0, 3, 1, 2).reshape(n, -1), "filenames": [f"{split}{i}.png" for i in range(n)]})
+                                 "data": _cifar_rows(x), "filenames": [f"{split}{i}.png" for i in range(n)]})
         truth[split] = (x, fine)
     _pickle(folder / "meta", {"fine_label_names": [f"fine{i:02d}" for i in range(100)], "coarse_label_names": [f"coarse{i}" for i in range(20)]})
     return truth
