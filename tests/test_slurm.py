@@ -140,12 +140,14 @@ def test_requeued_job_resumes_from_checkpoint_with_identical_numbers(tmp_path):
 
 @pytest.mark.slow
 def test_time_limit_triggers_checkpoint_and_resume(tmp_path):
-    # 1-minute limit, USR2 50 s before it: the job checkpoints, requeues itself and resumes
-    suite, specs = make_suite(tmp_path, img=56, blocks="all", train=256, epochs=400, methods="sft", time_min=1, delay=50)
+    # 2-minute limit, USR2 50 s before it: the job checkpoints, requeues itself and resumes.
+    # Slurm may send the signal up to 60 s early (sbatch --signal); with a 1-minute limit it could
+    # arrive before Python had installed submitit's handler, killing the job without a requeue.
+    suite, specs = make_suite(tmp_path, img=56, blocks="all", train=256, epochs=800, methods="sft", time_min=2, delay=50)
     spec = specs[0]
     launch("slurm", suite, specs, tmp_path / "results", LaunchOptions(wait=False), Console())
     run_dir = RunDir.of(tmp_path / "results", spec.suite, spec.run_id)
-    wait_until(run_dir.is_done, 420, "the run to finish across time-limit requeues")
+    wait_until(run_dir.is_done, 600, "the run to finish across time-limit requeues")
     status = run_dir.read_status()
     assert status["attempts"] >= 2, status
     logs = "".join(p.read_text() for p in Path(status["submitit_folder"]).glob("*_log.err"))
