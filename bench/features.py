@@ -7,8 +7,9 @@ worker count.
 
 With ``trainable_blocks = k`` and no augmentation, the first blocks see the same pixels every
 epoch, so their output is computed once per image and reused by every run that shares the
-backbone (both methods, all seeds). Kept in memory (an LRU of a few splits) when it fits the
-budget (``$BENCH_PREFIX_CACHE_GB``, default 8); otherwise the model runs in full each step.
+backbone (both methods, all seeds). Kept in memory, least recently used splits evicted first,
+within a byte budget (``$BENCH_PREFIX_CACHE_GB``, default 8) that a split must fit to be cached
+at all; otherwise the model runs in full each step.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from bench.data.transforms import ClassificationTransform
 from bench.models import SplitViTClassifier
 from bench.seeding import generator
 
-_CACHE: OrderedDict[Hashable, Tensor] = OrderedDict()
-_CACHE_SPLITS = 8
+_CACHE: OrderedDict[Hashable, Tensor] = OrderedDict()  # least recently used first
 AugmentKey = tuple[int, int]  # (seed, epoch)
 
 
@@ -109,7 +109,9 @@ def prefix_tokens(model: SplitViTClassifier, inputs: SplitInputs, batch_size: in
     model.train(was_training)
     tokens = torch.cat(chunks)
     _CACHE[key] = tokens
-    while len(_CACHE) > _CACHE_SPLITS:
+    # bounded by bytes, not by a count of splits: a run with many small shift splits (e.g. 5
+    # severities × several corruptions) must not evict its own train split on every epoch
+    while len(_CACHE) > 1 and sum(t.numel() * t.element_size() for t in _CACHE.values()) > prefix_cache_budget_bytes():
         _CACHE.popitem(last=False)
     return tokens
 
