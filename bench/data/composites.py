@@ -27,7 +27,8 @@ from PIL import Image
 
 from bench.data import fashion_mnist
 from bench.data.base import DATASETS, DatasetEntry, ImageArrays
-from bench.data.corruptions import corrupt
+from bench.data.corruptions import CORRUPTIONS, corrupt
+from bench.data.shifts import SEVERITIES, corrupted
 from bench.io import atomic_write, cache_dir
 
 GENERATOR_VERSION = 2  # bump when the generation recipe changes: it invalidates caches
@@ -136,15 +137,29 @@ def load(split: str, data_root=None, img_size: int = 112, train_size: int = 2000
     return arrays
 
 
+OWN_SHIFTS = ("shift_background", "shift_palette", "shift_corruption")
+GENERATED = tuple(f"gen/{c}/{s}" for c in sorted(CORRUPTIONS) for s in SEVERITIES)
+
+
+def load_classification(split: str, data_root=None, **params) -> ImageArrays:
+    """Own splits, plus gen/<corruption>/<severity> over ``test`` like every classification dataset
+    (corruption seed 0), so the demo can draw severity curves."""
+    if split.startswith("gen/"):
+        _, corruption, severity = split.split("/")
+        return corrupted(load("test", data_root, **params), corruption, int(severity), 0)
+    return load(split, data_root, **params)
+
+
 DATASETS.add(
     "fmnist_composites",
     DatasetEntry(
         task="classification",
         num_classes=len(fashion_mnist.CLASSES),
         classes=fashion_mnist.CLASSES,
-        splits=tuple(RECIPES),
-        shift_splits=("shift_background", "shift_palette", "shift_corruption"),
-        build=load,
+        splits=(*RECIPES, *GENERATED),
+        shift_splits=(*OWN_SHIFTS, *GENERATED),
+        default_eval=("test", *OWN_SHIFTS),
+        build=load_classification,
         description="Fashion-MNIST garments on scikit-image photos/textures; shifts: background, palette, corruption",
         params=dict(img_size=112, train_size=2000, eval_size=500, seed=0, severity=3),
         transform_defaults={"crop_pct": 1.0, "train_aug": "none"},  # generated at the target framing
@@ -165,7 +180,7 @@ DATASETS.add(
         num_classes=len(fashion_mnist.CLASSES) + 1,
         classes=("background", *fashion_mnist.CLASSES),
         splits=tuple(RECIPES),
-        shift_splits=("shift_background", "shift_palette", "shift_corruption"),
+        shift_splits=OWN_SHIFTS,
         build=load_seg,
         description="fmnist_composites as segmentation: background + 10 garment classes, same shifts (mIoU under shift)",
         params=dict(img_size=112, train_size=2000, eval_size=500, seed=0, severity=3),
