@@ -1,17 +1,21 @@
 # grpo-rm-bench — every target installs what it needs first (idempotent).
 #   make demo    run the embedded demo suite (SFT vs GRPO-RM, CPU, offline) → reports/demo/
 #   make test    run the test suite (what .ci/run calls)
+#   make reproduce-table [DATA_ROOT=/datasets] [EXECUTOR=slurm]   the paper's grid → reports/paper/
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
+EXECUTOR ?= auto
+DATA_ROOT ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # the stamp changes whenever the pins or the package metadata change, so install re-runs then
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install demo test bench-perf clean slurm-up slurm-down
+.PHONY: install demo test reproduce-table bench-perf clean slurm-up slurm-down
 
 install: $(STAMP) $(FMNIST)
 
@@ -19,6 +23,12 @@ $(FMNIST):
 	@echo ">> Fashion-MNIST missing: installing Debian package dataset-fashion-mnist"
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq dataset-fashion-mnist
+
+# headless Chromium renders the HTML report in the tests
+$(CHROMIUM):
+	@echo ">> Chromium missing: installing the Debian package chromium (headless HTML report test)"
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends chromium
 
 $(STAMP):
 	@echo ">> creating $(VENV) and installing the pinned torch/torchvision pair + package (constraints.txt)"
@@ -34,8 +44,13 @@ demo: install
 	$(VENV)/bin/bench run suites/demo.yaml
 	$(VENV)/bin/bench run suites/demo_seg.yaml
 
-test: install slurm-up
+test: install $(CHROMIUM) slurm-up
 	$(PY) -m pytest -q
+
+# The paper's grid (suites/paper.yaml), then its tables with expected vs actual. Without a data root
+# or GPUs it launches nothing and says what it would run (exit 2).
+reproduce-table: install
+	$(VENV)/bin/bench reproduce suites/paper.yaml --executor $(EXECUTOR) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 
 # A one-node Slurm cluster with accounting on localhost, for the tests marked `slurm`
 # (idempotent; needs root or sudo for apt and the daemons).

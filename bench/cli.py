@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from bench.data import DATASETS
 from bench.datacheck import check_specs, summarise
 from bench.launch import LAUNCHERS, LaunchOptions, cancel, launch, sbatch_preview, scheduler_states, status_table, submitit_folder
 from bench.report import Report, build_report
+from bench.reproduce import explain, progress_line, readiness, still_queued
 from bench.runner import describe
 from bench.store import RunDir
 from bench.suite import SuiteError, expand, load_suite
@@ -32,9 +34,9 @@ def _data_problems(specs, console: Console) -> bool:
 
 
 def _print_report(report: Report, console: Console) -> None:
-    console.print(report.markdown, markup=False, soft_wrap=True)
-    for path in report.files:
-        console.print(f"wrote {path}", markup=False)
+    console.print(report.console, markup=False, soft_wrap=True)
+    folder = report.files[0].parent if report.files else None
+    console.print(f"wrote {len(report.files)} files to {folder}/ (open report.html in a browser)", markup=False)
 
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
@@ -72,7 +74,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     outcomes = launch(args.executor, suite, specs, args.results, options, console)
     failed = [o for o in outcomes if o.state == "failed"]
     if all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs) or failed:
-        _print_report(build_report(suite.name, specs, args.results, args.reports, suite.expected), console)
+        _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
     else:
         console.print(f"submitted; follow with `bench status {args.suite}`, report with `bench report {args.suite}`", markup=False)
     if failed:
@@ -82,8 +84,32 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
-    _print_report(build_report(suite.name, specs, args.results, args.reports, suite.expected), console)
+    _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
     return 0
+
+
+def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
+    suite, specs = _specs(args)
+    executor = args.executor if args.executor != "auto" else ("slurm" if shutil.which("sbatch") else "local")
+    ready = readiness(suite, specs, executor, args.allow_cpu)
+    if ready.why_not:
+        console.print(explain(suite, args.suite, specs, ready), markup=False, soft_wrap=True)
+        if any(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs):
+            _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
+        if sys.stdin.isatty() and Path(DEMO_SUITE).is_file():
+            if console.input("Run the demo now (about 15 minutes on a CPU)? [y/N] ").strip().lower() in ("y", "yes"):
+                return main(["run", DEMO_SUITE])
+        return 2
+    queued = still_queued(specs, args.results)
+    todo = [s for s in specs if s not in queued]
+    console.print(f"{args.suite}: {progress_line(specs, args.results)}; {len(queued)} still queued on Slurm; "
+                  f"launching the rest with --executor {executor} ({ready.gpu or 'CPU, --allow-cpu'})", markup=False)
+    outcomes = launch(executor, suite, todo, args.results, LaunchOptions(parallel=args.parallel, wait=args.wait), console)
+    _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
+    if not all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs):
+        console.print(f"not all runs are done ({progress_line(specs, args.results)}); the tables show the finished ones. "
+                      "Rerun the same command when the jobs end to complete them.", markup=False)
+    return 1 if any(o.state == "failed" for o in outcomes) else 0
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
@@ -117,10 +143,13 @@ def cmd_data_list(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+DEMO_SUITE = "suites/demo.yaml"
+
 COMMANDS = {
     "run": (cmd_run, "run a suite (skips finished runs, resumes interrupted ones), then report"),
     "report": (cmd_report, "aggregate a suite's finished runs into tables and plots"),
     "validate": (cmd_validate, "check a suite file and list its runs without running anything"),
+    "reproduce": (cmd_reproduce, "run a paper-grid suite when data and GPUs are there, then render tables with expected vs actual"),
     "status": (cmd_status, "per-run state from the result store and the scheduler"),
     "cancel": (cmd_cancel, "cancel a suite's queued or running Slurm jobs"),
 }
@@ -146,11 +175,15 @@ def parser() -> argparse.ArgumentParser:
         _suite_arguments(s)
         s.add_argument("--results", type=Path, default=Path("results"), help="result store root (default: results/)")
         s.add_argument("--reports", type=Path, default=Path("reports"), help="report output root (default: reports/)")
+        if name == "reproduce":
+            s.add_argument("--executor", choices=["auto", *LAUNCHERS.names()], default="auto", help="auto: slurm when sbatch is on PATH, else local")
+            s.add_argument("--allow-cpu", action="store_true", help="launch even without a GPU (the paper grid then takes days)")
+        if name in ("run", "reproduce"):
+            s.add_argument("--parallel", type=int, default=1, help="local executor: runs at once")
+            s.add_argument("--wait", action="store_true", help="slurm executor: block until all jobs end")
         if name == "run":
             s.add_argument("--executor", choices=LAUNCHERS.names(), default="debug",
                            help="debug: in this process (default; runs share in-memory caches); local: subprocesses; slurm: job arrays")
-            s.add_argument("--parallel", type=int, default=1, help="local executor: runs at once")
-            s.add_argument("--wait", action="store_true", help="slurm executor: block until all jobs end")
             s.add_argument("--dry-run", action="store_true", help="print the runs, what is done, resources and sbatch scripts; submit nothing")
             s.add_argument("--force", action="store_true", help="rerun runs that are already done")
             s.add_argument("--skip-data-check", action="store_true", help="launch without checking the data on this machine first")

@@ -26,7 +26,7 @@ from rich.table import Table
 
 from bench.config import RunConfig
 from bench.registry import Registry
-from bench.runner import RunOutcome, describe, run_local
+from bench.runner import RunOutcome, run_local
 from bench.store import RunDir
 from bench.suite import ResourceProfile, RunSpec, Suite
 
@@ -114,7 +114,7 @@ def slurm_parameters(profile: ResourceProfile, array_size: int) -> dict[str, Any
 
 
 def job_name(suite: str, profile: str) -> str:
-    return f"bench-{suite}-{profile}"
+    return f"bench-{suite}-{profile}".replace("/", "-")  # included suites name profiles <suite>/<profile>
 
 
 def sbatch_preview(suite: str, profile_name: str, profile: ResourceProfile, size: int, folder: Path) -> str:

@@ -76,8 +76,10 @@ class Expectation(BaseModel):
     method: str = "grpo_rm"
     baseline: str = "sft"
     dataset: str | None = Field(None, description="restrict to one dataset (default: every dataset in the suite)")
-    split: str = Field("ood_avg", description="an evaluation split, or 'ood_avg' (mean over shift splits)")
-    value: float = Field(description="expected top-1, in percent (points for a delta)")
+    split: str = Field("ood_avg", description="an evaluation split, or a derived average: 'ood_avg' (mean over OOD sets), 'transfer_avg/knn', 'transfer_avg/sr'")
+    metric: Literal["top1", "top5", "mIoU", "aAcc", "mAcc"] = Field("top1", description="the metric the figure is stated in")
+    across: Literal["each", "mean"] = Field("each", description="each: one comparison per dataset; mean: the mean over the suite's datasets (per seed, then over seeds)")
+    value: float = Field(description="expected figure in percent (points for a delta)")
     tolerance: float = Field(ge=0, description="within ± this many points counts as reproduced")
     source: str = Field("", description="where the figure comes from, e.g. 'arXiv 2511.15256, abstract'")
 
@@ -105,7 +107,9 @@ class Suite(BaseModel):
     evaluations: list[str] | None = Field(None, description="evaluation protocols for every run (default: id, shift)")
     expected: list[Expectation] = Field(default_factory=list, description="figures to reproduce, shown as expected vs actual")
     data_root: str | None = Field(None, description="datasets folder for every run (relative: to this file); --data-root overrides, $BENCH_DATA_ROOT is the fallback")
+    include: list[str] = Field(default_factory=list, description="other suite files (relative to this one) whose runs join this suite; their resource profiles become '<suite>/<profile>'")
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
+    _children: list = PrivateAttr(default_factory=list)  # (path, Suite) per include
 
     def resource(self, name: str) -> ResourceProfile:
         """The named profile (validated to exist when the suite is expanded)."""
@@ -187,7 +191,7 @@ def _format_validation(path: Path, err: ValidationError, model: type[BaseModel],
     return "\n".join(out)
 
 
-def load_suite(path: str | Path) -> Suite:
+def load_suite(path: str | Path, _seen: tuple[Path, ...] = ()) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise SuiteError(f"{path}: suite file not found")
@@ -206,7 +210,28 @@ def load_suite(path: str | Path) -> Suite:
     except ValidationError as exc:
         raise SuiteError(_format_validation(path, exc, Suite, lines, lambda loc: [loc])) from None
     suite._lines = lines
-    return suite
+    return _with_includes(suite, path, _seen)
+
+
+def _with_includes(suite: Suite, path: Path, seen: tuple[Path, ...]) -> Suite:
+    """Load the suites ``include`` names; their profiles join this suite's, namespaced."""
+    if not suite.include:
+        return suite
+    seen = (*seen, path.resolve())
+    children, resources = [], dict(suite.resources)
+    for i, name in enumerate(suite.include):
+        child_path = (path.parent / name).resolve()
+        line = line_of(suite._lines, ("include", i), ("include",)) or 1
+        if child_path in seen:
+            raise SuiteError(f"{path}:{line}: include.{i}: {name} includes itself (directly or through another suite)")
+        if not child_path.is_file():
+            raise SuiteError(f"{path}:{line}: include.{i}: suite file {child_path} not found; paths are relative to {path.parent}")
+        child = load_suite(child_path, seen)
+        children.append((child_path, child))
+        resources.update({f"{child.name}/{k}": v for k, v in child.resources.items()})
+    merged = suite.model_copy(update={"resources": resources})
+    merged._lines, merged._children = suite._lines, children
+    return merged
 
 
 def _run_config_paths(loc: tuple, method: str) -> list[tuple]:
@@ -237,6 +262,14 @@ def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | No
     else:
         root = None
     # the method axis is applied first so dotted keys such as method.params.epsilon refine it
+    included: list[RunSpec] = []
+    for child_path, child in suite._children:
+        # --data-root wins everywhere; else this suite's data_root, else the included suite's own
+        child_root = data_root if data_root is not None else root
+        for spec in expand(child, child_path, overrides, child_root):
+            included.append(RunSpec(suite.name, spec.run_id, spec.config, f"{child.name}/{spec.profile}"))
+    if suite.include and not suite.matrix:  # a suite made of included suites only
+        return _unique(included, path, suite)
     axes = sorted(suite.matrix.items(), key=lambda kv: kv[0] != "method")
     if "method" not in suite.matrix and "method" not in suite.defaults:
         raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',), ('name',)) or 1}: matrix.method: missing; list the methods to compare, e.g. [sft, grpo_rm]")
@@ -277,7 +310,11 @@ def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | No
         except SuiteError as exc:
             raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',)) or 1}: {exc}") from None
         specs.append(RunSpec(suite.name, config.run_id(), config, profile))
+    return _unique(specs + included, path, suite)
+
+
+def _unique(specs: list[RunSpec], path: str | Path, suite: Suite) -> list[RunSpec]:
     ids = [s.run_id for s in specs]
     if len(set(ids)) != len(ids):
-        raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',)) or 1}: matrix: produces duplicate runs (the same resolved config twice); a 'profile' axis alone does not make runs different")
+        raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',), ('include',)) or 1}: matrix: produces duplicate runs (the same resolved config twice); a 'profile' axis alone does not make runs different, nor does including a suite twice")
     return specs

@@ -25,12 +25,14 @@ def test_bench_run_writes_results_and_report_then_skips_done_runs(tmp_path, caps
     args = [str(suite), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
     assert main(["run", *args]) == 0
     out = capsys.readouterr().out
-    assert "| SFT (random init) |" in out and "| GRPO-RM (random init) |" in out and "Δ GRPO-RM − SFT" in out
+    assert "| SFT (n=1) | GRPO-RM (n=1) | Δ GRPO-RM − SFT |" in out and "fmnist_composites (random init) | id | test |" in out
+    assert "open report.html in a browser" in out
     results = sorted((tmp_path / "results" / "tiny").glob("*/result.json"))
     assert len(results) == 2
-    table = (tmp_path / "reports" / "tiny" / "table.md").read_text()
-    assert "random init (not pretrained)" in table
-    assert (tmp_path / "reports" / "tiny" / "accuracy.png").stat().st_size > 1000
+    table = (tmp_path / "reports" / "tiny" / "table_id.md").read_text()
+    assert "RANDOM INIT (not pretrained)" in table
+    assert (tmp_path / "reports" / "tiny" / "bars.png").stat().st_size > 1000
+    assert (tmp_path / "reports" / "tiny" / "report.html").stat().st_size > 1000
     before = {p: p.stat().st_mtime_ns for p in results}
 
     assert main(["run", *args]) == 0  # everything is done: nothing reruns

@@ -81,8 +81,8 @@ def test_suite_trains_on_cifar10_and_scores_every_shift_set(cifar_tree, tmp_path
         assert m["gen/contrast/5"]["split_facts"]["corruption_source"] == "generated"
         assert r["protocol"]["transform"] == {"crop_pct": 0.875, "resize": 32, "train_aug": "rrc_flip"}
         assert r["protocol"]["train_size"] == 20 and r["backbone"]["random_init"]
-    table = (tmp_path / "reports" / "cifar-tiny" / "table.md").read_text()
-    assert "c/fog/3" in table and "random init" in table
+    table = (tmp_path / "reports" / "cifar-tiny" / "report.md").read_text()
+    assert "| c/fog/3 |" in table and "cifar10-C (mean of 5 splits)" in table and "random init" in table
 
 
 def test_transfer_evaluation_records_sr_and_knn_and_reuses_cached_features(cifar_tree, tmp_path, monkeypatch):

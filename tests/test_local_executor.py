@@ -42,7 +42,7 @@ def test_local_executor_runs_subprocesses_in_parallel(tmp_path):
     statuses = [RunDir.of(tmp_path / "r", s.suite, s.run_id).read_status() for s in specs]
     assert all(st["state"] == "done" for st in statuses)
     assert len({st["pid"] for st in statuses} | {proc.pid}) == 3  # each run in its own process
-    assert (tmp_path / "r" / "reports" / "loc" / "table.md").is_file()
+    assert (tmp_path / "r" / "reports" / "loc" / "report.html").is_file()
 
 
 def test_kill_9_mid_training_then_rerun_gives_identical_numbers(tmp_path):

@@ -35,3 +35,5 @@ def test_segmentation_suite_reports_miou(tmp_path):
     grpo = next(r for r in runs if r["method"] == "grpo_rm")
     steps = [json.loads(line) for line in (results / "seg-tiny" / grpo["run_id"] / "metrics.jsonl").read_text().splitlines()]
     assert steps and all("adv_std" in s and "entropy" in s for s in steps)  # per-pixel GRPO-RM statistics logged
+    miou = (tmp_path / "reports" / "seg-tiny" / "table_miou.md").read_text()
+    assert "| fmnist_composites_seg (random init) | id | test |" in miou and "OOD average (shift sets)" in miou

@@ -114,3 +114,29 @@ def test_each_bad_suite_is_rejected_with_file_line_key_and_reason(path):
     message = str(err.value)
     assert f"{path}:{line}: " in message, message
     assert expected in message, message
+
+
+def test_include_joins_other_suites_runs_with_namespaced_profiles(tmp_path):
+    a = write(tmp_path, GOOD, "a.yaml")
+    write(tmp_path, GOOD.replace("name: t", "name: u").replace("seed: [0, 1]", "seed: [5]")
+          + "resources:\n  big: {cpus: 4}\nprofile: big\n", "b.yaml")
+    parent = write(tmp_path, "name: both\ninclude: [a.yaml, b.yaml]\n", "both.yaml")
+    suite = load_suite(parent)
+    specs = expand(suite, parent)
+    own = expand(load_suite(a), a)
+    assert [s.run_id for s in specs[:4]] == [s.run_id for s in own]  # a run's identity does not depend on who includes it
+    assert {s.suite for s in specs} == {"both"} and len(specs) == 6
+    assert [s.profile for s in specs] == ["t/default"] * 4 + ["u/big"] * 2
+    assert suite.resource("u/big").cpus == 4
+    root = tmp_path / "elsewhere"
+    assert {s.config.data.data_root for s in expand(suite, parent, data_root=root)} == {str(root.resolve())}
+
+
+def test_include_cycles_and_missing_files_are_named(tmp_path):
+    write(tmp_path, "name: x\ninclude: [y.yaml]\n", "x.yaml")
+    y = write(tmp_path, "name: y\ninclude: [x.yaml]\n", "y.yaml")
+    with pytest.raises(SuiteError, match=r"y.yaml:2: include.0: x.yaml includes itself|x.yaml:2: include.0: y.yaml includes itself"):
+        load_suite(y)
+    z = write(tmp_path, "name: z\ninclude: [nope.yaml]\n", "z.yaml")
+    with pytest.raises(SuiteError, match=r"z.yaml:2: include.0: suite file .*nope.yaml not found; paths are relative to"):
+        load_suite(z)

@@ -1,52 +1,129 @@
-"""Reports built from a suite's results: long CSV, seed summary, Markdown table, bar plot."""
+"""A suite's report: long table, seed aggregates, tables (CSV/Markdown/LaTeX), figures, HTML.
+
+Everything lands in ``reports/<suite>/``; each file is written atomically. A partial suite is
+reported from its finished runs, and the runs that are missing or failed are listed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.io import atomic_write_text
-from bench.report.aggregate import long_table, paired_delta, seed_summary, with_ood_average, with_transfer_average
-from bench.report.expected import compare, expected_markdown
-from bench.report.plots import accuracy_bars
-from bench.report.tables import comparison_markdown
-from bench.suite import Expectation, RunSpec
+import pandas as pd
+
+from bench.io import atomic_write, atomic_write_text
+from bench.report import html, plots
+from bench.report.aggregate import long_table, paired_delta, run_states, seed_summary, severity_summary, training_log, with_averages
+from bench.report.expected import CAPTION as EXPECTED_CAPTION
+from bench.report.expected import compare, expected_latex, expected_markdown
+from bench.report.tables import TABLES, Table, build_tables, to_csv, to_latex, to_markdown
+from bench.suite import RunSpec, Suite
 
 
 @dataclass(frozen=True)
 class Report:
-    markdown: str
+    markdown: str  # the whole report.md
+    console: str  # what `bench report` prints: the main tables, expectations and unfinished runs
     files: list[Path]
-    missing: list[RunSpec]
+    states: pd.DataFrame
+    tables: list[Table] = field(default_factory=list)
+
+    @property
+    def missing(self) -> pd.DataFrame:
+        return self.states[self.states["state"] != "done"]
 
 
-def build_report(suite_name: str, specs: list[RunSpec], results_root: Path, reports_root: Path, expected: list[Expectation] = ()) -> Report:
-    long, missing = long_table(specs, results_root)
-    out = Path(reports_root) / suite_name
-    if long.empty:
-        return Report(f"# {suite_name}\n\nNo finished runs yet ({len(missing)} missing).\n", [], missing)
-    long = with_transfer_average(with_ood_average(long))
-    # the headline metric: top-1 for classification suites, mIoU for segmentation-only suites
-    metric = "top1" if (long["metric"] == "top1").any() else "mIoU"
-    summary = seed_summary(long, metric)
-    delta = paired_delta(long, metric=metric)
-    inits = sorted(set(long["init"]))
-    title = f"{suite_name}: SFT vs GRPO-RM"
-    markdown = comparison_markdown(long, summary, delta, title, metric)
-    comparison = compare(list(expected), summary, delta)
-    markdown += "\n" + expected_markdown(comparison) if not comparison.empty else ""
-    if missing:
-        markdown += "\nMissing or unfinished runs (not in the table):\n" + "".join(
-            f"- {s.config.method.name} seed={s.config.seed} (run {s.run_id})\n" for s in missing
-        )
-    files = [out / "results_long.csv", out / "summary.csv", out / "delta.csv", out / "table.md", out / "accuracy.png"]
-    atomic_write_text(files[0], long.to_csv(index=False))
-    atomic_write_text(files[1], summary.to_csv(index=False))
-    atomic_write_text(files[2], delta.to_csv(index=False))
-    atomic_write_text(files[3], markdown)
-    plot_title = f"{title} — {', '.join(sorted(set(long['backbone'])))} ({'; '.join(inits)})"
-    accuracy_bars(long, summary, files[4], plot_title, metric)
+def _not_done_markdown(states: pd.DataFrame) -> str:
+    rest = states[states["state"] != "done"]
+    if rest.empty:
+        return ""
+    lines = [f"## Runs not in the tables ({len(rest)} of {len(states)})", "", "| run | method | dataset | seed | state | error |", "|---|---|---|---|---|---|"]
+    for r in rest.itertuples():
+        error = str(r.error or "").splitlines()[0][:160] if r.error else ""
+        lines.append(f"| {r.run_id} | {r.method} | {r.dataset} | {r.seed} | {r.state} | {error} |")
+    return "\n".join(lines) + "\n"
+
+
+ARTEFACTS = ("table_*.csv", "table_*.md", "table_*.tex", "expected.*", "severity.csv", "*.png", "*.pdf")
+
+
+def _remove_stale(out: Path, written: list[Path]) -> None:
+    """Drop report artefacts an earlier report wrote that this one did not (e.g. a figure whose
+    data is gone), so the folder always describes one report."""
+    keep = set(written)
+    for pattern in ARTEFACTS:
+        for path in out.glob(pattern):
+            if path not in keep:
+                path.unlink()
+
+
+def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None) -> Report:
+    out = Path(reports_root) / suite.name
+    states = run_states(specs, results_root)
+    long = with_averages(long_table(specs, results_root))
+    summary, delta = seed_summary(long), paired_delta(long)
+    tables = build_tables(summary, delta) if not long.empty else []
+    files: list[Path] = []
+
+    def write(name: str, text: str) -> Path:
+        atomic_write_text(out / name, text)
+        files.append(out / name)
+        return out / name
+
+    long_files = [write("results_long.csv", long.to_csv(index=False))]
+    atomic_write(out / "results_long.parquet", lambda tmp: long.to_parquet(tmp, index=False))
+    files.append(out / "results_long.parquet")
+    write("summary.csv", summary.to_csv(index=False))
+    write("delta.csv", delta.to_csv(index=False))
+    write("runs.csv", states.to_csv(index=False))
+    sev = severity_summary(long)
+    if not sev.empty:
+        write("severity.csv", sev.to_csv(index=False))
+
+    title = f"{suite.name}: SFT vs GRPO-RM"
+    table_files: list[tuple[Table, list[Path]]] = []
+    for t in tables:
+        table_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
+                                write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]))
+    comparison = compare(list(suite.expected), long)
     if not comparison.empty:
-        files.append(out / "expected.csv")
-        atomic_write_text(files[-1], comparison.to_csv(index=False))
-    return Report(markdown, files, missing)
+        write("expected.csv", comparison.to_csv(index=False))
+        write("expected.md", expected_markdown(comparison))
+        write("expected.tex", expected_latex(comparison, f"tab:{suite.name}-expected"))
+
+    figures, skipped = [], []
+    if not long.empty:
+        made = {
+            "bars": plots.bars(summary, out / "bars", title),
+            "id_vs_ood": plots.id_vs_ood(long, summary, out / "id_vs_ood", title),
+            "curves": plots.curves(training_log(specs, results_root), out / "curves", title, bool(long["random_init"].astype(bool).any())),
+            "severity": plots.severity(sev, out / "severity", title),
+        }
+        for key, paths in made.items():
+            files += paths
+            if paths:
+                figures.append((key, plots.FIGURES.get(key), paths[0]))
+            else:
+                skipped.append(f"No {key.replace('_', ' ')} figure: " + plots.SKIPPED[key])
+
+    done = int((states["state"] == "done").sum())
+    head = [f"# {title}", "", f"{suite.description}".strip(), "", f"{done} of {len(states)} runs done."
+            + (" Tables aggregate the finished runs only." if done < len(states) else ""), ""]
+    if long.empty:
+        head.append("No finished runs yet.\n")
+    if not long.empty and long["random_init"].astype(bool).any():
+        head.append("**Some runs use a RANDOMLY INITIALISED backbone (not pretrained); their rows say so.**\n")
+    main = [to_markdown(t) for t in tables if not TABLES.get(t.key).detail]
+    detail = [to_markdown(t) for t in tables if TABLES.get(t.key).detail]
+    tail = [expected_markdown(comparison), _not_done_markdown(states)]
+    console = "\n".join([*head, *main, *(x for x in tail if x)])
+    markdown = "\n".join([*head, *main, *detail, *(x for x in tail if x)])
+    write("report.md", markdown)
+    page = html.render(
+        title=title, description=suite.description, tables=table_files,
+        expected=html.expected_context(comparison, EXPECTED_CAPTION), figures=figures, skipped_figures=skipped, states=states,
+        suite_path=suite_path or Path(f"{suite.name}.yaml"), long=long, downloads=long_files,
+    )
+    write("report.html", page)
+    _remove_stale(out, files)
+    return Report(markdown, console, files, states, tables)

@@ -1,76 +1,220 @@
-"""Results of a suite as one long table, and seed aggregates with paired GRPO-RM − SFT deltas."""
+"""A suite's results as one long table, per-run averages over OOD sets, and seed aggregates.
+
+Statistics, and why:
+- Seeds are the unit of replication: a run's metric is one observation. Aggregates over seeds
+  give mean, sample std (n − 1), n and a two-sided 95% Student-t confidence interval
+  (mean ± t₀.₉₇₅,ₙ₋₁ · s/√n); with n = 1 there is no interval (NaN), never a fake zero.
+- Δ GRPO-RM − SFT is paired: both methods share data order and head init per seed, so the
+  difference is taken per seed first and the interval is over those differences.
+- OOD average, per run: each OOD *set* counts once. A corruption benchmark (``c/*/*``: all its
+  corruptions × severities) or the generated corruptions (``gen/*/*``) is one set whose value is
+  the mean over its splits; a natural-shift split (CIFAR-10.1, STL-10, ImageNet-V2, ...) is a set
+  on its own. ``ood_avg`` is the unweighted mean over sets, so 75 CIFAR-10-C splits do not
+  outweigh CIFAR-10.1. The paper does not state its averaging; this choice is ours.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
+import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
+from scipy import stats
 
+from bench.report.schema import COLUMNS, conform
 from bench.store import RunDir
 from bench.suite import RunSpec
 
-IDENTITY = ["method", "dataset", "backbone", "init", "random_init", "seed"]
-LONG_COLUMNS = ["run_id", *IDENTITY, "split", "shift", "metric", "value"]
+METRICS = ("top1", "top5", "nll", "mIoU", "aAcc", "mAcc")  # each protocol reports its own subset
+CORRUPTION_FAMILIES = ("c", "gen")  # <family>/<corruption>/<severity> splits
+CONFIDENCE = 0.95
+# columns that describe an evaluation set; aggregates keep them, grouped with NaN kept as a key
+SET_COLUMNS = ["protocol", "split", "derived", "ood_set", "corruption", "severity", "target", "probe"]
+MODEL_COLUMNS = ["dataset", "backbone", "init", "random_init"]
 
 
-def long_table(specs: list[RunSpec], results_root: Path) -> tuple[pd.DataFrame, list[RunSpec]]:
-    """One row per (run, split, metric) for the runs that are done; also the runs that are not."""
-    rows, missing = [], []
+def split_parts(split: str) -> dict[str, Any]:
+    """Facts encoded in a split's name: corruption family/name/severity, or transfer target/probe."""
+    parts = split.split("/")
+    if len(parts) == 3 and parts[0] in CORRUPTION_FAMILIES and parts[2].isdigit():
+        return {"ood_set": parts[0], "corruption": parts[1], "severity": int(parts[2])}
+    if len(parts) == 3 and parts[0] == "transfer":
+        return {"target": parts[1], "probe": parts[2]}
+    return {}
+
+
+def _finished_utc(run_dir: RunDir) -> str | None:
+    end = run_dir.read_status().get("end")
+    return dt.datetime.fromtimestamp(end, dt.timezone.utc).isoformat(timespec="seconds") if end else None
+
+
+def result_rows(result: dict[str, Any], finished_utc: str | None = None) -> list[dict[str, Any]]:
+    """The long-table rows of one finished run (its result.json)."""
+    backbone, proto = result.get("backbone", {}), result.get("protocol", {})
+    versions, git = result.get("versions", {}), result.get("git", {})
+    run = {
+        "suite": result.get("suite"), "run_id": result["run_id"], "method": result["method"], "dataset": result["dataset"],
+        "backbone": backbone.get("display"), "init": backbone.get("init"), "random_init": bool(backbone.get("random_init")),
+        "seed": result["seed"], "img_size": proto.get("img_size"), "trainable_blocks": _text(proto.get("trainable_blocks")),
+        "train_size": proto.get("train_size"), "steps": proto.get("steps"),
+        "method_params": json.dumps(result.get("method_params", {}), sort_keys=True),
+        "git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "torch": versions.get("torch"), "timm": versions.get("timm"),
+        "host": result.get("host"), "device": result.get("device"), "wall_time_s": result.get("wall_time_s"), "finished_utc": finished_utc,
+    }
+    rows = []
+    for split, values in result["metrics"].items():
+        shift = bool(values.get("shift"))
+        protocol = values.get("protocol") or ("shift" if shift else "id")
+        facts = split_parts(split)
+        if shift and "ood_set" not in facts:
+            facts["ood_set"] = split  # a natural-shift split is an OOD set of its own
+        where = {**run, **facts, "protocol": protocol, "split": split, "derived": False,
+                 "label_space_size": values.get("label_space_size"), "n_eval": values.get("n")}
+        rows += [{**where, "metric": m, "value": float(values[m])} for m in METRICS if m in values]
+    return rows
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def long_table(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
+    """Measured rows of every finished run of ``specs`` (unfinished runs contribute nothing)."""
+    rows: list[dict[str, Any]] = []
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        if not run_dir.is_done():
-            missing.append(spec)
+        if run_dir.is_done():
+            rows += result_rows(run_dir.read_result(), _finished_utc(run_dir))
+    return conform(pd.DataFrame(rows, columns=COLUMNS))
+
+
+def run_states(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
+    """One row per run of the suite: state (done, failed, interrupted, running, pending) and error."""
+    rows = []
+    for spec in specs:
+        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+        status = run_dir.read_status()
+        c = spec.config
+        rows.append({
+            "run_id": spec.run_id, "method": c.method.name, "dataset": c.data.name, "seed": c.seed,
+            "state": run_dir.effective_state(), "attempts": status.get("attempts", 0), "error": status.get("error"),
+        })
+    return pd.DataFrame(rows, columns=["run_id", "method", "dataset", "seed", "state", "attempts", "error"])
+
+
+def _derived(source: pd.DataFrame, keys: list[str], **fields: Any) -> pd.DataFrame:
+    """Per-run means of ``source`` over everything but ``keys``; run-level columns are kept."""
+    if source.empty:
+        return source.iloc[0:0]
+    run_level = [c for c in COLUMNS if c not in SET_COLUMNS + ["label_space_size", "n_eval", "metric", "value"]]
+    group = list(dict.fromkeys(["run_id", "metric", *keys]))
+    first = source.groupby(group, sort=False, dropna=False)[[c for c in run_level if c not in group]].first()
+    value = source.groupby(group, sort=False, dropna=False)["value"].mean()
+    out = first.join(value).reset_index()
+    for name, val in fields.items():
+        out[name] = val(out) if callable(val) else val
+    out["derived"] = True
+    return out
+
+
+def with_averages(long: pd.DataFrame) -> pd.DataFrame:
+    """Add derived per-run rows: ``<set>/mean`` for multi-split OOD sets, ``ood_avg`` (mean over
+    OOD sets) and ``transfer_avg/<probe>`` (mean over transfer targets, when there are several)."""
+    measured = long[~long["derived"].astype(bool)]
+    shift = measured[(measured["protocol"] == "shift") & measured["ood_set"].notna()]
+    per_set = _derived(shift, ["ood_set"], protocol="shift")
+    if not per_set.empty:
+        size = shift.groupby(["run_id", "metric", "ood_set"])["split"].nunique().rename("n_splits").reset_index()
+        per_set = per_set.merge(size, on=["run_id", "metric", "ood_set"])
+    set_means = per_set[per_set["n_splits"] > 1].assign(split=lambda f: f["ood_set"] + "/mean") if not per_set.empty else per_set
+    ood_avg = _derived(per_set.drop(columns="n_splits", errors="ignore"), [], protocol="shift", split="ood_avg")
+    transfer = measured[(measured["protocol"] == "transfer") & measured["probe"].notna()]
+    # an average over a single target would only repeat it
+    transfer = transfer[transfer.groupby(["run_id", "metric", "probe"])["target"].transform("nunique") > 1]
+    transfer_avg = _derived(transfer, ["probe"], protocol="transfer", split=lambda f: "transfer_avg/" + f["probe"])
+    parts = [long] + [conform(p.reindex(columns=COLUMNS)) for p in (set_means, ood_avg, transfer_avg) if not p.empty]
+    return conform(pd.concat(parts, ignore_index=True))
+
+
+def t_interval(values: np.ndarray | pd.Series, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """Two-sided Student-t confidence interval for the mean; (nan, nan) below two values."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) < 2:
+        return math.nan, math.nan
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    return float(x.mean()) - half, float(x.mean()) + half
+
+
+def _describe(values: pd.Series) -> pd.Series:
+    low, high = t_interval(values)
+    return pd.Series({"mean": values.mean(), "std": values.std(ddof=1) if len(values) > 1 else math.nan,
+                      "n": len(values), "ci_low": low, "ci_high": high})
+
+
+def seed_summary(long: pd.DataFrame) -> pd.DataFrame:
+    """mean, std, n and 95% CI over seeds per (method, model, evaluation set, metric)."""
+    keys = ["method", *MODEL_COLUMNS, *SET_COLUMNS, "metric"]
+    if long.empty:
+        return pd.DataFrame(columns=[*keys, "mean", "std", "n", "ci_low", "ci_high"])
+    out = long.groupby(keys, sort=False, dropna=False)["value"].apply(_describe).unstack().reset_index()
+    out["n"] = out["n"].astype(int)
+    return out
+
+
+def paired_delta(long: pd.DataFrame, treatment: str = "grpo_rm", control: str = "sft") -> pd.DataFrame:
+    """Δ = treatment − control per matching seed (same model and evaluation set), then mean, std,
+    n (pairs) and 95% CI over seeds."""
+    keys = [*MODEL_COLUMNS, *SET_COLUMNS, "metric"]
+    pair = [*keys, "seed"]
+    a = long[long["method"] == treatment].set_index(pair)["value"]
+    b = long[long["method"] == control].set_index(pair)["value"]
+    diff = (a - b).dropna().rename("value").reset_index()
+    if diff.empty:
+        return pd.DataFrame(columns=[*keys, "mean", "std", "n", "ci_low", "ci_high", "treatment", "control"])
+    out = diff.groupby(keys, sort=False, dropna=False)["value"].apply(_describe).unstack().reset_index()
+    out["n"] = out["n"].astype(int)
+    out["treatment"], out["control"] = treatment, control
+    return out
+
+
+def severity_summary(long: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy against corruption severity per (method, model, corruption family, metric):
+    per run, the mean over corruptions at each severity (severity 0 = the first ID split), then
+    mean / CI over seeds. Feeds the severity curves."""
+    rows = long[long["severity"].notna() & ~long["derived"].astype(bool)]
+    if rows.empty:
+        return pd.DataFrame(columns=["method", *MODEL_COLUMNS, "ood_set", "severity", "metric", "mean", "std", "n", "ci_low", "ci_high"])
+    per_run = rows.groupby(["run_id", "method", "seed", *MODEL_COLUMNS, "ood_set", "severity", "metric"], dropna=False)["value"].mean().reset_index()
+    ids = long[(long["protocol"] == "id") & ~long["derived"].astype(bool)]
+    clean = ids[ids["split"] == ids.groupby("run_id")["split"].transform("first")][["run_id", "metric", "value"]]
+    families = per_run[["run_id", "method", "seed", *MODEL_COLUMNS, "ood_set", "metric"]].drop_duplicates()
+    zero = families.merge(clean, on=["run_id", "metric"]).assign(severity=0)
+    per_run = pd.concat([zero, per_run], ignore_index=True)
+    keys = ["method", *MODEL_COLUMNS, "ood_set", "severity", "metric"]
+    out = per_run.groupby(keys, sort=False, dropna=False)["value"].apply(_describe).unstack().reset_index()
+    out["n"] = out["n"].astype(int)
+    return out.sort_values(["method", "dataset", "ood_set", "severity"], kind="stable").reset_index(drop=True)
+
+
+def training_log(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
+    """Per-step training statistics (metrics.jsonl) of the finished runs, with run identity."""
+    frames = []
+    for spec in specs:
+        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+        if not (run_dir.is_done() and run_dir.metrics.is_file()):
             continue
-        r = run_dir.read_result()
-        ident = {
-            "run_id": r["run_id"], "method": r["method"], "dataset": r["dataset"],
-            "backbone": r["backbone"]["display"], "init": r["backbone"]["init"],
-            "random_init": bool(r["backbone"]["random_init"]), "seed": r["seed"],
-        }
-        for split, values in r["metrics"].items():
-            for metric in (m for m in ("top1", "top5", "nll", "mIoU", "aAcc", "mAcc") if m in values):  # each protocol reports its own
-                rows.append({**ident, "split": split, "shift": bool(values["shift"]), "metric": metric, "value": float(values[metric])})
-    return pd.DataFrame(rows, columns=LONG_COLUMNS), missing
+        log = pd.read_json(run_dir.metrics, lines=True)
+        if log.empty:
+            continue
+        c = spec.config
+        frames.append(log.assign(run_id=spec.run_id, method=c.method.name, dataset=c.data.name, seed=c.seed))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "method", "dataset", "seed", "step"])
 
 
-def with_ood_average(long: pd.DataFrame) -> pd.DataFrame:
-    """Add a per-run 'ood_avg' split: the unweighted mean over shift splits, as the paper averages."""
-    shifted = long[long["shift"]]
-    if shifted.empty:
-        return long
-    keys = ["run_id", *IDENTITY, "metric"]
-    avg = shifted.groupby(keys, dropna=False)["value"].mean().reset_index()
-    avg["split"], avg["shift"] = "ood_avg", True
-    return pd.concat([long, avg[LONG_COLUMNS]], ignore_index=True)
-
-
-def with_transfer_average(long: pd.DataFrame) -> pd.DataFrame:
-    """Add per-run 'transfer_avg/<probe>' splits: the mean over target datasets of each probe
-    (split names 'transfer/<dataset>/<probe>')."""
-    parts = long["split"].str.split("/", expand=True) if not long.empty else None
-    if parts is None or parts.shape[1] < 3:
-        return long
-    transfer = long[(parts[0] == "transfer") & parts[2].notna()].copy()
-    if transfer.empty:
-        return long
-    transfer["probe"] = parts.loc[transfer.index, 2]
-    avg = transfer.groupby(["run_id", *IDENTITY, "metric", "probe"], dropna=False)["value"].mean().reset_index()
-    avg["split"], avg["shift"] = "transfer_avg/" + avg["probe"], False
-    return pd.concat([long, avg[LONG_COLUMNS]], ignore_index=True)
-
-
-def seed_summary(long: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
-    """mean, std and n over seeds per (method, dataset, backbone, init, split)."""
-    data = long[long["metric"] == metric]
-    group = ["method", "dataset", "backbone", "init", "split"]
-    return data.groupby(group, sort=False)["value"].agg(mean="mean", std="std", n="count").reset_index()
-
-
-def paired_delta(long: pd.DataFrame, treatment: str = "grpo_rm", control: str = "sft", metric: str = "top1") -> pd.DataFrame:
-    """Δ = treatment − control over matching seeds (same dataset, backbone, init, split)."""
-    data = long[long["metric"] == metric]
-    keys = ["dataset", "backbone", "init", "split", "seed"]
-    a = data[data["method"] == treatment].set_index(keys)["value"]
-    b = data[data["method"] == control].set_index(keys)["value"]
-    diff = (a - b).dropna().rename("delta").reset_index()
-    return diff.groupby(["dataset", "backbone", "init", "split"], sort=False)["delta"].agg(mean="mean", std="std", n="count").reset_index()
+__all__ = ["long_table", "run_states", "with_averages", "seed_summary", "paired_delta", "severity_summary",
+           "training_log", "t_interval", "split_parts"]

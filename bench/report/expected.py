@@ -1,49 +1,86 @@
-"""Expected vs actual: a suite's stated figures (e.g. the paper's claims) against its results."""
+"""Expected vs actual: a suite's stated figures (e.g. the paper's claims) against its results.
+
+An expectation is judged on the per-seed values of the long table: for a delta, the paired
+difference method − baseline per seed (over the suite's datasets first when ``across: mean``),
+then the mean and 95% CI over seeds. 'within' means |actual − expected| ≤ tolerance.
+"""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from bench.report.tables import METHOD_NAMES
+from bench.report.aggregate import t_interval
+from bench.report.tables import METRIC_NAMES, method_name
 from bench.suite import Expectation
+
+COLUMNS = ["expectation", "dataset", "metric", "expected", "tolerance", "actual", "ci_low", "ci_high", "n", "verdict", "source"]
+CAPTION = ("Actual: mean over seeds in percent (points for a Δ, paired per seed) with its 95% t-interval; "
+           "'within' when |actual − expected| ≤ tolerance, 'missing' when no finished run provides it.")
 
 
 def _label(e: Expectation) -> str:
-    split = "OOD avg" if e.split == "ood_avg" else e.split
+    split = {"ood_avg": "OOD avg"}.get(e.split, e.split)
+    what = f"{split}, {METRIC_NAMES.get(e.metric, e.metric)}"
     if e.quantity == "delta":
-        return f"Δ {METHOD_NAMES.get(e.method, e.method)} − {METHOD_NAMES.get(e.baseline, e.baseline)}, {split}"
-    return f"{METHOD_NAMES.get(e.method, e.method)}, {split}"
+        return f"Δ {method_name(e.method)} − {method_name(e.baseline)}, {what}"
+    return f"{method_name(e.method)}, {what}"
 
 
-def compare(expected: list[Expectation], summary: pd.DataFrame, delta: pd.DataFrame) -> pd.DataFrame:
-    """One row per (expectation, dataset): expected, actual (percent), n and verdict."""
+def per_seed(e: Expectation, long: pd.DataFrame) -> pd.DataFrame:
+    """(dataset, seed, value in percent) the expectation is judged on."""
+    rows = long[(long["split"] == e.split) & (long["metric"] == e.metric)]
+    if e.dataset is not None:
+        rows = rows[rows["dataset"] == e.dataset]
+    keys = ["dataset", "backbone", "init", "seed"]
+    treated = rows[rows["method"] == e.method].set_index(keys)["value"]
+    if e.quantity == "delta":
+        treated = (treated - rows[rows["method"] == e.baseline].set_index(keys)["value"]).dropna()
+    values = (100 * treated).rename("value").reset_index()
+    if e.across == "mean" and not values.empty:
+        # a seed counts only when every dataset has it, so each seed's mean covers the same datasets
+        datasets = values["dataset"].nunique()
+        full = values.groupby("seed")["dataset"].transform("nunique") == datasets
+        values = values[full].groupby("seed", as_index=False)["value"].mean().assign(dataset=f"mean of {datasets} datasets")
+    return values
+
+
+def compare(expected: list[Expectation], long: pd.DataFrame) -> pd.DataFrame:
+    """One row per (expectation, dataset) with expected, actual, CI, n and verdict."""
     rows = []
     for e in expected:
-        if e.quantity == "delta":
-            # paired_delta is treatment − control for the suite's (method, baseline) pair
-            found = delta[delta["split"] == e.split]
-        else:
-            found = summary[(summary["split"] == e.split) & (summary["method"] == e.method)]
-        if e.dataset is not None:
-            found = found[found["dataset"] == e.dataset]
-        datasets = list(dict.fromkeys(found["dataset"])) or [e.dataset or "—"]
+        values = per_seed(e, long) if not long.empty else pd.DataFrame(columns=["dataset", "seed", "value"])
+        datasets = list(dict.fromkeys(values["dataset"])) or [e.dataset or ("all datasets" if e.across == "mean" else "—")]
         for dataset in datasets:
-            match = found[found["dataset"] == dataset]
-            actual = float(100 * match["mean"].iloc[0]) if len(match) else float("nan")
-            n = int(match["n"].iloc[0]) if len(match) else 0
+            x = values.loc[values["dataset"] == dataset, "value"]
+            n = len(x)
+            actual = float(x.mean()) if n else float("nan")
+            low, high = t_interval(x)
             verdict = "missing" if not n else ("within" if abs(actual - e.value) <= e.tolerance else "outside")
-            rows.append({
-                "expectation": _label(e), "dataset": dataset, "expected": e.value, "tolerance": e.tolerance,
-                "actual": actual, "n": n, "verdict": verdict, "source": e.source,
-            })
-    return pd.DataFrame(rows, columns=["expectation", "dataset", "expected", "tolerance", "actual", "n", "verdict", "source"])
+            rows.append({"expectation": _label(e), "dataset": dataset, "metric": e.metric, "expected": e.value, "tolerance": e.tolerance,
+                         "actual": actual, "ci_low": low, "ci_high": high, "n": n, "verdict": verdict, "source": e.source})
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
 def expected_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return ""
-    lines = ["## Expected vs actual", "", "| expectation | dataset | expected | actual | verdict | source |", "|---|---|---|---|---|---|"]
+    lines = ["## Expected vs actual", "", CAPTION, "",
+             "| claim | dataset | expected (± tolerance) | actual [95% CI] | verdict | source |", "|---|---|---:|---:|---|---|"]
     for r in table.itertuples():
-        actual = "—" if r.n == 0 else f"{r.actual:+.2f} (n={r.n})"
-        lines.append(f"| {r.expectation} | {r.dataset} | {r.expected:+.2f} ± {r.tolerance:.2f} | {actual} | {r.verdict} tolerance | {r.source} |".replace("missing tolerance", "missing"))
+        ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+        actual = "—" if r.n == 0 else f"{r.actual:+.2f}{ci} (n={r.n})"
+        verdict = "missing" if r.verdict == "missing" else f"**{r.verdict}** tolerance"
+        lines.append(f"| {r.expectation} | {r.dataset} | {r.expected:+.2f} ± {r.tolerance:.2f} | {actual} | {verdict} | {r.source} |")
+    return "\n".join(lines) + "\n"
+
+
+def expected_latex(table: pd.DataFrame, label: str) -> str:
+    from bench.report.tables import latex_escape
+
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{Expected vs actual. {latex_escape(CAPTION)}}}", rf"\label{{{label}}}",
+             r"\begin{tabular}{llrrl}", r"\toprule", r"claim & dataset & expected & actual & verdict \\", r"\midrule"]
+    for r in table.itertuples():
+        actual = "--" if r.n == 0 else f"{r.actual:+.2f}" + ("" if pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")
+        lines.append(" & ".join(latex_escape(x) for x in (r.expectation, str(r.dataset), f"{r.expected:+.2f} ± {r.tolerance:.2f}", actual, r.verdict)) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"

@@ -1,4 +1,13 @@
-"""Bar plot of accuracy per evaluation split, one bar per method, error bars = std over seeds."""
+"""Report figures (matplotlib, each saved as PNG and PDF, written atomically).
+
+- ``bars``: headline numbers per source dataset (ID, OOD average, transfer averages), one bar
+  per method, error bars = 95% CI over seeds.
+- ``id_vs_ood``: every run as a point (ID vs OOD average), method means with CI crosses.
+- ``curves``: training statistics per step (loss, accuracy, reward, advantage spread),
+  mean over seeds with the seed range shaded.
+- ``severity``: accuracy against corruption severity (0 = the clean ID split).
+Figures whose data the suite does not have are skipped (the report says so).
+"""
 
 from __future__ import annotations
 
@@ -12,24 +21,193 @@ import numpy as np
 import pandas as pd
 
 from bench.io import atomic_write
-from bench.report.tables import METHOD_NAMES, split_header, split_order
+from bench.report.tables import METRIC_NAMES, method_name, split_label
+from bench.registry import Registry
+
+COLORS = {"sft": "#1f77b4", "grpo_rm": "#d62728"}
+MARKERS = "osD^vP*X"
+FORMATS = ("png", "pdf")
 
 
-def accuracy_bars(long: pd.DataFrame, summary: pd.DataFrame, path: Path, title: str, metric: str = "top1") -> None:
-    splits = [s for s in split_order(long) if s in set(summary["split"])]
-    methods = list(dict.fromkeys(summary["method"]))
-    width = 0.8 / max(1, len(methods))
-    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(splits), 4.0))
-    x = np.arange(len(splits))
-    for i, method in enumerate(methods):
-        rows = summary[summary["method"] == method].set_index("split").reindex(splits)
-        ax.bar(x + (i - (len(methods) - 1) / 2) * width, 100 * rows["mean"], width, yerr=100 * rows["std"].fillna(0), capsize=3, label=METHOD_NAMES.get(method, method))
-    ax.set_xticks(x, [split_header(s, long) for s in splits], rotation=15)
-    ax.set_ylabel(f"{'top-1 accuracy' if metric == 'top1' else metric} (%), error bar = std over seeds")
-    ax.set_ylim(0, min(100.0, 100 * float((summary["mean"] + summary["std"].fillna(0)).max()) * 1.18))
-    ax.set_title(title, fontsize=10)
-    ax.legend(loc="upper right", ncol=len(methods))
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format=path.suffix.lstrip(".")))
+def _color(method: str, methods: list[str]) -> str:
+    return COLORS.get(method, f"C{2 + methods.index(method)}")
+
+
+def save(fig: plt.Figure, stem: Path) -> list[Path]:
+    """Write ``stem.png`` and ``stem.pdf``; both or (on error) neither is left half-written."""
+    paths = []
+    for fmt in FORMATS:
+        path = stem.with_suffix(f".{fmt}")
+        atomic_write(path, lambda tmp, fmt=fmt: fig.savefig(tmp, dpi=120, format=fmt, metadata={"CreationDate": None} if fmt == "pdf" else None))
+        paths.append(path)
     plt.close(fig)
+    return paths
+
+
+def headline_metric(summary: pd.DataFrame, dataset: str) -> str:
+    metrics = set(summary.loc[summary["dataset"] == dataset, "metric"])
+    return "top1" if "top1" in metrics else "mIoU"
+
+
+def _half(frame: pd.DataFrame) -> np.ndarray:
+    return ((frame["ci_high"] - frame["ci_low"]) / 2).fillna(0).to_numpy(dtype=float)
+
+
+def _title_suffix(summary: pd.DataFrame) -> str:
+    return " — RANDOM INIT backbone (not pretrained)" if summary["random_init"].astype(bool).any() else ""
+
+
+def bar_label(split: str, protocol: str) -> str:
+    if split == "ood_avg":
+        return "OOD avg"
+    return f"{split} (ID)" if protocol == "id" else split_label(split, "", {})
+
+
+def bars(summary: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    datasets = list(dict.fromkeys(summary["dataset"]))
+    methods = list(dict.fromkeys(summary["method"]))
+    fig, axes = plt.subplots(1, len(datasets), figsize=(1.0 + 3.6 * len(datasets), 3.8), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets):
+        metric = headline_metric(summary, dataset)
+        rows = summary[(summary["dataset"] == dataset) & (summary["metric"] == metric)]
+        head = rows[((rows["protocol"] == "id") & ~rows["derived"].astype(bool)) | (rows["split"] == "ood_avg")]
+        averaged = rows[rows["split"].str.startswith("transfer_avg/")]
+        head = pd.concat([head, averaged if not averaged.empty else rows[rows["protocol"] == "transfer"]])
+        order = {"id": 0, "shift": 1, "transfer": 2}
+        groups = sorted(dict.fromkeys(zip(head["split"], head["protocol"])), key=lambda g: order.get(g[1], 3))
+        x = np.arange(len(groups))
+        width = 0.8 / max(1, len(methods))
+        for i, method in enumerate(methods):
+            m = head[head["method"] == method].set_index("split").reindex([g[0] for g in groups])
+            ax.bar(x + (i - (len(methods) - 1) / 2) * width, 100 * m["mean"].to_numpy(dtype=float), width, yerr=100 * _half(m),
+                   capsize=3, color=_color(method, methods), label=method_name(method))
+        ax.set_xticks(x, [bar_label(s, p) for s, p in groups], rotation=20, ha="right")
+        ax.set_title(dataset, fontsize=10)
+        ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (%)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(loc="lower left", fontsize=8)
+    fig.suptitle(f"{title}: mean over seeds, error bar = 95% CI{_title_suffix(summary)}", fontsize=10)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def id_vs_ood(long: pd.DataFrame, summary: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """x = ID (first ID split), y = OOD average, per run; crosses = method means ± 95% CI."""
+    points = []
+    for dataset in dict.fromkeys(long["dataset"]):
+        metric = headline_metric(summary, dataset)
+        rows = long[(long["dataset"] == dataset) & (long["metric"] == metric)]
+        ids = rows[(rows["protocol"] == "id") & ~rows["derived"].astype(bool)]
+        if ids.empty or not (rows["split"] == "ood_avg").any():
+            continue
+        first = ids["split"].iloc[0]
+        x = ids[ids["split"] == first].set_index("run_id")["value"]
+        y = rows[rows["split"] == "ood_avg"].set_index("run_id")["value"]
+        meta = rows.drop_duplicates("run_id").set_index("run_id")["method"]
+        both = pd.DataFrame({"x": x, "y": y, "method": meta}).dropna()
+        points.append((dataset, metric, first, both))
+    if not points:
+        return []
+    methods = list(dict.fromkeys(summary["method"]))
+    fig, ax = plt.subplots(figsize=(5.6, 4.6))
+    for k, (dataset, metric, first, both) in enumerate(points):
+        for method, group in both.groupby("method", sort=False):
+            color = _color(method, methods)
+            ax.scatter(100 * group["x"], 100 * group["y"], marker=MARKERS[k % len(MARKERS)], color=color, alpha=0.45, s=28)
+            mx = summary[(summary["method"] == method) & (summary["dataset"] == dataset) & (summary["metric"] == metric)].set_index("split")
+            if first in mx.index and "ood_avg" in mx.index:
+                ax.errorbar(100 * mx.at[first, "mean"], 100 * mx.at["ood_avg", "mean"], xerr=100 * _half(mx.loc[[first]])[0],
+                            yerr=100 * _half(mx.loc[["ood_avg"]])[0], marker=MARKERS[k % len(MARKERS)], color=color, ms=9,
+                            mec="black", capsize=3, label=f"{method_name(method)} · {dataset}")
+    lo = min(min(p[3]["x"].min(), p[3]["y"].min()) for p in points) * 100 - 2
+    hi = max(max(p[3]["x"].max(), p[3]["y"].max()) for p in points) * 100 + 2
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="OOD = ID")
+    ax.set_xlabel("in-distribution (%)")
+    ax.set_ylabel("OOD average over shift sets (%)")
+    ax.set_title(f"{title}: ID vs OOD per run{_title_suffix(summary)}", fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+CURVE_PANELS = (  # (title, columns with line styles); a panel is drawn when any column was logged
+    ("loss", (("loss", "-"),)),
+    ("batch accuracy", (("accuracy", "-"),)),
+    ("reward mean (GRPO-RM)", (("reward_mean", "-"),)),
+    ("advantage std, max (GRPO-RM)", (("adv_std", "-"), ("adv_max", ":"))),
+)
+
+
+def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list[Path]:
+    if log.empty:
+        return []
+    datasets = list(dict.fromkeys(log["dataset"]))
+    methods = list(dict.fromkeys(log["method"]))
+    panels = [p for p in CURVE_PANELS if any(c in log.columns and log[c].notna().any() for c, _ in p[1])]
+    fig, axes = plt.subplots(len(datasets), len(panels), figsize=(3.3 * len(panels), 2.7 * len(datasets)), squeeze=False)
+    for r, dataset in enumerate(datasets):
+        part = log[log["dataset"] == dataset]
+        window = max(1, int(part["step"].max()) // 50)
+        for c, (name, columns) in enumerate(panels):
+            ax = axes[r][c]
+            for method in methods:
+                runs = part[part["method"] == method]
+                for column, style in columns:
+                    if column not in runs or runs[column].isna().all():
+                        continue
+                    per_step = runs.pivot_table(index="step", columns="seed", values=column, aggfunc="mean")
+                    smooth = per_step.rolling(window, min_periods=1).mean()
+                    label = method_name(method) + (f" {column}" if len(columns) > 1 else "")
+                    ax.plot(smooth.index, smooth.mean(axis=1), style, color=_color(method, methods), lw=1.2, label=label)
+                    if smooth.shape[1] > 1:
+                        ax.fill_between(smooth.index, smooth.min(axis=1), smooth.max(axis=1), color=_color(method, methods), alpha=0.15, lw=0)
+            ax.set_title(f"{dataset}: {name}", fontsize=9)
+            ax.set_xlabel(f"step (rolling mean of {window})" if window > 1 else "step", fontsize=8)
+            ax.grid(alpha=0.3)
+            if ax.lines:
+                ax.legend(fontsize=7)
+    suffix = " — RANDOM INIT backbone (not pretrained)" if random_init else ""
+    fig.suptitle(f"{title}: training curves, mean over seeds, band = seed range{suffix}", fontsize=10)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def severity(sev: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    if sev.empty:
+        return []
+    panels = list(dict.fromkeys(zip(sev["dataset"], sev["ood_set"], sev["metric"])))
+    panels = [p for p in panels if p[2] in ("top1", "mIoU")]
+    methods = list(dict.fromkeys(sev["method"]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 3.8 * len(panels), 3.6), squeeze=False)
+    for ax, (dataset, family, metric) in zip(axes[0], panels):
+        for method in methods:
+            s = sev[(sev["dataset"] == dataset) & (sev["ood_set"] == family) & (sev["metric"] == metric) & (sev["method"] == method)]
+            s = s.sort_values("severity")
+            color = _color(method, methods)
+            ax.plot(s["severity"], 100 * s["mean"], "o-", color=color, label=method_name(method))
+            ax.fill_between(s["severity"].astype(float), 100 * s["ci_low"].astype(float), 100 * s["ci_high"].astype(float), color=color, alpha=0.15, lw=0)
+        name = f"{dataset}-C" if family == "c" else f"{dataset}, generated corruptions"
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("severity (0 = clean ID split)")
+        ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (%), mean over corruptions")
+        ax.set_xticks(range(0, 6))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{title}: corruption severity, band = 95% CI over seeds{_title_suffix(sev)}", fontsize=10)
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+FIGURES: Registry[str] = Registry("figure")  # name → caption shown in the HTML report
+FIGURES.add("bars", "Headline numbers per source dataset; error bars are 95% confidence intervals over seeds.")
+FIGURES.add("id_vs_ood", "Each run's in-distribution accuracy against its OOD average; large markers are method means ± 95% CI.")
+FIGURES.add("curves", "Training statistics per optimiser step, mean over seeds; the band spans the seeds. GRPO-RM's "
+             "clipped surrogate is 0 on a batch's first pass (ratio 1, advantages sum to 0), so its loss curve is flat at μ = 1; its gradient is not.")
+FIGURES.add("severity", "Accuracy against corruption severity, averaged over corruptions; severity 0 is the clean ID split.")
+SKIPPED = {  # why a figure can be absent
+    "bars": "no finished runs.",
+    "id_vs_ood": "no run has both an ID split and OOD (shift) sets.",
+    "curves": "no training logs (metrics.jsonl) among the finished runs.",
+    "severity": "the suite has no corruption-severity splits (c/<corruption>/<1-5> or gen/<corruption>/<1-5>).",
+}

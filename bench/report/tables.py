@@ -1,56 +1,280 @@
-"""Markdown comparison tables: mean ± std over seeds per method, and the paired Δ row."""
+"""Comparison tables built from seed aggregates: one model, rendered as CSV, Markdown and LaTeX.
+
+Every table has evaluation sets as rows and methods as columns, plus the paired Δ column:
+cells show mean ± half-width of the 95% CI over seeds (in percent); the best method mean of
+a row is bold; a Δ whose 95% CI excludes 0 is marked †. The CSV carries the same numbers at
+full precision, so the rendered tables (and the HTML report) can be checked against it.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
+from typing import Callable
 
 import pandas as pd
 
+from bench.registry import Registry
+
 METHOD_NAMES = {"sft": "SFT", "grpo_rm": "GRPO-RM"}
+METRIC_NAMES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "mIoU": "mIoU", "aAcc": "pixel accuracy", "mAcc": "mean class accuracy"}
+PROTOCOL_ORDER = {"id": 0, "shift": 1, "transfer": 2}
+PROBE_NAMES = {"knn": "kNN", "sr": "SR"}
+ROW_KEYS = ["dataset", "backbone", "init", "random_init", "protocol", "split"]
 
 
-def split_order(long: pd.DataFrame) -> list[str]:
-    """In-distribution splits first (in result order), then shifts, then the OOD average."""
-    seen = list(dict.fromkeys(long["split"]))
-    shift = set(long.loc[long["shift"], "split"])
-    ordered = [s for s in seen if s not in shift] + [s for s in seen if s in shift and s != "ood_avg"]
-    return ordered + (["ood_avg"] if "ood_avg" in seen else [])
+def method_name(method: str) -> str:
+    return METHOD_NAMES.get(method, method)
 
 
-def split_header(split: str, long: pd.DataFrame) -> str:
+@dataclass(frozen=True)
+class Table:
+    """A rendered-ready comparison: ``frame`` has the label columns, then per method
+    ``<method>_mean/_ci_low/_ci_high/_n`` and ``delta_mean/_ci_low/_ci_high/_n`` (percent)."""
+
+    key: str  # file stem, e.g. "id" → table_id.csv/.md/.tex
+    title: str
+    caption: str
+    labels: list[str]
+    methods: list[str]
+    frame: pd.DataFrame
+    random_init: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def has_delta(self) -> bool:
+        return "delta_mean" in self.frame and self.frame["delta_n"].fillna(0).gt(0).any()
+
+    def best(self, row: pd.Series) -> set[str]:
+        """Methods with the highest mean in this row as displayed (2 decimals; ties all win);
+        none with a single method."""
+        means = {m: round(float(row[f"{m}_mean"]), 2) for m in self.methods if not pd.isna(row[f"{m}_mean"])}
+        if len(means) < 2:
+            return set()
+        top = max(means.values())
+        return {m for m, v in means.items() if v == top}
+
+
+# ---- split display ------------------------------------------------------------------------
+
+def split_label(split: str, dataset: str, set_sizes: dict[str, int]) -> str:
+    """A human name for an evaluation split or derived average."""
     if split == "ood_avg":
-        return "OOD avg"
-    is_shift = bool(long.loc[long["split"] == split, "shift"].any())
-    return f"{split} ({'OOD' if is_shift else 'ID'})"
+        return "OOD average (shift sets)"
+    if split.startswith("transfer_avg/"):
+        return f"transfer average · {PROBE_NAMES.get(split.split('/')[1], split.split('/')[1])}"
+    if split.startswith("transfer/"):
+        _, target, probe = split.split("/")
+        return f"{target} · {PROBE_NAMES.get(probe, probe)}"
+    if split.endswith("/mean"):
+        family = split.split("/")[0]
+        n = set_sizes.get(family, 0)
+        name = f"{dataset}-C" if family == "c" else "generated corruptions"
+        return f"{name} (mean of {n} splits)"
+    return split
 
 
-def _cell(mean: float, std: float, n: int, signed: bool = False) -> str:
-    sign = "+" if signed and mean > 0 else ""
-    spread = f" ± {100 * std:.2f}" if n > 1 and not math.isnan(std) else ""
-    return f"{sign}{100 * mean:.2f}{spread} (n={n})"
+def split_rank(split: str) -> tuple[int, str]:
+    """Within a protocol: single sets first, then per-set means, then the averages."""
+    if split in ("ood_avg",) or split.startswith("transfer_avg/"):
+        return (3, split)
+    if split.endswith("/mean"):
+        return (2, split)
+    return (1, "")  # keeps the order in which splits appear
 
 
-METRIC_NAMES = {"top1": "Top-1 accuracy", "mIoU": "mIoU (dataset-level)"}
+# ---- building -----------------------------------------------------------------------------
+
+def _model_label(dataset: str, backbone: str, init: str, random_init: bool, many_models: bool) -> str:
+    label = dataset
+    if many_models:
+        label += f" · {backbone} · {init}"
+    return label + (" (random init)" if random_init else "")
 
 
-def comparison_markdown(long: pd.DataFrame, summary: pd.DataFrame, delta: pd.DataFrame, title: str, metric: str = "top1") -> str:
-    """One table per (dataset, backbone, init): methods as rows, evaluation splits as columns."""
-    parts = [f"# {title}", "", f"{METRIC_NAMES[metric]} (%), mean ± std over seeds; Δ is paired over matching seeds.", ""]
-    for (dataset, backbone, init), block in summary.groupby(["dataset", "backbone", "init"], sort=False):
-        random_init = init == "random init"
-        warning = " — **random init (not pretrained)**" if random_init else ""
-        parts += [f"## {dataset} · {backbone} · {init}{warning}", ""]
-        splits = [s for s in split_order(long) if s in set(block["split"])]
-        header = ["method", *(split_header(s, long) for s in splits)]
-        parts += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-        for method, rows in block.groupby("method", sort=False):
-            label = METHOD_NAMES.get(method, method) + (" (random init)" if random_init else "")
-            by_split = rows.set_index("split")
-            cells = [_cell(by_split.at[s, "mean"], by_split.at[s, "std"], int(by_split.at[s, "n"])) if s in by_split.index else "—" for s in splits]
-            parts.append("| " + " | ".join([label, *cells]) + " |")
-        d = delta[(delta["dataset"] == dataset) & (delta["backbone"] == backbone) & (delta["init"] == init)].set_index("split")
-        if not d.empty:
-            cells = [_cell(d.at[s, "mean"], d.at[s, "std"], int(d.at[s, "n"]), signed=True) if s in d.index else "—" for s in splits]
-            parts.append("| " + " | ".join(["Δ GRPO-RM − SFT", *cells]) + " |")
-        parts.append("")
-    return "\n".join(parts)
+def comparison(
+    key: str, title: str, summary: pd.DataFrame, delta: pd.DataFrame, metric: str,
+    keep: Callable[[pd.DataFrame], pd.Series], set_sizes: dict[tuple[str, str], dict[str, int]] | None = None,
+) -> Table | None:
+    """A table of ``metric`` over the summary rows that ``keep`` selects; None when there are none."""
+    rows = summary[(summary["metric"] == metric)]
+    rows = rows[keep(rows).fillna(False).astype(bool)]
+    if rows.empty:
+        return None
+    methods = list(dict.fromkeys(rows["method"]))
+    methods = [m for m in ("sft", "grpo_rm") if m in methods] + [m for m in methods if m not in ("sft", "grpo_rm")]
+    wide = rows[ROW_KEYS].drop_duplicates().reset_index(drop=True)
+    for method in methods:
+        part = rows[rows["method"] == method][ROW_KEYS + ["mean", "ci_low", "ci_high", "n"]]
+        part = part.rename(columns={c: f"{method}_{c}" for c in ("mean", "ci_low", "ci_high", "n")})
+        wide = wide.merge(part, on=ROW_KEYS, how="left")
+    d = delta[delta["metric"] == metric][ROW_KEYS + ["mean", "ci_low", "ci_high", "n"]] if not delta.empty else None
+    if d is not None and not d.empty:
+        wide = wide.merge(d.rename(columns={c: f"delta_{c}" for c in ("mean", "ci_low", "ci_high", "n")}), on=ROW_KEYS, how="left")
+    else:
+        for c in ("mean", "ci_low", "ci_high", "n"):
+            wide[f"delta_{c}"] = math.nan
+    scale = 1.0 if metric == "nll" else 100.0
+    for c in wide.columns:
+        if c.endswith(("_mean", "_ci_low", "_ci_high")):
+            wide[c] = wide[c].astype(float) * scale
+    models = wide[["dataset", "backbone", "init"]].drop_duplicates()
+    many = len(models) > len(models["dataset"].unique())
+    order = {tuple(m): i for i, m in enumerate(models.itertuples(index=False))}
+    wide["_model"] = [order[(r.dataset, r.backbone, r.init)] for r in wide.itertuples()]
+    wide["_protocol"] = wide["protocol"].map(PROTOCOL_ORDER).fillna(9)
+    wide["_rank"] = [split_rank(s) for s in wide["split"]]
+    wide["_seen"] = range(len(wide))
+    wide = wide.sort_values(["_model", "_protocol", "_rank", "_seen"], kind="stable").reset_index(drop=True)
+    sizes = set_sizes or {}
+    labels = pd.DataFrame({
+        "dataset": [_model_label(r.dataset, r.backbone, r.init, bool(r.random_init), many) for r in wide.itertuples()],
+        "protocol": wide["protocol"],
+        "evaluation": [split_label(r.split, r.dataset, sizes.get((r.dataset, r.protocol), {})) for r in wide.itertuples()],
+    })
+    numbers = wide[[c for c in wide.columns if c.endswith(("_mean", "_ci_low", "_ci_high", "_n"))]]
+    frame = pd.concat([labels, wide[["split"]], numbers], axis=1)
+    for c in frame.columns:
+        if c.endswith("_n"):
+            frame[c] = frame[c].astype("Int64")
+    unit = "" if metric == "nll" else " (%)"
+    caption = (f"{METRIC_NAMES.get(metric, metric)}{unit}, mean ± half-width of the 95% t-interval over seeds; "
+               f"bold: best method mean per row; Δ = GRPO-RM − SFT paired over matching seeds, † where its 95% CI excludes 0.")
+    random_init = bool(wide["random_init"].astype(bool).any())
+    if random_init:
+        caption = "RANDOM INIT (not pretrained) backbone in rows marked so. " + caption
+    return Table(key, title, caption, ["dataset", "protocol", "evaluation"], methods, frame, random_init)
+
+
+# ---- cells --------------------------------------------------------------------------------
+
+def _half(low: float, high: float) -> float:
+    return (high - low) / 2
+
+
+def cell_text(mean: float, low: float, high: float, n, modal_n: int | None, signed: bool = False) -> str:
+    """'72.67 ± 1.29', '+2.00 ± 1.41 †', '81.00 (n=1)'; '—' when absent."""
+    if pd.isna(mean):
+        return "—"
+    text = (f"{mean:+.2f}" if signed else f"{mean:.2f}").replace("-", "−")  # a typographic minus
+    if not pd.isna(low):
+        text += f" ± {_half(low, high):.2f}"
+    if signed and not pd.isna(low) and (low > 0 or high < 0):
+        text += " †"
+    if not pd.isna(n) and modal_n is not None and int(n) != modal_n:
+        text += f" (n={int(n)})"
+    return text
+
+
+def modal_n(table: Table) -> int | None:
+    counts = pd.concat([table.frame[f"{m}_n"] for m in table.methods]).dropna()
+    return int(counts.mode().iloc[0]) if len(counts) else None
+
+
+def header(table: Table) -> list[str]:
+    n = modal_n(table)
+    seeds = f" (n={n})" if n is not None else ""
+    cols = [method_name(m) + seeds for m in table.methods]
+    return ["dataset", "protocol", "evaluation", *cols] + (["Δ GRPO-RM − SFT"] if table.has_delta else [])
+
+
+def row_cells(table: Table) -> list[tuple[list[str], list[str], set[int]]]:
+    """Per row: label texts, value texts, indices of value cells to bold."""
+    n = modal_n(table)
+    out = []
+    for _, row in table.frame.iterrows():
+        best = table.best(row)
+        values = [cell_text(row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"], row[f"{m}_n"], n) for m in table.methods]
+        bold = {i for i, m in enumerate(table.methods) if m in best}
+        if table.has_delta:
+            values.append(cell_text(row["delta_mean"], row["delta_ci_low"], row["delta_ci_high"], row["delta_n"], n, signed=True))
+        out.append(([str(row[c]) for c in table.labels], values, bold))
+    return out
+
+
+# ---- renderers ----------------------------------------------------------------------------
+
+def to_csv(table: Table) -> str:
+    frame = table.frame.copy()
+    frame["best"] = [";".join(sorted(table.best(r))) for _, r in table.frame.iterrows()]
+    return frame.to_csv(index=False)
+
+
+def to_markdown(table: Table) -> str:
+    head = header(table)
+    lines = [f"### {table.title}", "", table.caption, "", "| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    for labels, values, bold in row_cells(table):
+        shown = [f"**{v}**" if i in bold else v for i, v in enumerate(values)]
+        lines.append("| " + " | ".join(labels + shown) + " |")
+    return "\n".join(lines + [""] + [f"{note}" for note in table.notes]) + "\n"
+
+
+LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "†": r"$^\dagger$", "·": r"$\cdot$"}
+
+
+def latex_escape(text: str) -> str:
+    out = "".join(LATEX_ESCAPES.get(ch, ch) for ch in text)
+    for sym, tex in LATEX_SYMBOLS.items():
+        out = out.replace(sym, tex)
+    return out
+
+
+def to_latex(table: Table, label: str) -> str:
+    """A booktabs table (needs \\usepackage{booktabs}); a \\midrule between datasets."""
+    head = header(table)
+    spec = "lll" + "r" * (len(head) - 3)
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(table.title)}. {latex_escape(table.caption)}}}",
+             rf"\label{{{label}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(latex_escape(h) for h in head) + r" \\", r"\midrule"]
+    previous = None
+    for labels, values, bold in row_cells(table):
+        if previous is not None and labels[0] != previous:
+            lines.append(r"\midrule")
+        shown = [rf"\textbf{{{latex_escape(v)}}}" if i in bold else latex_escape(v) for i, v in enumerate(values)]
+        lines.append(" & ".join([latex_escape(x) for x in labels] + shown) + r" \\")
+        previous = labels[0]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+# ---- the tables a report has --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Which summary rows a table shows (``keep``) and in which metric; printed unless ``detail``."""
+
+    title: str
+    metric: str
+    keep: Callable[[pd.DataFrame], pd.Series]
+    rank: int  # position in reports
+    detail: bool = False
+
+
+TABLES: Registry[TableSpec] = Registry("table")
+TABLES.add("id", TableSpec("In-distribution top-1 accuracy", "top1", lambda r: (r["protocol"] == "id") & ~r["derived"].astype(bool), 0))
+TABLES.add("ood", TableSpec("OOD top-1 accuracy: shift sets (same head) and transfer (frozen backbone, kNN / SR)", "top1",
+                            lambda r: r["protocol"].isin(["shift", "transfer"]) & r["corruption"].isna(), 1))
+TABLES.add("ood_splits", TableSpec("OOD top-1 accuracy per corruption and severity", "top1",
+                                   lambda r: (r["protocol"] == "shift") & r["corruption"].notna(), 2, detail=True))
+TABLES.add("miou", TableSpec("Segmentation mIoU (dataset-level)", "mIoU", lambda r: r["corruption"].isna(), 3))
+
+
+def set_sizes(summary: pd.DataFrame) -> dict[tuple[str, str], dict[str, int]]:
+    """(dataset, protocol) → {corruption family: number of splits} for '<family>/mean' labels."""
+    rows = summary[summary["corruption"].notna()]
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for (dataset, protocol, family), group in rows.groupby(["dataset", "protocol", "ood_set"]):
+        out.setdefault((dataset, protocol), {})[family] = group["split"].nunique()
+    return out
+
+
+def build_tables(summary: pd.DataFrame, delta: pd.DataFrame) -> list[Table]:
+    sizes = set_sizes(summary)
+    tables = []
+    for key in sorted(TABLES.names(), key=lambda k: TABLES.get(k).rank):
+        spec = TABLES.get(key)
+        table = comparison(key, spec.title, summary, delta, spec.metric, spec.keep, sizes)
+        if table is not None:
+            tables.append(table)
+    return tables

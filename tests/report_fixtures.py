@@ -1,0 +1,81 @@
+"""Synthetic finished suites for the report tests: result.json / metrics.jsonl / status.json
+written in the run store's real formats, with values whose statistics are known by hand."""
+
+from __future__ import annotations
+
+import json
+
+from bench.store import RunDir
+from bench.suite import expand, load_suite
+from test_suite import write
+
+SUITE = """
+name: syn
+description: synthetic results with known statistics
+defaults:
+  backbone: {name: dinov2_tiny, weights: random, img_size: 28}
+  data: {name: fmnist_composites, params: {img_size: 28}}
+matrix:
+  method: [sft, grpo_rm]
+  seed: [0, 1, 2]
+"""
+
+# per split: (protocol, SFT base, GRPO-RM base); per-seed offsets are added (below)
+SPLITS = {
+    "test": ("id", 0.80, 0.82),
+    "c/fog/1": ("shift", 0.70, 0.74),
+    "c/fog/2": ("shift", 0.60, 0.66),
+    "c/snow/1": ("shift", 0.72, 0.73),
+    "c/snow/2": ("shift", 0.62, 0.65),
+    "cifar10.1-v6": ("shift", 0.75, 0.74),
+    "cifar10.1-v4": ("shift", 0.70, 0.70),  # equal means: a tie
+    "transfer/stl10/knn": ("transfer", 0.90, 0.91),
+    "transfer/cifar100/knn": ("transfer", 0.50, 0.55),
+}
+OFFSETS = {"sft": (0.00, 0.02, 0.04), "grpo_rm": (0.01, 0.01, 0.04)}  # per seed 0, 1, 2
+
+
+def value(method: str, split: str, seed: int) -> float:
+    protocol, sft, grpo = SPLITS[split]
+    return (sft if method == "sft" else grpo) + OFFSETS[method][seed]
+
+
+def write_suite(tmp_path, skip=(), fail=(), random_init=True, dataset="cifar10", text=SUITE):
+    """Write a finished synthetic suite; ``skip`` runs stay pending, ``fail`` runs are failed."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = write(tmp_path, text, "syn.yaml")
+    specs = expand(load_suite(path), path)
+    for spec in specs:
+        key = (spec.config.method.name, spec.config.seed)
+        run_dir = RunDir.of(tmp_path / "results", spec.suite, spec.run_id)
+        if key in skip:
+            continue
+        if key in fail:
+            run_dir.set_status("failed", error="RuntimeError: CUDA out of memory (synthetic)")
+            continue
+        method, seed = key
+        metrics = {}
+        for split, (protocol, _, _) in SPLITS.items():
+            entry = {"top1": value(method, split, seed), "top5": 0.99, "nll": 0.5, "n": 100, "shift": protocol == "shift", "protocol": protocol}
+            if protocol == "transfer":
+                entry.pop("nll"), entry.pop("top5")
+                entry.update(dataset=split.split("/")[1], probe="knn")
+            metrics[split] = entry
+        run_dir.set_status("running")
+        run_dir.append_metrics([{"step": s, "epoch": 0, "pass": 0, "loss": 1.0 / s, "accuracy": 0.1 * s,
+                                 **({"reward_mean": 0.5 * s, "adv_std": 0.95, "adv_max": 3.0} if method == "grpo_rm" else {})}
+                                for s in range(1, 6)])
+        run_dir.write_result({
+            "run_id": spec.run_id, "suite": spec.suite, "method": method, "dataset": dataset, "seed": seed,
+            "method_params": spec.config.method.resolved_params(),
+            "backbone": {"display": "DINOv2-tiny", "init": "random init" if random_init else "pretrained: x.pth", "random_init": random_init},
+            "protocol": {"img_size": 28, "trainable_blocks": "all", "train_size": 64, "steps": 5},
+            "versions": {"torch": "2.11.0", "timm": "1.0.31"}, "git": {"commit": "abc123", "dirty": False},
+            "host": "testhost", "device": "cpu", "wall_time_s": 1.5, "metrics": metrics,
+        })
+        run_dir.set_status("done")
+    return path, specs
+
+
+def read_json(path):
+    return json.loads(path.read_text())

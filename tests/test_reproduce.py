@@ -1,0 +1,75 @@
+"""`bench reproduce` / `make reproduce-table`: it explains instead of launching when data or GPUs
+are missing, and with them it runs the grid and renders expected vs actual."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import data_fixtures as fx
+from bench.cli import main
+from test_data_cli import CIFAR_SUITE
+from test_suite import write
+
+REPO = Path(__file__).resolve().parents[1]
+MINI_PAPER = """
+name: mini-paper
+include: [cifar.yaml]
+expected:
+  - {quantity: delta, split: ood_avg, across: mean, value: 4.26, tolerance: 1.5, source: the paper}
+  - {quantity: value, method: sft, split: test, value: 99.0, tolerance: 0.5, source: made up}
+"""
+
+
+@pytest.fixture
+def mini_paper(tmp_path, monkeypatch):
+    monkeypatch.delenv("BENCH_DATA_ROOT", raising=False)
+    fx.write_cifar10(tmp_path / "data")
+    fx.write_stl10(tmp_path / "data")
+    fx.write_cifar_c(tmp_path / "data", "CIFAR-10-C", ["fog"])
+    fx.write_cifar101(tmp_path / "data")
+    write(tmp_path, CIFAR_SUITE.replace("data_root: data\n", ""), "cifar.yaml")
+    return write(tmp_path, MINI_PAPER, "paper.yaml")
+
+
+def test_paper_suite_without_data_root_explains_and_offers_the_demo(monkeypatch, capsys):
+    monkeypatch.delenv("BENCH_DATA_ROOT", raising=False)
+    assert main(["reproduce", str(REPO / "suites" / "paper.yaml"), "--executor", "local"]) == 2
+    out = capsys.readouterr().out
+    assert "nothing was launched" in out and "no data root is configured" in out and "no GPU here" in out
+    assert "suite 'paper', 42 runs" in out
+    assert "ood/gpu: 24 runs = cifar10, cifar100, stl10, tiny_imagenet × sft, grpo_rm × seeds [0, 1, 2]" in out
+    assert "segmentation/gpu: 18 runs = voc2012, ade20k, coco_stuff164k" in out
+    assert "+4.26 ± 1.50 points" in out and "make reproduce-table DATA_ROOT=/path/to/datasets EXECUTOR=slurm" in out
+    assert "make demo" in out
+
+
+def test_missing_splits_and_missing_gpu_are_both_named(mini_paper, tmp_path, capsys):
+    (tmp_path / "data" / "stl10_binary" / "test_X.bin").unlink()
+    args = ["reproduce", str(mini_paper), "--data-root", str(tmp_path / "data"), "--executor", "debug", "--results", str(tmp_path / "r")]
+    assert main(args) == 2
+    out = capsys.readouterr().out
+    assert f"the data root {tmp_path / 'data'} lacks splits of: stl10" in out and "stl10_binary/test_X.bin" in out
+    assert "no GPU here" in out and "--allow-cpu" in out
+    assert not (tmp_path / "r").exists()  # nothing launched
+
+
+def test_with_data_it_runs_the_grid_and_renders_expected_vs_actual(mini_paper, tmp_path, capsys):
+    reports = tmp_path / "reports"
+    args = ["reproduce", str(mini_paper), "--data-root", str(tmp_path / "data"), "--executor", "debug", "--allow-cpu",
+            "--results", str(tmp_path / "r"), "--reports", str(reports)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "## Expected vs actual" in out
+    expected = pd.read_csv(reports / "mini-paper" / "expected.csv")
+    assert list(expected["n"]) == [1, 1] and expected["dataset"].iloc[0] == "mean of 1 datasets"
+    first = expected.iloc[0]
+    assert first["verdict"] == ("within" if abs(first["actual"] - 4.26) <= 1.5 else "outside")
+    assert expected["verdict"].iloc[1] == "outside"  # 99% top-1 on a 6-image fixture after one epoch: no
+    results = sorted((tmp_path / "r" / "mini-paper").glob("*/result.json"))
+    assert (reports / "mini-paper" / "report.html").is_file() and len(results) == 2
+    before = {p: p.stat().st_mtime_ns for p in results}
+    assert main(args) == 0  # everything done: renders again without rerunning anything
+    assert "2 done" in capsys.readouterr().out and {p: p.stat().st_mtime_ns for p in results} == before
