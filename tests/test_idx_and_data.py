@@ -108,10 +108,14 @@ def test_composites_deterministic_masks_and_cached(tmp_path, monkeypatch):
     assert not np.array_equal(other_seed.images, a.images)
     # shifted splits draw the same garments as test but change the pixels
     test = entry.load("test", tmp_path, **params)
-    for split in entry.shift_splits:
+    assert set(composites.OWN_SHIFTS) < set(entry.shift_splits) and entry.default_eval_splits == ("test", *composites.OWN_SHIFTS)
+    for split in (*composites.OWN_SHIFTS, "gen/contrast/5"):
         shifted = entry.load(split, tmp_path, **params)
         assert np.array_equal(shifted.labels, test.labels)
         assert np.abs(shifted.images.astype(int) - test.images.astype(int)).mean() > 5
+    # generated corruptions are the test split corrupted, more at higher severity
+    diffs = [np.abs(entry.load(f"gen/gaussian_noise/{s}", tmp_path, **params).images.astype(int) - test.images).mean() for s in (1, 3, 5)]
+    assert 0 < diffs[0] < diffs[1] < diffs[2]
 
 
 def test_palette_shift_changes_hue_family(tmp_path, monkeypatch):

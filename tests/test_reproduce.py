@@ -51,7 +51,7 @@ def test_missing_splits_and_missing_gpu_are_both_named(mini_paper, tmp_path, cap
     args = ["reproduce", str(mini_paper), "--data-root", str(tmp_path / "data"), "--executor", "debug", "--results", str(tmp_path / "r")]
     assert main(args) == 2
     out = capsys.readouterr().out
-    assert f"the data root {tmp_path / 'data'} lacks splits of: stl10" in out and "stl10_binary/test_X.bin" in out
+    assert f"the data root {tmp_path / 'data'} lacks cifar10: stl10 (details below)" in out and "stl10_binary/test_X.bin" in out
     assert "no GPU here" in out and "--allow-cpu" in out
     assert not (tmp_path / "r").exists()  # nothing launched
 
@@ -73,3 +73,11 @@ def test_with_data_it_runs_the_grid_and_renders_expected_vs_actual(mini_paper, t
     before = {p: p.stat().st_mtime_ns for p in results}
     assert main(args) == 0  # everything done: renders again without rerunning anything
     assert "2 done" in capsys.readouterr().out and {p: p.stat().st_mtime_ns for p in results} == before
+
+
+def test_pending_array_ranges_expand_to_one_state_per_task():
+    from bench.launch import array_tasks
+
+    assert array_tasks("180_3") == ["180_3"] and array_tasks("181") == ["181"]
+    assert array_tasks("180_[0-1]") == ["180_0", "180_1"]
+    assert array_tasks("182_[0-2,5%16]") == ["182_0", "182_1", "182_2", "182_5"]

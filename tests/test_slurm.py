@@ -195,3 +195,25 @@ def test_two_task_ddp_job_on_slurm(tmp_path):
     assert len(ddp) == len(single) == 32
     assert abs(ddp[0]["loss"] - single[0]["loss"]) < 1e-5
     assert all(abs(a["loss"] - b["loss"]) < 1e-3 for a, b in zip(ddp, single))
+
+
+def test_reproduce_submits_once_then_renders_expected_vs_actual(tmp_path):
+    from bench.cli import main
+
+    make_suite(tmp_path, name="inner")
+    outer = write(tmp_path, "name: outer\ninclude: [inner.yaml]\nexpected:\n"
+                  "  - {quantity: delta, split: test, value: 0.0, tolerance: 100.0, source: a wide test claim}\n", "outer.yaml")
+    args = ["reproduce", str(outer), "--executor", "slurm", "--data-root", str(tmp_path / "data"),
+            "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+    (tmp_path / "data").mkdir()
+    assert main(args) == 0  # submitted (no GPU asked by the profile); the report lists both runs as not done
+    specs = expand(load_suite(outer), outer)
+    dirs = [RunDir.of(tmp_path / "results", s.suite, s.run_id) for s in specs]
+    jobs = [d.read_status()["executor_job_id"] for d in dirs]
+    assert all(jobs) and [s.profile for s in specs] == ["inner/default"] * 2
+    assert main(args) == 0  # again while queued or running: nothing is submitted twice
+    assert [d.read_status().get("executor_job_id") for d in dirs] == jobs or all(d.is_done() for d in dirs)
+    wait_until(lambda: all(d.is_done() for d in dirs), 300, "both runs to finish")
+    assert main(args) == 0
+    table = (tmp_path / "reports" / "outer" / "expected.csv").read_text()
+    assert "within" in table and "a wide test claim" in table

@@ -11,6 +11,7 @@ Figures whose data the suite does not have are skipped (the report says so).
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from bench.io import atomic_write
-from bench.report.tables import METRIC_NAMES, method_name, split_label
+from bench.report.tables import METRIC_NAMES, method_name, method_order, split_label
 from bench.registry import Registry
 
 COLORS = {"sft": "#1f77b4", "grpo_rm": "#d62728"}
@@ -42,6 +43,11 @@ def save(fig: plt.Figure, stem: Path) -> list[Path]:
         paths.append(path)
     plt.close(fig)
     return paths
+
+
+def suptitle(fig: plt.Figure, text: str) -> None:
+    """The figure title, wrapped to the figure's width so that it is never cut off."""
+    fig.suptitle(textwrap.fill(text, width=max(40, int(fig.get_figwidth() * 11))), fontsize=10)
 
 
 def headline_metric(summary: pd.DataFrame, dataset: str) -> str:
@@ -65,8 +71,8 @@ def bar_label(split: str, protocol: str) -> str:
 
 def bars(summary: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     datasets = list(dict.fromkeys(summary["dataset"]))
-    methods = list(dict.fromkeys(summary["method"]))
-    fig, axes = plt.subplots(1, len(datasets), figsize=(1.0 + 3.6 * len(datasets), 3.8), squeeze=False)
+    methods = method_order(summary["method"])
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(5.5, 1.0 + 3.6 * len(datasets)), 4.0), squeeze=False)
     for ax, dataset in zip(axes[0], datasets):
         metric = headline_metric(summary, dataset)
         rows = summary[(summary["dataset"] == dataset) & (summary["metric"] == metric)]
@@ -86,7 +92,7 @@ def bars(summary: pd.DataFrame, stem: Path, title: str) -> list[Path]:
         ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (%)")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(loc="lower left", fontsize=8)
-    fig.suptitle(f"{title}: mean over seeds, error bar = 95% CI{_title_suffix(summary)}", fontsize=10)
+    suptitle(fig, f"{title}: mean over seeds, error bar = 95% CI{_title_suffix(summary)}")
     fig.tight_layout()
     return save(fig, stem)
 
@@ -108,7 +114,7 @@ def id_vs_ood(long: pd.DataFrame, summary: pd.DataFrame, stem: Path, title: str)
         points.append((dataset, metric, first, both))
     if not points:
         return []
-    methods = list(dict.fromkeys(summary["method"]))
+    methods = method_order(summary["method"])
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
     for k, (dataset, metric, first, both) in enumerate(points):
         for method, group in both.groupby("method", sort=False):
@@ -143,7 +149,7 @@ def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list
     if log.empty:
         return []
     datasets = list(dict.fromkeys(log["dataset"]))
-    methods = list(dict.fromkeys(log["method"]))
+    methods = method_order(log["method"])
     panels = [p for p in CURVE_PANELS if any(c in log.columns and log[c].notna().any() for c, _ in p[1])]
     fig, axes = plt.subplots(len(datasets), len(panels), figsize=(3.3 * len(panels), 2.7 * len(datasets)), squeeze=False)
     for r, dataset in enumerate(datasets):
@@ -168,7 +174,7 @@ def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list
             if ax.lines:
                 ax.legend(fontsize=7)
     suffix = " — RANDOM INIT backbone (not pretrained)" if random_init else ""
-    fig.suptitle(f"{title}: training curves, mean over seeds, band = seed range{suffix}", fontsize=10)
+    suptitle(fig, f"{title}: training curves, mean over seeds, band = seed range{suffix}")
     fig.tight_layout()
     return save(fig, stem)
 
@@ -178,8 +184,8 @@ def severity(sev: pd.DataFrame, stem: Path, title: str) -> list[Path]:
         return []
     panels = list(dict.fromkeys(zip(sev["dataset"], sev["ood_set"], sev["metric"])))
     panels = [p for p in panels if p[2] in ("top1", "mIoU")]
-    methods = list(dict.fromkeys(sev["method"]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(1.0 + 3.8 * len(panels), 3.6), squeeze=False)
+    methods = method_order(sev["method"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.5, 1.0 + 3.8 * len(panels)), 4.0), squeeze=False)
     for ax, (dataset, family, metric) in zip(axes[0], panels):
         for method in methods:
             s = sev[(sev["dataset"] == dataset) & (sev["ood_set"] == family) & (sev["metric"] == metric) & (sev["method"] == method)]
@@ -194,7 +200,7 @@ def severity(sev: pd.DataFrame, stem: Path, title: str) -> list[Path]:
         ax.set_xticks(range(0, 6))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{title}: corruption severity, band = 95% CI over seeds{_title_suffix(sev)}", fontsize=10)
+    suptitle(fig, f"{title}: corruption severity, band = 95% CI over seeds{_title_suffix(sev)}")
     fig.tight_layout()
     return save(fig, stem)
 

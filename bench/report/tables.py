@@ -27,6 +27,12 @@ def method_name(method: str) -> str:
     return METHOD_NAMES.get(method, method)
 
 
+def method_order(methods) -> list[str]:
+    """The baseline first, then GRPO-RM, then any other method in order of appearance."""
+    seen = list(dict.fromkeys(methods))
+    return [m for m in METHOD_NAMES if m in seen] + [m for m in seen if m not in METHOD_NAMES]
+
+
 @dataclass(frozen=True)
 class Table:
     """A rendered-ready comparison: ``frame`` has the label columns, then per method
@@ -101,8 +107,7 @@ def comparison(
     rows = rows[keep(rows).fillna(False).astype(bool)]
     if rows.empty:
         return None
-    methods = list(dict.fromkeys(rows["method"]))
-    methods = [m for m in ("sft", "grpo_rm") if m in methods] + [m for m in methods if m not in ("sft", "grpo_rm")]
+    methods = method_order(rows["method"])
     wide = rows[ROW_KEYS].drop_duplicates().reset_index(drop=True)
     for method in methods:
         part = rows[rows["method"] == method][ROW_KEYS + ["mean", "ci_low", "ci_high", "n"]]
