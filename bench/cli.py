@@ -14,7 +14,7 @@ from bench.data import DATASETS
 from bench.datacheck import check_specs, summarise
 from bench.launch import LAUNCHERS, LaunchOptions, cancel, launch, sbatch_preview, scheduler_states, status_table, submitit_folder
 from bench.report import Report, build_report
-from bench.reproduce import explain, progress_line, readiness, still_queued
+from bench.reproduce import explain, progress_line, readiness, still_queued, with_job
 from bench.runner import describe
 from bench.store import RunDir
 from bench.suite import SuiteError, expand, load_suite
@@ -91,20 +91,25 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
     executor = args.executor if args.executor != "auto" else ("slurm" if shutil.which("sbatch") else "local")
-    ready = readiness(suite, specs, executor, args.allow_cpu)
-    if ready.why_not:
-        console.print(explain(suite, args.suite, specs, ready), markup=False, soft_wrap=True)
-        if any(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs):
-            _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
-        if sys.stdin.isatty() and Path(DEMO_SUITE).is_file():
-            if console.input("Run the demo now (about 15 minutes on a CPU)? [y/N] ").strip().lower() in ("y", "yes"):
-                return main(["run", DEMO_SUITE])
-        return 2
     queued = still_queued(specs, args.results)
-    todo = [s for s in specs if s not in queued]
-    console.print(f"{args.suite}: {progress_line(specs, args.results)}; {len(queued)} still queued on Slurm; "
-                  f"launching the rest with --executor {executor} ({ready.gpu or 'CPU, --allow-cpu'})", markup=False)
-    outcomes = launch(executor, suite, todo, args.results, LaunchOptions(parallel=args.parallel, wait=args.wait), console)
+    if queued is None:
+        queued = with_job(specs, args.results)
+        console.print(f"squeue did not answer: the {len(queued)} unfinished run(s) submitted before are not resubmitted "
+                      "(`bench status` shows them; `bench run --executor slurm` submits regardless)", style="yellow", markup=False)
+    todo = [s for s in specs if s not in queued and not RunDir.of(args.results, s.suite, s.run_id).is_done()]
+    if todo:
+        ready = readiness(suite, todo, executor, args.allow_cpu)
+        if ready.why_not:
+            console.print(explain(suite, args.suite, specs, ready), markup=False, soft_wrap=True)
+            if len(todo) < len(specs):
+                _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
+            if sys.stdin.isatty() and Path(DEMO_SUITE).is_file():
+                if console.input("Run the demo now (about 15 minutes on a CPU)? [y/N] ").strip().lower() in ("y", "yes"):
+                    return main(["run", DEMO_SUITE])
+            return 2
+        console.print(f"{args.suite}: {progress_line(specs, args.results)}; {len(queued)} still queued on Slurm; "
+                      f"launching {len(todo)} with --executor {executor} ({ready.gpu or 'CPU, --allow-cpu'})", markup=False)
+    outcomes = launch(executor, suite, todo, args.results, LaunchOptions(parallel=args.parallel, wait=args.wait), console) if todo else []
     _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
     if not all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs):
         console.print(f"not all runs are done ({progress_line(specs, args.results)}); the tables show the finished ones. "

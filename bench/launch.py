@@ -190,8 +190,13 @@ def launch_slurm(suite: Suite, specs: list[RunSpec], results_root: Path, wait: b
             run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
             run_dir.path.mkdir(parents=True, exist_ok=True)
             run_dir.write_config(spec.config.canonical())
-            if not run_dir.status_file.is_file() or run_dir.read_status().get("state") != "running":
-                run_dir.set_status("pending", executor="slurm", executor_job_id=job.job_id, submitit_folder=str(folder))
+            submitted_as = dict(executor="slurm", executor_job_id=job.job_id, submitit_folder=str(folder))
+            if run_dir.status_file.is_file() and run_dir.read_status().get("state") == "running":
+                # the job may already have started and said so; or 'running' is stale (a job killed
+                # without a word): either way the new job id is what a rerun must see
+                run_dir.update_status(**submitted_as)
+            else:
+                run_dir.set_status("pending", **submitted_as)
             jobs.append((spec, job))
         console.print(f"submitted {len(group)} run(s) as Slurm array {submitted[0].job_id.split('_')[0]} (profile {profile_name!r})", markup=False)
     if not wait:
@@ -225,7 +230,7 @@ def active_job_ids() -> set[str] | None:
     import subprocess
 
     try:
-        out = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["squeue", "--me", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return {t for line in out.stdout.split() for t in array_tasks(line)} if out.returncode == 0 else None

@@ -27,13 +27,12 @@ DEMO = ("make demo: the embedded demo, SFT vs GRPO-RM on a real pretrained DINOv
 
 @dataclass(frozen=True)
 class Readiness:
-    data_root: str | None  # where the data is looked for, or None when nothing configures it
     data_problems: list[str]  # data check lines for missing splits ([] = all present)
     gpu: str | None  # what will train: "slurm", "cuda", or None
     why_not: list[str]  # reasons nothing can be launched ([] = ready)
 
 
-def configured_root(suite: Suite, specs: list[RunSpec]) -> str | None:
+def configured_root(specs: list[RunSpec]) -> str | None:
     roots = {s.config.data.data_root for s in specs} - {None}
     return sorted(roots)[0] if roots else os.environ.get("BENCH_DATA_ROOT")
 
@@ -55,7 +54,7 @@ def compute(executor: str, needs_gpu: bool) -> tuple[str | None, str]:
         gres = slurm_gres()
         if gres is None:
             return None, "sinfo cannot reach a Slurm controller (is the cluster up? `sinfo` says why)"
-        if needs_gpu and gres is not None and "gpu" not in gres:
+        if needs_gpu and "gpu" not in gres:
             return None, "the Slurm cluster here offers no GPUs (sinfo lists no gpu GRES) and the grid's profiles ask for them"
         return "slurm", ""
     import torch
@@ -67,7 +66,7 @@ def compute(executor: str, needs_gpu: bool) -> tuple[str | None, str]:
 
 
 def readiness(suite: Suite, specs: list[RunSpec], executor: str, allow_cpu: bool) -> Readiness:
-    root = configured_root(suite, specs)
+    root = configured_root(specs)
     why: list[str] = []
     problems: list[str] = []
     if root is None:
@@ -81,7 +80,7 @@ def readiness(suite: Suite, specs: list[RunSpec], executor: str, allow_cpu: bool
     gpu, why_no_gpu = compute(executor, any(suite.resource(s.profile).gpus for s in specs))
     if gpu is None and not allow_cpu:
         why.append(why_no_gpu)
-    return Readiness(root, problems, gpu, why)
+    return Readiness(problems, gpu, why)
 
 
 def plan_lines(suite: Suite, suite_path: Path, specs: list[RunSpec]) -> list[str]:
@@ -131,16 +130,27 @@ def explain(suite: Suite, suite_path: Path, specs: list[RunSpec], ready: Readine
     return "\n".join(lines)
 
 
-def still_queued(specs: list[RunSpec], results_root: Path) -> list[RunSpec]:
-    """Runs with a Slurm job that the scheduler still holds (so a rerun does not submit twice)."""
+def still_queued(specs: list[RunSpec], results_root: Path) -> list[RunSpec] | None:
+    """Unfinished runs whose Slurm job the scheduler still holds, so a rerun does not submit them
+    twice; None when Slurm cannot be asked (the caller must then not resubmit any run with a job)."""
     jobs = {}
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
         status = run_dir.read_status()
         if status.get("executor") == "slurm" and status.get("executor_job_id") and not run_dir.is_done():
             jobs[spec.run_id] = str(status["executor_job_id"])
-    active = active_job_ids() if jobs else set()
-    return [s for s in specs if s.run_id in jobs and jobs[s.run_id] in (active or set())]
+    if not jobs:
+        return []
+    active = active_job_ids()
+    if active is None:
+        return None
+    return [s for s in specs if s.run_id in jobs and jobs[s.run_id] in active]
+
+
+def with_job(specs: list[RunSpec], results_root: Path) -> list[RunSpec]:
+    """Unfinished runs that were submitted to Slurm at some point."""
+    return [s for s in specs if RunDir.of(results_root, s.suite, s.run_id).read_status().get("executor_job_id")
+            and not RunDir.of(results_root, s.suite, s.run_id).is_done()]
 
 
 def progress_line(specs: list[RunSpec], results_root: Path) -> str:

@@ -107,7 +107,7 @@ class Suite(BaseModel):
     evaluations: list[str] | None = Field(None, description="evaluation protocols for every run (default: id, shift)")
     expected: list[Expectation] = Field(default_factory=list, description="figures to reproduce, shown as expected vs actual")
     data_root: str | None = Field(None, description="datasets folder for every run (relative: to this file); --data-root overrides, $BENCH_DATA_ROOT is the fallback")
-    include: list[str] = Field(default_factory=list, description="other suite files (relative to this one) whose runs join this suite; their resource profiles become '<suite>/<profile>'")
+    include: list[str] = Field(default_factory=list, description="other suite files (relative to this one) whose runs join this suite, stored under their own results/<suite>/; their resource profiles become '<suite>/<profile>'")
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
     _children: list = PrivateAttr(default_factory=list)  # (path, Suite) per include
 
@@ -267,7 +267,9 @@ def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | No
         # --data-root wins everywhere; else this suite's data_root, else the included suite's own
         child_root = data_root if data_root is not None else root
         for spec in expand(child, child_path, overrides, child_root):
-            included.append(RunSpec(suite.name, spec.run_id, spec.config, f"{child.name}/{spec.profile}"))
+            # stored where the included suite stores it (results/<child>/<run>): finished runs of
+            # that suite are reused, never recomputed
+            included.append(RunSpec(spec.suite, spec.run_id, spec.config, f"{child.name}/{spec.profile}"))
     if suite.include and not suite.matrix:  # a suite made of included suites only
         return _unique(included, path, suite)
     axes = sorted(suite.matrix.items(), key=lambda kv: kv[0] != "method")

@@ -47,6 +47,7 @@ def write_suite(tmp_path, skip=(), fail=(), random_init=True, dataset="cifar10",
     specs = expand(load_suite(path), path)
     for spec in specs:
         key = (spec.config.method.name, spec.config.seed)
+        bump = 0.1 * (spec.config.train.lr > 1e-4)  # a second lr variant scores 10 points higher
         run_dir = RunDir.of(tmp_path / "results", spec.suite, spec.run_id)
         if key in skip:
             continue
@@ -56,7 +57,7 @@ def write_suite(tmp_path, skip=(), fail=(), random_init=True, dataset="cifar10",
         method, seed = key
         metrics = {}
         for split, (protocol, _, _) in SPLITS.items():
-            entry = {"top1": value(method, split, seed), "top5": 0.99, "nll": 0.5, "n": 100, "shift": protocol == "shift", "protocol": protocol}
+            entry = {"top1": value(method, split, seed) + bump, "top5": 0.99, "nll": 0.5, "n": 100, "shift": protocol == "shift", "protocol": protocol}
             if protocol == "transfer":
                 entry.pop("nll"), entry.pop("top5")
                 entry.update(dataset=split.split("/")[1], probe="knn")
@@ -66,7 +67,7 @@ def write_suite(tmp_path, skip=(), fail=(), random_init=True, dataset="cifar10",
                                  **({"reward_mean": 0.5 * s, "adv_std": 0.95, "adv_max": 3.0} if method == "grpo_rm" else {})}
                                 for s in range(1, 6)])
         run_dir.write_result({
-            "run_id": spec.run_id, "suite": spec.suite, "method": method, "dataset": dataset, "seed": seed,
+            "run_id": spec.run_id, "suite": spec.suite, "method": method, "dataset": dataset, "seed": seed, "config": spec.config.canonical(),
             "method_params": spec.config.method.resolved_params(),
             "backbone": {"display": "DINOv2-tiny", "init": "random init" if random_init else "pretrained: x.pth", "random_init": random_init},
             "protocol": {"img_size": 28, "trainable_blocks": "all", "train_size": 64, "steps": 5},

@@ -16,7 +16,7 @@ from bench.report.aggregate import long_table, paired_delta, seed_summary, sever
 from bench.report.expected import compare
 from bench.report.schema import DTYPES, conform, read_long
 from bench.suite import Expectation, load_suite
-from report_fixtures import SPLITS, value, write_suite
+from report_fixtures import SPLITS, SUITE, value, write_suite
 
 T975 = {1: 12.706204736174707, 2: 4.302652729911275}  # Student-t 0.975 quantiles (printed tables), df = 1, 2
 SNAPSHOTS = Path(__file__).parent / "snapshots"
@@ -149,7 +149,7 @@ def test_missing_and_failed_runs_are_listed_and_excluded(tmp_path):
     md = (tmp_path / "reports" / "syn" / "report.md").read_text()
     assert "4 of 6 runs done. Tables aggregate the finished runs only." in md
     assert "## Runs not in the tables (2 of 6)" in md
-    assert "| failed | RuntimeError: CUDA out of memory (synthetic) |" in md and "| pending |" in md
+    assert "| failed | RuntimeError: CUDA out of memory (synthetic) |" in md and "| pending |  |" in md and "nan" not in md
     # only seed 0 is done for both methods: the paired Δ has one pair and no interval
     table = pd.read_csv(tmp_path / "reports" / "syn" / "table_id.csv")
     assert table["sft_n"].iloc[0] == 2 and table["delta_n"].iloc[0] == 1 and math.isnan(table["delta_ci_low"].iloc[0])
@@ -206,7 +206,12 @@ def test_expected_table_in_the_report_files(tmp_path):
     report = build_report(load_suite(path), specs, tmp_path / "results", tmp_path / "reports", path)
     out = tmp_path / "reports" / "syn"
     table = pd.read_csv(out / "expected.csv")
-    assert table["verdict"].iloc[0] == ("within" if abs(table["actual"].iloc[0] - 4.26) <= 1.0 else "outside")
+    # by hand: OOD sets are CIFAR-10-C (4 splits), CIFAR-10.1 v6, v4; one dataset, so the mean is its Δ
+    sets = (["c/fog/1", "c/fog/2", "c/snow/1", "c/snow/2"], ["cifar10.1-v6"], ["cifar10.1-v4"])
+    ood = lambda m, seed: statistics.mean(statistics.mean(value(m, s, seed) for s in group) for group in sets)  # noqa: E731
+    actual = 100 * statistics.mean(ood("grpo_rm", s) - ood("sft", s) for s in range(3))
+    assert table["actual"].iloc[0] == pytest.approx(actual) and actual == pytest.approx(0.8333333)
+    assert table["verdict"].iloc[0] == "outside"  # 4.26 − 0.83 > 1.0
     assert "## Expected vs actual" in report.markdown and (out / "expected.tex").is_file()
 
 
@@ -222,3 +227,33 @@ def test_stale_artefacts_of_an_earlier_report_are_removed(tmp_path):
     for name in ("bars", "id_vs_ood", "curves", "severity"):
         for ext in ("png", "pdf"):
             assert out / f"{name}.{ext}" in report.files and (out / f"{name}.{ext}").stat().st_size > 1000
+
+
+def test_config_variants_are_aggregated_apart_never_pooled_as_seeds(tmp_path):
+    text = SUITE.replace("  seed: [0, 1, 2]", "  seed: [0, 1, 2]\n  train.lr: [1.0e-4, 2.0e-4]")
+    path, specs = write_suite(tmp_path, text=text)
+    report = build_report(load_suite(path), specs, tmp_path / "results", tmp_path / "reports", path)
+    table = pd.read_csv(tmp_path / "reports" / "syn" / "table_id.csv")
+    assert len(table) == 2 and list(table["sft_n"]) == [3, 3] and list(table["delta_n"]) == [3, 3]
+    low, high = sorted(table["sft_mean"])
+    assert low == pytest.approx(100 * statistics.mean(value("sft", "test", s) for s in range(3)))
+    assert high == pytest.approx(low + 10)  # the 2e-4 variant, not a 6-seed mean
+    assert all(" · variant " in label for label in table["dataset"])
+    md = report.markdown
+    assert "## Config variants" in md and "train.lr=0.0001" in md and "train.lr=0.0002" in md
+    for name in ("bars", "id_vs_ood", "curves", "severity"):  # one panel per variant, no crash
+        assert (tmp_path / "reports" / "syn" / f"{name}.png").is_file()
+    assert "No bars figure" not in md and "drawing it failed" not in md
+
+
+def test_a_failing_figure_is_reported_and_costs_nothing_else(tmp_path, monkeypatch):
+    import bench.report.plots as plots
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no fonts")
+
+    monkeypatch.setattr(plots, "severity", broken)
+    path, specs = write_suite(tmp_path)
+    report = build_report(load_suite(path), specs, tmp_path / "results", tmp_path / "reports", path)
+    assert "No severity figure: drawing it failed (RuntimeError: no fonts)" in report.markdown
+    assert (tmp_path / "reports" / "syn" / "report.html").is_file() and (tmp_path / "reports" / "syn" / "bars.png").is_file()

@@ -3,6 +3,7 @@ are missing, and with them it runs the grid and renders expected vs actual."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,14 @@ expected:
   - {quantity: delta, split: ood_avg, across: mean, value: 4.26, tolerance: 1.5, source: the paper}
   - {quantity: value, method: sft, split: test, value: 99.0, tolerance: 0.5, source: made up}
 """
+
+
+@pytest.fixture(autouse=True)
+def no_gpu(monkeypatch):
+    """These tests describe a machine without CUDA, also when they run on one that has it."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
 @pytest.fixture
@@ -65,14 +74,44 @@ def test_with_data_it_runs_the_grid_and_renders_expected_vs_actual(mini_paper, t
     assert "## Expected vs actual" in out
     expected = pd.read_csv(reports / "mini-paper" / "expected.csv")
     assert list(expected["n"]) == [1, 1] and expected["dataset"].iloc[0] == "mean of 1 datasets"
+    # by hand from the result files: OOD sets stl10, cifar10.1-v6, CIFAR-10-C (5 fog severities), gen (contrast 5)
+    runs = {r["method"]: r["metrics"] for r in (json.loads(p.read_text()) for p in (tmp_path / "r" / "cifar-tiny").glob("*/result.json"))}
+
+    def ood(m):
+        sets = [[m["stl10"]["top1"]], [m["cifar10.1-v6"]["top1"]], [m[f"c/fog/{s}"]["top1"] for s in range(1, 6)], [m["gen/contrast/5"]["top1"]]]
+        return sum(sum(s) / len(s) for s in sets) / len(sets)
+
     first = expected.iloc[0]
+    assert first["actual"] == pytest.approx(100 * (ood(runs["grpo_rm"]) - ood(runs["sft"])))
     assert first["verdict"] == ("within" if abs(first["actual"] - 4.26) <= 1.5 else "outside")
+    assert expected["actual"].iloc[1] == pytest.approx(100 * runs["sft"]["test"]["top1"])
     assert expected["verdict"].iloc[1] == "outside"  # 99% top-1 on a 6-image fixture after one epoch: no
-    results = sorted((tmp_path / "r" / "mini-paper").glob("*/result.json"))
+    results = sorted((tmp_path / "r" / "cifar-tiny").glob("*/result.json"))  # stored under the included suite
     assert (reports / "mini-paper" / "report.html").is_file() and len(results) == 2
     before = {p: p.stat().st_mtime_ns for p in results}
     assert main(args) == 0  # everything done: renders again without rerunning anything
-    assert "2 done" in capsys.readouterr().out and {p: p.stat().st_mtime_ns for p in results} == before
+    assert {p: p.stat().st_mtime_ns for p in results} == before
+    # with nothing left to launch, neither the data root nor a GPU is needed to render
+    bare = ["reproduce", str(mini_paper), "--executor", "debug", "--results", str(tmp_path / "r"), "--reports", str(reports)]
+    assert main(bare) == 0 and "nothing was launched" not in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in results} == before
+
+
+def test_runs_already_submitted_are_not_resubmitted_when_slurm_cannot_be_asked(mini_paper, tmp_path, capsys, monkeypatch):
+    import bench.reproduce
+    from bench.store import RunDir
+    from bench.suite import expand, load_suite
+
+    specs = expand(load_suite(mini_paper), mini_paper, data_root=tmp_path / "data")
+    RunDir.of(tmp_path / "r", specs[0].suite, specs[0].run_id).set_status("pending", executor="slurm", executor_job_id="77_0")
+    monkeypatch.setattr(bench.reproduce, "active_job_ids", lambda: None)  # squeue timed out
+    args = ["reproduce", str(mini_paper), "--data-root", str(tmp_path / "data"), "--executor", "debug", "--allow-cpu",
+            "--results", str(tmp_path / "r"), "--reports", str(tmp_path / "reports")]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "squeue did not answer: the 1 unfinished run(s) submitted before are not resubmitted" in out
+    assert not RunDir.of(tmp_path / "r", specs[0].suite, specs[0].run_id).is_done()  # left to its Slurm job
+    assert RunDir.of(tmp_path / "r", specs[1].suite, specs[1].run_id).is_done()
 
 
 def test_pending_array_ranges_expand_to_one_state_per_task():

@@ -13,10 +13,11 @@ import pandas as pd
 
 from bench.io import atomic_write, atomic_write_text
 from bench.report import html, plots
-from bench.report.aggregate import long_table, paired_delta, run_states, seed_summary, severity_summary, training_log, with_averages
+from bench.report.aggregate import (long_table, paired_delta, run_states, seed_summary, severity_summary, training_log,
+                                    variant_legend, with_averages)
 from bench.report.expected import CAPTION as EXPECTED_CAPTION
 from bench.report.expected import compare, expected_latex, expected_markdown
-from bench.report.tables import TABLES, Table, build_tables, to_csv, to_latex, to_markdown
+from bench.report.tables import TABLES, Table, build_tables, model_labels, to_csv, to_latex, to_markdown
 from bench.suite import RunSpec, Suite
 
 
@@ -28,9 +29,6 @@ class Report:
     states: pd.DataFrame
     tables: list[Table] = field(default_factory=list)
 
-    @property
-    def missing(self) -> pd.DataFrame:
-        return self.states[self.states["state"] != "done"]
 
 
 def _not_done_markdown(states: pd.DataFrame) -> str:
@@ -39,7 +37,7 @@ def _not_done_markdown(states: pd.DataFrame) -> str:
         return ""
     lines = [f"## Runs not in the tables ({len(rest)} of {len(states)})", "", "| run | method | dataset | seed | state | error |", "|---|---|---|---|---|---|"]
     for r in rest.itertuples():
-        error = str(r.error or "").splitlines()[0][:160] if r.error else ""
+        error = r.error.splitlines()[0][:160].replace("|", "\\|") if r.error else ""
         lines.append(f"| {r.run_id} | {r.method} | {r.dataset} | {r.seed} | {r.state} | {error} |")
     return "\n".join(lines) + "\n"
 
@@ -55,6 +53,22 @@ def _remove_stale(out: Path, written: list[Path]) -> None:
         for path in out.glob(pattern):
             if path not in keep:
                 path.unlink()
+
+
+def suite_files(suite: Suite, path: Path | None) -> list[tuple[str, str]]:
+    """(path, text) of the suite file and of every suite it includes, for the HTML page."""
+    out = [(str(path), Path(path).read_text())] if path is not None and Path(path).is_file() else []
+    for child_path, child in suite._children:
+        out += suite_files(child, child_path)
+    return out
+
+
+def _variants_markdown(legend: dict[str, dict]) -> str:
+    if not legend:
+        return ""
+    lines = ["## Config variants", "", "Runs of one dataset that differ in more than method and seed are aggregated per variant:", ""]
+    lines += [f"- variant {v}: " + ", ".join(f"{k}={val}" for k, val in values.items()) for v, values in legend.items()]
+    return "\n".join(lines) + "\n"
 
 
 def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None) -> Report:
@@ -93,18 +107,28 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
 
     figures, skipped = [], []
     if not long.empty:
-        made = {
-            "bars": plots.bars(summary, out / "bars", title),
-            "id_vs_ood": plots.id_vs_ood(long, summary, out / "id_vs_ood", title),
-            "curves": plots.curves(training_log(specs, results_root), out / "curves", title, bool(long["random_init"].astype(bool).any())),
-            "severity": plots.severity(sev, out / "severity", title),
+        labelled = long.assign(model=model_labels(long))
+        models = labelled.drop_duplicates("run_id").set_index("run_id")["model"]
+        log = training_log(specs, results_root)
+        log = log.assign(model=log["run_id"].map(models)) if not log.empty else log
+        draw = {
+            "bars": lambda: plots.bars(summary.assign(model=model_labels(summary)), out / "bars", title),
+            "id_vs_ood": lambda: plots.id_vs_ood(labelled, summary.assign(model=model_labels(summary)), out / "id_vs_ood", title),
+            "curves": lambda: plots.curves(log, out / "curves", title, bool(long["random_init"].astype(bool).any())),
+            "severity": lambda: plots.severity(sev.assign(model=model_labels(sev)) if not sev.empty else sev, out / "severity", title),
         }
-        for key, paths in made.items():
+        for key, make in draw.items():
+            try:  # a figure that fails must not cost the tables and the page
+                paths = make()
+            except Exception as exc:  # noqa: BLE001 — reported in the report itself
+                paths, reason = [], f"drawing it failed ({exc.__class__.__name__}: {exc})"
+            else:
+                reason = plots.SKIPPED[key]
             files += paths
             if paths:
                 figures.append((key, plots.FIGURES.get(key), paths[0]))
             else:
-                skipped.append(f"No {key.replace('_', ' ')} figure: " + plots.SKIPPED[key])
+                skipped.append(f"No {key.replace('_', ' ')} figure: {reason}")
 
     done = int((states["state"] == "done").sum())
     head = [f"# {title}", "", f"{suite.description}".strip(), "", f"{done} of {len(states)} runs done."
@@ -115,14 +139,15 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         head.append("**Some runs use a RANDOMLY INITIALISED backbone (not pretrained); their rows say so.**\n")
     main = [to_markdown(t) for t in tables if not TABLES.get(t.key).detail]
     detail = [to_markdown(t) for t in tables if TABLES.get(t.key).detail]
-    tail = [expected_markdown(comparison), _not_done_markdown(states)]
+    legend = variant_legend(specs)
+    tail = [expected_markdown(comparison), _variants_markdown(legend), _not_done_markdown(states), "\n".join(f"_{x}_" for x in skipped)]
     console = "\n".join([*head, *main, *(x for x in tail if x)])
     markdown = "\n".join([*head, *main, *detail, *(x for x in tail if x)])
     write("report.md", markdown)
     page = html.render(
         title=title, description=suite.description, tables=table_files,
         expected=html.expected_context(comparison, EXPECTED_CAPTION), figures=figures, skipped_figures=skipped, states=states,
-        suite_path=suite_path or Path(f"{suite.name}.yaml"), long=long, downloads=long_files,
+        suite_files=suite_files(suite, suite_path), variants=legend, long=long, downloads=long_files,
     )
     write("report.html", page)
     _remove_stale(out, files)

@@ -16,6 +16,7 @@ Statistics, and why:
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -34,7 +35,49 @@ CORRUPTION_FAMILIES = ("c", "gen")  # <family>/<corruption>/<severity> splits
 CONFIDENCE = 0.95
 # columns that describe an evaluation set; aggregates keep them, grouped with NaN kept as a key
 SET_COLUMNS = ["protocol", "split", "derived", "ood_set", "corruption", "severity", "target", "probe"]
-MODEL_COLUMNS = ["dataset", "backbone", "init", "random_init"]
+# what a seed aggregate is over: runs that differ only in seed (the method is a column of its own)
+MODEL_COLUMNS = ["dataset", "backbone", "init", "random_init", "variant"]
+UNKNOWN_VARIANT = "unknown"  # results written without their config
+
+
+def config_variant(config: dict[str, Any] | None) -> str:
+    """Short hash of a canonical run config without method and seed. Runs of one suite that vary
+    anything else (an lr sweep, trainable blocks, ...) get different variants and are never pooled
+    as if they were seeds."""
+    if not config:
+        return UNKNOWN_VARIANT
+    rest = {k: v for k, v in config.items() if k not in ("method", "seed")}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def variant_legend(specs: list[RunSpec]) -> dict[str, dict[str, Any]]:
+    """variant → the config values that tell it apart from the suite's other variants
+    (flattened dotted keys); empty when the suite has one variant per dataset."""
+    flat: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        config = spec.config.canonical()
+        flat.setdefault(config_variant(config), _flatten({k: v for k, v in config.items() if k not in ("method", "seed")}))
+    by_dataset: dict[str, list[str]] = {}
+    for variant, values in flat.items():
+        by_dataset.setdefault(values.get("data.name"), []).append(variant)
+    legend = {}
+    for variants in by_dataset.values():
+        if len(variants) < 2:
+            continue
+        keys = sorted({k for v in variants for k in flat[v]})
+        differ = [k for k in keys if len({json.dumps(flat[v].get(k), sort_keys=True, default=str) for v in variants}) > 1]
+        legend.update({v: {k: flat[v].get(k) for k in differ} for v in variants})
+    return legend
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def split_parts(split: str) -> dict[str, Any]:
@@ -59,7 +102,7 @@ def result_rows(result: dict[str, Any], finished_utc: str | None = None) -> list
     run = {
         "suite": result.get("suite"), "run_id": result["run_id"], "method": result["method"], "dataset": result["dataset"],
         "backbone": backbone.get("display"), "init": backbone.get("init"), "random_init": bool(backbone.get("random_init")),
-        "seed": result["seed"], "img_size": proto.get("img_size"), "trainable_blocks": _text(proto.get("trainable_blocks")),
+        "seed": result["seed"], "variant": config_variant(result.get("config")), "img_size": proto.get("img_size"), "trainable_blocks": _text(proto.get("trainable_blocks")),
         "train_size": proto.get("train_size"), "steps": proto.get("steps"),
         "method_params": json.dumps(result.get("method_params", {}), sort_keys=True),
         "git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "torch": versions.get("torch"), "timm": versions.get("timm"),
@@ -101,7 +144,7 @@ def run_states(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
         c = spec.config
         rows.append({
             "run_id": spec.run_id, "method": c.method.name, "dataset": c.data.name, "seed": c.seed,
-            "state": run_dir.effective_state(), "attempts": status.get("attempts", 0), "error": status.get("error"),
+            "state": run_dir.effective_state(), "attempts": status.get("attempts", 0), "error": status.get("error") or "",
         })
     return pd.DataFrame(rows, columns=["run_id", "method", "dataset", "seed", "state", "attempts", "error"])
 
@@ -130,7 +173,10 @@ def with_averages(long: pd.DataFrame) -> pd.DataFrame:
     if not per_set.empty:
         size = shift.groupby(["run_id", "metric", "ood_set"])["split"].nunique().rename("n_splits").reset_index()
         per_set = per_set.merge(size, on=["run_id", "metric", "ood_set"])
-    set_means = per_set[per_set["n_splits"] > 1].assign(split=lambda f: f["ood_set"] + "/mean") if not per_set.empty else per_set
+    # corruption families always get a mean row (it stands for them in the OOD table); a natural
+    # shift split is its own set and needs none
+    keep = (per_set["n_splits"] > 1) | per_set["ood_set"].isin(CORRUPTION_FAMILIES) if not per_set.empty else None
+    set_means = per_set[keep].assign(split=lambda f: f["ood_set"] + "/mean") if not per_set.empty else per_set
     ood_avg = _derived(per_set.drop(columns="n_splits", errors="ignore"), [], protocol="shift", split="ood_avg")
     transfer = measured[(measured["protocol"] == "transfer") & measured["probe"].notna()]
     # an average over a single target would only repeat it
@@ -212,9 +258,9 @@ def training_log(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
         if log.empty:
             continue
         c = spec.config
-        frames.append(log.assign(run_id=spec.run_id, method=c.method.name, dataset=c.data.name, seed=c.seed))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "method", "dataset", "seed", "step"])
+        frames.append(log.assign(run_id=spec.run_id, method=c.method.name, dataset=c.data.name, seed=c.seed, variant=config_variant(c.canonical())))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "method", "dataset", "seed", "variant", "step"])
 
 
 __all__ = ["long_table", "run_states", "with_averages", "seed_summary", "paired_delta", "severity_summary",
-           "training_log", "t_interval", "split_parts"]
+           "training_log", "t_interval", "split_parts", "config_variant", "variant_legend"]

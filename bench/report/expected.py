@@ -27,21 +27,27 @@ def _label(e: Expectation) -> str:
 
 
 def per_seed(e: Expectation, long: pd.DataFrame) -> pd.DataFrame:
-    """(dataset, seed, value in percent) the expectation is judged on."""
+    """(dataset label, seed, value in percent) the expectation is judged on. A dataset run in
+    several models (backbones, inits, config variants) gets one label per model."""
     rows = long[(long["split"] == e.split) & (long["metric"] == e.metric)]
     if e.dataset is not None:
         rows = rows[rows["dataset"] == e.dataset]
-    keys = ["dataset", "backbone", "init", "seed"]
+    keys = ["dataset", "backbone", "init", "variant", "seed"]
     treated = rows[rows["method"] == e.method].set_index(keys)["value"]
     if e.quantity == "delta":
         treated = (treated - rows[rows["method"] == e.baseline].set_index(keys)["value"]).dropna()
     values = (100 * treated).rename("value").reset_index()
+    models = values[keys[:-1]].drop_duplicates()
+    many = models.duplicated("dataset", keep=False)
+    names = {tuple(m): (f"{m[0]} · {m[1]} · {m[2]} · variant {m[3]}" if dup else m[0])
+             for m, dup in zip(models.itertuples(index=False), many)}
+    values["dataset"] = [names[(r.dataset, r.backbone, r.init, r.variant)] for r in values.itertuples()]
     if e.across == "mean" and not values.empty:
-        # a seed counts only when every dataset has it, so each seed's mean covers the same datasets
-        datasets = values["dataset"].nunique()
-        full = values.groupby("seed")["dataset"].transform("nunique") == datasets
-        values = values[full].groupby("seed", as_index=False)["value"].mean().assign(dataset=f"mean of {datasets} datasets")
-    return values
+        # a seed counts only when every model has it, so each seed's mean covers the same models
+        n = values["dataset"].nunique()
+        full = values.groupby("seed")["dataset"].transform("nunique") == n
+        values = values[full].groupby("seed", as_index=False)["value"].mean().assign(dataset=f"mean of {n} datasets")
+    return values[["dataset", "seed", "value"]]
 
 
 def compare(expected: list[Expectation], long: pd.DataFrame) -> pd.DataFrame:
@@ -61,14 +67,21 @@ def compare(expected: list[Expectation], long: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def actual_text(r) -> str:
+    """'+2.00 [+0.51, +3.49] (n=3)'; '—' when no run provides it."""
+    if r.n == 0:
+        return "—"
+    ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
+    return f"{r.actual:+.2f}{ci} (n={r.n})".replace("-", "−")
+
+
 def expected_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return ""
     lines = ["## Expected vs actual", "", CAPTION, "",
              "| claim | dataset | expected (± tolerance) | actual [95% CI] | verdict | source |", "|---|---|---:|---:|---|---|"]
     for r in table.itertuples():
-        ci = "" if pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]"
-        actual = "—" if r.n == 0 else f"{r.actual:+.2f}{ci} (n={r.n})"
+        actual = actual_text(r)
         verdict = "missing" if r.verdict == "missing" else f"**{r.verdict}** tolerance"
         lines.append(f"| {r.expectation} | {r.dataset} | {r.expected:+.2f} ± {r.tolerance:.2f} | {actual} | {verdict} | {r.source} |")
     return "\n".join(lines) + "\n"
@@ -80,7 +93,7 @@ def expected_latex(table: pd.DataFrame, label: str) -> str:
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{Expected vs actual. {latex_escape(CAPTION)}}}", rf"\label{{{label}}}",
              r"\begin{tabular}{llrrl}", r"\toprule", r"claim & dataset & expected & actual & verdict \\", r"\midrule"]
     for r in table.itertuples():
-        actual = "--" if r.n == 0 else f"{r.actual:+.2f}" + ("" if pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]")
+        actual = actual_text(r)
         lines.append(" & ".join(latex_escape(x) for x in (r.expectation, str(r.dataset), f"{r.expected:+.2f} ± {r.tolerance:.2f}", actual, r.verdict)) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"

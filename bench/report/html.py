@@ -16,6 +16,7 @@ import jinja2
 import pandas as pd
 
 from bench.provenance import git_state, host, versions
+from bench.report.expected import actual_text
 from bench.report.tables import Table, header, row_cells
 
 ENV_COLUMNS = {"git_commit": "grpo-rm-bench commit", "git_dirty": "uncommitted changes", "torch": "torch", "timm": "timm",
@@ -51,7 +52,7 @@ def expected_context(comparison: pd.DataFrame, caption: str) -> dict[str, Any] |
         return None
     rows = []
     for r in comparison.itertuples():
-        actual = "—" if r.n == 0 else f"{r.actual:+.2f}" + ("" if pd.isna(r.ci_low) else f" [{r.ci_low:+.2f}, {r.ci_high:+.2f}]") + f" (n={r.n})"
+        actual = actual_text(r)
         texts = [r.expectation, r.dataset, f"{r.expected:+.2f} ± {r.tolerance:.2f}", actual, r.verdict, r.source]
         rows.append({"cells": [{"text": t, "cls": r.verdict if i == 4 else ""} for i, t in enumerate(texts)]})
     return {"header": ["claim", "dataset", "expected (± tolerance)", "actual [95% CI]", "verdict", "source"], "rows": rows, "caption": caption}
@@ -73,8 +74,8 @@ def environment(long: pd.DataFrame) -> dict[str, Any]:
 
 def render(
     *, title: str, description: str, tables: list[tuple[Table, list[Path]]], expected: dict[str, Any] | None,
-    figures: list[tuple[str, str, Path]], skipped_figures: list[str], states: pd.DataFrame, suite_path: Path,
-    long: pd.DataFrame, downloads: list[Path],
+    figures: list[tuple[str, str, Path]], skipped_figures: list[str], states: pd.DataFrame, suite_files: list[tuple[str, str]],
+    variants: dict[str, dict[str, Any]], long: pd.DataFrame, downloads: list[Path],
 ) -> str:
     """The report page. ``figures``: (key, caption, png path)."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("bench.report", ""), autoescape=True, undefined=jinja2.StrictUndefined)
@@ -84,6 +85,5 @@ def render(
         counts={"done": int((states["state"] == "done").sum()), "total": len(states)}, not_done=not_done, expected=expected,
         tables=[table_context(t, files) for t, files in tables], downloads=[_download(p) for p in downloads],
         figures=[{"key": k, "caption": c, "src": data_uri(p, "image/png")} for k, c, p in figures], skipped_figures=skipped_figures,
-        suite_path=str(suite_path), suite_text=Path(suite_path).read_text() if Path(suite_path).is_file() else "(suite file not found)",
-        env=environment(long),
+        suite_files=suite_files, variants=variants, env=environment(long),
     )

@@ -6,7 +6,9 @@
 - ``curves``: training statistics per step (loss, accuracy, reward, advantage spread),
   mean over seeds with the seed range shaded.
 - ``severity``: accuracy against corruption severity (0 = the clean ID split).
-Figures whose data the suite does not have are skipped (the report says so).
+Figures whose data the suite does not have are skipped (the report says so). Every frame carries
+a ``model`` column (the row label of :func:`bench.report.tables.model_labels`): one panel or
+marker per model, so two backbones or config variants of one dataset never mix.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bench.io import atomic_write
-from bench.report.tables import METRIC_NAMES, method_name, method_order, split_label
+from bench.report.tables import METRIC_NAMES, PROTOCOL_ORDER, method_name, method_order, split_label
 from bench.registry import Registry
 
 COLORS = {"sft": "#1f77b4", "grpo_rm": "#d62728"}
@@ -35,7 +37,7 @@ def _color(method: str, methods: list[str]) -> str:
 
 
 def save(fig: plt.Figure, stem: Path) -> list[Path]:
-    """Write ``stem.png`` and ``stem.pdf``; both or (on error) neither is left half-written."""
+    """Write ``stem.png`` and ``stem.pdf``, each atomically (a reader never sees half a file)."""
     paths = []
     for fmt in FORMATS:
         path = stem.with_suffix(f".{fmt}")
@@ -50,8 +52,8 @@ def suptitle(fig: plt.Figure, text: str) -> None:
     fig.suptitle(textwrap.fill(text, width=max(40, int(fig.get_figwidth() * 11))), fontsize=10)
 
 
-def headline_metric(summary: pd.DataFrame, dataset: str) -> str:
-    metrics = set(summary.loc[summary["dataset"] == dataset, "metric"])
+def headline_metric(summary: pd.DataFrame, model: str) -> str:
+    metrics = set(summary.loc[summary["model"] == model, "metric"])
     return "top1" if "top1" in metrics else "mIoU"
 
 
@@ -70,17 +72,16 @@ def bar_label(split: str, protocol: str) -> str:
 
 
 def bars(summary: pd.DataFrame, stem: Path, title: str) -> list[Path]:
-    datasets = list(dict.fromkeys(summary["dataset"]))
+    models = list(dict.fromkeys(summary["model"]))
     methods = method_order(summary["method"])
-    fig, axes = plt.subplots(1, len(datasets), figsize=(max(5.5, 1.0 + 3.6 * len(datasets)), 4.0), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        metric = headline_metric(summary, dataset)
-        rows = summary[(summary["dataset"] == dataset) & (summary["metric"] == metric)]
+    fig, axes = plt.subplots(1, len(models), figsize=(max(5.5, 1.0 + 3.6 * len(models)), 4.0), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        metric = headline_metric(summary, model)
+        rows = summary[(summary["model"] == model) & (summary["metric"] == metric)]
         head = rows[((rows["protocol"] == "id") & ~rows["derived"].astype(bool)) | (rows["split"] == "ood_avg")]
         averaged = rows[rows["split"].str.startswith("transfer_avg/")]
         head = pd.concat([head, averaged if not averaged.empty else rows[rows["protocol"] == "transfer"]])
-        order = {"id": 0, "shift": 1, "transfer": 2}
-        groups = sorted(dict.fromkeys(zip(head["split"], head["protocol"])), key=lambda g: order.get(g[1], 3))
+        groups = sorted(dict.fromkeys(zip(head["split"], head["protocol"])), key=lambda g: PROTOCOL_ORDER.get(g[1], 3))
         x = np.arange(len(groups))
         width = 0.8 / max(1, len(methods))
         for i, method in enumerate(methods):
@@ -88,7 +89,7 @@ def bars(summary: pd.DataFrame, stem: Path, title: str) -> list[Path]:
             ax.bar(x + (i - (len(methods) - 1) / 2) * width, 100 * m["mean"].to_numpy(dtype=float), width, yerr=100 * _half(m),
                    capsize=3, color=_color(method, methods), label=method_name(method))
         ax.set_xticks(x, [bar_label(s, p) for s, p in groups], rotation=20, ha="right")
-        ax.set_title(dataset, fontsize=10)
+        ax.set_title(model, fontsize=10)
         ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (%)")
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].legend(loc="lower left", fontsize=8)
@@ -100,9 +101,9 @@ def bars(summary: pd.DataFrame, stem: Path, title: str) -> list[Path]:
 def id_vs_ood(long: pd.DataFrame, summary: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     """x = ID (first ID split), y = OOD average, per run; crosses = method means ± 95% CI."""
     points = []
-    for dataset in dict.fromkeys(long["dataset"]):
-        metric = headline_metric(summary, dataset)
-        rows = long[(long["dataset"] == dataset) & (long["metric"] == metric)]
+    for model in dict.fromkeys(long["model"]):
+        metric = headline_metric(summary, model)
+        rows = long[(long["model"] == model) & (long["metric"] == metric)]
         ids = rows[(rows["protocol"] == "id") & ~rows["derived"].astype(bool)]
         if ids.empty or not (rows["split"] == "ood_avg").any():
             continue
@@ -111,20 +112,20 @@ def id_vs_ood(long: pd.DataFrame, summary: pd.DataFrame, stem: Path, title: str)
         y = rows[rows["split"] == "ood_avg"].set_index("run_id")["value"]
         meta = rows.drop_duplicates("run_id").set_index("run_id")["method"]
         both = pd.DataFrame({"x": x, "y": y, "method": meta}).dropna()
-        points.append((dataset, metric, first, both))
+        points.append((model, metric, first, both))
     if not points:
         return []
     methods = method_order(summary["method"])
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
-    for k, (dataset, metric, first, both) in enumerate(points):
+    for k, (model, metric, first, both) in enumerate(points):
         for method, group in both.groupby("method", sort=False):
             color = _color(method, methods)
             ax.scatter(100 * group["x"], 100 * group["y"], marker=MARKERS[k % len(MARKERS)], color=color, alpha=0.45, s=28)
-            mx = summary[(summary["method"] == method) & (summary["dataset"] == dataset) & (summary["metric"] == metric)].set_index("split")
+            mx = summary[(summary["method"] == method) & (summary["model"] == model) & (summary["metric"] == metric)].set_index("split")
             if first in mx.index and "ood_avg" in mx.index:
                 ax.errorbar(100 * mx.at[first, "mean"], 100 * mx.at["ood_avg", "mean"], xerr=100 * _half(mx.loc[[first]])[0],
                             yerr=100 * _half(mx.loc[["ood_avg"]])[0], marker=MARKERS[k % len(MARKERS)], color=color, ms=9,
-                            mec="black", capsize=3, label=f"{method_name(method)} · {dataset}")
+                            mec="black", capsize=3, label=f"{method_name(method)} · {model}")
     lo = min(min(p[3]["x"].min(), p[3]["y"].min()) for p in points) * 100 - 2
     hi = max(max(p[3]["x"].max(), p[3]["y"].max()) for p in points) * 100 + 2
     ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="OOD = ID")
@@ -148,12 +149,12 @@ CURVE_PANELS = (  # (title, columns with line styles); a panel is drawn when any
 def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list[Path]:
     if log.empty:
         return []
-    datasets = list(dict.fromkeys(log["dataset"]))
+    models = list(dict.fromkeys(log["model"]))
     methods = method_order(log["method"])
     panels = [p for p in CURVE_PANELS if any(c in log.columns and log[c].notna().any() for c, _ in p[1])]
-    fig, axes = plt.subplots(len(datasets), len(panels), figsize=(3.3 * len(panels), 2.7 * len(datasets)), squeeze=False)
-    for r, dataset in enumerate(datasets):
-        part = log[log["dataset"] == dataset]
+    fig, axes = plt.subplots(len(models), len(panels), figsize=(3.3 * len(panels), 2.7 * len(models)), squeeze=False)
+    for r, model in enumerate(models):
+        part = log[log["model"] == model]
         window = max(1, int(part["step"].max()) // 50)
         for c, (name, columns) in enumerate(panels):
             ax = axes[r][c]
@@ -168,7 +169,7 @@ def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list
                     ax.plot(smooth.index, smooth.mean(axis=1), style, color=_color(method, methods), lw=1.2, label=label)
                     if smooth.shape[1] > 1:
                         ax.fill_between(smooth.index, smooth.min(axis=1), smooth.max(axis=1), color=_color(method, methods), alpha=0.15, lw=0)
-            ax.set_title(f"{dataset}: {name}", fontsize=9)
+            ax.set_title(f"{model}: {name}", fontsize=9)
             ax.set_xlabel(f"step (rolling mean of {window})" if window > 1 else "step", fontsize=8)
             ax.grid(alpha=0.3)
             if ax.lines:
@@ -182,18 +183,18 @@ def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list
 def severity(sev: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     if sev.empty:
         return []
-    panels = list(dict.fromkeys(zip(sev["dataset"], sev["ood_set"], sev["metric"])))
+    panels = list(dict.fromkeys(zip(sev["model"], sev["ood_set"], sev["metric"])))
     panels = [p for p in panels if p[2] in ("top1", "mIoU")]
     methods = method_order(sev["method"])
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.5, 1.0 + 3.8 * len(panels)), 4.0), squeeze=False)
-    for ax, (dataset, family, metric) in zip(axes[0], panels):
+    for ax, (model, family, metric) in zip(axes[0], panels):
         for method in methods:
-            s = sev[(sev["dataset"] == dataset) & (sev["ood_set"] == family) & (sev["metric"] == metric) & (sev["method"] == method)]
+            s = sev[(sev["model"] == model) & (sev["ood_set"] == family) & (sev["metric"] == metric) & (sev["method"] == method)]
             s = s.sort_values("severity")
             color = _color(method, methods)
             ax.plot(s["severity"], 100 * s["mean"], "o-", color=color, label=method_name(method))
             ax.fill_between(s["severity"].astype(float), 100 * s["ci_low"].astype(float), 100 * s["ci_high"].astype(float), color=color, alpha=0.15, lw=0)
-        name = f"{dataset}-C" if family == "c" else f"{dataset}, generated corruptions"
+        name = f"{model}: {'prepared corruptions (-C)' if family == 'c' else 'generated corruptions'}"
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("severity (0 = clean ID split)")
         ax.set_ylabel(f"{METRIC_NAMES.get(metric, metric)} (%), mean over corruptions")

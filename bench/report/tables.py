@@ -9,7 +9,7 @@ full precision, so the rendered tables (and the HTML report) can be checked agai
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import pandas as pd
@@ -20,7 +20,8 @@ METHOD_NAMES = {"sft": "SFT", "grpo_rm": "GRPO-RM"}
 METRIC_NAMES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "mIoU": "mIoU", "aAcc": "pixel accuracy", "mAcc": "mean class accuracy"}
 PROTOCOL_ORDER = {"id": 0, "shift": 1, "transfer": 2}
 PROBE_NAMES = {"knn": "kNN", "sr": "SR"}
-ROW_KEYS = ["dataset", "backbone", "init", "random_init", "protocol", "split"]
+MODEL_KEYS = ["dataset", "backbone", "init", "random_init", "variant"]
+ROW_KEYS = [*MODEL_KEYS, "protocol", "split"]
 
 
 def method_name(method: str) -> str:
@@ -45,7 +46,6 @@ class Table:
     methods: list[str]
     frame: pd.DataFrame
     random_init: bool = False
-    notes: list[str] = field(default_factory=list)
 
     @property
     def has_delta(self) -> bool:
@@ -91,11 +91,18 @@ def split_rank(split: str) -> tuple[int, str]:
 
 # ---- building -----------------------------------------------------------------------------
 
-def _model_label(dataset: str, backbone: str, init: str, random_init: bool, many_models: bool) -> str:
-    label = dataset
-    if many_models:
-        label += f" · {backbone} · {init}"
-    return label + (" (random init)" if random_init else "")
+def model_labels(frame: pd.DataFrame) -> pd.Series:
+    """A row label per model: the dataset, plus backbone/init/variant where one dataset was run in
+    several models, plus '(random init)' for a randomly initialised backbone."""
+    models = frame[MODEL_KEYS].drop_duplicates()
+    parts = {"backbone": models.groupby("dataset")["backbone"].nunique(), "init": models.groupby("dataset")["init"].nunique(),
+             "variant": models.groupby("dataset")["variant"].nunique()}
+
+    def label(r) -> str:
+        extra = [f"{'variant ' if k == 'variant' else ''}{getattr(r, k)}" for k in ("backbone", "init", "variant") if parts[k][r.dataset] > 1]
+        return " · ".join([r.dataset, *extra]) + (" (random init)" if bool(r.random_init) else "")
+
+    return pd.Series([label(r) for r in frame[MODEL_KEYS].itertuples()], index=frame.index)
 
 
 def comparison(
@@ -123,17 +130,15 @@ def comparison(
     for c in wide.columns:
         if c.endswith(("_mean", "_ci_low", "_ci_high")):
             wide[c] = wide[c].astype(float) * scale
-    models = wide[["dataset", "backbone", "init"]].drop_duplicates()
-    many = len(models) > len(models["dataset"].unique())
-    order = {tuple(m): i for i, m in enumerate(models.itertuples(index=False))}
-    wide["_model"] = [order[(r.dataset, r.backbone, r.init)] for r in wide.itertuples()]
+    order = {m: i for i, m in enumerate(dict.fromkeys(zip(*(wide[k] for k in MODEL_KEYS))))}
+    wide["_model"] = [order[m] for m in zip(*(wide[k] for k in MODEL_KEYS))]
     wide["_protocol"] = wide["protocol"].map(PROTOCOL_ORDER).fillna(9)
     wide["_rank"] = [split_rank(s) for s in wide["split"]]
     wide["_seen"] = range(len(wide))
     wide = wide.sort_values(["_model", "_protocol", "_rank", "_seen"], kind="stable").reset_index(drop=True)
     sizes = set_sizes or {}
     labels = pd.DataFrame({
-        "dataset": [_model_label(r.dataset, r.backbone, r.init, bool(r.random_init), many) for r in wide.itertuples()],
+        "dataset": model_labels(wide),
         "protocol": wide["protocol"],
         "evaluation": [split_label(r.split, r.dataset, sizes.get((r.dataset, r.protocol), {})) for r in wide.itertuples()],
     })
@@ -211,7 +216,7 @@ def to_markdown(table: Table) -> str:
     for labels, values, bold in row_cells(table):
         shown = [f"**{v}**" if i in bold else v for i, v in enumerate(values)]
         lines.append("| " + " | ".join(labels + shown) + " |")
-    return "\n".join(lines + [""] + [f"{note}" for note in table.notes]) + "\n"
+    return "\n".join(lines) + "\n\n"
 
 
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
