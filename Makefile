@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
+PDFLATEX := /usr/bin/pdflatex
 EXECUTOR ?= auto
 DATA_ROOT ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -30,6 +31,12 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	$(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends chromium
 
+# pdflatex compiles the LaTeX tables in the tests (booktabs is in texlive-latex-recommended)
+$(PDFLATEX):
+	@echo ">> pdflatex missing: installing Debian's texlive-latex-base + texlive-latex-recommended (LaTeX table test)"
+	$(SUDO) apt-get update -qq
+	$(SUDO) apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends texlive-latex-base texlive-latex-recommended
+
 $(STAMP):
 	@echo ">> creating $(VENV) and installing the pinned torch/torchvision pair + package (constraints.txt)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,7 +51,7 @@ demo: install
 	$(VENV)/bin/bench run suites/demo.yaml
 	$(VENV)/bin/bench run suites/demo_seg.yaml
 
-test: install $(CHROMIUM) slurm-up
+test: install $(CHROMIUM) $(PDFLATEX) slurm-up
 	$(PY) -m pytest -q
 
 # The paper's grid (suites/paper.yaml), then its tables with expected vs actual. Without a data root

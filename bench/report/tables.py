@@ -220,8 +220,11 @@ def to_markdown(table: Table) -> str:
 
 
 LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "†": r"$^\dagger$", "·": r"$\cdot$"}
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "|": r"\textbar{}",
+                 "<": r"\textless{}", ">": r"\textgreater{}"}
+# what pdflatex's default fonts lack, as LaTeX (so the tables compile without extra packages)
+LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "†": r"$^\dagger$", "·": r"$\cdot$", "≤": r"$\le$",
+                 "≥": r"$\ge$", "×": r"$\times$", "—": "---", "–": "--", "…": r"\ldots{}", "→": r"$\to$"}
 
 
 def latex_escape(text: str) -> str:
