@@ -104,7 +104,7 @@ def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
             if len(todo) < len(specs):
                 _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
             if sys.stdin.isatty() and Path(DEMO_SUITE).is_file():
-                if console.input("Run the demo now (about 15 minutes on a CPU)? [y/N] ").strip().lower() in ("y", "yes"):
+                if console.input("Run the demo now (about 20 minutes on a 2-core CPU)? [y/N] ").strip().lower() in ("y", "yes"):
                     return main(["run", DEMO_SUITE])
             return 2
         console.print(f"{args.suite}: {progress_line(specs, args.results)}; {len(queued)} still queued on Slurm; "

