@@ -197,7 +197,7 @@ def test_two_task_ddp_job_on_slurm(tmp_path):
     assert all(abs(a["loss"] - b["loss"]) < 1e-3 for a, b in zip(ddp, single))
 
 
-def test_reproduce_submits_once_then_renders_expected_vs_actual(tmp_path):
+def test_reproduce_submits_once_then_renders_expected_vs_actual(tmp_path, capsys):
     from bench.cli import main
 
     make_suite(tmp_path, name="inner")
@@ -207,12 +207,14 @@ def test_reproduce_submits_once_then_renders_expected_vs_actual(tmp_path):
             "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
     (tmp_path / "data").mkdir()
     assert main(args) == 0  # submitted (no GPU asked by the profile); the report lists both runs as not done
+    assert "submitted 2 run(s) as Slurm array" in capsys.readouterr().out
     specs = expand(load_suite(outer), outer)
     dirs = [RunDir.of(tmp_path / "results", s.suite, s.run_id) for s in specs]
     jobs = [d.read_status()["executor_job_id"] for d in dirs]
     assert all(jobs) and [s.profile for s in specs] == ["inner/default"] * 2
-    assert main(args) == 0  # again while queued or running: nothing is submitted twice
-    assert [d.read_status().get("executor_job_id") for d in dirs] == jobs or all(d.is_done() for d in dirs)
+    assert main(args) == 0  # again while queued or running (or done): nothing is submitted twice
+    assert "submitted" not in capsys.readouterr().out
+    assert [d.read_status().get("executor_job_id") for d in dirs] == jobs
     wait_until(lambda: all(d.is_done() for d in dirs), 300, "both runs to finish")
     assert main(args) == 0
     table = (tmp_path / "reports" / "outer" / "expected.csv").read_text()
