@@ -169,7 +169,9 @@ def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list
                     ax.plot(smooth.index, smooth.mean(axis=1), style, color=_color(method, methods), lw=1.2, label=label)
                     if smooth.shape[1] > 1:
                         ax.fill_between(smooth.index, smooth.min(axis=1), smooth.max(axis=1), color=_color(method, methods), alpha=0.15, lw=0)
-            ax.set_title(f"{model}: {name}", fontsize=9)
+            ax.set_title(name, fontsize=9)
+            if c == 0:  # the row's model, once, where a long name does not collide with titles
+                ax.set_ylabel(model, fontsize=9)
             ax.set_xlabel(f"step (rolling mean of {window})" if window > 1 else "step", fontsize=8)
             ax.grid(alpha=0.3)
             if ax.lines:
