@@ -14,7 +14,7 @@ from bench.data import DATASETS
 from bench.datacheck import check_specs, summarise
 from bench.launch import LAUNCHERS, LaunchOptions, cancel, launch, sbatch_preview, scheduler_states, status_table, submitit_folder
 from bench.report import Report, build_report
-from bench.reproduce import explain, progress_line, readiness, still_queued, with_job
+from bench.reproduce import explain, launch_plan, progress_line, readiness
 from bench.runner import describe
 from bench.store import RunDir
 from bench.suite import SuiteError, expand, load_suite
@@ -91,12 +91,11 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
     executor = args.executor if args.executor != "auto" else ("slurm" if shutil.which("sbatch") else "local")
-    queued = still_queued(specs, args.results)
-    if queued is None:
-        queued = with_job(specs, args.results)
+    plan = launch_plan(specs, args.results)
+    todo, queued = plan.todo, plan.queued
+    if not plan.squeue_answered:
         console.print(f"squeue did not answer: the {len(queued)} unfinished run(s) submitted before are not resubmitted "
                       "(`bench status` shows them; `bench run --executor slurm` submits regardless)", style="yellow", markup=False)
-    todo = [s for s in specs if s not in queued and not RunDir.of(args.results, s.suite, s.run_id).is_done()]
     if todo:
         ready = readiness(suite, todo, executor, args.allow_cpu)
         if ready.why_not:

@@ -130,27 +130,28 @@ def explain(suite: Suite, suite_path: Path, specs: list[RunSpec], ready: Readine
     return "\n".join(lines)
 
 
-def still_queued(specs: list[RunSpec], results_root: Path) -> list[RunSpec] | None:
-    """Unfinished runs whose Slurm job the scheduler still holds, so a rerun does not submit them
-    twice; None when Slurm cannot be asked (the caller must then not resubmit any run with a job)."""
-    jobs = {}
+@dataclass(frozen=True)
+class LaunchPlan:
+    todo: list[RunSpec]  # not done and not held by Slurm: what a launch would run
+    queued: list[RunSpec]  # held by Slurm (or, when squeue did not answer, submitted before)
+    squeue_answered: bool
+
+
+def launch_plan(specs: list[RunSpec], results_root: Path) -> LaunchPlan:
+    """Which unfinished runs to launch. A run whose Slurm job the scheduler still holds is not
+    submitted twice; when squeue cannot be asked, no run submitted before is resubmitted."""
+    unfinished, submitted = [], {}
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+        if run_dir.is_done():
+            continue
+        unfinished.append(spec)
         status = run_dir.read_status()
-        if status.get("executor") == "slurm" and status.get("executor_job_id") and not run_dir.is_done():
-            jobs[spec.run_id] = str(status["executor_job_id"])
-    if not jobs:
-        return []
-    active = active_job_ids()
-    if active is None:
-        return None
-    return [s for s in specs if s.run_id in jobs and jobs[s.run_id] in active]
-
-
-def with_job(specs: list[RunSpec], results_root: Path) -> list[RunSpec]:
-    """Unfinished runs that were submitted to Slurm at some point."""
-    return [s for s in specs if RunDir.of(results_root, s.suite, s.run_id).read_status().get("executor_job_id")
-            and not RunDir.of(results_root, s.suite, s.run_id).is_done()]
+        if status.get("executor") == "slurm" and status.get("executor_job_id"):
+            submitted[spec.run_id] = str(status["executor_job_id"])
+    active = active_job_ids() if submitted else set()
+    queued = [s for s in unfinished if s.run_id in submitted and (active is None or submitted[s.run_id] in active)]
+    return LaunchPlan([s for s in unfinished if s not in queued], queued, active is not None)
 
 
 def progress_line(specs: list[RunSpec], results_root: Path) -> str:

@@ -108,12 +108,13 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     figures, skipped = [], []
     if not long.empty:
         labelled = long.assign(model=model_labels(long))
+        by_model = summary.assign(model=model_labels(summary))
         models = labelled.drop_duplicates("run_id").set_index("run_id")["model"]
         log = training_log(specs, results_root)
         log = log.assign(model=log["run_id"].map(models)) if not log.empty else log
         draw = {
-            "bars": lambda: plots.bars(summary.assign(model=model_labels(summary)), out / "bars", title),
-            "id_vs_ood": lambda: plots.id_vs_ood(labelled, summary.assign(model=model_labels(summary)), out / "id_vs_ood", title),
+            "bars": lambda: plots.bars(by_model, out / "bars", title),
+            "id_vs_ood": lambda: plots.id_vs_ood(labelled, by_model, out / "id_vs_ood", title),
             "curves": lambda: plots.curves(log, out / "curves", title, bool(long["random_init"].astype(bool).any())),
             "severity": lambda: plots.severity(sev.assign(model=model_labels(sev)) if not sev.empty else sev, out / "severity", title),
         }
@@ -123,10 +124,10 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
             except Exception as exc:  # noqa: BLE001 — reported in the report itself
                 paths, reason = [], f"drawing it failed ({exc.__class__.__name__}: {exc})"
             else:
-                reason = plots.SKIPPED[key]
+                reason = plots.FIGURES.get(key).absent
             files += paths
             if paths:
-                figures.append((key, plots.FIGURES.get(key), paths[0]))
+                figures.append((key, plots.FIGURES.get(key).caption, paths[0]))
             else:
                 skipped.append(f"No {key.replace('_', ' ')} figure: {reason}")
 

@@ -170,14 +170,12 @@ def with_averages(long: pd.DataFrame) -> pd.DataFrame:
     measured = long[~long["derived"].astype(bool)]
     shift = measured[(measured["protocol"] == "shift") & measured["ood_set"].notna()]
     per_set = _derived(shift, ["ood_set"], protocol="shift")
-    if not per_set.empty:
-        size = shift.groupby(["run_id", "metric", "ood_set"])["split"].nunique().rename("n_splits").reset_index()
-        per_set = per_set.merge(size, on=["run_id", "metric", "ood_set"])
     # corruption families always get a mean row (it stands for them in the OOD table); a natural
     # shift split is its own set and needs none
-    keep = (per_set["n_splits"] > 1) | per_set["ood_set"].isin(CORRUPTION_FAMILIES) if not per_set.empty else None
-    set_means = per_set[keep].assign(split=lambda f: f["ood_set"] + "/mean") if not per_set.empty else per_set
-    ood_avg = _derived(per_set.drop(columns="n_splits", errors="ignore"), [], protocol="shift", split="ood_avg")
+    n_splits = shift.groupby(["run_id", "metric", "ood_set"])["split"].nunique()
+    several = per_set.set_index(["run_id", "metric", "ood_set"]).index.map(lambda k: n_splits.get(k, 0) > 1)
+    set_means = per_set[several | per_set["ood_set"].isin(CORRUPTION_FAMILIES)].assign(split=lambda f: f["ood_set"] + "/mean")
+    ood_avg = _derived(per_set, [], protocol="shift", split="ood_avg")
     transfer = measured[(measured["protocol"] == "transfer") & measured["probe"].notna()]
     # an average over a single target would only repeat it
     transfer = transfer[transfer.groupby(["run_id", "metric", "probe"])["target"].transform("nunique") > 1]

@@ -14,6 +14,7 @@ marker per model, so two backbones or config variants of one dataset never mix.
 from __future__ import annotations
 
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -208,15 +209,20 @@ def severity(sev: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     return save(fig, stem)
 
 
-FIGURES: Registry[str] = Registry("figure")  # name → caption shown in the HTML report
-FIGURES.add("bars", "Headline numbers per source dataset; error bars are 95% confidence intervals over seeds.")
-FIGURES.add("id_vs_ood", "Each run's in-distribution accuracy against its OOD average; large markers are method means ± 95% CI.")
-FIGURES.add("curves", "Training statistics per optimiser step, mean over seeds; the band spans the seeds. GRPO-RM's "
-             "clipped surrogate is 0 on a batch's first pass (ratio 1, advantages sum to 0), so its loss curve is flat at μ = 1; its gradient is not.")
-FIGURES.add("severity", "Accuracy against corruption severity, averaged over corruptions; severity 0 is the clean ID split.")
-SKIPPED = {  # why a figure can be absent
-    "bars": "no finished runs.",
-    "id_vs_ood": "no run has both an ID split and OOD (shift) sets.",
-    "curves": "no training logs (metrics.jsonl) among the finished runs.",
-    "severity": "the suite has no corruption-severity splits (c/<corruption>/<1-5> or gen/<corruption>/<1-5>).",
-}
+@dataclass(frozen=True)
+class FigureInfo:
+    caption: str  # shown under the figure in the HTML report
+    absent: str  # why the figure can be missing (said in the report when it is)
+
+
+FIGURES: Registry[FigureInfo] = Registry("figure")
+FIGURES.add("bars", FigureInfo("Headline numbers per source dataset; error bars are 95% confidence intervals over seeds.",
+                               "no finished runs."))
+FIGURES.add("id_vs_ood", FigureInfo("Each run's in-distribution accuracy against its OOD average; large markers are method means ± 95% CI.",
+                                    "no run has both an ID split and OOD (shift) sets."))
+FIGURES.add("curves", FigureInfo("Training statistics per optimiser step, mean over seeds; the band spans the seeds. GRPO-RM's "
+                                 "clipped surrogate is 0 on a batch's first pass (ratio 1, advantages sum to 0), so its loss curve "
+                                 "is flat at μ = 1; its gradient is not.",
+                                 "no training logs (metrics.jsonl) among the finished runs."))
+FIGURES.add("severity", FigureInfo("Accuracy against corruption severity, averaged over corruptions; severity 0 is the clean ID split.",
+                                   "the suite has no corruption-severity splits (c/<corruption>/<1-5> or gen/<corruption>/<1-5>)."))

@@ -45,7 +45,6 @@ class Table:
     labels: list[str]
     methods: list[str]
     frame: pd.DataFrame
-    random_init: bool = False
 
     @property
     def has_delta(self) -> bool:
@@ -150,10 +149,9 @@ def comparison(
     unit = "" if metric == "nll" else " (%)"
     caption = (f"{METRIC_NAMES.get(metric, metric)}{unit}, mean ± half-width of the 95% t-interval over seeds; "
                f"bold: best method mean per row; Δ = GRPO-RM − SFT paired over matching seeds, † where its 95% CI excludes 0.")
-    random_init = bool(wide["random_init"].astype(bool).any())
-    if random_init:
+    if wide["random_init"].astype(bool).any():
         caption = "RANDOM INIT (not pretrained) backbone in rows marked so. " + caption
-    return Table(key, title, caption, ["dataset", "protocol", "evaluation"], methods, frame, random_init)
+    return Table(key, title, caption, ["dataset", "protocol", "evaluation"], methods, frame)
 
 
 # ---- cells --------------------------------------------------------------------------------
