@@ -194,7 +194,8 @@ def test_expected_vs_actual_judges_tolerance_per_dataset_and_over_datasets(tmp_p
     assert table["actual"].iloc[0] == pytest.approx(100 * statistics.mean(diffs))
     # over datasets: per seed the mean of cifar10's and cifar100's Δ, then over seeds
     assert table["actual"].iloc[1] == pytest.approx(100 * statistics.mean(diffs) + 0.5)
-    assert table["dataset"].iloc[1] == "mean of 2 datasets" and table["n"].iloc[1] == 3
+    assert table["dataset"].iloc[1] == "mean of 2 datasets (random init)" and table["n"].iloc[1] == 3
+    assert table["dataset"].iloc[0] == "cifar10 (random init)"  # the tables' row label, random init named
     assert (table["ci_high"].iloc[0] - table["ci_low"].iloc[0]) / 2 == pytest.approx(100 * half(diffs))
     assert table["actual"].iloc[2] == pytest.approx(82.0)
 

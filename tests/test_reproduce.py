@@ -73,7 +73,7 @@ def test_with_data_it_runs_the_grid_and_renders_expected_vs_actual(mini_paper, t
     out = capsys.readouterr().out
     assert "## Expected vs actual" in out
     expected = pd.read_csv(reports / "mini-paper" / "expected.csv")
-    assert list(expected["n"]) == [1, 1] and expected["dataset"].iloc[0] == "mean of 1 datasets"
+    assert list(expected["n"]) == [1, 1] and expected["dataset"].iloc[0] == "mean of 1 datasets (random init)"
     # by hand from the result files: OOD sets stl10, cifar10.1-v6, CIFAR-10-C (5 fog severities), gen (contrast 5)
     runs = {r["method"]: r["metrics"] for r in (json.loads(p.read_text()) for p in (tmp_path / "r" / "cifar-tiny").glob("*/result.json"))}
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.report.aggregate import t_interval
-from bench.report.tables import METRIC_NAMES, method_name
+from bench.report.tables import METRIC_NAMES, MODEL_KEYS, method_name, model_labels
 from bench.suite import Expectation
 
 COLUMNS = ["expectation", "dataset", "metric", "expected", "tolerance", "actual", "ci_low", "ci_high", "n", "verdict", "source"]
@@ -28,25 +28,24 @@ def _label(e: Expectation) -> str:
 
 def per_seed(e: Expectation, long: pd.DataFrame) -> pd.DataFrame:
     """(dataset label, seed, value in percent) the expectation is judged on. A dataset run in
-    several models (backbones, inits, config variants) gets one label per model."""
+    several models (backbones, inits, config variants) gets one label per model, the same row
+    label as in the tables, '(random init)' included."""
     rows = long[(long["split"] == e.split) & (long["metric"] == e.metric)]
     if e.dataset is not None:
         rows = rows[rows["dataset"] == e.dataset]
-    keys = ["dataset", "backbone", "init", "variant", "seed"]
+    keys = [*MODEL_KEYS, "seed"]
     treated = rows[rows["method"] == e.method].set_index(keys)["value"]
     if e.quantity == "delta":
         treated = (treated - rows[rows["method"] == e.baseline].set_index(keys)["value"]).dropna()
     values = (100 * treated).rename("value").reset_index()
-    models = values[keys[:-1]].drop_duplicates()
-    many = models.duplicated("dataset", keep=False)
-    names = {tuple(m): (f"{m[0]} · {m[1]} · {m[2]} · variant {m[3]}" if dup else m[0])
-             for m, dup in zip(models.itertuples(index=False), many)}
-    values["dataset"] = [names[(r.dataset, r.backbone, r.init, r.variant)] for r in values.itertuples()]
+    random_init = bool(values["random_init"].astype(bool).any())
+    values["dataset"] = model_labels(values) if not values.empty else values["dataset"]  # the tables' row labels
     if e.across == "mean" and not values.empty:
         # a seed counts only when every model has it, so each seed's mean covers the same models
         n = values["dataset"].nunique()
         full = values.groupby("seed")["dataset"].transform("nunique") == n
-        values = values[full].groupby("seed", as_index=False)["value"].mean().assign(dataset=f"mean of {n} datasets")
+        label = f"mean of {n} datasets" + (" (random init)" if random_init else "")
+        values = values[full].groupby("seed", as_index=False)["value"].mean().assign(dataset=label)
     return values[["dataset", "seed", "value"]]
 
 
