@@ -133,6 +133,40 @@ def write_tiny_imagenet(root: Path, n_val: int = 10, seed: int = 3) -> dict:
     return {"val_labels": np.array(val_labels), "wnids": wnids}
 
 
+def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A random colour gradient: JPEG keeps it within a few grey levels, so decoded pixels can be
+    compared with what was written (random noise would not survive the compression)."""
+    start, end = rng.integers(0, 256, size=(2, 3))
+    t = np.linspace(0.0, 1.0, w)[None, :, None]
+    row = start + (end.astype(float) - start) * t
+    return np.broadcast_to(row, (h, w, 3)).round().astype(np.uint8)
+
+
+def write_tiny_imagenet_c(root: Path, corruptions: tuple[str, ...] = ("fog",), severities: tuple[int, ...] = (1, 3),
+                          classes: tuple[int, ...] = (199, 0, 57), per_class: int = 2, seed: int = 12) -> dict:
+    """Tiny-ImageNet-C/<corruption>/<severity>/<wnid>/*.JPEG as the release extracts: all 200 wnid
+    folders in every severity folder; images (64×64) only in ``classes`` (indices in sorted-wnid
+    order), the other folders empty to keep the fixture small. Returns, per (corruption, severity),
+    the written pixels and labels in (wnid, file name) order."""
+    rng = np.random.default_rng(seed)
+    wnids = sorted(tiny_wnids())
+    truth = {}
+    for c in corruptions:
+        for s in severities:
+            folder = root / "Tiny-ImageNet-C" / c / str(s)
+            for w in wnids:
+                (folder / w).mkdir(parents=True)
+            pixels, labels = [], []
+            for k in sorted(classes):
+                for j in range(per_class):
+                    x = smooth_image(rng, 64, 64)
+                    _jpeg(folder / wnids[k] / f"val_{k * per_class + j}.JPEG", x)
+                    pixels.append(x)
+                    labels.append(k)
+            truth[(c, s)] = (np.stack(pixels), np.array(labels))
+    return truth
+
+
 def write_meta_mat(path: Path, leaves: list[tuple[int, str]], parents: list[tuple[int, str]]) -> None:
     """devkit data/meta.mat: a 'synsets' struct array (leaves have num_children = 0)."""
     import scipy.io

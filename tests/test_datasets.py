@@ -164,6 +164,107 @@ def test_cifar101_and_stl10_as_cifar10_shift(tmp_path, no_env_root):
     assert shifted.label_space == tuple(i for i in range(10) if cifar_names[i] != "frog")
 
 
+def test_cifar10_as_stl10_shift_by_class_name(tmp_path, monkeypatch, no_env_root):
+    cifar = fx.write_cifar10(tmp_path, n_test=13)  # test labels 0..9, 0, 1, 2: one frog (6)
+    fx.write_stl10(tmp_path)
+    entry = DATASETS.get("stl10")
+    assert entry.is_shift("cifar10") and entry.default_eval_splits == ("test", "cifar10")
+    shifted = entry.load("cifar10", tmp_path)
+    x, y = cifar["test"]
+    keep = y != 6  # STL-10 has no frog
+    assert np.array_equal(shifted.images, x[keep]) and shifted.meta["dropped"] == 1 and len(shifted) == 12
+    # class names as each dataset's own files state them (torchvision reads batches.meta and class_names.txt)
+    for module in (torchvision.datasets.cifar, torchvision.datasets.stl10):
+        monkeypatch.setattr(module, "check_integrity", lambda *a, **k: True)
+    cifar_names = torchvision.datasets.CIFAR10(str(tmp_path), train=False).classes
+    stl_names = torchvision.datasets.STL10(str(tmp_path), split="test").classes
+    assert tuple(stl_names) == entry.class_names(tmp_path)
+    renamed = {"automobile": "car"}
+    assert [stl_names[s] for s in shifted.labels] == [renamed.get(cifar_names[c], cifar_names[c]) for c in y[keep]]
+    assert shifted.label_space == tuple(i for i in range(10) if stl_names[i] != "monkey")  # monkey is never predicted
+    assert shifts.CIFAR_TO_STL == {c: s for s, c in shifts.STL_TO_CIFAR.items()} and entry.facts["cifar10_to_stl10"] == shifts.CIFAR_TO_STL
+    entry.check("cifar10", tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").unlink()
+    with pytest.raises(DatasetError, match="batch file not found") as err:
+        entry.check("cifar10", tmp_path)
+    assert err.value.expected == tmp_path / "cifar-10-batches-py" / "test_batch"
+
+
+def test_tiny_imagenet_c_matches_imagefolder_in_tiny_imagenet_class_order(tmp_path, no_env_root):
+    fx.write_tiny_imagenet(tmp_path)
+    truth = fx.write_tiny_imagenet_c(tmp_path, corruptions=("fog",), severities=(1, 3))
+    entry = DATASETS.get("tiny_imagenet")
+    c_splits = shifts.corruption_split_names("c", shifts.BENCHMARK_CORRUPTIONS)
+    assert len(c_splits) == 75 and entry.default_eval_splits == ("val", *c_splits)
+    assert all(entry.is_shift(s) for s in c_splits) and not entry.is_shift("val")
+    # the source dataset's class order: ImageFolder over its train/ class folders
+    train_order = torchvision.datasets.ImageFolder(str(tmp_path / "tiny-imagenet-200" / "train"), allow_empty=True).classes
+    for sev in (1, 3):
+        ours = entry.load(f"c/fog/{sev}", tmp_path)
+        tv = torchvision.datasets.ImageFolder(str(tmp_path / "Tiny-ImageNet-C" / "fog" / str(sev)), allow_empty=True)
+        assert tv.classes == train_order == sorted(fx.tiny_wnids())
+        assert [p for p, _ in tv.samples] == list(ours.paths) and [y for _, y in tv.samples] == ours.labels.tolist()
+        x, y = truth[("fog", sev)]
+        assert np.array_equal(ours.labels, y) and sorted(set(y.tolist())) == [0, 57, 199]
+        for i in range(len(ours)):
+            assert np.array_equal(ours.image(i), np.asarray(tv[i][0]))
+            assert np.abs(ours.image(i).astype(int) - x[i]).mean() < 3, i  # JPEG of a gradient: near exact
+        assert ours.meta == {"corruption": "fog", "severity": sev, "corruption_source": "prepared"} and ours.label_space is None
+    assert not np.array_equal(entry.load("c/fog/1", tmp_path).image(0), entry.load("c/fog/3", tmp_path).image(0))
+
+
+def test_tiny_imagenet_c_layout_errors(tmp_path, no_env_root):
+    fx.write_tiny_imagenet(tmp_path)
+    fx.write_tiny_imagenet_c(tmp_path, corruptions=("fog",), severities=(1, 3), per_class=1)
+    entry = DATASETS.get("tiny_imagenet")
+    entry.check("c/fog/1", tmp_path)
+    with pytest.raises(DatasetError, match="corruption folder not found") as err:
+        entry.check("c/snow/2", tmp_path)
+    message = str(err.value)
+    assert err.value.expected == tmp_path / "Tiny-ImageNet-C" / "snow"
+    assert "dataset 'tiny_imagenet (Tiny-ImageNet-C)', split 'c/snow/2'" in message
+    assert f"nearest existing folder {tmp_path / 'Tiny-ImageNet-C'} holds fog/" in message
+    for part in ("Tiny-ImageNet-C/<corruption>/<severity 1..5>/<wnid>/*.JPEG", "Tiny-ImageNet-C.tar", "Hendrycks & Dietterich",
+                 "gen/<corruption>/<severity>", "--data-root"):
+        assert part in message, message
+    assert "http" not in message
+    with pytest.raises(DatasetError, match="severity folder not found"):
+        entry.load("c/fog/2", tmp_path)
+    severity = tmp_path / "Tiny-ImageNet-C" / "fog" / "3"
+    shutil.rmtree(severity / sorted(fx.tiny_wnids())[57])
+    with pytest.raises(DatasetError, match="1 of 200 class folders missing") as err:
+        entry.check("c/fog/3", tmp_path)
+    assert err.value.expected == severity / sorted(fx.tiny_wnids())[57]
+    (severity / "n99999999").mkdir()
+    with pytest.raises(DatasetError, match=r"1 folder\(s\) are not Tiny-ImageNet wnids \(e.g. 'n99999999'\)"):
+        entry.load("c/fog/3", tmp_path)
+    shutil.rmtree(tmp_path / "tiny-imagenet-200")  # the class order comes from the source dataset's wnids.txt
+    with pytest.raises(DatasetError, match="folder not found") as err:
+        entry.check("c/fog/1", tmp_path)
+    assert err.value.expected == tmp_path / "tiny-imagenet-200" and "split 'c/fog/1'" in str(err.value)
+
+
+def test_data_check_sees_the_new_shift_sets(tmp_path, no_env_root, capsys):
+    from bench.cli import main
+
+    data = tmp_path / "data"
+    fx.write_cifar10(data)
+    fx.write_stl10(data)
+    fx.write_tiny_imagenet(data)
+    fx.write_tiny_imagenet_c(data, corruptions=("fog",), severities=(1, 2, 3, 4, 5), per_class=1)
+    suite = tmp_path / "shifts.yaml"
+    suite.write_text(
+        "name: shifts\ndata_root: data\ndefaults:\n  backbone: {name: dinov2_tiny, weights: random, img_size: 28}\n"
+        "  data: {num_workers: 0}\n  train: {epochs: 1, batch_size: 8}\nmatrix:\n  data.name: [stl10, tiny_imagenet]\n  method: [sft]\n"
+    )
+    assert main(["data", "check", str(suite)]) == 1  # default eval splits: Tiny-ImageNet-C has only fog here
+    out = capsys.readouterr().out
+    assert "ok      stl10: train, test, cifar10" in out
+    assert "ok      tiny_imagenet: train, val, c/fog/1, c/fog/2, c/fog/3, c/fog/4" in out
+    assert "MISSING tiny_imagenet: c/gaussian_noise/1" in out and "corruption folder not found" in out
+    assert "MISSING stl10" not in out
+
+
 def test_label_space_restricts_predictions():
     logits = torch.tensor([[0.0, 5.0, 1.0, 0.5], [3.0, 0.0, 0.0, 2.0]])
     labels = np.array([2, 3])

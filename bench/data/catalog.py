@@ -61,15 +61,20 @@ def _register() -> None:
             + (", CIFAR-10.1, STL-10 (9 shared classes)" if extra else "") + ", generated corruptions",
             facts={"stl10_to_cifar10": shifts.STL_TO_CIFAR} if extra else {},
         )
-    register_table(
-        "stl10", {s: _own(cls.load_stl10, cls.locate_stl10, s) for s in ("train", "test")}, {}, ("test",),
-        task="classification", num_classes=10, classes=cls.STL10_CLASSES,
-        description="STL-10 (binary), labelled train/test, 96×96; shifts: generated corruptions",
+    cifar_as_stl = SplitSource(
+        lambda data_root=None, **_: shifts.cifar10_as_stl(data_root), lambda data_root=None, **_: cls.locate_cifar("cifar10", "test", data_root),
     )
     register_table(
-        "tiny_imagenet", {s: _own(cls.load_tiny, cls.locate_tiny, s) for s in ("train", "val")}, {}, ("val",),
+        "stl10", {s: _own(cls.load_stl10, cls.locate_stl10, s) for s in ("train", "test")}, {"cifar10": cifar_as_stl}, ("test", "cifar10"),
+        task="classification", num_classes=10, classes=cls.STL10_CLASSES,
+        description="STL-10 (binary), labelled train/test, 96×96; shifts: CIFAR-10 test (9 shared classes), generated corruptions",
+        facts={"cifar10_to_stl10": shifts.CIFAR_TO_STL},
+    )
+    register_table(
+        "tiny_imagenet", {s: _own(cls.load_tiny, cls.locate_tiny, s) for s in ("train", "val")}, shifts.tiny_c_sources(),
+        ("val", *shifts.corruption_split_names("c", shifts.BENCHMARK_CORRUPTIONS)),
         task="classification", num_classes=200, test_split="val", names_from_disk=cls.tiny_names,
-        description="Tiny-ImageNet-200 (folders + val_annotations.txt), 64×64, classes = sorted wnids; shifts: generated corruptions",
+        description="Tiny-ImageNet-200 (folders + val_annotations.txt), 64×64, classes = sorted wnids; shifts: Tiny-ImageNet-C, generated corruptions",
     )
     register_table(
         "imagenet", {s: _own(cls.load_imagenet, cls.locate_imagenet, s) for s in ("train", "val")}, shifts.imagenet_shift_sources(),

@@ -129,6 +129,16 @@ def _tiny_wnids(folder: Path, loc: DatasetLocator) -> list[str]:
     return sorted(wnids)  # class order: sorted wnids (as ImageFolder on train/ gives)
 
 
+def tiny_class_order(split: str, data_root: str | Path | None = None) -> tuple[str, ...]:
+    """Tiny-ImageNet's label order (sorted wnids of ``tiny-imagenet-200/wnids.txt``).
+
+    Shift sets stored in their own folders (Tiny-ImageNet-C) take their label ids from here, not
+    from whatever folders they hold, so a shifted image of class k is scored against the head's
+    class k by construction. ``split`` only names the split in the error message."""
+    loc = DatasetLocator(TINY_LAYOUT, split, data_root)
+    return tuple(_tiny_wnids(loc.base("tiny-imagenet-200"), loc))
+
+
 def locate_tiny(split: str, data_root=None, **_) -> tuple[Path, list[str]]:
     loc = DatasetLocator(TINY_LAYOUT, split, data_root)
     folder = loc.base("tiny-imagenet-200")

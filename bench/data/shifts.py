@@ -1,14 +1,15 @@
 """Covariate-shift evaluation sets, each read as a split of its source dataset's label space.
 
 - ``c/<corruption>/<severity>``: the prepared CIFAR-10-C / CIFAR-100-C (``.npy`` per corruption,
-  5 severities stacked) and ImageNet-C (``<corruption>/<severity>/<wnid>/``) sets.
+  5 severities stacked), ImageNet-C and Tiny-ImageNet-C (``<corruption>/<severity>/<wnid>/``) sets.
 - ``gen/<corruption>/<severity>``: corruptions generated on the fly from any classification
   dataset's test split, by :mod:`bench.data.corruptions` (our numpy implementation: the
   maintained-looking libraries do not run on this stack, see that module). Use these when a
   prepared set is missing; results record ``corruption_source: generated``.
 - ``cifar10.1-v6`` / ``cifar10.1-v4``: CIFAR-10.1 (``.npy``).
 - ``stl10`` as CIFAR-10 shift: the 9 shared classes (monkey images dropped, frog never predicted);
-  labels are mapped because the two label orders differ.
+  labels are mapped because the two label orders differ. ``cifar10`` as STL-10 shift is the
+  reverse (frog images dropped, monkey never predicted).
 - ImageNet ``v2`` (matched-frequency; ``v2-threshold0.7``, ``v2-top-images``), ``sketch``, ``r`` and
   ``a``; R and A are scored over their 200-class subsets (recorded as ``label_space``).
 """
@@ -135,6 +136,25 @@ def stl_as_cifar10(data_root=None) -> ImageArrays:
     return ImageArrays(stl.images[keep], lut[stl.labels[keep]], label_space=STL_CIFAR_LABEL_SPACE, meta=meta)
 
 
+# --- CIFAR-10 as an STL-10 shift -----------------------------------------------------------------
+# STL-10 has no natural shift set of its own; CIFAR-10's test set (32×32, a different collection)
+# over the shared classes is the reverse of the one above, so both sources are scored alike.
+
+CIFAR_TO_STL = {c: s for s, c in STL_TO_CIFAR.items()}  # CIFAR-10 id → STL-10 id; frog (6) has none
+CIFAR_STL_LABEL_SPACE = tuple(sorted(CIFAR_TO_STL.values()))  # the 9 shared STL classes (no monkey, 7)
+
+
+def cifar10_as_stl(data_root: str | Path | None = None) -> ImageArrays:
+    """CIFAR-10's test set in STL-10's label space: frog images dropped, monkey masked from predictions."""
+    cifar = cls.load_cifar("cifar10", "test", data_root)
+    keep = np.isin(cifar.labels, list(CIFAR_TO_STL))
+    lut = np.full(10, -1, dtype=np.int64)
+    for c, s in CIFAR_TO_STL.items():
+        lut[c] = s
+    meta = {"label_map": "cifar10→stl10 over 9 shared classes (frog dropped, monkey masked)", "dropped": int((~keep).sum())}
+    return ImageArrays(cifar.images[keep], lut[cifar.labels[keep]], label_space=CIFAR_STL_LABEL_SPACE, meta=meta)
+
+
 # --- ImageNet shifts -----------------------------------------------------------------------------
 
 IMAGENET_SHIFT_LAYOUTS = {
@@ -211,6 +231,58 @@ def imagenet_shift_sources() -> dict[str, SplitSource]:
             out[f"c/{c}/{s}"] = SplitSource(
                 lambda data_root=None, c=c, s=s, **_: load_imagenet_shift(f"c/{c}/{s}", data_root, c, s),
                 lambda data_root=None, c=c, s=s, **_: _imagenet_shift_folder(f"c/{c}/{s}", data_root, c, s),
+            )
+    return out
+
+
+# --- Tiny-ImageNet-C -----------------------------------------------------------------------------
+
+TINY_C_LAYOUT = Layout(
+    "tiny_imagenet (Tiny-ImageNet-C)",
+    "Tiny-ImageNet-C/<corruption>/<severity 1..5>/<wnid>/*.JPEG   (200 class folders, 64×64)\n"
+    f"  corruptions: {', '.join(BENCHMARK_CORRUPTIONS)}\n"
+    "tiny-imagenet-200/wnids.txt   (the class order: sorted wnids, as for tiny_imagenet itself)",
+    "the Tiny-ImageNet-C.tar archive released with Hendrycks & Dietterich's corruption benchmark (Zenodo); "
+    "extract it into the data root. Without it, use the generated gen/<corruption>/<severity> splits",
+)
+TINY_C_DIRS = ("Tiny-ImageNet-C", "tiny-imagenet-c")
+
+
+def tiny_c_folder(corruption: str, severity: int, data_root: str | Path | None) -> tuple[Path, tuple[str, ...], DatasetLocator]:
+    """The severity folder, Tiny-ImageNet's class order, and a locator; cheap (one folder listing).
+
+    All 200 class folders must be there: a partly extracted archive would otherwise score a
+    biased subset of classes without anyone noticing."""
+    split = f"c/{corruption}/{severity}"
+    loc = DatasetLocator(TINY_C_LAYOUT, split, data_root)
+    base = loc.base(*TINY_C_DIRS)
+    folder = loc.folder(loc.folder(base / corruption, "corruption folder") / str(severity), "severity folder")
+    wnids = cls.tiny_class_order(split, data_root)
+    present = {p.name for p in folder.iterdir() if p.is_dir()}
+    unknown = sorted(present - set(wnids))
+    if unknown:
+        raise loc.fail(folder / unknown[0], f"{len(unknown)} folder(s) are not Tiny-ImageNet wnids (e.g. {unknown[0]!r})")
+    missing = [w for w in wnids if w not in present]
+    if missing:
+        raise loc.fail(folder / missing[0], f"{len(missing)} of 200 class folders missing")
+    return folder, wnids, loc
+
+
+def load_tiny_c(corruption: str, severity: int, data_root: str | Path | None = None) -> ImageFiles:
+    """One corruption/severity of Tiny-ImageNet-C, labelled in tiny_imagenet's class order."""
+    folder, wnids, loc = tiny_c_folder(corruption, severity, data_root)
+    files = cls.class_folders(folder, wnids, loc)
+    return ImageFiles(files.paths, files.labels, meta={"corruption": corruption, "severity": severity, "corruption_source": "prepared"})
+
+
+def tiny_c_sources() -> dict[str, SplitSource]:
+    """c/<corruption>/<severity> for tiny_imagenet: the 15 benchmark corruptions × 5 severities."""
+    out: dict[str, SplitSource] = {}
+    for c in BENCHMARK_CORRUPTIONS:
+        for s in SEVERITIES:
+            out[f"c/{c}/{s}"] = SplitSource(
+                lambda data_root=None, c=c, s=s, **_: load_tiny_c(c, s, data_root),
+                lambda data_root=None, c=c, s=s, **_: tiny_c_folder(c, s, data_root),
             )
     return out
 
