@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -12,7 +14,8 @@ from rich.table import Table
 
 from bench.data import DATASETS
 from bench.datacheck import check_specs, summarise
-from bench.launch import LAUNCHERS, LaunchOptions, cancel, launch, sbatch_preview, scheduler_states, status_table, submitit_folder
+from bench.select import read_selection
+from bench.launch import LAUNCHERS, has_selection, LaunchOptions, SuiteSource, cancel, launch, launch_suite, sbatch_preview, scheduler_states, status_table, submitit_folder
 from bench.report import Report, build_report
 from bench.reproduce import explain, launch_plan, progress_line, readiness
 from bench.runner import describe
@@ -21,8 +24,13 @@ from bench.suite import SuiteError, expand, load_suite
 
 
 def _specs(args: argparse.Namespace):
+    """The suite and its runs; with model selection, the final runs of groups already decided."""
     suite = load_suite(args.suite)
-    return suite, expand(suite, args.suite, args.override, args.data_root)
+    return suite, expand(suite, args.suite, args.override, args.data_root, getattr(args, "results", None))
+
+
+def _source(args: argparse.Namespace) -> SuiteSource:
+    return SuiteSource(str(args.suite), tuple(args.override), args.data_root)
 
 
 def _data_problems(specs, console: Console) -> bool:
@@ -41,7 +49,15 @@ def _print_report(report: Report, console: Console) -> None:
 
 def cmd_validate(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
-    console.print(f"{args.suite}: ok — suite {suite.name!r}, {len(specs)} runs", markup=False)
+    tune = [s for s in specs if s.stage == "tune"]
+    finals = math.prod(len(v) for v in suite.matrix.values()) if suite.select else 0
+    console.print(f"{args.suite}: ok — suite {suite.name!r}, {len(specs)} runs"
+                  + (f" now, then {finals} final runs at each method's chosen settings" if finals else ""), markup=False)
+    if tune:
+        sel = suite.select
+        groups = len({json.loads(s.record)["group"] for s in tune})
+        console.print(f"  model selection: {len(tune)} tuning runs ({groups} groups × the grid {sel.tune if sel else 'of the included suites'}), "
+                      f"scored on the held-out split only; each group's final runs follow once its tuning runs end", markup=False)
     for spec in specs:
         console.print(f"  {describe(spec)} profile={spec.profile}", markup=False)
     return 0
@@ -71,7 +87,8 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
             return 2
     console.print(f"suite {suite.name!r}: {len(specs)} runs → {args.results / suite.name} (executor {args.executor})", markup=False)
     options = LaunchOptions(force=args.force, parallel=args.parallel, wait=args.wait)
-    outcomes = launch(args.executor, suite, specs, args.results, options, console)
+    outcomes = launch_suite(args.executor, _source(args), args.results, options, console)
+    suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
     failed = [o for o in outcomes if o.state == "failed"]
     if all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs) or failed:
         _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
@@ -120,6 +137,12 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
     jobs = [str(RunDir.of(args.results, s.suite, s.run_id).read_status().get("executor_job_id") or "") for s in specs]
     console.print(status_table(specs, args.results, scheduler_states([j for j in jobs if j])))
+    if has_selection(suite):
+        plan = read_selection(args.results / suite.name)
+        decided = [g for g in plan.get("groups", []) if g.get("chosen") is not None]
+        console.print(f"model selection: {len(decided)} group(s) decided on the held-out split"
+                      + "".join(f"\n  {g['group']['method']} {g['group']['dataset']}: {g['chosen']} (held-out {plan['metric']} {g['chosen_mean']:.4f})" for g in decided)
+                      + ("\n  final runs of undecided groups appear here once their tuning runs end" if not plan or len(decided) < len(plan.get("groups", [])) else ""), markup=False)
     return 0
 
 

@@ -15,6 +15,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.data import DATASETS
+from bench.data.base import Split
+from bench.data.holdout import HELDOUT, Holdout, load_split
 from bench.data.transforms import ClassificationTransform, TrainAug
 from bench.evaluate import EVALUATIONS, protocol_splits
 from bench.methods import METHODS
@@ -60,6 +62,10 @@ class DataConfig(Strict):
     crop_pct: float | None = Field(None, gt=0, le=1, description="eval resize = img_size / crop_pct, then centre crop (DINOv2: 0.875); default: the dataset's")
     train_aug: TrainAug | None = Field(None, description="none | flip | rrc_flip (DINOv2 linear-eval train transform); default: the dataset's")
     num_workers: int = Field(4, ge=0, description="loader processes for datasets decoded from files (not part of a run's identity)")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1, description="share of the training split held out (seeded, class-stratified) as split 'heldout' for model selection; 0 trains on all"
+    )
+    val_seed: int = Field(0, ge=0, description="seed of the held-out carve (shared by every run of a comparison, independent of the run's seed)")
 
     @model_validator(mode="after")
     def _known(self) -> "DataConfig":
@@ -72,9 +78,21 @@ class DataConfig(Strict):
         if self.train_split is not None and self.train_split not in entry.splits:
             raise ValueError(f"data.train_split: {self.name} has no split {self.train_split!r}{_split_hint(self.train_split, entry.splits)}")
         for pattern in self.eval_splits or ():
+            if not fnmatch.filter(entry.splits, pattern) and fnmatch.fnmatchcase(HELDOUT, pattern):
+                raise ValueError(f"data.eval_splits: {pattern!r} names the held-out split, which only the 'heldout' evaluation scores (add it to evaluations)")
             if not fnmatch.filter(entry.splits, pattern):
                 raise ValueError(f"data.eval_splits: {self.name} has no split matching {pattern!r}{_split_hint(pattern, entry.splits)}")
         return self
+
+    @property
+    def holdout(self) -> Holdout | None:
+        """The held-out carve of the training split (None when val_fraction is 0)."""
+        return Holdout(self.resolved_train_split, self.val_fraction, self.val_seed) if self.val_fraction > 0 else None
+
+    def load(self, split: str, data_root: str | None = None) -> Split:
+        """A split as runs see it: the training split without its held-out part, 'heldout', or any other split."""
+        entry = DATASETS.get(self.name)
+        return load_split(entry, split, data_root if data_root is not None else self.data_root, self.params, self.holdout)
 
     @property
     def resolved_train_split(self) -> str:
@@ -244,10 +262,8 @@ class RunConfig(Strict):
         return DATASETS.get(self.data.name).task
 
     def evaluation_splits(self) -> dict[str, str]:
-        """split → protocol, for the splits this run evaluates."""
-        entry = DATASETS.get(self.data.name)
-        splits = self.data.resolved_eval_splits()
-        return protocol_splits(self.evaluations, splits, tuple(s for s in splits if entry.is_shift(s)))
+        """split → protocol, for the splits this run evaluates (transfer targets excluded)."""
+        return protocol_splits(self)
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
@@ -265,6 +281,8 @@ class RunConfig(Strict):
                 raise ValueError(f"evaluations.transfer: {self.data.name} is a segmentation dataset: 'transfer' probes classify images; use id (mIoU)")
             if self.seg.layers > depth:
                 raise ValueError(f"seg.layers: {self.seg.layers} but {self.backbone.name} has {depth} blocks")
+        if "heldout" in self.evaluations and self.data.holdout is None:
+            raise ValueError("evaluations.heldout: data.val_fraction is 0, so no held-out split exists; set data.val_fraction (e.g. 0.1)")
         if "transfer" in self.evaluations and not self.transfer.targets:
             raise ValueError("transfer.targets: the 'transfer' evaluation needs at least one target dataset, e.g. [{name: cifar100}]")
         if self.backbone.weights == "random" and self.backbone.checkpoint:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from bench.data import DATASETS, DatasetError
+from bench.data.holdout import disk_split
 from bench.suite import RunSpec
 
 
@@ -33,7 +34,7 @@ def needed_splits(specs: list[RunSpec]) -> dict[Key, tuple[str, ...]]:
         key = (data.name, data.data_root, tuple(sorted(data.params.items())))
         bucket = needed.setdefault(key, {})
         for split in (data.resolved_train_split, *spec.config.evaluation_splits()):
-            bucket[split] = None
+            bucket[disk_split(split, data.holdout)] = None  # 'heldout' is read from the training split
         if "transfer" in spec.config.evaluations:  # target datasets are read from the same data root
             for t in spec.config.transfer.targets:
                 entry = DATASETS.get(t.name)

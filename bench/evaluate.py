@@ -1,34 +1,108 @@
-"""Evaluation protocols (registered by name, listed by suites) and split-level metrics.
+"""Evaluation protocols: one registered object per protocol, owning its splits and its scoring.
 
-- ``id``: the fine-tuned model + head on the dataset's in-distribution evaluation splits.
+- ``heldout``: the fine-tuned model + head on the split carved from training data
+  (:mod:`bench.data.holdout`); the only numbers model selection may read.
+- ``id``: the fine-tuned model + head on the dataset's in-distribution evaluation splits
+  (top-1/top-5/NLL; segmentation: mIoU, aAcc, mAcc).
 - ``shift``: the same model + head on the covariate-shifted splits of the same label space.
 - ``transfer``: the fine-tuned backbone frozen, Softmax Regression and kNN on other datasets'
   features (:mod:`bench.transfer`; targets in the run config's ``transfer`` section).
+
+A protocol says which splits it scores for a run config (``splits``, used before anything runs:
+validation, data checks, progress) and scores them for a built job (``evaluate``). How its numbers
+aggregate across splits and seeds is the report's job (:mod:`bench.report.aggregate`), keyed by
+the ``protocol`` every metric entry records.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bench.data.holdout import HELDOUT
 from bench.registry import Registry
 
-SplitSelector = Callable[[tuple[str, ...], tuple[str, ...]], tuple[str, ...]]
-EVALUATIONS: Registry[SplitSelector] = Registry("evaluation")
-EVALUATIONS.add("id", lambda splits, shifted: tuple(s for s in splits if s not in shifted))
-EVALUATIONS.add("shift", lambda splits, shifted: tuple(s for s in splits if s in shifted))
-# transfer scores other datasets (config ``transfer.targets``), none of the source's own splits
-EVALUATIONS.add("transfer", lambda splits, shifted: ())
+if TYPE_CHECKING:  # evaluation runs on a built job; the config module imports this one
+    from bench.config import RunConfig
+    from bench.job import Job
+    from bench.store import RunDir
+
+Metrics = dict[str, Any]
 
 
-def protocol_splits(evaluations: tuple[str, ...], splits: tuple[str, ...], shifted: tuple[str, ...]) -> dict[str, str]:
-    """split → protocol that evaluates it, in split order."""
-    chosen = {s: name for name in evaluations for s in EVALUATIONS.get(name)(splits, shifted)}
-    return {s: chosen[s] for s in splits if s in chosen}
+class Protocol:
+    """One evaluation protocol. Subclasses say which splits they score; ``evaluate`` scores each
+    with the job's model and head and tags the entry with the protocol and the split's facts."""
+
+    name: ClassVar[str]
+
+    def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
+        raise NotImplementedError
+
+    def evaluate(self, job: "Job", run_dir: "RunDir", done: Callable[[str], None] | None = None) -> dict[str, Metrics]:
+        out = {}
+        for split in self.splits(job.cfg):
+            out[split] = {**job.score(split), "shift": job.entry.is_shift(split), "protocol": self.name}
+            if done:
+                done(split)
+        return out
+
+
+class HeldOut(Protocol):
+    name = "heldout"
+
+    def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
+        return (HELDOUT,) if cfg.data.holdout is not None else ()
+
+
+class InDistribution(Protocol):
+    name = "id"
+
+    def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
+        entry = _entry(cfg)
+        return tuple(s for s in cfg.data.resolved_eval_splits() if not entry.is_shift(s))
+
+
+class Shift(Protocol):
+    name = "shift"
+
+    def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
+        entry = _entry(cfg)
+        return tuple(s for s in cfg.data.resolved_eval_splits() if entry.is_shift(s))
+
+
+class Transfer(Protocol):
+    """Scores other datasets (``transfer.targets``), none of the source's own splits."""
+
+    name = "transfer"
+
+    def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
+        return ()
+
+    def evaluate(self, job: "Job", run_dir: "RunDir", done: Callable[[str], None] | None = None) -> dict[str, Metrics]:
+        from bench.transfer import evaluate_transfer
+
+        return evaluate_transfer(job, run_dir)
+
+
+def _entry(cfg: "RunConfig"):
+    from bench.data import DATASETS
+
+    return DATASETS.get(cfg.data.name)
+
+
+EVALUATIONS: Registry[Protocol] = Registry("evaluation")
+for _protocol in (HeldOut(), InDistribution(), Shift(), Transfer()):
+    EVALUATIONS.add(_protocol.name, _protocol)
+
+
+def protocol_splits(cfg: "RunConfig") -> dict[str, str]:
+    """split → protocol that scores it, for the protocols ``cfg`` lists, in protocol order."""
+    return {split: name for name in cfg.evaluations for split in EVALUATIONS.get(name).splits(cfg)}
 
 
 @torch.no_grad()

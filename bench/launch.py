@@ -11,6 +11,7 @@ or preemption it asks to be requeued as itself, and the requeued job resumes fro
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -35,19 +36,20 @@ from bench.suite import ResourceProfile, RunSpec, Suite
 class RunTask:
     """A picklable job: train + evaluate one run into its run directory."""
 
-    def __init__(self, config_json: str, suite: str, run_dir: str) -> None:
+    def __init__(self, config_json: str, suite: str, run_dir: str, stage: dict[str, Any] | None = None) -> None:
         self.config_json = config_json
         self.suite = suite
         self.run_dir = run_dir
+        self.stage = stage or {}
 
     @classmethod
     def of(cls, spec: RunSpec, results_root: Path) -> "RunTask":
-        return cls(spec.config.model_dump_json(), spec.suite, str(RunDir.of(results_root, spec.suite, spec.run_id).path.resolve()))
+        return cls(spec.config.model_dump_json(), spec.suite, str(RunDir.of(results_root, spec.suite, spec.run_id).path.resolve()), spec.stage_record)
 
     def __call__(self) -> dict[str, Any]:
         import torch
 
-        from bench.train import run_job
+        from bench.job import run_job
 
         from bench.distributed import init_from_submitit
 
@@ -66,12 +68,12 @@ class RunTask:
             result = run_dir.read_result()
         else:
             cfg = RunConfig.model_validate_json(self.config_json)
-            result = run_job(cfg, run_dir, self.suite, executor_job_id=job_id) or run_dir.read_result()  # ranks > 0: rank 0's
+            result = run_job(cfg, run_dir, self.suite, stage=self.stage, executor_job_id=job_id) or run_dir.read_result()  # ranks > 0: rank 0's
         return {"run_id": result["run_id"], "metrics": result["metrics"]}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Requeue as the same task: the run resumes from its last checkpoint."""
-        return submitit.helpers.DelayedSubmission(RunTask(self.config_json, self.suite, self.run_dir))
+        return submitit.helpers.DelayedSubmission(RunTask(self.config_json, self.suite, self.run_dir, self.stage))
 
 
 def submitit_folder(results_root: Path, suite: str) -> Path:
@@ -128,7 +130,7 @@ def sbatch_preview(suite: str, profile_name: str, profile: ResourceProfile, size
 
 
 def status_table(specs: list[RunSpec], results_root: Path, scheduler_states: dict[str, str] | None = None) -> Table:
-    table = Table("run", "method", "seed", "dataset", "profile", "state", "attempts", "job", "scheduler", "progress", "error")
+    table = Table("run", "stage", "method", "seed", "dataset", "profile", "state", "attempts", "job", "scheduler", "progress", "error")
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
         st = run_dir.read_status()
@@ -138,10 +140,18 @@ def status_table(specs: list[RunSpec], results_root: Path, scheduler_states: dic
         job = str(st.get("executor_job_id") or "")
         sched = (scheduler_states or {}).get(job, "")
         table.add_row(
-            spec.run_id, spec.config.method.name, str(spec.config.seed), spec.config.data.name, spec.profile,
+            spec.run_id, _stage_label(spec), spec.config.method.name, str(spec.config.seed), spec.config.data.name, spec.profile,
             state, str(st.get("attempts", 0)), job, sched, progress, (st.get("error") or "")[:60],
         )
     return table
+
+
+def _stage_label(spec: RunSpec) -> str:
+    """'tune lr=0.0001' for a tuning run, 'final' otherwise."""
+    if spec.stage != "tune":
+        return spec.stage
+    values = json.loads(spec.record).get("tuned_values", {})
+    return "tune " + " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
 
 
 def job_outcome(spec: RunSpec, job: Any) -> RunOutcome:
@@ -286,3 +296,86 @@ def launch(executor: str, suite: Suite, specs: list[RunSpec], results_root: Path
     todo = pending_specs(specs, results_root, options.force)
     skipped = [RunOutcome(s, "skipped") for s in specs if s not in todo]
     return skipped + (launcher(suite, todo, results_root, options, console) if todo else [])
+
+
+@dataclass(frozen=True)
+class SuiteSource:
+    """How to expand a suite again later (after tuning runs end, or inside a Slurm job)."""
+
+    path: str
+    overrides: tuple[str, ...] = ()
+    data_root: str | None = None
+
+    def expand(self, results_root: Path) -> tuple[Suite, list[RunSpec]]:
+        from bench.suite import expand, load_suite
+
+        suite = load_suite(self.path)
+        return suite, expand(suite, self.path, list(self.overrides), self.data_root, results_root)
+
+
+def has_selection(suite: Suite) -> bool:
+    return suite.select is not None or any(has_selection(child) for _, child in suite._children)
+
+
+def launch_suite(executor: str, source: SuiteSource, results_root: Path, options: LaunchOptions, console: Console) -> list[RunOutcome]:
+    """Launch a suite's runs; with model selection, each group's final runs follow its tuning runs.
+
+    In-process and local executors (and Slurm with ``wait``) carry both stages through in one
+    call: launch what is known, expand again (the finished tuning runs now decide more groups),
+    launch what is new, until nothing new appears. Slurm without ``wait`` submits the tuning
+    arrays and one small dependent job (:class:`SelectTask`, ``afterany`` on those arrays) that
+    makes the choice and submits the final arrays itself, so nobody has to come back.
+    """
+    suite, specs = source.expand(results_root)
+    outcomes = launch(executor, suite, specs, results_root, options, console)
+    if not has_selection(suite):
+        return outcomes
+    if executor == "slurm" and not options.wait:
+        submit_selection(suite, specs, source, results_root, console)
+        return outcomes
+    seen = {s.run_id for s in specs}
+    while True:
+        suite, specs = source.expand(results_root)
+        new = [s for s in specs if s.run_id not in seen]
+        if not new:
+            return outcomes
+        console.print(f"selection decided: launching {len(new)} final run(s) at the chosen settings", markup=False)
+        seen |= {s.run_id for s in new}
+        outcomes += launch(executor, suite, new, results_root, options, console)
+
+
+def submit_selection(suite: Suite, specs: list[RunSpec], source: SuiteSource, results_root: Path, console: Console) -> str | None:
+    """A 1-CPU Slurm job that starts once every unfinished tuning run's job has ended."""
+    # only tuning runs a scheduler still holds: a failed one is never waited for (nor resubmitted)
+    waiting = [s for s in specs if s.stage == "tune" and RunDir.of(results_root, s.suite, s.run_id).effective_state() in ("pending", "running")]
+    jobs = sorted({str(RunDir.of(results_root, s.suite, s.run_id).read_status().get("executor_job_id") or "").split("_")[0] for s in waiting} - {""})
+    if not jobs:
+        return None
+    executor = submitit.SlurmExecutor(folder=submitit_folder(results_root, suite.name))
+    profile = suite.resource(specs[0].profile)
+    params = {"time": 30, "cpus_per_task": 1, "mem": "2048M", "additional_parameters": {"dependency": "afterany:" + ":".join(jobs)}}
+    for key in ("partition", "account", "qos"):
+        if getattr(profile, key) is not None:
+            params[key] = getattr(profile, key)
+    executor.update_parameters(job_name=job_name(suite.name, "select"), **params)
+    job = executor.submit(SelectTask(source, str(Path(results_root).resolve())))
+    console.print(f"submitted the selection job {job.job_id} (after tuning jobs {', '.join(jobs)}): it chooses each method's "
+                  "settings on the held-out split and submits the final runs", markup=False)
+    return job.job_id
+
+
+class SelectTask:
+    """The Slurm job between the stages: expand again (the choice reads only held-out scores of
+    the finished tuning runs), submit the final runs, and, if some tuning runs are still not
+    ended (requeued, say), another selection job after them."""
+
+    def __init__(self, source: SuiteSource, results_root: str) -> None:
+        self.source, self.results_root = source, results_root
+
+    def __call__(self) -> list[str]:
+        console = Console(width=200)
+        root = Path(self.results_root)
+        suite, specs = self.source.expand(root)
+        launch("slurm", suite, [s for s in specs if s.stage == "final"], root, LaunchOptions(), console)
+        submit_selection(suite, specs, self.source, root, console)
+        return [s.run_id for s in specs if s.stage == "final"]

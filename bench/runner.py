@@ -7,6 +7,7 @@ fastest way through small suites such as the demo.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bench.suite import RunSpec
 from bench.store import RunDir
-from bench.train import run_job
+from bench.job import run_job
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,8 @@ class RunOutcome:
 
 def describe(spec: RunSpec) -> str:
     c = spec.config
-    return f"{c.method.name} seed={c.seed} {c.data.name} (run {spec.run_id})"
+    tuning = f" tuning {', '.join(f'{k}={v}' for k, v in json.loads(spec.record).get('tuned_values', {}).items())}" if spec.stage == "tune" else ""
+    return f"{c.method.name} seed={c.seed} {c.data.name}{tuning} (run {spec.run_id})"
 
 
 def run_local(specs: list[RunSpec], results_root: Path, console: Console | None = None) -> list[RunOutcome]:
@@ -45,7 +47,7 @@ def run_local(specs: list[RunSpec], results_root: Path, console: Console | None 
                 progress.update(task, completed=step, total=total, stats=shown)
 
             try:
-                result = run_job(spec.config, run_dir, spec.suite, report)
+                result = run_job(spec.config, run_dir, spec.suite, report, stage=spec.stage_record)
                 outcomes.append(RunOutcome(spec, "done"))
                 accs = " ".join(f"{split}={100 * m.get('top1', m.get('mIoU', float('nan'))):.1f}" for split, m in result["metrics"].items())
                 console.print(f"done {describe(spec)} in {result['wall_time_s']:.0f}s: top-1 / mIoU {accs}", markup=False, soft_wrap=True)

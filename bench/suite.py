@@ -18,8 +18,10 @@ identity is the hash of its canonical resolved config (:meth:`RunConfig.run_id`)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import itertools
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -94,6 +96,35 @@ class Expectation(BaseModel):
         return v if v is None else DATASETS.check(v)
 
 
+class Selection(BaseModel):
+    """Model selection on the held-out split: each method (per dataset, backbone and every other
+    matrix value) runs the ``tune`` grid on ``seeds``, scored on split ``heldout`` only; the best
+    value combination by mean ``metric`` then runs with the matrix's seeds and full evaluations."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: Literal["top1", "top5", "nll", "mIoU", "aAcc", "mAcc"] = Field("top1", description="held-out metric that picks the winner (nll: lower is better)")
+    split: Literal["heldout"] = Field("heldout", description="the only split selection may read: carved from training data (data.val_fraction)")
+    tune: dict[str, list[Any]] = Field(description="dotted run-config paths → values tried, the same grid for every method, e.g. {train.lr: [3e-5, 1e-4, 3e-4]}")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds of the tuning runs (their mean decides)")
+
+    @field_validator("tune")
+    @classmethod
+    def _tunable(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        if not v:
+            raise ValueError("name at least one setting to tune, e.g. {train.lr: [3e-5, 1e-4, 3e-4]}")
+        for key, values in v.items():
+            if key.split(".")[0] in ("method", "seed", "evaluations", "profile") or key.startswith("data.val_"):
+                raise ValueError(f"{key} cannot be tuned (tune training settings such as train.lr; methods are compared, not chosen)")
+            if not values:
+                raise ValueError(f"{key}: empty list; give the values to try")
+        return v
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric == "nll"
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -107,6 +138,7 @@ class Suite(BaseModel):
     evaluations: list[str] | None = Field(None, description="evaluation protocols for every run (default: id, shift)")
     expected: list[Expectation] = Field(default_factory=list, description="figures to reproduce, shown as expected vs actual")
     data_root: str | None = Field(None, description="datasets folder for every run (relative: to this file); --data-root overrides, $BENCH_DATA_ROOT is the fallback")
+    select: Selection | None = Field(None, description="tune each method on the held-out split before the final runs (see Selection)")
     include: list[str] = Field(default_factory=list, description="other suite files (relative to this one) whose runs join this suite, stored under their own results/<suite>/; their resource profiles become '<suite>/<profile>'")
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
     _children: list = PrivateAttr(default_factory=list)  # (path, Suite) per include
@@ -118,10 +150,20 @@ class Suite(BaseModel):
 
 @dataclass(frozen=True)
 class RunSpec:
+    """One run: its suite, identity, resolved config and resource profile. ``stage`` is 'tune' for
+    a model-selection run and 'final' otherwise; ``record`` is what result.json records about the
+    stage (tuned values, or the selection a final run's config came from)."""
+
     suite: str
     run_id: str
     config: RunConfig
     profile: str = DEFAULT_PROFILE
+    stage: str = "final"
+    record: str = "{}"  # JSON (keeps the spec hashable)
+
+    @property
+    def stage_record(self) -> dict[str, Any]:
+        return {"stage": self.stage, **json.loads(self.record)} if self.stage != "final" or self.record != "{}" else {}
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -249,8 +291,14 @@ def _run_config_paths(loc: tuple, method: str) -> list[tuple]:
     return [("defaults", *loc), *(("matrix", p) for p in prefixes)]
 
 
-def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | None = None, data_root: str | Path | None = None) -> list[RunSpec]:
+def expand(
+    suite: Suite, path: str | Path = "<suite>", overrides: list[str] | None = None, data_root: str | Path | None = None,
+    results_root: str | Path | None = None,
+) -> list[RunSpec]:
     """All runs of a suite, validated, in a deterministic order.
+
+    With a ``select`` block: the tuning runs, then the final runs of every group whose tuning runs
+    in ``results_root`` have all ended (see :mod:`bench.select`; none without a results root).
 
     ``data_root`` (the ``--data-root`` flag) wins over the suite's ``data_root`` field, which is
     resolved relative to the suite file; both become ``data.data_root`` of each run.
@@ -266,10 +314,10 @@ def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | No
     for child_path, child in suite._children:
         # --data-root wins everywhere; else this suite's data_root, else the included suite's own
         child_root = data_root if data_root is not None else root
-        for spec in expand(child, child_path, overrides, child_root):
+        for spec in expand(child, child_path, overrides, child_root, results_root):
             # stored where the included suite stores it (results/<child>/<run>): finished runs of
             # that suite are reused, never recomputed
-            included.append(RunSpec(spec.suite, spec.run_id, spec.config, f"{child.name}/{spec.profile}"))
+            included.append(dataclasses.replace(spec, profile=f"{child.name}/{spec.profile}"))
     if suite.include and not suite.matrix:  # a suite made of included suites only
         return _unique(included, path, suite)
     axes = sorted(suite.matrix.items(), key=lambda kv: kv[0] != "method")
@@ -285,34 +333,65 @@ def expand(suite: Suite, path: str | Path = "<suite>", overrides: list[str] | No
             hint = f"; did you mean {close[0]!r}?" if close else ""
             where = line_of(suite._lines, ("matrix", "profile"), ("profile",)) if name != suite.profile else line_of(suite._lines, ("profile",))
             raise SuiteError(f"{path}:{where or 1}: profile: unknown resource profile {name!r}{hint} (defined: {', '.join(suite.resources)})")
-    specs: list[RunSpec] = []
-    for combo in itertools.product(*(values for _, values in axes)):
-        tree: dict[str, Any] = copy.deepcopy(suite.defaults)
-        if suite.evaluations is not None:
-            tree["evaluations"] = list(suite.evaluations)
-        profile = suite.profile
-        for (key, _), value in zip(axes, combo):
-            if key == "profile":
-                profile = value
-            elif key == "method":
-                tree["method"] = {"name": value, "params": suite.methods.get(value, {})}
-            else:
-                set_dotted(tree, key, value)
-        if root is not None and (data_root is not None or "data_root" not in tree.get("data", {})):
-            set_dotted(tree, "data.data_root", root)
-        for text in overrides or []:
-            set_dotted(tree, *parse_override(text))
-        try:
-            config = RunConfig(**tree)
-        except ValidationError as exc:
-            where = ", ".join(f"{k}={v}" for (k, _), v in zip(axes, combo))
-            method = str((tree.get("method") or {}).get("name", ""))
-            message = _format_validation(Path(path), exc, RunConfig, suite._lines, lambda loc: _run_config_paths(loc, method))
-            raise SuiteError(f"{message}\n  (in the run {where})") from None
-        except SuiteError as exc:
-            raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',)) or 1}: {exc}") from None
-        specs.append(RunSpec(suite.name, config.run_id(), config, profile))
+    try:
+        trees = [
+            MatrixRun(_tree(suite, axes, combo, root, data_root, overrides), _profile(suite, axes, combo),
+                      {k: v for (k, _), v in zip(axes, combo)})
+            for combo in itertools.product(*(values for _, values in axes))
+        ]
+    except SuiteError as exc:
+        raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',)) or 1}: {exc}") from None
+    if suite.select is None:
+        specs = [RunSpec(suite.name, c.run_id(), c, run.profile) for run in trees for c in [build_config(suite, path, run.tree, run.where)]]
+    else:
+        from bench.select import plan_selection  # the selection stages read finished tuning results
+
+        specs = plan_selection(suite, path, trees, results_root).specs
     return _unique(specs + included, path, suite)
+
+
+@dataclass(frozen=True)
+class MatrixRun:
+    """One point of a suite's matrix before validation: the config tree, its profile, and how to
+    name it in an error ('method=sft, seed=0')."""
+
+    tree: dict[str, Any]
+    profile: str
+    values: dict[str, Any]  # matrix axis → value
+
+    @property
+    def where(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.values.items())
+
+
+def _profile(suite: Suite, axes: list, combo: tuple) -> str:
+    return next((value for (key, _), value in zip(axes, combo) if key == "profile"), suite.profile)
+
+
+def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: Any, overrides: list[str] | None) -> dict[str, Any]:
+    tree: dict[str, Any] = copy.deepcopy(suite.defaults)
+    if suite.evaluations is not None:
+        tree["evaluations"] = list(suite.evaluations)
+    for (key, _), value in zip(axes, combo):
+        if key == "method":
+            tree["method"] = {"name": value, "params": copy.deepcopy(suite.methods.get(value, {}))}
+        elif key != "profile":
+            set_dotted(tree, key, value)
+    if root is not None and (data_root is not None or "data_root" not in tree.get("data", {})):
+        set_dotted(tree, "data.data_root", root)
+    for text in overrides or []:
+        set_dotted(tree, *parse_override(text))
+    return tree
+
+
+def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: str) -> RunConfig:
+    """The validated run config of a matrix point; errors as ``file:line: key: reason``."""
+    try:
+        return RunConfig(**tree)
+    except ValidationError as exc:
+        method = str((tree.get("method") or {}).get("name", ""))
+        message = _format_validation(Path(path), exc, RunConfig, suite._lines, lambda loc: _run_config_paths(loc, method))
+        raise SuiteError(f"{message}\n  (in the run {where})") from None
 
 
 def _unique(specs: list[RunSpec], path: str | Path, suite: Suite) -> list[RunSpec]:

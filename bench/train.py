@@ -1,42 +1,48 @@
-"""Train and evaluate one resolved run: seeded, resumable, logged, result written atomically."""
+"""The training loop of one run: seeded data order, AdamW + warmup/cosine, resumable, logged.
+
+Building the model, method and data is :class:`bench.job.Job`'s job; scoring is the evaluation
+protocols'; this module only trains: it resumes from ``last.pt``, appends per-step metrics to
+``metrics.jsonl`` and writes a checkpoint at every epoch end.
+"""
 
 from __future__ import annotations
 
-import copy
 import math
+import os
 import time
-import traceback
-from contextlib import nullcontext
-from typing import Any, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bench.config import RunConfig, dataset_transform
-from bench.data import DATASETS
-from bench.data.base import take
-from bench.distributed import DistContext, current
-from bench.evaluate import evaluate_split
-from bench.features import SplitInputs, prefix_cache_fits, prefix_tokens
+from bench.config import RunConfig
 from bench.io import atomic_torch_save
-from bench.methods import build_method
-from bench.data.seg_transforms import SegTrainTransform
-from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
-from bench.segment import evaluate_segmentation, train_pairs
-from bench.provenance import git_state, host, versions
-from bench.seeding import derive_seed, generator, seed_everything
+from bench.models import SplitViTClassifier
+from bench.seeding import generator
 from bench.store import RunDir
-from bench.transfer import FeatureCache, knn_top1, softmax_regression
+
+if TYPE_CHECKING:
+    from bench.job import Job
 
 LOG_EVERY = 20  # steps between appends to metrics.jsonl (a resume truncates to the checkpoint)
+# A file barrier for tests and debugging of pre-emption: while the file this names exists, a run
+# pauses after each epoch's checkpoint (status 'held_after_epoch'), so a test can requeue or signal
+# it at a known state instead of racing a job that may already have finished.
+HOLD_ENV = "BENCH_HOLD_AFTER_EPOCH"
+HOLD_POLL_S = 0.1
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+@dataclass(frozen=True)
+class Trained:
+    """What training leaves for the result: optimiser steps, training-set size, and the wall time
+    spent in earlier attempts of a resumed run."""
+
+    steps: int
+    train_size: int
+    prior_wall_s: float
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
@@ -64,125 +70,10 @@ def param_groups(model: SplitViTClassifier, cfg: RunConfig) -> list[dict[str, An
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
-class Job:
-    """Everything one run needs, built from its config."""
-
-    def __init__(self, cfg: RunConfig, ctx: DistContext) -> None:
-        self.cfg = cfg
-        self.ctx = ctx
-        self.device = resolve_device(cfg.train.device)
-        if self.device.type == "cuda" and ctx.active:
-            self.device = torch.device("cuda", ctx.local_rank)
-        seed_everything(cfg.seed)
-        self.entry = DATASETS.get(cfg.data.name)
-        self.dense = cfg.task == "segmentation"
-        backbone = create_backbone(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.checkpoint, cfg.backbone.img_size, dynamic_img_size=self.dense)
-        self.backbone = backbone
-        trainable = None if cfg.model.trainable_blocks == "all" else cfg.model.trainable_blocks
-        torch.manual_seed(derive_seed(cfg.seed, "head"))
-        if self.dense:
-            self.model = ViTSegmenter(backbone.model, self.entry.num_classes, cfg.seg.layers, trainable).to(self.device)
-            s = cfg.seg
-            self.seg_transform = SegTrainTransform((s.crop, s.crop), s.scale, s.ratio_range, s.cat_max_ratio, ignore_index=self.entry.ignore_index)
-        else:
-            self.model = SplitViTClassifier(backbone.model, self.entry.num_classes, trainable).to(self.device)
-        self.method = build_method(cfg.method.name, cfg.method.params)
-        self.reference = None
-        if self.method.needs_reference:
-            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.transform = cfg.data.transform(cfg.backbone.img_size)
-        self.train_split = self.entry.load(cfg.data.resolved_train_split, cfg.data.data_root, **cfg.data.params)
-        # frozen-prefix tokens are exact only without augmentation, and only kept if they fit in memory
-        self.use_prefix_cache = (
-            not self.dense and cfg.model.cache_frozen_prefix and not self.model.full_finetune and not self.transform.augments
-            and prefix_cache_fits(len(self.train_split), self.model, cfg.backbone.img_size)
-        )
-        # what the training forward goes through: the model itself, or DDP around it
-        self.train_model: nn.Module = self.model
-        if ctx.active:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and cfg.train.bf16 else nullcontext()
-        )
-
-    def inputs(self, split: str) -> SplitInputs:
-        cfg = self.cfg
-        data = self.train_split if split == cfg.data.resolved_train_split else self.entry.load(split, cfg.data.data_root, **cfg.data.params)
-        inputs = SplitInputs(data, self.transform, cfg.data.num_workers)
-        if self.use_prefix_cache:
-            key = self.prefix_key(cfg.data.name, cfg.data.params, split, self.transform)
-            inputs.tokens = prefix_tokens(self.model, inputs, cfg.train.eval_batch_size, self.device, key)
-        return inputs
-
-    def prefix_key(self, dataset: str, params: dict[str, Any], split: str, *extra: Any) -> tuple:
-        """What frozen-prefix tokens depend on: backbone weights and split, never the method or head."""
-        cfg = self.cfg
-        random_seed = cfg.seed if cfg.backbone.weights == "random" else None
-        return (cfg.backbone.model_dump_json(), self.backbone.init, random_seed, self.model.split, dataset, tuple(sorted(params.items())), split, *extra)
-
-    def train_batches(self, train: SplitInputs, batches: list[Tensor], epoch: int):
-        """(inputs, labels) per index batch: images + class ids, or paired crops + masks."""
-        if self.dense:
-            yield from train_pairs(train.split, self.seg_transform, batches, (self.cfg.seed, epoch), self.cfg.data.num_workers)
-            return
-        labels = torch.from_numpy(train.labels)
-        augment = (self.cfg.seed, epoch) if self.transform.augments and train.tokens is None else None
-        for index, x in zip(batches, train.batches(batches, augment)):
-            yield x, labels[index]
-
-    def evaluate(self, split: str, protocol: str) -> dict[str, Any]:
-        cfg = self.cfg
-        if self.dense:
-            data = self.entry.load(split, cfg.data.data_root, **cfg.data.params)
-            s = cfg.seg
-            scores = evaluate_segmentation(self.logits, data, self.entry.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device)
-            return {**scores, "shift": self.entry.is_shift(split), "protocol": protocol, "split_facts": data.meta}
-        inputs = self.inputs(split)
-        return {
-            **evaluate_split(self.logits, inputs.sequential(cfg.train.eval_batch_size), inputs.labels, self.device, inputs.split.label_space),
-            "shift": self.entry.is_shift(split),
-            "protocol": protocol,
-            "split_facts": inputs.split.meta,
-        }
-
-    def logits(self, x: Tensor, model: nn.Module | None = None) -> Tensor:
-        model = model or self.model
-        with self.autocast:
-            return model(x, embedded=self.use_prefix_cache)
-
-
-def run_job(
-    cfg: RunConfig, run_dir: RunDir, suite: str = "", progress: ProgressFn | None = None, **status_fields: Any
-) -> dict[str, Any]:
-    """Train + evaluate one run into ``run_dir``; resumes from ``last.pt`` if present.
-
-    ``status_fields`` (e.g. the scheduler's job id) are recorded in ``status.json``.
-    """
-    ctx = current()
-    main = ctx.is_main  # with DDP, rank 0 alone writes the run's files
-    if main:
-        run_dir.path.mkdir(parents=True, exist_ok=True)
-        run_dir.write_config(cfg.canonical())
-        run_dir.set_status("running", world_size=ctx.world, **status_fields)
-    try:
-        result = _train_and_evaluate(cfg, run_dir, suite, progress, ctx)
-    except Exception as exc:
-        if main:
-            run_dir.set_status("failed", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
-        raise
-    except BaseException as exc:  # killed, timed out, pre-empted: resumable from last.pt, not a failure
-        if main:
-            run_dir.set_status("interrupted", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
-        raise
-    if main:
-        run_dir.set_status("done")
-    return result
-
-
-def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None, ctx: DistContext) -> dict[str, Any]:
+def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Trained:
+    """Train ``job``'s model on its training split; resume from ``run_dir``'s checkpoint if any."""
+    cfg, ctx = job.cfg, job.ctx
     started = time.time()
-    job = Job(cfg, ctx)
     model, method, device = job.model, job.method, job.device
     train = job.inputs(cfg.data.resolved_train_split)
     n = len(train)
@@ -202,6 +93,8 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
             optimizer.load_state_dict(state["optimizer"])
             schedule.load_state_dict(state["schedule"])
             start_epoch, step, prior_wall = state["epoch"], state["step"], state.get("wall_time_s", 0.0)
+            if ctx.is_main:
+                run_dir.update_status(resumed_from={"epoch": start_epoch, "step": step})
     if ctx.is_main:
         run_dir.truncate_metrics(step)
 
@@ -253,110 +146,20 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
             },
             run_dir.checkpoint,
         )
+        hold_after_epoch(run_dir, epoch + 1)
 
-    model.eval()
-    if not ctx.is_main:  # rank 0 evaluates the (identical) model and writes the result
-        ctx.barrier()
-        return {}
-    metrics = {}
-    for split, protocol in cfg.evaluation_splits().items():
-        metrics[split] = job.evaluate(split, protocol)
-    if "transfer" in cfg.evaluations:
-        metrics.update(evaluate_transfer(job, run_dir))
-    wall = prior_wall + time.time() - started
-    # the finished run keeps its fine-tuned weights (for later evaluations) but not optimiser state
-    atomic_torch_save({"model": trainable_state(model), "step": step}, run_dir.checkpoint)
-    result = {
-        "run_id": cfg.run_id(),
-        "suite": suite,
-        "method": cfg.method.name,
-        "method_params": cfg.method.resolved_params(),
-        "dataset": cfg.data.name,
-        "seed": cfg.seed,
-        "backbone": {
-            "name": cfg.backbone.name,
-            "display": job.backbone.display,
-            "init": job.backbone.init,
-            "random_init": cfg.backbone.weights == "random",
-            "checkpoint": job.backbone.checkpoint,
-        },
-        "protocol": {
-            "img_size": cfg.backbone.img_size,
-            "transform": cfg.seg.model_dump(mode="json") if job.dense else
-            {"crop_pct": job.transform.crop_pct, "resize": job.transform.resize_size, "train_aug": job.transform.train_aug},
-            "trainable_blocks": cfg.model.trainable_blocks,
-            "frozen_prefix_cached": job.use_prefix_cache,
-            "train_size": n,
-            "steps": step,
-            "world_size": ctx.world,
-        },
-        "config": cfg.canonical(),
-        "versions": versions(),
-        "git": git_state(),
-        "host": host(),
-        "device": str(device),
-        "wall_time_s": round(wall, 3),
-        "metrics": metrics,
-    }
-    run_dir.write_result(result)
-    ctx.barrier()
-    return result
+    return Trained(step, n, prior_wall)
 
 
-def evaluate_transfer(job: Job, run_dir: RunDir) -> dict[str, dict[str, Any]]:
-    """SR and kNN on each transfer target's features from the frozen fine-tuned backbone."""
-    cfg, tc = job.cfg, job.cfg.transfer
-    cache = FeatureCache(run_dir.path / "features")
-    weights = weights_digest(job.model)  # features belong to these exact weights
-    out: dict[str, dict[str, Any]] = {}
-    for target in tc.targets:
-        entry = DATASETS.get(target.name)
-        transform = dataset_transform(target.name, cfg.backbone.img_size)
-        feats = {}
-        for role, split, limit in (("train", target.train_split or entry.train_split, target.train_limit),
-                                   ("test", target.test_split or entry.test_split, target.test_limit)):
-            identity = {"dataset": target.name, "split": split, "params": target.params, "limit": limit,
-                        "transform": [transform.img_size, transform.crop_pct], "weights": weights}
-            feats[role] = cache.get(identity, lambda split=split, limit=limit: _extract(job, entry, target, split, limit, transform))
-        train_y, test_y = feats["train"]["labels"], feats["test"]["labels"]
-        knn = knn_top1(feats["train"]["cls"], train_y, feats["test"]["cls"], test_y, entry.num_classes, tc.knn_k, tc.knn_temperature)
-        sr = softmax_regression(feats["train"]["pooled"].numpy(), train_y.numpy(), feats["test"]["pooled"].numpy(), test_y.numpy(),
-                                tc.sr_cs, tc.sr_holdout, seed=cfg.seed)
-        common = {"n": len(test_y), "n_train": len(train_y), "shift": False, "protocol": "transfer", "dataset": target.name}
-        out[f"transfer/{target.name}/knn"] = {"top1": knn, **common, "probe": "knn", "k": tc.knn_k, "temperature": tc.knn_temperature}
-        out[f"transfer/{target.name}/sr"] = {"top1": sr["top1"], **common, "probe": "softmax_regression", "C": sr["C"],
-                                             "val_top1": sr["val_top1"], "C_swept": list(tc.sr_cs), "holdout": tc.sr_holdout}
-    return out
-
-
-@torch.no_grad()
-def _extract(job: Job, entry, target, split: str, limit: int | None, transform) -> dict[str, Tensor]:
-    data = entry.load(split, job.cfg.data.data_root, **target.params)
-    if limit is not None and limit < len(data):
-        data = take(data, np.sort(np.random.default_rng(0).permutation(len(data))[:limit]))
-    inputs = SplitInputs(data, transform, job.cfg.data.num_workers)
-    model = job.model.eval()
-    embedded = job.use_prefix_cache  # frozen prefix: its tokens are shared by every run of this backbone
-    if embedded:
-        key = job.prefix_key(target.name, target.params, split, transform, limit)
-        inputs.tokens = prefix_tokens(model, inputs, job.cfg.train.eval_batch_size, job.device, key)
-    cls, pooled = [], []
-    for x in inputs.sequential(job.cfg.train.eval_batch_size):
-        with job.autocast:
-            tokens = model.final_tokens(x.to(job.device), embedded=embedded).float()
-        cls.append(tokens[:, 0].cpu())
-        pooled.append(torch.cat([tokens[:, 0], tokens[:, model.vit.num_prefix_tokens :].mean(1)], -1).cpu())
-    return {"cls": torch.cat(cls), "pooled": torch.cat(pooled), "labels": torch.from_numpy(np.asarray(data.labels, dtype=np.int64))}
-
-
-def weights_digest(model: nn.Module) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return h.hexdigest()[:16]
+def hold_after_epoch(run_dir: RunDir, epoch: int) -> None:
+    """Wait while the ``$BENCH_HOLD_AFTER_EPOCH`` file exists (see HOLD_ENV); a no-op without it."""
+    hold = os.environ.get(HOLD_ENV)
+    if not hold or not Path(hold).exists():
+        return
+    run_dir.update_status(held_after_epoch=epoch)
+    while Path(hold).exists():
+        time.sleep(HOLD_POLL_S)
+    run_dir.update_status(held_after_epoch=None)
 
 
 def trainable_state(model: nn.Module) -> dict[str, Tensor]:

@@ -15,14 +15,22 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bench.config import dataset_transform
+from bench.data import DATASETS
+from bench.data.base import take
+from bench.features import SplitInputs, prefix_tokens
 from bench.io import atomic_torch_save
+
+if TYPE_CHECKING:
+    from bench.job import Job
+    from bench.store import RunDir
 
 ExtractFn = Callable[[], dict[str, Tensor]]
 
@@ -86,3 +94,59 @@ def fit_sr(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 1000) -> Call
     predict = lambda z: model.predict(scaler.transform(z))  # noqa: E731
     predict.model, predict.scaler = model, scaler  # type: ignore[attr-defined]
     return predict
+
+
+def evaluate_transfer(job: "Job", run_dir: "RunDir") -> dict[str, dict[str, Any]]:
+    """SR and kNN on each transfer target's features from the frozen fine-tuned backbone."""
+    cfg, tc = job.cfg, job.cfg.transfer
+    cache = FeatureCache(run_dir.path / "features")
+    weights = weights_digest(job.model)  # features belong to these exact weights
+    out: dict[str, dict[str, Any]] = {}
+    for target in tc.targets:
+        entry = DATASETS.get(target.name)
+        transform = dataset_transform(target.name, cfg.backbone.img_size)
+        feats = {}
+        for role, split, limit in (("train", target.train_split or entry.train_split, target.train_limit),
+                                   ("test", target.test_split or entry.test_split, target.test_limit)):
+            identity = {"dataset": target.name, "split": split, "params": target.params, "limit": limit,
+                        "transform": [transform.img_size, transform.crop_pct], "weights": weights}
+            feats[role] = cache.get(identity, lambda split=split, limit=limit: _extract(job, entry, target, split, limit, transform))
+        train_y, test_y = feats["train"]["labels"], feats["test"]["labels"]
+        knn = knn_top1(feats["train"]["cls"], train_y, feats["test"]["cls"], test_y, entry.num_classes, tc.knn_k, tc.knn_temperature)
+        sr = softmax_regression(feats["train"]["pooled"].numpy(), train_y.numpy(), feats["test"]["pooled"].numpy(), test_y.numpy(),
+                                tc.sr_cs, tc.sr_holdout, seed=cfg.seed)
+        common = {"n": len(test_y), "n_train": len(train_y), "shift": False, "protocol": "transfer", "dataset": target.name}
+        out[f"transfer/{target.name}/knn"] = {"top1": knn, **common, "probe": "knn", "k": tc.knn_k, "temperature": tc.knn_temperature}
+        out[f"transfer/{target.name}/sr"] = {"top1": sr["top1"], **common, "probe": "softmax_regression", "C": sr["C"],
+                                             "val_top1": sr["val_top1"], "C_swept": list(tc.sr_cs), "holdout": tc.sr_holdout}
+    return out
+
+
+@torch.no_grad()
+def _extract(job: "Job", entry, target, split: str, limit: int | None, transform) -> dict[str, Tensor]:
+    data = entry.load(split, job.cfg.data.data_root, **target.params)
+    if limit is not None and limit < len(data):
+        data = take(data, np.sort(np.random.default_rng(0).permutation(len(data))[:limit]))
+    inputs = SplitInputs(data, transform, job.cfg.data.num_workers)
+    model = job.model.eval()
+    embedded = job.use_prefix_cache  # frozen prefix: its tokens are shared by every run of this backbone
+    if embedded:
+        key = job.prefix_key(target.name, target.params, split, transform, limit)
+        inputs.tokens = prefix_tokens(model, inputs, job.cfg.train.eval_batch_size, job.device, key)
+    cls, pooled = [], []
+    for x in inputs.sequential(job.cfg.train.eval_batch_size):
+        with job.autocast:
+            tokens = model.final_tokens(x.to(job.device), embedded=embedded).float()
+        cls.append(tokens[:, 0].cpu())
+        pooled.append(torch.cat([tokens[:, 0], tokens[:, model.vit.num_prefix_tokens :].mean(1)], -1).cpu())
+    return {"cls": torch.cat(cls), "pooled": torch.cat(pooled), "labels": torch.from_numpy(np.asarray(data.labels, dtype=np.int64))}
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()[:16]

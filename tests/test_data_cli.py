@@ -86,11 +86,11 @@ def test_suite_trains_on_cifar10_and_scores_every_shift_set(cifar_tree, tmp_path
 
 
 def test_transfer_evaluation_records_sr_and_knn_and_reuses_cached_features(cifar_tree, tmp_path, monkeypatch):
-    import bench.train
+    import bench.transfer
 
     calls = []
-    real = bench.train._extract
-    monkeypatch.setattr(bench.train, "_extract", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
+    real = bench.transfer._extract
+    monkeypatch.setattr(bench.transfer, "_extract", lambda *a, **k: calls.append(a[3]) or real(*a, **k))
     text = CIFAR_SUITE.replace("matrix:", "evaluations: [id, transfer]\nmatrix:").replace(
         "  train: {epochs: 1, batch_size: 8}\n",
         "  train: {epochs: 1, batch_size: 8}\n  transfer: {targets: [{name: stl10}], sr_cs: [0.1, 1.0], sr_holdout: 0.34}\n",

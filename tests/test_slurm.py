@@ -19,7 +19,8 @@ from rich.console import Console
 from bench.launch import LaunchOptions, launch, scheduler_states
 from bench.store import RunDir
 from bench.suite import expand, load_suite
-from bench.train import run_job
+from bench.job import run_job
+from bench.train import HOLD_ENV
 from test_suite import write
 
 
@@ -121,35 +122,56 @@ def test_a_failing_job_is_recorded_and_the_others_finish(tmp_path):
     assert not RunDir.of(tmp_path / "results", bad.suite, bad.run_id).is_done()
 
 
-def test_requeued_job_resumes_from_checkpoint_with_identical_numbers(tmp_path):
-    suite, specs = make_suite(tmp_path, img=56, blocks="all", train=256, epochs=40, methods="grpo_rm")
+def held(run_dir: RunDir, attempts: int, epoch: int) -> bool:
+    """Whether attempt ``attempts`` of the run waits at the hold barrier after ``epoch``."""
+    status = run_dir.read_status()
+    return status.get("state") == "running" and status.get("attempts") == attempts and status.get("held_after_epoch") == epoch
+
+
+def test_requeued_job_resumes_from_checkpoint_with_identical_numbers(tmp_path, monkeypatch):
+    # The job pauses at a file barrier after each epoch's checkpoint, so the requeue lands at a
+    # known state (attempt 1 held after epoch 1) however fast the machine trains.
+    hold = tmp_path / "hold"
+    hold.touch()
+    monkeypatch.setenv(HOLD_ENV, str(hold))  # sbatch exports the environment to the job
+    suite, specs = make_suite(tmp_path, img=56, blocks="all", train=256, epochs=3, methods="grpo_rm")
     spec = specs[0]
     launch("slurm", suite, specs, tmp_path / "results", LaunchOptions(wait=False), Console())
     run_dir = RunDir.of(tmp_path / "results", spec.suite, spec.run_id)
-    wait_until(lambda: run_dir.checkpoint.is_file() and run_dir.read_status().get("state") == "running", 120, "the first epoch checkpoint")
-    epoch_before = torch.load(run_dir.checkpoint, weights_only=False).get("epoch", 0)
-    assert epoch_before < 40
+    wait_until(lambda: held(run_dir, attempts=1, epoch=1), 120, "attempt 1 to hold after its first epoch")
+    assert torch.load(run_dir.checkpoint, weights_only=False)["epoch"] == 1
     subprocess.run(["scontrol", "requeue", job_id_of(run_dir)], check=True)
+    wait_until(lambda: held(run_dir, attempts=2, epoch=2), 240, "the requeued attempt to hold after epoch 2")
+    per_epoch = run_dir.read_status()["total_steps"] // 3
+    assert run_dir.read_status()["resumed_from"] == {"epoch": 1, "step": per_epoch}
+    hold.unlink()
     wait_until(run_dir.is_done, 240, "the requeued run to finish")
     status = run_dir.read_status()
-    assert status["attempts"] >= 2, status
+    assert status["attempts"] == 2, status
     assert run_dir.read_result()["metrics"] == reference_metrics(spec, tmp_path)
     steps = [json.loads(line)["step"] for line in run_dir.metrics.read_text().splitlines()]
-    assert steps == list(range(1, len(steps) + 1)) and len(steps) == 40 * 16
+    assert steps == list(range(1, 3 * per_epoch + 1))
 
 
 @pytest.mark.slow
-def test_time_limit_triggers_checkpoint_and_resume(tmp_path):
-    # 2-minute limit, USR2 50 s before it: the job checkpoints, requeues itself and resumes.
-    # Slurm may send the signal up to 60 s early (sbatch --signal); with a 1-minute limit it could
-    # arrive before Python had installed submitit's handler, killing the job without a requeue.
-    suite, specs = make_suite(tmp_path, img=56, blocks="all", train=256, epochs=800, methods="sft", time_min=2, delay=50)
+def test_time_limit_triggers_checkpoint_and_resume(tmp_path, monkeypatch):
+    # 2-minute limit, USR2 50 s before it. Attempt 1 holds at the barrier after epoch 1 until the
+    # time-limit signal makes submitit call checkpoint(), which requeues it; the barrier is lifted
+    # only once attempt 2 runs, so the order of events is fixed. Slurm may send the signal up to
+    # 60 s early (sbatch --signal); a 1-minute limit could signal before submitit's handler exists.
+    hold = tmp_path / "hold"
+    hold.touch()
+    monkeypatch.setenv(HOLD_ENV, str(hold))
+    suite, specs = make_suite(tmp_path, img=56, blocks="all", train=256, epochs=3, methods="sft", time_min=2, delay=50)
     spec = specs[0]
     launch("slurm", suite, specs, tmp_path / "results", LaunchOptions(wait=False), Console())
     run_dir = RunDir.of(tmp_path / "results", spec.suite, spec.run_id)
-    wait_until(run_dir.is_done, 600, "the run to finish across time-limit requeues")
+    wait_until(lambda: run_dir.read_status().get("attempts", 0) >= 2 and run_dir.read_status().get("state") == "running",
+               400, "the time limit to requeue the held job")
+    hold.unlink()
+    wait_until(run_dir.is_done, 240, "the requeued run to finish")
     status = run_dir.read_status()
-    assert status["attempts"] >= 2, status
+    assert status["attempts"] == 2 and status["resumed_from"]["epoch"] >= 1, status
     logs = "".join(p.read_text() for p in Path(status["submitit_folder"]).glob("*_log.err"))
     assert "Caught signal SIGUSR2" in logs and "timed-out" in logs  # submitit called checkpoint()
     assert status["state"] == "done" and "traceback" not in status

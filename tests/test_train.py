@@ -11,7 +11,8 @@ import torch
 from bench import train as train_module
 from bench.features import clear_cache
 from bench.store import RunDir
-from bench.train import run_job, warmup_cosine
+from bench.job import run_job
+from bench.train import warmup_cosine
 from conftest import tiny_config
 
 

@@ -1,0 +1,208 @@
+"""One run from config to result: build the job, train it, score its protocols, write result.json.
+
+The stages each have a home of their own — :class:`Job` builds (model, method, data),
+:func:`bench.train.train` trains, :mod:`bench.evaluate` protocols score, :class:`RunDir` stores —
+and :func:`run_job` calls them in that order and records the run's status around them.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import traceback
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from bench.config import RunConfig
+from bench.data import DATASETS
+from bench.data.seg_transforms import SegTrainTransform
+from bench.distributed import DistContext, current
+from bench.evaluate import EVALUATIONS, evaluate_split
+from bench.features import SplitInputs, prefix_cache_fits, prefix_tokens
+from bench.io import atomic_torch_save
+from bench.methods import build_method
+from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
+from bench.provenance import git_state, host, versions
+from bench.seeding import derive_seed, seed_everything
+from bench.segment import evaluate_segmentation, train_pairs
+from bench.store import RunDir
+from bench.train import ProgressFn, train, trainable_state
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Job:
+    """Everything one run needs, built from its config: model (+ head, initialised from a seed
+    derived from the run's seed only, so both methods start identical), method, data, device."""
+
+    def __init__(self, cfg: RunConfig, ctx: DistContext) -> None:
+        self.cfg = cfg
+        self.ctx = ctx
+        self.device = resolve_device(cfg.train.device)
+        if self.device.type == "cuda" and ctx.active:
+            self.device = torch.device("cuda", ctx.local_rank)
+        seed_everything(cfg.seed)
+        self.entry = DATASETS.get(cfg.data.name)
+        self.dense = cfg.task == "segmentation"
+        backbone = create_backbone(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.checkpoint, cfg.backbone.img_size, dynamic_img_size=self.dense)
+        self.backbone = backbone
+        trainable = None if cfg.model.trainable_blocks == "all" else cfg.model.trainable_blocks
+        torch.manual_seed(derive_seed(cfg.seed, "head"))
+        if self.dense:
+            self.model = ViTSegmenter(backbone.model, self.entry.num_classes, cfg.seg.layers, trainable).to(self.device)
+            s = cfg.seg
+            self.seg_transform = SegTrainTransform((s.crop, s.crop), s.scale, s.ratio_range, s.cat_max_ratio, ignore_index=self.entry.ignore_index)
+        else:
+            self.model = SplitViTClassifier(backbone.model, self.entry.num_classes, trainable).to(self.device)
+        self.method = build_method(cfg.method.name, cfg.method.params)
+        self.reference = None
+        if self.method.needs_reference:
+            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.transform = cfg.data.transform(cfg.backbone.img_size)
+        self.train_split = cfg.data.load(cfg.data.resolved_train_split)
+        # frozen-prefix tokens are exact only without augmentation, and only kept if they fit in memory
+        self.use_prefix_cache = (
+            not self.dense and cfg.model.cache_frozen_prefix and not self.model.full_finetune and not self.transform.augments
+            and prefix_cache_fits(len(self.train_split), self.model, cfg.backbone.img_size)
+        )
+        # what the training forward goes through: the model itself, or DDP around it
+        self.train_model: nn.Module = self.model
+        if ctx.active:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and cfg.train.bf16 else nullcontext()
+        )
+
+    def inputs(self, split: str) -> SplitInputs:
+        cfg = self.cfg
+        data = self.train_split if split == cfg.data.resolved_train_split else cfg.data.load(split)
+        inputs = SplitInputs(data, self.transform, cfg.data.num_workers)
+        if self.use_prefix_cache:
+            key = self.prefix_key(cfg.data.name, cfg.data.params, split, self.transform, cfg.data.holdout)
+            inputs.tokens = prefix_tokens(self.model, inputs, cfg.train.eval_batch_size, self.device, key)
+        return inputs
+
+    def prefix_key(self, dataset: str, params: dict[str, Any], split: str, *extra: Any) -> tuple:
+        """What frozen-prefix tokens depend on: backbone weights and split, never the method or head."""
+        cfg = self.cfg
+        random_seed = cfg.seed if cfg.backbone.weights == "random" else None
+        return (cfg.backbone.model_dump_json(), self.backbone.init, random_seed, self.model.split, dataset, tuple(sorted(params.items())), split, *extra)
+
+    def train_batches(self, train: SplitInputs, batches: list[Tensor], epoch: int):
+        """(inputs, labels) per index batch: images + class ids, or paired crops + masks."""
+        if self.dense:
+            yield from train_pairs(train.split, self.seg_transform, batches, (self.cfg.seed, epoch), self.cfg.data.num_workers)
+            return
+        labels = torch.from_numpy(train.labels)
+        augment = (self.cfg.seed, epoch) if self.transform.augments and train.tokens is None else None
+        for index, x in zip(batches, train.batches(batches, augment)):
+            yield x, labels[index]
+
+    def score(self, split: str) -> dict[str, Any]:
+        """The model + head's metrics on one of the run's own splits, with the split's facts."""
+        cfg = self.cfg
+        if self.dense:
+            data = cfg.data.load(split)
+            s = cfg.seg
+            scores = evaluate_segmentation(self.logits, data, self.entry.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device)
+            return {**scores, "split_facts": data.meta}
+        inputs = self.inputs(split)
+        scores = evaluate_split(self.logits, inputs.sequential(cfg.train.eval_batch_size), inputs.labels, self.device, inputs.split.label_space)
+        return {**scores, "split_facts": inputs.split.meta}
+
+    def logits(self, x: Tensor, model: nn.Module | None = None) -> Tensor:
+        model = model or self.model
+        with self.autocast:
+            return model(x, embedded=self.use_prefix_cache)
+
+
+def run_job(
+    cfg: RunConfig, run_dir: RunDir, suite: str = "", progress: ProgressFn | None = None, stage: dict[str, Any] | None = None,
+    **status_fields: Any,
+) -> dict[str, Any]:
+    """Train + evaluate one run into ``run_dir``; resumes from ``last.pt`` if present.
+
+    ``stage`` (model selection: ``{"stage": "tune", "tuned_values": …}`` or the final runs'
+    ``{"stage": "final", "selection": …}``) is recorded in result.json. ``status_fields`` (e.g. the
+    scheduler's job id) are recorded in ``status.json``.
+    """
+    ctx = current()
+    main = ctx.is_main  # with DDP, rank 0 alone writes the run's files
+    if main:
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        run_dir.write_config(cfg.canonical())
+        run_dir.set_status("running", world_size=ctx.world, **status_fields)
+    try:
+        result = _train_and_evaluate(cfg, run_dir, suite, progress, ctx, stage or {})
+    except Exception as exc:
+        if main:
+            run_dir.set_status("failed", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
+        raise
+    except BaseException as exc:  # killed, timed out, pre-empted: resumable from last.pt, not a failure
+        if main:
+            run_dir.set_status("interrupted", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
+        raise
+    if main:
+        run_dir.set_status("done")
+    return result
+
+
+def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None, ctx: DistContext, stage: dict[str, Any]) -> dict[str, Any]:
+    started = time.time()
+    job = Job(cfg, ctx)
+    trained = train(job, run_dir, progress)
+    job.model.eval()
+    if not ctx.is_main:  # rank 0 evaluates the (identical) model and writes the result
+        ctx.barrier()
+        return {}
+    metrics: dict[str, Any] = {}
+    for name in cfg.evaluations:
+        metrics.update(EVALUATIONS.get(name).evaluate(job, run_dir))
+    wall = trained.prior_wall_s + time.time() - started
+    # the finished run keeps its fine-tuned weights (for later evaluations) but not optimiser state
+    atomic_torch_save({"model": trainable_state(job.model), "step": trained.steps}, run_dir.checkpoint)
+    result = {
+        "run_id": cfg.run_id(),
+        "suite": suite,
+        **stage,
+        "method": cfg.method.name,
+        "method_params": cfg.method.resolved_params(),
+        "dataset": cfg.data.name,
+        "seed": cfg.seed,
+        "backbone": {
+            "name": cfg.backbone.name,
+            "display": job.backbone.display,
+            "init": job.backbone.init,
+            "random_init": cfg.backbone.weights == "random",
+            "checkpoint": job.backbone.checkpoint,
+        },
+        "protocol": {
+            "img_size": cfg.backbone.img_size,
+            "transform": cfg.seg.model_dump(mode="json") if job.dense else
+            {"crop_pct": job.transform.crop_pct, "resize": job.transform.resize_size, "train_aug": job.transform.train_aug},
+            "trainable_blocks": cfg.model.trainable_blocks,
+            "frozen_prefix_cached": job.use_prefix_cache,
+            "train_size": trained.train_size,
+            "train_split_facts": job.train_split.meta,
+            "steps": trained.steps,
+            "world_size": ctx.world,
+        },
+        "config": cfg.canonical(),
+        "versions": versions(),
+        "git": git_state(),
+        "host": host(),
+        "device": str(job.device),
+        "wall_time_s": round(wall, 3),
+        "metrics": metrics,
+    }
+    run_dir.write_result(result)
+    ctx.barrier()
+    return result
