@@ -15,7 +15,7 @@ from rich.table import Table
 from bench.data import DATASETS
 from bench.datacheck import check_specs, summarise
 from bench.select import read_selection
-from bench.launch import LAUNCHERS, has_selection, LaunchOptions, SuiteSource, cancel, launch, launch_suite, sbatch_preview, scheduler_states, status_table, submitit_folder
+from bench.launch import LAUNCHERS, LaunchOptions, SuiteSource, cancel, has_selection, launch_suite, sbatch_preview, scheduler_states, status_table, submitit_folder
 from bench.report import Report, build_report
 from bench.reproduce import explain, launch_plan, progress_line, readiness
 from bench.runner import describe
@@ -30,7 +30,9 @@ def _specs(args: argparse.Namespace):
 
 
 def _source(args: argparse.Namespace) -> SuiteSource:
-    return SuiteSource(str(args.suite), tuple(args.override), args.data_root)
+    # absolute paths: a Slurm selection job expands the suite again from wherever it runs
+    data_root = str(Path(args.data_root).expanduser().resolve()) if args.data_root else None
+    return SuiteSource(str(Path(args.suite).resolve()), tuple(args.override), data_root)
 
 
 def _data_problems(specs, console: Console) -> bool:
@@ -58,9 +60,33 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         groups = len({json.loads(s.record)["group"] for s in tune})
         console.print(f"  model selection: {len(tune)} tuning runs ({groups} groups × the grid {sel.tune if sel else 'of the included suites'}), "
                       f"scored on the held-out split only; each group's final runs follow once its tuning runs end", markup=False)
+    for line in claim_coverage(suite, specs):
+        console.print(line, markup=False, soft_wrap=True)
     for spec in specs:
         console.print(f"  {describe(spec)} profile={spec.profile}", markup=False)
     return 0
+
+
+def claim_coverage(suite, specs) -> list[str]:
+    """Per expected figure: the datasets it is judged on and each one's shift splits, so a claim
+    about OOD that a source without shift sets would silently drop out of is visible before running."""
+    lines = []
+    task = {"top1": "classification", "top5": "classification"}
+    for e in suite.expected:
+        runs = [s for s in specs if s.config.task == task.get(e.metric, "segmentation") and (e.dataset is None or s.config.data.name == e.dataset)]
+        shifts: dict[str, int] = {}
+        for s in runs:
+            final = json.loads(s.record).get("final_evaluations")  # tuning runs: what their final runs evaluate
+            config = s.config.model_copy(update={"evaluations": tuple(final)}) if final else s.config
+            n = sum(1 for protocol in config.evaluation_splits().values() if protocol == "shift")
+            shifts[s.config.data.name] = max(shifts.get(s.config.data.name, 0), n)
+        sign = "+" if e.value >= 0 else ""
+        what = f"{'Δ ' + e.method + ' − ' + e.baseline if e.quantity == 'delta' else e.method} {e.split} {e.metric} = {sign}{e.value} ± {e.tolerance}"
+        scope = f"mean over {len(shifts)} datasets" if e.across == "mean" else f"each of {len(shifts)} datasets"
+        lines.append(f"  claim: {what} ({scope}): " + ", ".join(f"{d} ({n} shift splits)" for d, n in shifts.items()))
+        if e.split == "ood_avg":
+            lines += [f"    !! {d} has no shift split: it cannot enter the OOD average the claim is judged on" for d, n in shifts.items() if not n]
+    return lines
 
 
 def cmd_dry_run(args: argparse.Namespace, suite, specs, console: Console) -> int:
@@ -125,7 +151,9 @@ def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
             return 2
         console.print(f"{args.suite}: {progress_line(specs, args.results)}; {len(queued)} still queued on Slurm; "
                       f"launching {len(todo)} with --executor {executor} ({ready.gpu or 'CPU, --allow-cpu'})", markup=False)
-    outcomes = launch(executor, suite, todo, args.results, LaunchOptions(parallel=args.parallel, wait=args.wait), console) if todo else []
+    options = LaunchOptions(parallel=args.parallel, wait=args.wait)
+    outcomes = launch_suite(executor, _source(args), args.results, options, console, first=todo) if todo else []
+    suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
     _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
     if not all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs):
         console.print(f"not all runs are done ({progress_line(specs, args.results)}); the tables show the finished ones. "

@@ -8,6 +8,7 @@ where the official archive comes from.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from bench.data import DATASETS, DatasetError
@@ -33,14 +34,23 @@ def needed_splits(specs: list[RunSpec]) -> dict[Key, tuple[str, ...]]:
         data = spec.config.data
         key = (data.name, data.data_root, tuple(sorted(data.params.items())))
         bucket = needed.setdefault(key, {})
-        for split in (data.resolved_train_split, *spec.config.evaluation_splits()):
+        for split in (data.resolved_train_split, *_all_splits(spec)):
             bucket[disk_split(split, data.holdout)] = None  # 'heldout' is read from the training split
-        if "transfer" in spec.config.evaluations:  # target datasets are read from the same data root
+        if "transfer" in (*spec.config.evaluations, *json.loads(spec.record).get("final_evaluations", ())):  # targets: same data root
             for t in spec.config.transfer.targets:
                 entry = DATASETS.get(t.name)
                 target = needed.setdefault((t.name, data.data_root, tuple(sorted(t.params.items()))), {})
                 target.update(dict.fromkeys((t.train_split or entry.train_split, t.test_split or entry.test_split)))
     return {k: tuple(v) for k, v in needed.items()}
+
+
+def _all_splits(spec: RunSpec) -> tuple[str, ...]:
+    """What a run evaluates; for a tuning run, also what its group's final runs will evaluate."""
+    config = spec.config
+    final = json.loads(spec.record).get("final_evaluations")
+    if final:
+        config = config.model_copy(update={"evaluations": tuple(final)})
+    return (*spec.config.evaluation_splits(), *config.evaluation_splits())
 
 
 def check_specs(specs: list[RunSpec]) -> list[CheckGroup]:

@@ -317,7 +317,9 @@ def has_selection(suite: Suite) -> bool:
     return suite.select is not None or any(has_selection(child) for _, child in suite._children)
 
 
-def launch_suite(executor: str, source: SuiteSource, results_root: Path, options: LaunchOptions, console: Console) -> list[RunOutcome]:
+def launch_suite(
+    executor: str, source: SuiteSource, results_root: Path, options: LaunchOptions, console: Console, first: list[RunSpec] | None = None,
+) -> list[RunOutcome]:
     """Launch a suite's runs; with model selection, each group's final runs follow its tuning runs.
 
     In-process and local executors (and Slurm with ``wait``) carry both stages through in one
@@ -325,9 +327,12 @@ def launch_suite(executor: str, source: SuiteSource, results_root: Path, options
     launch what is new, until nothing new appears. Slurm without ``wait`` submits the tuning
     arrays and one small dependent job (:class:`SelectTask`, ``afterany`` on those arrays) that
     makes the choice and submits the final arrays itself, so nobody has to come back.
+
+    ``first`` restricts the first launch to those runs (``bench reproduce`` leaves out runs that
+    Slurm still holds); later stages launch every new run.
     """
     suite, specs = source.expand(results_root)
-    outcomes = launch(executor, suite, specs, results_root, options, console)
+    outcomes = launch(executor, suite, specs if first is None else first, results_root, options, console)
     if not has_selection(suite):
         return outcomes
     if executor == "slurm" and not options.wait:

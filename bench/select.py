@@ -108,12 +108,14 @@ def plan_selection(suite: Suite, path: str | Path, runs: list[MatrixRun], result
         key = _group_key(run.tree)
         if key not in groups:
             candidates = []
+            final_evaluations = list(build_config(suite, path, run.tree, run.where).evaluations)
             for values in _combos(sel.tune):
                 specs = []
                 for seed in sel.seeds:
                     tree = _with(run.tree, values, seed=seed, evaluations=[HELDOUT])
                     config = build_config(suite, path, tree, f"{run.where}, tuning {_show(values)}, seed={seed}")
-                    record = json.dumps({"tuned_values": values, "group": key}, sort_keys=True, default=str)
+                    # the final runs' evaluations travel along, so a data check covers what they will read
+                    record = json.dumps({"tuned_values": values, "group": key, "final_evaluations": final_evaluations}, sort_keys=True, default=str)
                     specs.append(RunSpec(suite.name, config.run_id(), config, run.profile, "tune", record))
                 candidates.append(Candidate(values, specs))
             first = candidates[0].runs[0].config

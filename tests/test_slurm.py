@@ -241,3 +241,27 @@ def test_reproduce_submits_once_then_renders_expected_vs_actual(tmp_path, capsys
     assert main(args) == 0
     table = (tmp_path / "reports" / "outer" / "expected.csv").read_text()
     assert "within" in table and "a wide test claim" in table
+
+
+def test_model_selection_on_slurm_needs_no_second_submission(tmp_path, capsys):
+    """`bench run --executor slurm` submits the tuning array and a dependent selection job; that
+    job chooses on the held-out split and submits the final array by itself."""
+    from bench.cli import main
+    from bench.select import SELECTION_FILE
+
+    make_suite(tmp_path, name="sel", methods="sft", extra="")
+    path = tmp_path / "sel.yaml"
+    path.write_text(path.read_text().replace("matrix:", "select: {metric: top1, tune: {train.lr: [1.0e-4, 1.0e-3]}, seeds: [0]}\nmatrix:"))
+    args = [str(path), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
+    assert main(["run", *args, "--executor", "slurm"]) == 0
+    out = capsys.readouterr().out
+    assert "submitted 2 run(s) as Slurm array" in out and "submitted the selection job" in out
+    results = tmp_path / "results" / "sel"
+    wait_until(lambda: (results / SELECTION_FILE).is_file() and len(list(results.glob("*/result.json"))) == 3, 300,
+               "the tuning runs, the selection job and the final run")
+    chosen = json.loads((results / SELECTION_FILE).read_text())["groups"][0]["chosen"]["train.lr"]
+    final = [json.loads(p.read_text()) for p in results.glob("*/result.json") if json.loads(p.read_text()).get("stage") == "final"]
+    assert len(final) == 1 and final[0]["config"]["train"]["lr"] == chosen and "test" in final[0]["metrics"]
+    assert RunDir(results / final[0]["run_id"]).read_status()["executor"] == "slurm"
+    assert main(["status", *args]) == 0
+    assert "model selection: 1 group(s) decided" in capsys.readouterr().out
