@@ -80,7 +80,9 @@ def test_suite_trains_on_cifar10_and_scores_every_shift_set(cifar_tree, tmp_path
         assert m["c/fog/4"]["split_facts"] == {"corruption": "fog", "severity": 4, "corruption_source": "prepared"}
         assert m["gen/contrast/5"]["split_facts"]["corruption_source"] == "generated"
         assert r["protocol"]["transform"] == {"crop_pct": 0.875, "resize": 32, "train_aug": "rrc_flip"}
-        assert r["protocol"]["train_size"] == 20 and r["backbone"]["random_init"]
+        # 20 fixture images minus the held-out carve: 10% per class, at least one of each class with two or more
+        facts = r["protocol"]["train_split_facts"]
+        assert facts["holdout_role"] == "train" and r["protocol"]["train_size"] == facts["n"] == 14 and r["backbone"]["random_init"]
     table = (tmp_path / "reports" / "cifar-tiny" / "report.md").read_text()
     assert "| c/fog/3 |" in table and "cifar10-C (mean of 5 splits)" in table and "random init" in table
 
