@@ -8,6 +8,7 @@ it says what it would run, why it did not, how to point it at data, and offers t
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -85,18 +86,35 @@ def readiness(suite: Suite, specs: list[RunSpec], executor: str, allow_cpu: bool
 
 def plan_lines(suite: Suite, suite_path: Path, specs: list[RunSpec]) -> list[str]:
     """What the suite would run: per resource profile, datasets × methods × seeds and resources."""
-    lines = [f"What it would run: {suite_path}, suite {suite.name!r}, {len(specs)} runs"]
+    tune = [s for s in specs if s.stage == "tune"]
+    finals = [s for s in specs if s.stage != "tune"]
+    # final runs of groups still to be tuned: one per (group, final seed), at the chosen settings
+    pending = {json.loads(s.record)["group"]: s for s in tune}
+    n_final = len(finals) + sum(len(json.loads(s.record)["final_seeds"]) for s in pending.values())
+    lines = [f"What it would run: {suite_path}, suite {suite.name!r}, {len(specs)} runs"
+             + (f" to tune each method on its held-out split, then {n_final} final runs at the chosen settings" if tune else "")]
     for profile in dict.fromkeys(s.profile for s in specs):
         group = [s for s in specs if s.profile == profile]
         res = suite.resource(profile)
         datasets = list(dict.fromkeys(s.config.data.name for s in group))
         methods = list(dict.fromkeys(s.config.method.name for s in group))
+        each = f"each {res.gpus} GPU, {res.cpus} CPUs, {res.mem_gb:g} GB, ≤ {res.time_min} min"
+        tuning = [s for s in group if s.stage == "tune"]
+        if tuning:
+            grid = {k: sorted({json.dumps(json.loads(s.record)["tuned_values"][k]) for s in tuning}, key=float) for k in json.loads(tuning[0].record)["tuned_values"]}
+            seeds = sorted({s.config.seed for s in tuning})
+            first = json.loads(tuning[0].record)
+            lines.append(f"  {profile}: {len(tuning)} tuning runs = {', '.join(datasets)} × {', '.join(methods)} × "
+                         + " × ".join(f"{k} ∈ {{{', '.join(v)}}}" for k, v in grid.items()) + f" × seeds {seeds}; evaluations heldout; {each}")
+            lines.append(f"  {profile}: then {', '.join(datasets)} × {', '.join(methods)} × seeds {first['final_seeds']} at each method's "
+                         f"chosen settings; evaluations {', '.join(first['final_evaluations'])}")
+            continue
         seeds = sorted({s.config.seed for s in group})
         evals = ", ".join(dict.fromkeys(e for s in group for e in s.config.evaluations))
         lines.append(f"  {profile}: {len(group)} runs = {', '.join(datasets)} × {', '.join(methods)} × seeds {seeds}; "
-                     f"evaluations {evals}; each {res.gpus} GPU, {res.cpus} CPUs, {res.mem_gb:g} GB, ≤ {res.time_min} min")
+                     f"evaluations {evals}; {each}")
     needed = list(dict.fromkeys([s.config.data.name for s in specs] + [t.name for s in specs for t in s.config.transfer.targets
-                                                                        if "transfer" in s.config.evaluations]))
+                                                                        if "transfer" in (*s.config.evaluations, *json.loads(s.record).get("final_evaluations", ()))]))
     lines.append("Datasets it reads from the data root (layouts: README → Datasets, `bench data list`):")
     lines += [f"  {name}: {DATASETS.get(name).description}" for name in needed]
     return lines

@@ -104,6 +104,9 @@ def plan_selection(suite: Suite, path: str | Path, runs: list[MatrixRun], result
     sel = suite.select
     assert sel is not None
     groups: dict[str, Group] = {}
+    final_seeds: dict[str, list[int]] = {}
+    for run in runs:
+        final_seeds.setdefault(_group_key(run.tree), []).append(build_config(suite, path, run.tree, run.where).seed)
     for run in runs:
         key = _group_key(run.tree)
         if key not in groups:
@@ -115,7 +118,8 @@ def plan_selection(suite: Suite, path: str | Path, runs: list[MatrixRun], result
                     tree = _with(run.tree, values, seed=seed, evaluations=[HELDOUT])
                     config = build_config(suite, path, tree, f"{run.where}, tuning {_show(values)}, seed={seed}")
                     # the final runs' evaluations travel along, so a data check covers what they will read
-                    record = json.dumps({"tuned_values": values, "group": key, "final_evaluations": final_evaluations}, sort_keys=True, default=str)
+                    record = json.dumps({"tuned_values": values, "group": key, "final_evaluations": final_evaluations,
+                                         "final_seeds": final_seeds[key]}, sort_keys=True, default=str)
                     specs.append(RunSpec(suite.name, config.run_id(), config, run.profile, "tune", record))
                 candidates.append(Candidate(values, specs))
             first = candidates[0].runs[0].config

@@ -4,9 +4,10 @@ written in the run store's real formats, with values whose statistics are known 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from bench.store import RunDir
-from bench.suite import expand, load_suite
+from bench.suite import RunSpec, expand, load_suite
 from test_suite import write
 
 SUITE = """
@@ -35,46 +36,59 @@ SPLITS = {
 OFFSETS = {"sft": (0.00, 0.02, 0.04), "grpo_rm": (0.01, 0.01, 0.04)}  # per seed 0, 1, 2
 
 
-def value(method: str, split: str, seed: int) -> float:
-    protocol, sft, grpo = SPLITS[split]
+def value(method: str, split: str, seed: int, splits: dict = SPLITS) -> float:
+    protocol, sft, grpo = splits[split]
     return (sft if method == "sft" else grpo) + OFFSETS[method][seed]
 
 
-def write_suite(tmp_path, skip=(), fail=(), random_init=True, dataset="cifar10", text=SUITE):
+def split_metrics(method: str, seed: int, bump: float = 0.0, splits: dict = SPLITS) -> dict[str, dict[str, Any]]:
+    """result.json "metrics" of one run: every split of ``splits`` at value() + ``bump``."""
+    metrics = {}
+    for split, (protocol, _, _) in splits.items():
+        entry = {"top1": value(method, split, seed, splits) + bump, "top5": 0.99, "nll": 0.5, "n": 100, "shift": protocol == "shift", "protocol": protocol}
+        if protocol == "transfer":
+            entry.pop("nll"), entry.pop("top5")
+            entry.update(dataset=split.split("/")[1], probe="knn")
+        metrics[split] = entry
+    return metrics
+
+
+def write_run(root, spec: RunSpec, metrics: dict[str, dict[str, Any]], dataset: str = "cifar10", random_init: bool = True,
+              stage: dict[str, Any] | None = None) -> None:
+    """One finished run in the store's formats (status, metrics.jsonl, result.json); ``stage``
+    adds model-selection fields ({"stage": "tune", "tuned_values": ...} or a final's selection)."""
+    method, seed = spec.config.method.name, spec.config.seed
+    run_dir = RunDir.of(root, spec.suite, spec.run_id)
+    run_dir.set_status("running")
+    run_dir.append_metrics([{"step": s, "epoch": 0, "pass": 0, "loss": 1.0 / s, "accuracy": 0.1 * s,
+                             **({"reward_mean": 0.5 * s, "adv_std": 0.95, "adv_max": 3.0} if method == "grpo_rm" else {})}
+                            for s in range(1, 6)])
+    run_dir.write_result({
+        "run_id": spec.run_id, "suite": spec.suite, **(stage or {}), "method": method, "dataset": dataset, "seed": seed,
+        "config": spec.config.canonical(), "method_params": spec.config.method.resolved_params(),
+        "backbone": {"display": "DINOv2-tiny", "init": "random init" if random_init else "pretrained: x.pth", "random_init": random_init},
+        "protocol": {"img_size": 28, "trainable_blocks": "all", "train_size": 64, "steps": 5},
+        "versions": {"torch": "2.11.0", "timm": "1.0.31"}, "git": {"commit": "abc123", "dirty": False},
+        "host": "testhost", "device": "cpu", "wall_time_s": 1.5, "metrics": metrics,
+    })
+    run_dir.set_status("done")
+
+
+def write_suite(tmp_path, skip=(), fail=(), random_init=True, dataset="cifar10", text=SUITE, splits=SPLITS, name="syn.yaml"):
     """Write a finished synthetic suite; ``skip`` runs stay pending, ``fail`` runs are failed."""
     tmp_path.mkdir(parents=True, exist_ok=True)
-    path = write(tmp_path, text, "syn.yaml")
+    path = write(tmp_path, text, name)
     specs = expand(load_suite(path), path)
     for spec in specs:
         key = (spec.config.method.name, spec.config.seed)
         bump = 0.1 * (spec.config.train.lr > 1e-4)  # a second lr variant scores 10 points higher
-        run_dir = RunDir.of(tmp_path / "results", spec.suite, spec.run_id)
         if key in skip:
             continue
         if key in fail:
-            run_dir.set_status("failed", error="RuntimeError: CUDA out of memory (synthetic)")
+            RunDir.of(tmp_path / "results", spec.suite, spec.run_id).set_status("failed", error="RuntimeError: CUDA out of memory (synthetic)")
             continue
         method, seed = key
-        metrics = {}
-        for split, (protocol, _, _) in SPLITS.items():
-            entry = {"top1": value(method, split, seed) + bump, "top5": 0.99, "nll": 0.5, "n": 100, "shift": protocol == "shift", "protocol": protocol}
-            if protocol == "transfer":
-                entry.pop("nll"), entry.pop("top5")
-                entry.update(dataset=split.split("/")[1], probe="knn")
-            metrics[split] = entry
-        run_dir.set_status("running")
-        run_dir.append_metrics([{"step": s, "epoch": 0, "pass": 0, "loss": 1.0 / s, "accuracy": 0.1 * s,
-                                 **({"reward_mean": 0.5 * s, "adv_std": 0.95, "adv_max": 3.0} if method == "grpo_rm" else {})}
-                                for s in range(1, 6)])
-        run_dir.write_result({
-            "run_id": spec.run_id, "suite": spec.suite, "method": method, "dataset": dataset, "seed": seed, "config": spec.config.canonical(),
-            "method_params": spec.config.method.resolved_params(),
-            "backbone": {"display": "DINOv2-tiny", "init": "random init" if random_init else "pretrained: x.pth", "random_init": random_init},
-            "protocol": {"img_size": 28, "trainable_blocks": "all", "train_size": 64, "steps": 5},
-            "versions": {"torch": "2.11.0", "timm": "1.0.31"}, "git": {"commit": "abc123", "dirty": False},
-            "host": "testhost", "device": "cpu", "wall_time_s": 1.5, "metrics": metrics,
-        })
-        run_dir.set_status("done")
+        write_run(tmp_path / "results", spec, split_metrics(method, seed, bump, splits), dataset, random_init)
     return path, specs
 
 

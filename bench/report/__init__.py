@@ -8,16 +8,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 
 from bench.io import atomic_write, atomic_write_text
 from bench.report import html, plots
-from bench.report.aggregate import (long_table, paired_delta, run_states, seed_summary, severity_summary, training_log,
-                                    variant_legend, with_averages)
+from bench.report.aggregate import (describe_variants, finals, finished_results, long_from, paired_delta, run_states, seed_summary,
+                                    selection_table, severity_summary, sweep_table, training_log, variant_legend, with_averages)
 from bench.report.expected import CAPTION as EXPECTED_CAPTION
 from bench.report.expected import compare, expected_latex, expected_markdown
-from bench.report.tables import TABLES, Table, build_tables, model_labels, to_csv, to_latex, to_markdown
+from bench.report.tables import TABLES, Table, arm_labels, build_tables, model_labels, to_csv, to_latex, to_markdown, tuning_note
 from bench.suite import RunSpec, Suite
 
 
@@ -42,7 +43,7 @@ def _not_done_markdown(states: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-ARTEFACTS = ("table_*.csv", "table_*.md", "table_*.tex", "expected.*", "severity.csv", "*.png", "*.pdf")
+ARTEFACTS = ("table_*.csv", "table_*.md", "table_*.tex", "expected.*", "severity.csv", "selection.csv", "*.png", "*.pdf")
 
 
 def _remove_stale(out: Path, written: list[Path]) -> None:
@@ -63,20 +64,28 @@ def suite_files(suite: Suite, path: Path | None) -> list[tuple[str, str]]:
     return out
 
 
+VARIANTS_INTRO = ("Seeds are pooled per method config (variant: the config without seed and method name); a paired Δ "
+                  "compares the configs of one setting (the config without seed, method and tuned values). What the "
+                  "settings and method configs named in the tables differ in:")
+
+
 def _variants_markdown(legend: dict[str, dict]) -> str:
     if not legend:
         return ""
-    lines = ["## Config variants", "", "Runs of one dataset that differ in more than method and seed are aggregated per variant:", ""]
-    lines += [f"- variant {v}: " + ", ".join(f"{k}={val}" for k, val in values.items()) for v, values in legend.items()]
+    lines = ["## Config variants", "", VARIANTS_INTRO, ""]
+    lines += [f"- {name}: " + ", ".join(f"{k}={val}" for k, val in values.items()) for name, values in legend.items()]
     return "\n".join(lines) + "\n"
 
 
 def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None) -> Report:
     out = Path(reports_root) / suite.name
     states = run_states(specs, results_root)
-    long = with_averages(long_table(specs, results_root))
-    summary, delta = seed_summary(long), paired_delta(long)
-    tables = build_tables(summary, delta) if not long.empty else []
+    results = finished_results(specs, results_root)
+    long = with_averages(long_from(results))  # tuning runs included (stage 'tune'): the record keeps them
+    final = finals(long)  # what every table, Δ, figure but the sweep, and claim is made of
+    summary, delta = seed_summary(final), paired_delta(final)
+    selections = selection_table(results)
+    tables = build_tables(summary, delta, selections) if not final.empty else []
     files: list[Path] = []
 
     def write(name: str, text: str) -> Path:
@@ -90,57 +99,69 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     write("summary.csv", summary.to_csv(index=False))
     write("delta.csv", delta.to_csv(index=False))
     write("runs.csv", states.to_csv(index=False))
-    sev = severity_summary(long)
+    sev = severity_summary(final)
     if not sev.empty:
         write("severity.csv", sev.to_csv(index=False))
+    if not selections.empty:
+        write("selection.csv", selections.to_csv(index=False))
 
     title = f"{suite.name}: SFT vs GRPO-RM"
     table_files: list[tuple[Table, list[Path]]] = []
     for t in tables:
         table_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
                                 write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]))
-    comparison = compare(list(suite.expected), long)
+    comparison = compare(list(suite.expected), final)
     if not comparison.empty:
         write("expected.csv", comparison.to_csv(index=False))
         write("expected.md", expected_markdown(comparison))
         write("expected.tex", expected_latex(comparison, f"tab:{suite.name}-expected"))
 
     figures, skipped = [], []
-    if not long.empty:
-        labelled = long.assign(model=model_labels(long))
-        by_model = summary.assign(model=model_labels(summary))
-        models = labelled.drop_duplicates("run_id").set_index("run_id")["model"]
+    sweeps = sweep_table(long, selections)
+    draw: dict[str, Callable[[], list[Path]]] = {}
+    if not final.empty:
+        labelled = final.assign(model=model_labels(final), variant_desc=describe_variants(final["variant"], final))
+        labelled = labelled.assign(arm=arm_labels(labelled))
+        by_model = summary.assign(model=model_labels(summary), arm=arm_labels(summary))
+        runs = labelled.drop_duplicates("run_id").set_index("run_id")
         log = training_log(specs, results_root)
-        log = log.assign(model=log["run_id"].map(models)) if not log.empty else log
+        if not log.empty:
+            log = log.assign(model=log["run_id"].map(runs["model"]), arm=log["run_id"].map(runs["arm"])).dropna(subset=["model"])
+        labelled_sev = sev.assign(model=model_labels(sev), arm=arm_labels(sev)) if not sev.empty else sev
         draw = {
             "bars": lambda: plots.bars(by_model, out / "bars", title),
             "id_vs_ood": lambda: plots.id_vs_ood(labelled, by_model, out / "id_vs_ood", title),
-            "curves": lambda: plots.curves(log, out / "curves", title, bool(long["random_init"].astype(bool).any())),
-            "severity": lambda: plots.severity(sev.assign(model=model_labels(sev)) if not sev.empty else sev, out / "severity", title),
+            "curves": lambda: plots.curves(log, out / "curves", title, bool(final["random_init"].astype(bool).any())),
+            "severity": lambda: plots.severity(labelled_sev, out / "severity", title),
         }
-        for key, make in draw.items():
-            try:  # a figure that fails must not cost the tables and the page
-                paths = make()
-            except Exception as exc:  # noqa: BLE001 — reported in the report itself
-                paths, reason = [], f"drawing it failed ({exc.__class__.__name__}: {exc})"
-            else:
-                reason = plots.FIGURES.get(key).absent
-            files += paths
-            if paths:
-                figures.append((key, plots.FIGURES.get(key).caption, paths[0]))
-            else:
-                skipped.append(f"No {key.replace('_', ' ')} figure: {reason}")
+    if not sweeps.empty:  # a suite that tunes nothing has no sweep to miss
+        draw["sweep"] = lambda: plots.sweep(sweeps, out / "sweep", title)
+    for key, make in draw.items():
+        try:  # a figure that fails must not cost the tables and the page
+            paths = make()
+        except Exception as exc:  # noqa: BLE001 — reported in the report itself
+            paths, reason = [], f"drawing it failed ({exc.__class__.__name__}: {exc})"
+        else:
+            reason = plots.FIGURES.get(key).absent
+        files += paths
+        if paths:
+            figures.append((key, plots.FIGURES.get(key).caption, paths[0]))
+        else:
+            skipped.append(f"No {key.replace('_', ' ')} figure: {reason}")
 
     done = int((states["state"] == "done").sum())
     head = [f"# {title}", "", f"{suite.description}".strip(), "", f"{done} of {len(states)} runs done."
             + (" Tables aggregate the finished runs only." if done < len(states) else ""), ""]
-    if long.empty:
-        head.append("No finished runs yet.\n")
-    if not long.empty and long["random_init"].astype(bool).any():
+    if final.empty:
+        head.append("No finished runs yet." + (" (Only tuning runs have finished.)" if not long.empty else "") + "\n")
+    if not final.empty and final["random_init"].astype(bool).any():
         head.append("**Some runs use a RANDOMLY INITIALISED backbone (not pretrained); their rows say so.**\n")
+    tuning = tuning_note(selections)
+    if tuning:
+        head.append(tuning + "\n")
     main = [to_markdown(t) for t in tables if not TABLES.get(t.key).detail]
     detail = [to_markdown(t) for t in tables if TABLES.get(t.key).detail]
-    legend = variant_legend(specs)
+    legend = variant_legend(results)
     tail = [expected_markdown(comparison), _variants_markdown(legend), _not_done_markdown(states), "\n".join(f"_{x}_" for x in skipped)]
     console = "\n".join([*head, *main, *(x for x in tail if x)])
     markdown = "\n".join([*head, *main, *detail, *(x for x in tail if x)])
@@ -148,7 +169,8 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     page = html.render(
         title=title, description=suite.description, tables=table_files,
         expected=html.expected_context(comparison, EXPECTED_CAPTION), figures=figures, skipped_figures=skipped, states=states,
-        suite_files=suite_files(suite, suite_path), variants=legend, long=long, downloads=long_files,
+        suite_files=suite_files(suite, suite_path), variants=legend, long=long, downloads=long_files, tuning=tuning,
+        variants_intro=VARIANTS_INTRO,
     )
     write("report.html", page)
     _remove_stale(out, files)

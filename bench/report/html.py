@@ -75,9 +75,10 @@ def environment(long: pd.DataFrame) -> dict[str, Any]:
 def render(
     *, title: str, description: str, tables: list[tuple[Table, list[Path]]], expected: dict[str, Any] | None,
     figures: list[tuple[str, str, Path]], skipped_figures: list[str], states: pd.DataFrame, suite_files: list[tuple[str, str]],
-    variants: dict[str, dict[str, Any]], long: pd.DataFrame, downloads: list[Path],
+    variants: dict[str, dict[str, Any]], long: pd.DataFrame, downloads: list[Path], tuning: str = "", variants_intro: str = "",
 ) -> str:
-    """The report page. ``figures``: (key, caption, png path)."""
+    """The report page. ``figures``: (key, caption, png path); ``tuning``: how the compared configs
+    were selected (empty when nothing was tuned)."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("bench.report", ""), autoescape=True, undefined=jinja2.StrictUndefined)
     not_done = states[states["state"] != "done"].to_dict("records")
     return env.get_template("report.html.j2").render(
@@ -85,5 +86,5 @@ def render(
         counts={"done": int((states["state"] == "done").sum()), "total": len(states)}, not_done=not_done, expected=expected,
         tables=[table_context(t, files) for t, files in tables], downloads=[_download(p) for p in downloads],
         figures=[{"key": k, "caption": c, "src": data_uri(p, "image/png")} for k, c, p in figures], skipped_figures=skipped_figures,
-        suite_files=suite_files, variants=variants, env=environment(long),
+        suite_files=suite_files, variants=variants, variants_intro=variants_intro, tuning=tuning, env=environment(long),
     )

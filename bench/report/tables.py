@@ -2,12 +2,20 @@
 
 Every table has evaluation sets as rows and methods as columns, plus the paired Δ column:
 cells show mean ± half-width of the 95% CI over seeds (in percent); the best method mean of
-a row is bold; a Δ whose 95% CI excludes 0 is marked †. The CSV carries the same numbers at
-full precision, so the rendered tables (and the HTML report) can be checked against it.
+a row is bold; a Δ whose 95% CI excludes 0 (and has a width) is marked †. The CSV carries the
+same numbers at full precision, so the rendered tables (and the HTML report) can be checked
+against it.
+
+Rows come in blocks, one per comparison: a setting (dataset, backbone, init, ``pair`` key) and
+one config variant per method. A setting whose GRPO-RM was run in four (ε, μ) configs has four
+blocks, each naming its config ('cifar10 · GRPO-RM ε=0.1, μ=2') next to the setting's SFT, with
+that config's own paired Δ.
 """
 
 from __future__ import annotations
 
+import itertools
+import json
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -15,12 +23,14 @@ from typing import Callable
 import pandas as pd
 
 from bench.registry import Registry
+from bench.report.aggregate import GROUP_COLUMNS, IN_DOMAIN_PROBE, param_name, short_number
 
 METHOD_NAMES = {"sft": "SFT", "grpo_rm": "GRPO-RM"}
 METRIC_NAMES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "mIoU": "mIoU", "aAcc": "pixel accuracy", "mAcc": "mean class accuracy"}
-PROTOCOL_ORDER = {"id": 0, "shift": 1, "transfer": 2}
+PROTOCOL_ORDER = {"id": 0, IN_DOMAIN_PROBE: 1, "shift": 2, "transfer": 3}
+PROTOCOL_NAMES = {IN_DOMAIN_PROBE: "in-domain probe"}  # the others read as they are stored
 PROBE_NAMES = {"knn": "kNN", "sr": "SR"}
-MODEL_KEYS = ["dataset", "backbone", "init", "random_init", "variant"]
+MODEL_KEYS = GROUP_COLUMNS  # a table's row group: one setting, whatever the methods' configs
 ROW_KEYS = [*MODEL_KEYS, "protocol", "split"]
 
 
@@ -90,68 +100,186 @@ def split_rank(split: str) -> tuple[int, str]:
 
 # ---- building -----------------------------------------------------------------------------
 
-def model_labels(frame: pd.DataFrame) -> pd.Series:
-    """A row label per model: the dataset, plus backbone/init/variant where one dataset was run in
-    several models, plus '(random init)' for a randomly initialised backbone."""
+def model_labels(frame: pd.DataFrame, arms: pd.Series | None = None) -> pd.Series:
+    """A row label per setting: the dataset, plus backbone/init/'setting <pair>' where one dataset
+    was run in several, plus ``arms`` (the methods' configs, e.g. 'GRPO-RM ε=0.1, μ=2') where
+    given, plus '(random init)' for a randomly initialised backbone."""
     models = frame[MODEL_KEYS].drop_duplicates()
-    parts = {"backbone": models.groupby("dataset")["backbone"].nunique(), "init": models.groupby("dataset")["init"].nunique(),
-             "variant": models.groupby("dataset")["variant"].nunique()}
+    parts = {k: models.groupby("dataset", dropna=False)[k].nunique(dropna=False) for k in ("backbone", "init", "pair")}
+    suffix = arms if arms is not None else pd.Series("", index=frame.index)
 
-    def label(r) -> str:
-        extra = [f"{'variant ' if k == 'variant' else ''}{getattr(r, k)}" for k in ("backbone", "init", "variant") if parts[k][r.dataset] > 1]
-        return " · ".join([r.dataset, *extra]) + (" (random init)" if bool(r.random_init) else "")
+    def label(r, arm: str) -> str:
+        extra = [f"{'setting ' if k == 'pair' else ''}{getattr(r, k)}" for k in ("backbone", "init", "pair") if parts[k][r.dataset] > 1]
+        return " · ".join([r.dataset, *extra, *([arm] if arm else [])]) + (" (random init)" if bool(r.random_init) else "")
 
-    return pd.Series([label(r) for r in frame[MODEL_KEYS].itertuples()], index=frame.index)
+    return pd.Series([label(r, a) for r, a in zip(frame[MODEL_KEYS].itertuples(), suffix)], index=frame.index)
+
+
+def arm_text(method: str, desc: str) -> str:
+    """'GRPO-RM ε=0.1, μ=2' for a method config that must be told from others; '' otherwise."""
+    return f"{method_name(method)} {desc}" if isinstance(desc, str) and desc else ""
+
+
+def arm_labels(frame: pd.DataFrame) -> pd.Series:
+    """The name of each row's method config (series of a figure): the method, plus what sets the
+    variant apart (``variant_desc``) where its method has several in the setting."""
+    descs = frame["variant_desc"] if "variant_desc" in frame else pd.Series("", index=frame.index)
+    return pd.Series([arm_text(m, d) or method_name(m) for m, d in zip(frame["method"], descs.fillna(""))], index=frame.index)
+
+
+def comparison_blocks(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Per setting, every combination of one variant per method: the table's row blocks, with
+    ``<method>_variant`` and ``arm`` (the variants' descriptions joined, '' when each method has
+    one config in the setting)."""
+    out = []
+    for group, part in rows.groupby(MODEL_KEYS, sort=False, dropna=False):
+        choices = []
+        for m in methods:
+            mine = part[part["method"] == m].drop_duplicates("variant")
+            choices.append(list(zip(mine["variant"], mine["variant_desc"].fillna(""))) or [(None, "")])
+        for combo in itertools.product(*choices):
+            arm = ", ".join(t for t in (arm_text(m, d) for m, (_, d) in zip(methods, combo)) if t)
+            out.append({**dict(zip(MODEL_KEYS, group)), **{f"{m}_variant": v for m, (v, _) in zip(methods, combo)}, "arm": arm})
+    return pd.DataFrame(out)
+
+
+STATS = ("mean", "ci_low", "ci_high", "n")
 
 
 def comparison(
     key: str, title: str, summary: pd.DataFrame, delta: pd.DataFrame, metric: str,
     keep: Callable[[pd.DataFrame], pd.Series], set_sizes: dict[tuple[str, str], dict[str, int]] | None = None,
+    selections: pd.DataFrame | None = None,
 ) -> Table | None:
-    """A table of ``metric`` over the summary rows that ``keep`` selects; None when there are none."""
+    """A table of ``metric`` over the summary rows that ``keep`` selects; None when there are none.
+    ``selections`` (:func:`bench.report.aggregate.selection_table`) adds how the compared configs
+    were tuned to the caption."""
     rows = summary[(summary["metric"] == metric)]
     rows = rows[keep(rows).fillna(False).astype(bool)]
     if rows.empty:
         return None
+    if "variant_desc" not in rows:
+        rows = rows.assign(variant_desc="")
     methods = method_order(rows["method"])
-    wide = rows[ROW_KEYS].drop_duplicates().reset_index(drop=True)
+    blocks = comparison_blocks(rows, methods)
+    sets = rows[ROW_KEYS].drop_duplicates()
+    wide = sets.merge(blocks, on=MODEL_KEYS, how="left").reset_index(drop=True)
     for method in methods:
-        part = rows[rows["method"] == method][ROW_KEYS + ["mean", "ci_low", "ci_high", "n"]]
-        part = part.rename(columns={c: f"{method}_{c}" for c in ("mean", "ci_low", "ci_high", "n")})
-        wide = wide.merge(part, on=ROW_KEYS, how="left")
-    d = delta[delta["metric"] == metric][ROW_KEYS + ["mean", "ci_low", "ci_high", "n"]] if not delta.empty else None
-    if d is not None and not d.empty:
-        wide = wide.merge(d.rename(columns={c: f"delta_{c}" for c in ("mean", "ci_low", "ci_high", "n")}), on=ROW_KEYS, how="left")
+        part = rows[rows["method"] == method][ROW_KEYS + ["variant", *STATS]]
+        part = part.rename(columns={"variant": f"{method}_variant", **{c: f"{method}_{c}" for c in STATS}})
+        wide = wide.merge(part, on=[*ROW_KEYS, f"{method}_variant"], how="left")
+    pairs = {"grpo_rm_variant", "sft_variant"} <= set(wide.columns)
+    d = delta[delta["metric"] == metric] if pairs and not delta.empty else pd.DataFrame()
+    if not d.empty:
+        d = d[[*ROW_KEYS, "treatment_variant", "control_variant", *STATS, "significant"]]
+        d = d.rename(columns={"treatment_variant": "grpo_rm_variant", "control_variant": "sft_variant", "significant": "delta_significant",
+                              **{c: f"delta_{c}" for c in STATS}})
+        wide = wide.merge(d, on=[*ROW_KEYS, "grpo_rm_variant", "sft_variant"], how="left")
     else:
-        for c in ("mean", "ci_low", "ci_high", "n"):
+        for c in STATS:
             wide[f"delta_{c}"] = math.nan
+        wide["delta_significant"] = False
+    wide["delta_significant"] = wide["delta_significant"].fillna(False).astype(bool)
     scale = 1.0 if metric == "nll" else 100.0
     for c in wide.columns:
         if c.endswith(("_mean", "_ci_low", "_ci_high")):
             wide[c] = wide[c].astype(float) * scale
+    # a row without any method value (a block whose variants lack this split) shows nothing
+    wide = wide[wide[[f"{m}_mean" for m in methods]].notna().any(axis=1)].reset_index(drop=True)
     order = {m: i for i, m in enumerate(dict.fromkeys(zip(*(wide[k] for k in MODEL_KEYS))))}
     wide["_model"] = [order[m] for m in zip(*(wide[k] for k in MODEL_KEYS))]
+    arm_order = {a: i for i, a in enumerate(dict.fromkeys(wide["arm"]))}
+    wide["_arm"] = wide["arm"].map(arm_order)
     wide["_protocol"] = wide["protocol"].map(PROTOCOL_ORDER).fillna(9)
     wide["_rank"] = [split_rank(s) for s in wide["split"]]
     wide["_seen"] = range(len(wide))
-    wide = wide.sort_values(["_model", "_protocol", "_rank", "_seen"], kind="stable").reset_index(drop=True)
+    wide = wide.sort_values(["_model", "_arm", "_protocol", "_rank", "_seen"], kind="stable").reset_index(drop=True)
     sizes = set_sizes or {}
     labels = pd.DataFrame({
-        "dataset": model_labels(wide),
-        "protocol": wide["protocol"],
+        "dataset": model_labels(wide, wide["arm"]),
+        "protocol": wide["protocol"].map(lambda p: PROTOCOL_NAMES.get(p, p)),
         "evaluation": [split_label(r.split, r.dataset, sizes.get((r.dataset, r.protocol), {})) for r in wide.itertuples()],
     })
-    numbers = wide[[c for c in wide.columns if c.endswith(("_mean", "_ci_low", "_ci_high", "_n"))]]
-    frame = pd.concat([labels, wide[["split"]], numbers], axis=1)
+    numbers = wide[[c for c in wide.columns if c.endswith(("_mean", "_ci_low", "_ci_high", "_n"))] + ["delta_significant"]]
+    ids = wide[["split", "pair", *(f"{m}_variant" for m in methods)]]
+    frame = pd.concat([labels, ids, numbers], axis=1)
     for c in frame.columns:
         if c.endswith("_n"):
             frame[c] = frame[c].astype("Int64")
     unit = "" if metric == "nll" else " (%)"
     caption = (f"{METRIC_NAMES.get(metric, metric)}{unit}, mean ± half-width of the 95% t-interval over seeds; "
-               f"bold: best method mean per row; Δ = GRPO-RM − SFT paired over matching seeds, † where its 95% CI excludes 0.")
+               f"bold: best method mean per row; Δ = GRPO-RM − SFT paired over matching seeds, † where its 95% CI excludes 0 "
+               f"(never for a zero-width CI: the same difference on every seed).")
+    if (wide["protocol"] == IN_DOMAIN_PROBE).any():
+        caption += " In-domain probe: the transfer probes on the source dataset itself, in no transfer or OOD average."
+    shown = {tuple(model): [m for m in methods if part[f"{m}_mean"].notna().any()]
+             for model, part in wide.groupby(["dataset", "backbone", "init", "random_init"], sort=False, dropna=False)}
+    note = tuning_note(selections, wide, shown)
+    if note:
+        caption += " " + note
     if wide["random_init"].astype(bool).any():
         caption = "RANDOM INIT (not pretrained) backbone in rows marked so. " + caption
     return Table(key, title, caption, ["dataset", "protocol", "evaluation"], methods, frame)
+
+
+# ---- how the compared configs were tuned ----------------------------------------------------
+
+def _split_words(split: str) -> str:
+    return "held-out split" if split == "heldout" else f"split {split}"
+
+
+def _grid_text(grid: dict[str, list]) -> str:
+    return " × ".join(f"{param_name(k)} ∈ {{{', '.join(short_number(v) for v in values)}}}" for k, values in grid.items())
+
+
+def _chosen_text(chosen: dict, one_key: bool) -> str:
+    if one_key:
+        return ", ".join(short_number(v) for v in chosen.values())
+    return ", ".join(f"{param_name(k)}={short_number(v)}" for k, v in chosen.items())
+
+
+def tuning_note(selections: pd.DataFrame | None, settings: pd.DataFrame | None = None, methods: dict[tuple, list[str]] | None = None) -> str:
+    """'Hyperparameters tuned on held-out split over lr ∈ {3e-5, 1e-4, 3e-4}; chosen: SFT 3e-5,
+    GRPO-RM 1e-4 (...)' for the models (dataset, backbone, init) in ``settings`` (all when None);
+    per dataset/backbone where the choices differ. ``methods`` (model → methods shown) lets it name
+    a compared method that was not tuned. '' when nothing was tuned. A table must say how its
+    configs were picked: that decides what its Δ means."""
+    if selections is None or selections.empty:
+        return ""
+    models = ["dataset", "backbone", "init", "random_init"]
+    sel = selections
+    if settings is not None:
+        sel = sel.merge(settings[models].drop_duplicates(), on=models)
+    if sel.empty:
+        return ""
+    keys = {k for g in sel["grid"] for k in json.loads(g)}
+    grids = sel[["split", "metric", "grid", "tune_seeds"]].drop_duplicates()
+    if len(grids) == 1:
+        g = grids.iloc[0]
+        over = f"tuned on {_split_words(g['split'])} over {_grid_text(json.loads(g['grid']))}"
+        seeds = ", ".join(map(str, json.loads(g["tune_seeds"])))
+        how = f" (selection: mean {METRIC_NAMES.get(g['metric'], g['metric'])} over tuning seed(s) {seeds})"
+    else:
+        parts = []
+        for (split, metric, grid, _), part in sel.groupby(["split", "metric", "grid", "tune_seeds"], sort=False):
+            owners = ", ".join(dict.fromkeys(f"{method_name(m)} on {d}" for m, d in zip(part["method"], part["dataset"])))
+            parts.append(f"{owners}: {_split_words(split)}, {_grid_text(json.loads(grid))}, by {METRIC_NAMES.get(metric, metric)}")
+        over, how = "tuned per method and dataset (" + "; ".join(parts) + ")", ""
+    several_backbones = sel["backbone"].nunique(dropna=False) > 1
+    per_model: dict[str, str] = {}
+    for model, mine in sel.groupby(models, sort=False, dropna=False):
+        shown = method_order([*(methods or {}).get(tuple(model), []), *mine["method"]])
+        texts = []
+        for m in shown:
+            chosen = list(dict.fromkeys(mine.loc[mine["method"] == m, "chosen"]))
+            texts.append(f"{method_name(m)} " + (" / ".join(_chosen_text(json.loads(c), len(keys) == 1) for c in chosen) if chosen else "not tuned"))
+        name = str(model[0]) + (f" · {model[1]}" if several_backbones else "")
+        per_model[name] = ", ".join(texts)
+    if len(set(per_model.values())) == 1:
+        chosen_text = next(iter(per_model.values()))
+    else:
+        chosen_text = "; ".join(f"{name}: {text}" for name, text in per_model.items())
+    return f"Hyperparameters {over}; chosen: {chosen_text}{how}."
 
 
 # ---- cells --------------------------------------------------------------------------------
@@ -160,14 +288,15 @@ def _half(low: float, high: float) -> float:
     return (high - low) / 2
 
 
-def cell_text(mean: float, low: float, high: float, n, modal_n: int | None, signed: bool = False) -> str:
-    """'72.67 ± 1.29', '+2.00 ± 1.41 †', '81.00 (n=1)'; '—' when absent."""
+def cell_text(mean: float, low: float, high: float, n, modal_n: int | None, signed: bool = False, mark: bool = False) -> str:
+    """'72.67 ± 1.29', '+2.00 ± 1.41 †', '81.00 (n=1)'; '—' when absent. ``mark``: the † of a
+    significant Δ, decided on the unrounded interval (:func:`bench.report.aggregate.significant`)."""
     if pd.isna(mean):
         return "—"
     text = (f"{mean:+.2f}" if signed else f"{mean:.2f}").replace("-", "−")  # a typographic minus
     if not pd.isna(low):
         text += f" ± {_half(low, high):.2f}"
-    if signed and not pd.isna(low) and (low > 0 or high < 0):
+    if signed and mark:
         text += " †"
     if not pd.isna(n) and modal_n is not None and int(n) != modal_n:
         text += f" (n={int(n)})"
@@ -195,7 +324,8 @@ def row_cells(table: Table) -> list[tuple[list[str], list[str], set[int]]]:
         values = [cell_text(row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"], row[f"{m}_n"], n) for m in table.methods]
         bold = {i for i, m in enumerate(table.methods) if m in best}
         if table.has_delta:
-            values.append(cell_text(row["delta_mean"], row["delta_ci_low"], row["delta_ci_high"], row["delta_n"], n, signed=True))
+            values.append(cell_text(row["delta_mean"], row["delta_ci_low"], row["delta_ci_high"], row["delta_n"], n, signed=True,
+                                    mark=bool(row.get("delta_significant", False))))
         out.append(([str(row[c]) for c in table.labels], values, bold))
     return out
 
@@ -222,7 +352,8 @@ LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
                  "<": r"\textless{}", ">": r"\textgreater{}"}
 # what pdflatex's default fonts lack, as LaTeX (so the tables compile without extra packages)
 LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "†": r"$^\dagger$", "·": r"$\cdot$", "≤": r"$\le$",
-                 "≥": r"$\ge$", "×": r"$\times$", "—": "---", "–": "--", "…": r"\ldots{}", "→": r"$\to$"}
+                 "≥": r"$\ge$", "×": r"$\times$", "—": "---", "–": "--", "…": r"\ldots{}", "→": r"$\to$", "∈": r"$\in$",
+                 "ε": r"$\varepsilon$", "μ": r"$\mu$", "β": r"$\beta$"}
 
 
 def latex_escape(text: str) -> str:
@@ -263,7 +394,8 @@ class TableSpec:
 
 
 TABLES: Registry[TableSpec] = Registry("table")
-TABLES.add("id", TableSpec("In-distribution top-1 accuracy", "top1", lambda r: (r["protocol"] == "id") & ~r["derived"].astype(bool), 0))
+TABLES.add("id", TableSpec("In-distribution top-1 accuracy", "top1",
+                           lambda r: r["protocol"].isin(["id", IN_DOMAIN_PROBE]) & ~r["derived"].astype(bool), 0))
 TABLES.add("ood", TableSpec("OOD top-1 accuracy: shift sets (same head) and transfer (frozen backbone, kNN / SR)", "top1",
                             lambda r: r["protocol"].isin(["shift", "transfer"]) & r["corruption"].isna(), 1))
 TABLES.add("ood_splits", TableSpec("OOD top-1 accuracy per corruption and severity", "top1",
@@ -280,12 +412,12 @@ def set_sizes(summary: pd.DataFrame) -> dict[tuple[str, str], dict[str, int]]:
     return out
 
 
-def build_tables(summary: pd.DataFrame, delta: pd.DataFrame) -> list[Table]:
+def build_tables(summary: pd.DataFrame, delta: pd.DataFrame, selections: pd.DataFrame | None = None) -> list[Table]:
     sizes = set_sizes(summary)
     tables = []
     for key in sorted(TABLES.names(), key=lambda k: TABLES.get(k).rank):
         spec = TABLES.get(key)
-        table = comparison(key, spec.title, summary, delta, spec.metric, spec.keep, sizes)
+        table = comparison(key, spec.title, summary, delta, spec.metric, spec.keep, sizes, selections)
         if table is not None:
             tables.append(table)
     return tables
