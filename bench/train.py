@@ -35,6 +35,25 @@ HOLD_POLL_S = 0.1
 ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
+class Diverged(RuntimeError):
+    """A non-finite loss, gradient or parameter: the run failed, and its numbers are not results."""
+
+
+def check_finite(step: int, loss: Tensor, grad_norm: Tensor) -> None:
+    """Stop before a non-finite update reaches the weights (the optimiser step comes after this).
+    The gradient norm is computed over every trainable gradient, so one NaN anywhere shows here."""
+    loss_value, norm = float(loss.detach()), float(grad_norm)
+    if not (math.isfinite(loss_value) and math.isfinite(norm)):
+        raise Diverged(f"diverged at step {step}: loss {loss_value}, gradient norm {norm} (lower train.lr, or check the data)")
+
+
+def check_parameters(step: int, model: nn.Module) -> None:
+    """Parameters can overflow without a non-finite gradient (a huge lr times a finite step)."""
+    for name, p in model.named_parameters():
+        if p.requires_grad and not torch.isfinite(p).all():
+            raise Diverged(f"diverged at step {step}: parameter {name} holds non-finite values (lower train.lr)")
+
+
 @dataclass(frozen=True)
 class Trained:
     """What training leaves for the result: optimiser steps, training-set size, and the wall time
@@ -119,6 +138,7 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
                 optimizer.zero_grad(set_to_none=True)
                 out.loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(trainable, cfg.train.grad_clip or float("inf"))
+                check_finite(step + 1, out.loss, grad_norm)
                 optimizer.step()
                 schedule.step()
                 step += 1
@@ -130,6 +150,7 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
             if len(pending) >= LOG_EVERY and ctx.is_main:
                 run_dir.append_metrics(pending)
                 pending = []
+        check_parameters(step, model)
         if not ctx.is_main:
             pending = []
             continue

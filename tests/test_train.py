@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import pytest
@@ -110,3 +111,28 @@ def test_warmup_cosine_schedule_shape():
     f = warmup_cosine(100, 0.1)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(10) == pytest.approx(1.0) and f(55) == pytest.approx(0.5) and f(100) == pytest.approx(0.0)
+
+
+@pytest.mark.parametrize("method", ["sft", "grpo_rm"])
+def test_a_diverging_run_fails_and_leaves_no_result(tmp_path, method):
+    """lr 1e6: the loss goes non-finite within a few steps; the run stops there as failed."""
+    from bench.train import Diverged
+
+    cfg = tiny_config(method, train={"lr": 1e6, "grad_clip": None})
+    run_dir = RunDir(tmp_path / "run")
+    with pytest.raises(Diverged, match=r"diverged at step \d+"):
+        run_job(cfg, run_dir)
+    status = run_dir.read_status()
+    assert status["state"] == "failed" and status["error"].startswith("Diverged: diverged at step")
+    assert not run_dir.is_done()
+    logged = [json.loads(line) for line in run_dir.metrics.read_text().splitlines()] if run_dir.metrics.is_file() else []
+    assert all(math.isfinite(row["loss"]) for row in logged)  # nothing non-finite was ever logged as a step
+
+
+def test_check_finite_names_the_step():
+    from bench.train import Diverged, check_finite
+
+    check_finite(3, torch.tensor(1.0), torch.tensor(2.0))
+    for loss, norm in ((float("nan"), 1.0), (1.0, float("inf"))):
+        with pytest.raises(Diverged, match="diverged at step 7"):
+            check_finite(7, torch.tensor(loss), torch.tensor(norm))
