@@ -224,15 +224,22 @@ def test_expected_table_in_the_report_files(tmp_path):
     assert "## Expected vs actual" in report.markdown and (out / "expected.tex").is_file()
 
 
-def test_stale_artefacts_of_an_earlier_report_are_removed(tmp_path):
+def test_only_files_an_earlier_report_listed_are_removed(tmp_path):
+    """Stale artefacts go (a figure whose data is gone) but only those the previous report's own
+    manifest names: a user's files in the folder — figures and tables included — are never
+    deleted by pattern."""
     path, specs = write_suite(tmp_path)
     out = tmp_path / "reports" / "syn"
     out.mkdir(parents=True)
-    for name in ("accuracy.png", "table_miou.md", "notes.txt"):
-        (out / name).write_text("old")
+    for name in ("accuracy.png", "table_miou.md", "notes.txt", "photo.pdf"):
+        (out / name).write_text("mine")
+    (out / "manifest.json").write_text(json.dumps({"files": ["accuracy.png", "table_miou.md", "../outside.txt"]}))
+    (tmp_path / "reports" / "outside.txt").write_text("not in this folder")
     report = build_report(load_suite(path), specs, tmp_path / "results", tmp_path / "reports", path)
-    assert not (out / "accuracy.png").exists() and not (out / "table_miou.md").exists()
-    assert (out / "notes.txt").exists()  # not ours: left alone
+    assert not (out / "accuracy.png").exists() and not (out / "table_miou.md").exists()  # listed by the last report
+    assert (out / "notes.txt").read_text() == (out / "photo.pdf").read_text() == "mine"  # never listed: left alone
+    assert (tmp_path / "reports" / "outside.txt").exists()  # a manifest entry outside the folder is ignored
+    assert sorted(json.loads((out / "manifest.json").read_text())["files"]) == sorted(p.name for p in report.files)
     for name in ("bars", "id_vs_ood", "curves", "severity"):
         for ext in ("png", "pdf"):
             assert out / f"{name}.{ext}" in report.files and (out / f"{name}.{ext}").stat().st_size > 1000

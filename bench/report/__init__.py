@@ -6,13 +6,15 @@ reported from its finished runs, and the runs that are missing or failed are lis
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import pandas as pd
 
-from bench.io import atomic_write, atomic_write_text
+from bench.io import atomic_write_json, atomic_write, atomic_write_text
 from bench.report import html, plots
 from bench.report.aggregate import (describe_variants, finals, finished_results, long_from, paired_delta, run_states, seed_summary,
                                     selection_table, severity_summary, sweep_table, training_log, variant_legend, with_averages)
@@ -43,17 +45,24 @@ def _not_done_markdown(states: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-ARTEFACTS = ("table_*.csv", "table_*.md", "table_*.tex", "expected.*", "severity.csv", "selection.csv", "*.png", "*.pdf")
+MANIFEST = "manifest.json"  # the files the last report wrote: the only ones a later report may delete
 
 
 def _remove_stale(out: Path, written: list[Path]) -> None:
-    """Drop report artefacts an earlier report wrote that this one did not (e.g. a figure whose
-    data is gone), so the folder always describes one report."""
-    keep = set(written)
-    for pattern in ARTEFACTS:
-        for path in out.glob(pattern):
-            if path not in keep:
-                path.unlink()
+    """Drop files the previous report wrote that this one did not (e.g. a figure whose data is
+    gone), so the folder always describes one report. Only files named in the previous report's
+    own manifest are ever deleted — never by pattern, so a user's files beside a report (or a
+    report folder pointed somewhere unexpected) are safe — and then the new manifest is written."""
+    manifest = out / MANIFEST
+    keep = {p.name for p in written}
+    try:
+        previous = json.loads(manifest.read_text()).get("files", []) if manifest.is_file() else []
+    except (OSError, ValueError):
+        previous = []  # an unreadable manifest deletes nothing
+    for name in previous:
+        if isinstance(name, str) and name not in keep and Path(name).name == name:  # plain names in this folder only
+            (out / name).unlink(missing_ok=True)
+    atomic_write_json(manifest, {"files": sorted(keep)})
 
 
 def suite_files(suite: Suite, path: Path | None) -> list[tuple[str, str]]:
