@@ -46,7 +46,11 @@ class Protocol:
     def evaluate(self, job: "Job", run_dir: "RunDir", done: Callable[[str], None] | None = None) -> dict[str, Metrics]:
         out = {}
         for split in self.splits(job.cfg):
-            out[split] = {**job.score(split), "shift": job.entry.is_shift(split), "protocol": self.name}
+            scores = job.score(split)
+            per_image = scores.pop("per_image", None)
+            if per_image is not None:
+                job.per_image[split] = per_image  # saved beside result.json (predictions.npz)
+            out[split] = {**scores, "shift": job.entry.is_shift(split), "protocol": self.name}
             if done:
                 done(split)
         return out
@@ -105,6 +109,23 @@ def protocol_splits(cfg: "RunConfig") -> dict[str, str]:
     return {split: name for name in cfg.evaluations for split in EVALUATIONS.get(name).splits(cfg)}
 
 
+ECE_BINS = 15  # equal-width confidence bins, the usual definition (Guo et al., 2017)
+
+
+def calibration_bins(confidence: Tensor, correct: Tensor, bins: int = ECE_BINS) -> tuple[Tensor, Tensor, Tensor]:
+    """(count, confidence sum, correct sum) per bin; bin b holds (b/bins, (b+1)/bins]."""
+    index = (confidence * bins).ceil().long().clamp(1, bins) - 1
+    count = torch.bincount(index, minlength=bins).double()
+    conf_sum = torch.bincount(index, weights=confidence.double(), minlength=bins)
+    correct_sum = torch.bincount(index, weights=correct.double(), minlength=bins)
+    return count, conf_sum, correct_sum
+
+
+def expected_calibration_error(count: Tensor, conf_sum: Tensor, correct_sum: Tensor) -> float:
+    """Σ_b (n_b / N) · |accuracy_b − confidence_b| = Σ_b |correct_b − confidence_b| / N."""
+    return float((correct_sum - conf_sum).abs().sum() / count.sum())
+
+
 @torch.no_grad()
 def evaluate_split(
     logits_fn: Callable[[Tensor], Tensor],
@@ -112,16 +133,22 @@ def evaluate_split(
     labels: np.ndarray,
     device: torch.device,
     label_space: Sequence[int] | None = None,
-) -> dict[str, float]:
-    """top-1 / top-5 / NLL over a split fed as sequential ``batches`` aligned with ``labels``.
+) -> dict[str, Any]:
+    """top-1 / top-5 / NLL / ECE / Brier over a split fed as sequential ``batches`` aligned with
+    ``labels``, plus per-image correctness and true-class probability (``per_image``, numpy
+    arrays: what paired tests over images need; not stored in result.json).
 
     ``label_space`` restricts predictions to a class subset (ImageNet-R/-A's 200 classes, the 9
     classes CIFAR-10 shares with STL-10): other logits are set to −inf before top-k and softmax.
+    ECE uses the top-1 probability in 15 equal-width bins; Brier is the multi-class score
+    Σ_k (p_k − 1[k = y])², averaged over images.
     """
     y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     correct1 = correct5 = seen = 0
-    nll = 0.0
+    nll = brier = 0.0
     outside = None
+    bins = [torch.zeros(ECE_BINS, dtype=torch.float64) for _ in range(3)]
+    correct_all, p_true_all = [], []
     for x in batches:
         logits = logits_fn(x.to(device, non_blocking=True)).float().cpu()
         if label_space is not None:
@@ -133,13 +160,28 @@ def evaluate_split(
         seen += len(logits)
         k = min(5, logits.shape[-1] if label_space is None else len(label_space))
         topk = logits.topk(k, dim=-1).indices
-        correct1 += int((topk[:, 0] == y).sum())
+        hit = topk[:, 0] == y
+        correct1 += int(hit.sum())
         correct5 += int((topk == y[:, None]).any(-1).sum())
         nll += float(F.cross_entropy(logits, y, reduction="sum"))
+        p = logits.softmax(-1)
+        p_true = p.gather(1, y[:, None])[:, 0]
+        brier += float(((p**2).sum(-1) - 2 * p_true + 1).sum())
+        for total, part in zip(bins, calibration_bins(p.max(-1).values, hit)):
+            total += part
+        correct_all.append(hit.numpy())
+        p_true_all.append(p_true.numpy())
     if seen != len(y_all):
         raise ValueError(f"evaluated {seen} inputs for {len(y_all)} labels")
     n = len(y_all)
-    out = {"top1": correct1 / n, "top5": correct5 / n, "nll": nll / n, "n": n}
+    count, conf_sum, correct_sum = bins
+    out: dict[str, Any] = {
+        "top1": correct1 / n, "top5": correct5 / n, "nll": nll / n, "n": n,
+        "ece": expected_calibration_error(count, conf_sum, correct_sum), "brier": brier / n,
+        "calibration": {"bins": ECE_BINS, "count": count.long().tolist(), "confidence_sum": conf_sum.tolist(), "correct_sum": correct_sum.tolist()},
+        "per_image": {"correct": np.concatenate(correct_all) if correct_all else np.zeros(0, bool),
+                      "p_true": np.concatenate(p_true_all).astype(np.float32) if p_true_all else np.zeros(0, np.float32)},
+    }
     if label_space is not None:
         out["label_space_size"] = len(label_space)
     return out

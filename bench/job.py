@@ -13,6 +13,7 @@ import traceback
 from contextlib import nullcontext
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -22,7 +23,7 @@ from bench.data.seg_transforms import SegTrainTransform
 from bench.distributed import DistContext, current
 from bench.evaluate import EVALUATIONS, evaluate_split
 from bench.features import SplitInputs, prefix_cache_fits, prefix_tokens
-from bench.io import atomic_torch_save
+from bench.io import atomic_torch_save, atomic_write
 from bench.methods import build_method
 from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
 from bench.provenance import git_state, host, versions
@@ -67,6 +68,7 @@ class Job:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.transform = cfg.data.transform(cfg.backbone.img_size)
         self.train_split = cfg.data.load(cfg.data.resolved_train_split)
+        self.per_image: dict[str, dict[str, np.ndarray]] = {}  # split → per-image arrays, filled by evaluation
         # frozen-prefix tokens are exact only without augmentation, and only kept if they fit in memory
         self.use_prefix_cache = (
             not self.dense and cfg.model.cache_frozen_prefix and not self.model.full_finetune and not self.transform.augments
@@ -166,6 +168,8 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     metrics: dict[str, Any] = {}
     for name in cfg.evaluations:
         metrics.update(EVALUATIONS.get(name).evaluate(job, run_dir))
+    if job.per_image:  # per-image correctness for paired tests over images (bench.report.stats)
+        atomic_write(run_dir.predictions, lambda tmp: _save_npz(tmp, _flat(job.per_image)))
     wall = trained.prior_wall_s + time.time() - started
     # the finished run keeps its fine-tuned weights (for later evaluations) but not optimiser state
     atomic_torch_save({"model": trainable_state(job.model), "step": trained.steps}, run_dir.checkpoint)
@@ -206,3 +210,13 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     run_dir.write_result(result)
     ctx.barrier()
     return result
+
+
+def _flat(per_image: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """'<split>::<array>' keys (split names contain '/'), one npz entry each."""
+    return {f"{split}::{name}": array for split, arrays in per_image.items() for name, array in arrays.items()}
+
+
+def _save_npz(path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as fh:  # a file object: np.savez would append '.npz' to a temp file's name
+        np.savez_compressed(fh, **arrays)
