@@ -334,3 +334,61 @@ def test_compiled_chunk_kernel_matches_eager(monkeypatch):
     (le, ge, se), (lc, gc, sc) = results["eager"], results["compiled"]
     assert lc == pytest.approx(le, abs=1e-6) and torch.allclose(gc, ge, atol=1e-7, rtol=1e-4)
     assert all(sc[k] == pytest.approx(se[k], abs=1e-5) for k in se)
+
+
+def _logit_grad(method, logits, labels):
+    z = logits.clone().requires_grad_(True)
+    rollout = method.rollout(z, labels, None)
+    method.loss(z, labels, rollout).loss.backward()
+    return z.grad
+
+
+def test_mu1_grpo_rm_without_uniformity_reward_is_the_linear_margin_loss():
+    """The README's derivation: rewards C·[i = y] have mean 1 and unbiased std √C, so at μ = 1 the
+    logit gradient −A/C = −([i = y] − 1/C)/(√C + eps)·(√C/C)… = the margin loss's gradient
+    −([i = y] − 1/C)/√C, times √C/(√C + eps). Checked against the margin written out here."""
+    torch.manual_seed(0)
+    c = 10
+    logits, labels = torch.randn(32, c) * 3, torch.randint(0, c, (32,))
+    grpo = build_method("grpo_rm", {"uni_weight": 0.0, "adv_eps": 1e-4})
+    g = _logit_grad(grpo, logits, labels)
+    onehot = F.one_hot(labels, c).float()
+    margin_grad = -(onehot - 1.0 / c) / math.sqrt(c) / len(labels)  # d/dz of −mean_n (z_y − mean z)/√C
+    assert torch.allclose(g, margin_grad * math.sqrt(c) / (math.sqrt(c) + 1e-4), atol=1e-7)
+    assert torch.allclose(_logit_grad(build_method("linear_margin"), logits, labels), margin_grad, atol=1e-7)
+
+
+@pytest.mark.parametrize("spread", [0.5, 3.0])
+def test_mu1_grpo_rm_with_both_rewards_stays_close_to_the_margin(spread):
+    """The uniformity reward −p_i perturbs each reward by at most 1 next to C: the logit gradient
+    keeps a cosine above 0.99 with the margin's, question by question."""
+    torch.manual_seed(1)
+    c = 10
+    logits, labels = torch.randn(64, c) * spread, torch.randint(0, c, (64,))
+    g = _logit_grad(build_method("grpo_rm"), logits, labels)
+    m = _logit_grad(build_method("linear_margin"), logits, labels)
+    assert F.cosine_similarity(g, m, dim=-1).min() > 0.99
+
+
+def test_advantage_normalisations_against_their_formulas():
+    rewards = torch.tensor([[10.0, 0.0, 0.0, 0.0], [0.0, 10.0, 0.0, 0.0], [0.0, 0.0, 0.0, 4.0]])
+    centred = rewards - rewards.mean(-1, keepdim=True)
+    none = group_advantages(rewards, GRPORMParams(adv_norm="none"))
+    assert torch.allclose(none, centred)  # Dr. GRPO: no std at all
+    batch = group_advantages(rewards, GRPORMParams(adv_norm="batch_std", adv_eps=1e-4))
+    all_centred = centred.flatten()
+    s = math.sqrt(((all_centred - all_centred.mean()) ** 2).sum().item() / (all_centred.numel() - 1))
+    assert torch.allclose(batch, centred / (s + 1e-4))
+    group = group_advantages(rewards, GRPORMParams())
+    assert not torch.allclose(group[2], batch[2])  # the third question's own std differs from the batch's
+
+
+def test_policy_stats_logit_norm_margin_and_p_true():
+    from bench.methods.base import policy_stats
+
+    logits = torch.tensor([[3.0, 1.0, 0.0], [0.0, 0.0, 4.0]])
+    stats = policy_stats(logits, torch.tensor([0, 1]))
+    p = logits.softmax(-1)
+    assert stats["p_true"] == pytest.approx(((p[0, 0] + p[1, 1]) / 2).item())
+    assert stats["logit_norm"] == pytest.approx((math.sqrt(10) + 4) / 2)
+    assert stats["margin"] == pytest.approx((2 + 4) / 2) and stats["accuracy"] == 0.5

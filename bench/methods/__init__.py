@@ -2,11 +2,13 @@
 
 from bench.methods.base import METHODS, IGNORE_INDEX, LossOutput, Method, MethodBase, MethodParams, Rollout
 from bench.methods.grpo_rm import GRPORM, GRPORMParams, grpo_rm_loss
+from bench.methods.margin import LinearMargin, MarginParams, linear_margin_loss
 from bench.methods.sft import SFT, SFTParams, cross_entropy_loss
 
 __all__ = [
     "METHODS", "IGNORE_INDEX", "LossOutput", "Method", "MethodBase", "MethodParams", "Rollout",
     "GRPORM", "GRPORMParams", "grpo_rm_loss", "SFT", "SFTParams", "cross_entropy_loss",
+    "LinearMargin", "MarginParams", "linear_margin_loss",
 ]
 
 

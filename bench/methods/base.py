@@ -22,9 +22,10 @@ IGNORE_INDEX = -100
 
 
 class MethodParams(BaseModel):
-    """Base for each method's settings: unknown keys are errors, values are immutable."""
+    """Base for each method's settings: unknown keys are errors, values are immutable, floats are
+    finite (``gt``/``ge`` bounds let ``.inf`` through)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass
@@ -125,13 +126,22 @@ def full_precision(x: Tensor) -> Tensor:
 
 @torch.no_grad()
 def policy_stats(logits: Tensor, labels: Tensor) -> dict[str, float]:
-    """Entropy and accuracy of the current policy on (flattened, labelled) questions."""
+    """What the policy looks like on (flattened, labelled) questions, per step: entropy, accuracy,
+    the probability of the true class, the logits' L2 norm and the top-1 − top-2 logit margin.
+    GRPO-RM's logit gradient never saturates (−A/C), so logit norm and margin are where a
+    collapse shows first; p_true and entropy show what the policy has become."""
     if logits.shape[0] == 0:
-        return {"entropy": float("nan"), "accuracy": float("nan")}
-    logp = full_precision(logits).log_softmax(-1)
+        return {k: float("nan") for k in ("entropy", "accuracy", "p_true", "logit_norm", "margin")}
+    z = full_precision(logits)
+    logp = z.log_softmax(-1)
     entropy = -(logp.exp() * logp).sum(-1).mean()
     accuracy = (logits.argmax(-1) == labels).float().mean()
-    return {"entropy": entropy.item(), "accuracy": accuracy.item()}
+    top2 = z.topk(min(2, z.shape[-1]), dim=-1).values
+    margin = (top2[:, 0] - top2[:, -1]).mean()
+    return {
+        "entropy": entropy.item(), "accuracy": accuracy.item(), "p_true": logp.gather(-1, labels[:, None]).exp().mean().item(),
+        "logit_norm": z.norm(dim=-1).mean().item(), "margin": margin.item(),
+    }
 
 
 QUESTION_CHUNK = 1 << 16
@@ -148,9 +158,30 @@ def question_chunks(logits: Tensor, labels: Tensor):
             yield b, slice(start, min(start + chunk, z_all.shape[2])), z_all, y_all
 
 
+DIAGNOSTIC_QUESTIONS = 1 << 16
+
+
+@torch.no_grad()
+def sampled_diagnostics(logits: Tensor, labels: Tensor, ignore_index: int) -> dict[str, float]:
+    """p_true, logit norm and margin of :func:`policy_stats` on at most 65,536 questions: all of
+    them for classification batches, every k-th pixel of a dense batch (one cheap strided view,
+    so the per-pixel losses keep their speed). Exact whenever the batch has fewer questions."""
+    if logits.dim() == 2:
+        z, y = logits, labels
+    else:
+        z = logits.reshape(logits.shape[0], logits.shape[1], -1)
+        y = labels.reshape(labels.shape[0], -1)
+        stride = max(1, -(-z.shape[0] * z.shape[2] // DIAGNOSTIC_QUESTIONS))
+        z, y = z[:, :, ::stride].movedim(1, -1).reshape(-1, logits.shape[1]), y[:, ::stride].reshape(-1)
+    keep = y != ignore_index
+    stats = policy_stats(z[keep], y[keep])
+    return {k: stats[k] for k in ("p_true", "logit_norm", "margin")}
+
+
 @torch.no_grad()
 def dense_policy_stats(logits: Tensor, labels: Tensor, ignore_index: int) -> dict[str, float]:
-    """:func:`policy_stats` over labelled pixels, chunk by chunk (no full-size temporaries)."""
+    """:func:`policy_stats` over labelled pixels, chunk by chunk (no full-size temporaries);
+    p_true, logit norm and margin from :func:`sampled_diagnostics`."""
     entropy, correct, n = 0.0, 0, 0
     for b, cols, z_all, y_all in question_chunks(logits, labels):
         y = y_all[b, cols]
@@ -159,4 +190,5 @@ def dense_policy_stats(logits: Tensor, labels: Tensor, ignore_index: int) -> dic
         entropy += float(-(logp.exp() * logp).sum(0).mul_(valid).sum())
         correct += int(((logp.argmax(0) == y) & valid).sum())
         n += int(valid.sum())
-    return {"entropy": entropy / n if n else float("nan"), "accuracy": correct / n if n else float("nan")}
+    return {"entropy": entropy / n if n else float("nan"), "accuracy": correct / n if n else float("nan"),
+            **sampled_diagnostics(logits, labels, ignore_index)}

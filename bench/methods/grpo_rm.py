@@ -37,6 +37,9 @@ class GRPORMParams(MethodParams):
     uni_weight: float = Field(1.0, ge=0.0, description="scale of the uniformity reward −p_i")
     std: Literal["unbiased", "population"] = Field("unbiased", description="group std estimator")
     adv_eps: float = Field(1e-4, gt=0.0, description="eps in A = (r − mean) / (std + eps)")
+    adv_norm: Literal["group_std", "none", "batch_std"] = Field(
+        "group_std", description="advantage scale: per-group std (GRPO), none (Dr. GRPO: r − mean only), or the std over the whole batch"
+    )
     group: Literal["all", "sampled"] = Field("all", description="output group: all classes or G sampled")
     group_size: int | None = Field(None, ge=2, description="G when group = 'sampled'")
     ignore_index: int = Field(IGNORE_INDEX, description="label of unlabelled questions (pixels)")
@@ -65,10 +68,16 @@ def group_rewards(old_p: Tensor, is_true: Tensor, num_classes: int, params: GRPO
 
 
 def group_advantages(rewards: Tensor, params: GRPORMParams) -> Tensor:
-    """A_i = (r_i − mean_j r_j) / (std_j r_j + eps), over the last (group) axis."""
-    mean = rewards.mean(-1, keepdim=True)
-    std = rewards.std(-1, keepdim=True, unbiased=params.std == "unbiased")
-    return (rewards - mean) / (std + params.adv_eps)
+    """A_i = (r_i − mean_j r_j) / scale, the mean over the last (group) axis. The scale is the
+    group's std + eps (GRPO), 1 (``none``: Dr. GRPO's unnormalised advantages), or the std of all
+    centred rewards of the batch + eps (``batch_std``: one scale shared by every question)."""
+    centred = rewards - rewards.mean(-1, keepdim=True)
+    unbiased = params.std == "unbiased"
+    if params.adv_norm == "none":
+        return centred
+    if params.adv_norm == "batch_std":
+        return centred / (centred.std(unbiased=unbiased) + params.adv_eps) if centred.numel() > 1 else centred
+    return centred / (rewards.std(-1, keepdim=True, unbiased=unbiased) + params.adv_eps)
 
 
 def grpo_rm_loss(
@@ -142,7 +151,7 @@ class GRPORM(MethodBase):
     @property
     def fused(self) -> bool:
         """The chunked closed-form path (grpo_rm_fused) serves the paper's setting."""
-        return self.params.group == "all" and self.params.beta == 0.0
+        return self.params.group == "all" and self.params.beta == 0.0 and self.params.adv_norm == "group_std"
 
     @torch.no_grad()
     def rollout(self, logits: Tensor, labels: Tensor, ref_logits: Tensor | None) -> Rollout:

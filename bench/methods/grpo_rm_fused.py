@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from bench.methods.base import question_chunks
+from bench.methods.base import question_chunks, sampled_diagnostics
 
 if TYPE_CHECKING:
     from bench.methods.grpo_rm import GRPORMParams
@@ -192,6 +192,7 @@ class FusedGRPORM(torch.autograd.Function):
             clip_fraction=sums["clipped"] / m if m else float("nan"),
             entropy=sums["entropy"] / n if n else float("nan"),
             accuracy=sums["correct"] / n if n else float("nan"),
+            **sampled_diagnostics(logits, labels, params.ignore_index),
         )
         return logits.new_tensor(-sums["obj"] * scale if n else 0.0)
 
