@@ -88,8 +88,8 @@ def test_imgfocus_conversion_matches_onnxruntime(tmp_path):
     path = tmp_path / "converted.pth"
     torch.save(sd, path)
     vit = create_backbone("dinov2_vits14", checkpoint=path, img_size=224).model.eval()
-    with torch.no_grad():
-        vit.pos_embed.copy_(torch.cat([sd["pos_embed"][:, :1], torch.from_numpy(resized_grid).reshape(1, 384, 256).transpose(1, 2)], 1))
+    with torch.no_grad():  # a 16 × 16 grid: used as it is for a 224-px input (no resampling)
+        vit.pos_embed = torch.nn.Parameter(torch.cat([sd["pos_embed"][:, :1], torch.from_numpy(resized_grid).reshape(1, 384, 256).transpose(1, 2)], 1))
         ours_hidden = vit.forward_features(x)
     err = (ours_hidden - torch.from_numpy(hidden)).abs().max().item()
     assert err < 1e-3, err
@@ -118,3 +118,47 @@ def test_linear_seg_head_is_bn_plus_1x1_conv_on_normalised_patch_tokens(layers):
     manual = torch.nn.functional.conv2d(head.bn(feats), head.conv.weight, head.conv.bias)
     manual = torch.nn.functional.interpolate(manual, size=(28, 42), mode="bilinear", align_corners=False)
     assert torch.allclose(out, manual, atol=1e-5)
+
+
+def _official_reference(vit, images: torch.Tensor) -> torch.Tensor:
+    """DINOv2's forward written out here from its published formula: patch tokens + CLS, position
+    grid resampled bicubic with scale factor ((h + 0.1)/M, (w + 0.1)/M), no antialias, then the
+    blocks and the final norm (timm's modules, used one by one)."""
+    tokens = vit.patch_embed.proj(images).flatten(2).transpose(1, 2)
+    h, w = images.shape[-2] // 14, images.shape[-1] // 14
+    pos = vit.pos_embed
+    m = int(round((pos.shape[1] - 1) ** 0.5))
+    if (h, w) != (m, m):
+        grid = pos[:, 1:].reshape(1, m, m, -1).permute(0, 3, 1, 2)
+        grid = F.interpolate(grid, scale_factor=((h + 0.1) / m, (w + 0.1) / m), mode="bicubic", antialias=False)
+        pos = torch.cat([pos[:, :1], grid.flatten(2).transpose(1, 2)], 1)
+    x = torch.cat([vit.cls_token.expand(len(images), -1, -1), tokens], 1) + pos
+    for block in vit.blocks:
+        x = block(x)
+    return vit.norm(x)
+
+
+def test_position_embeddings_follow_the_official_dinov2_formula_at_every_size(tmp_path):
+    """A random ViT-S/14 saved in the official checkpoint layout (37 × 37 positions), loaded as
+    any user checkpoint: at 112, 224 and 518 px (and a non-square 224 × 112 window) its tokens
+    equal the official formula's; timm's default resampling (explicit size, antialias) does not."""
+    from timm.layers import resample_abs_pos_embed
+
+    torch.manual_seed(3)
+    source = create_backbone("dinov2_vits14", weights="random").model
+    with torch.no_grad():
+        source.pos_embed.normal_(0, 1.0)  # a rough grid, so resampling choices show
+    path = tmp_path / "dinov2_vits14_random.pth"
+    torch.save(official_state_dict(source), path)
+    vit = create_backbone("dinov2_vits14", checkpoint=path, img_size=224).model.eval()
+    assert vit.pos_embed.shape == (1, 1 + 37 * 37, 384)
+    for height, width in ((112, 112), (224, 224), (518, 518), (224, 112)):
+        x = torch.randn(1, 3, height, width)
+        with torch.no_grad():
+            ours, reference = vit.forward_features(x), _official_reference(vit, x)
+        assert (ours - reference).abs().max().item() < 1e-4, (height, width)
+    with torch.no_grad():  # the check can fail: timm's own resampling is measurably different at 224 px
+        timm_pos = resample_abs_pos_embed(vit.pos_embed, new_size=(16, 16), num_prefix_tokens=1)
+        official = torch.cat([vit.pos_embed[:, :1], F.interpolate(vit.pos_embed[:, 1:].reshape(1, 37, 37, -1).permute(0, 3, 1, 2),
+                              scale_factor=(16.1 / 37, 16.1 / 37), mode="bicubic", antialias=False).flatten(2).transpose(1, 2)], 1)
+    assert (timm_pos - official).abs().max().item() > 1e-2

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import timm
 import torch
+from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from bench.registry import Registry
@@ -90,6 +91,57 @@ class LoadedBackbone:
     checkpoint: str | None
 
 
+NATIVE_IMG_SIZE = 518  # DINOv2 checkpoints hold 37 × 37 patch positions (518 px at patch 14)
+INTERPOLATE_OFFSET = 0.1  # the official DINOv2 code's scale-factor offset
+
+
+def official_resample(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix_tokens: int) -> torch.Tensor:
+    """Position embeddings for a ``grid`` of patches, resampled the way the official DINOv2 code
+    does it: bicubic, no antialiasing, and a *scale factor* of ((h + 0.1)/M, (w + 0.1)/M) rather
+    than an explicit output size (M = the checkpoint's grid side). timm's own resampling uses the
+    size and antialiasing, which gives patch tokens up to ~0.15 apart at 224 px; with this, a
+    checkpoint behaves as DINOv2 at every resolution, not only at 518 px."""
+    prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    side = round(patches.shape[1] ** 0.5)
+    if side * side != patches.shape[1]:
+        raise ValueError(f"position embeddings for {patches.shape[1]} patches are not a square grid")
+    h, w = grid
+    if (h, w) == (side, side):
+        return pos_embed
+    dim = patches.shape[-1]
+    square = patches.float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
+    scale = ((h + INTERPOLATE_OFFSET) / side, (w + INTERPOLATE_OFFSET) / side)
+    resized = torch.nn.functional.interpolate(square, scale_factor=scale, mode="bicubic", antialias=False)
+    if tuple(resized.shape[-2:]) != (h, w):
+        raise ValueError(f"resampling {side}×{side} positions gave {tuple(resized.shape[-2:])}, expected {(h, w)}")
+    patches = resized.permute(0, 2, 3, 1).reshape(1, h * w, dim).to(pos_embed.dtype)
+    return torch.cat([prefix, patches], dim=1)
+
+
+class DINOv2ViT(VisionTransformer):
+    """timm's VisionTransformer holding the checkpoint's own 37 × 37 position embeddings (the
+    trainable parameter, as in the official model) and resampling them per input with
+    :func:`official_resample`. Any multiple of 14 per side is accepted."""
+
+    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, c = x.shape  # dynamic_img_size: patch tokens arrive as (B, H, W, C)
+        prefix = 0 if self.no_embed_class else self.num_prefix_tokens
+        pos_embed = official_resample(self.pos_embed, (h, w), prefix)
+        x = x.view(b, -1, c)
+        to_cat = [t.expand(b, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
+        if self.no_embed_class:  # register variants: positions for patches only (CLS position folded into cls_token)
+            x = x + pos_embed
+            return self.pos_drop(torch.cat([*to_cat, x], dim=1))
+        return self.pos_drop(torch.cat([*to_cat, x], dim=1) + pos_embed)
+
+
+def _as_dinov2(model: nn.Module) -> nn.Module:
+    if not isinstance(model, VisionTransformer) or not model.dynamic_img_size:
+        raise TypeError(f"expected a timm VisionTransformer built with dynamic_img_size, got {type(model).__name__}")
+    model.__class__ = DINOv2ViT  # same parameters and modules; only the position resampling differs
+    return model
+
+
 def create_backbone(
     name: str,
     weights: str = "pretrained",
@@ -97,17 +149,20 @@ def create_backbone(
     img_size: int = 224,
     dynamic_img_size: bool = False,
 ) -> LoadedBackbone:
-    """Build a named backbone (``dynamic_img_size``: accept any multiple of 14 per side, with
-    position embeddings interpolated per input, as segmentation windows and test resizes need).
+    """Build a named backbone. Every backbone keeps the checkpoint's native position grid and
+    resamples it per input the official DINOv2 way (:class:`DINOv2ViT`), so any multiple of 14
+    per side works (segmentation windows, test resizes); ``img_size`` and ``dynamic_img_size``
+    are kept for callers that state their input size.
 
     ``weights``: ``"pretrained"`` loads ``checkpoint`` (official DINOv2 layout), else the entry's
     default provider, else timm's hub tag (needs a network); ``"random"`` initialises randomly.
     """
     entry = BACKBONES.get(name)
-    kwargs: dict[str, Any] = dict(num_classes=0, img_size=img_size, dynamic_img_size=dynamic_img_size, **entry.arch_overrides)
+    del img_size, dynamic_img_size  # see the docstring: the input size is free at run time
+    kwargs: dict[str, Any] = dict(num_classes=0, img_size=NATIVE_IMG_SIZE, dynamic_img_size=True, **entry.arch_overrides)
     if weights == "random":
         model = timm.create_model(entry.timm_arch, pretrained=False, **kwargs)
-        return LoadedBackbone(model, RANDOM_INIT_LABEL, entry.display, None)
+        return LoadedBackbone(_as_dinov2(model), RANDOM_INIT_LABEL, entry.display, None)
     if weights != "pretrained":
         raise ValueError(f"backbone.weights must be 'pretrained' or 'random', got {weights!r}")
     if entry.random_only and checkpoint is None:
@@ -127,7 +182,7 @@ def create_backbone(
         model = timm.create_model(
             entry.timm_arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs
         )
-        return LoadedBackbone(model, f"pretrained: {path.name}", entry.display, str(path))
+        return LoadedBackbone(_as_dinov2(model), f"pretrained: {path.name}", entry.display, str(path))
     tag = f"{entry.timm_arch}.{entry.hub_tag}"
     try:
         model = timm.create_model(tag, pretrained=True, **kwargs)
@@ -136,7 +191,7 @@ def create_backbone(
             f"could not fetch pretrained weights {tag!r} from the hub ({exc.__class__.__name__}: {exc}). "
             "Offline? Set backbone.checkpoint to an official DINOv2 checkpoint file."
         ) from exc
-    return LoadedBackbone(model, f"pretrained: timm hub {tag}", entry.display, None)
+    return LoadedBackbone(_as_dinov2(model), f"pretrained: timm hub {tag}", entry.display, None)
 
 
 def official_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
