@@ -10,6 +10,7 @@ import difflib
 import fnmatch
 import hashlib
 import json
+import math
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -23,8 +24,42 @@ from bench.methods import METHODS
 from bench.models import BACKBONES
 
 
+SEED_LIMIT = 2**32
+"""Seeds are whole numbers in [0, 2^32): what every RNG we seed accepts, and no YAML bool."""
+
+MAX_EPOCHS = 10_000
+MAX_BATCH = 65_536
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Base of every run-config section: unknown keys are errors, values are immutable, and
+    floats must be finite (``lr: .inf`` passes ``gt=0``; only NaN fails comparisons)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def check_dataset_params(entry: Any, name: str, params: dict[str, Any], where: str) -> None:
+    """Dataset parameters are a free-form mapping, so the schema cannot type them: each value
+    must have the type of the entry's documented default, and whole-number parameters (sizes,
+    seeds, severities) must lie in [0, 2^32) — a negative ``train_size`` would otherwise reach
+    the generator."""
+    for key, value in params.items():
+        default = entry.params.get(key)
+        if default is None:
+            continue
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, int):
+            ok, want = isinstance(value, int) and not isinstance(value, bool) and 0 <= value < SEED_LIMIT, "a whole number in [0, 2^32)"
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            want = "a finite number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "text"
+        else:
+            continue
+        if not ok:
+            raise ValueError(f"{where}.{key}: {value!r} is not {want} ({name} parameter)")
 
 
 class BackboneConfig(Strict):
@@ -65,7 +100,7 @@ class DataConfig(Strict):
     val_fraction: float = Field(
         0.1, ge=0, lt=1, description="share of the training split held out (seeded, class-stratified) as split 'heldout' for model selection; 0 trains on all"
     )
-    val_seed: int = Field(0, ge=0, description="seed of the held-out carve (shared by every run of a comparison, independent of the run's seed)")
+    val_seed: int = Field(0, ge=0, lt=SEED_LIMIT, strict=True, description="seed of the held-out carve (shared by every run of a comparison, independent of the run's seed)")
 
     @model_validator(mode="after")
     def _known(self) -> "DataConfig":
@@ -75,6 +110,9 @@ class DataConfig(Strict):
         unknown = set(self.params) - set(entry.params)
         if unknown:
             raise ValueError(f"data.params: unknown {self.name} parameter(s) {sorted(unknown)} (known: {sorted(entry.params) or 'none'})")
+        check_dataset_params(entry, self.name, self.params, "data.params")
+        if self.eval_splits is not None and not self.eval_splits:
+            raise ValueError("data.eval_splits: empty list, so the run would evaluate nothing; name splits, or leave the key out for the dataset's defaults")
         if self.train_split is not None and self.train_split not in entry.splits:
             raise ValueError(f"data.train_split: {self.name} has no split {self.train_split!r}{_split_hint(self.train_split, entry.splits)}")
         for pattern in self.eval_splits or ():
@@ -143,14 +181,14 @@ def _families(splits: tuple[str, ...]) -> list[str]:
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(64, ge=1)
+    epochs: int = Field(10, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     lr: float = Field(1e-4, gt=0, description="peak AdamW learning rate (our choice: the paper reports none)")
     head_lr: float | None = Field(None, gt=0, description="head learning rate; default = lr")
     weight_decay: float = Field(0.05, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, lt=1, description="linear warmup share of all optimiser steps, then cosine to 0")
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null disables")
-    eval_batch_size: int = Field(256, ge=1)
+    eval_batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
 
@@ -182,6 +220,7 @@ class TransferTarget(Strict):
         entry = DATASETS.get(self.name)
         if entry.task != "classification":
             raise ValueError(f"transfer.targets: {self.name} is a {entry.task} dataset; transfer probes classify images")
+        check_dataset_params(entry, self.name, self.params, "transfer.targets")
         for key, split in (("train_split", self.train_split), ("test_split", self.test_split)):
             if split is not None and split not in entry.splits:
                 raise ValueError(f"transfer.targets: {self.name} has no split {split!r}{_split_hint(split, entry.splits)}")
@@ -226,7 +265,7 @@ class MethodConfig(Strict):
 
 class RunConfig(Strict):
     method: MethodConfig
-    seed: int = 0
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, strict=True, description="whole number in [0, 2^32); a YAML true/false is not a seed")
     evaluations: tuple[str, ...] = Field(("id", "shift"), description="evaluation protocols to run (see bench.evaluate)")
     backbone: BackboneConfig = BackboneConfig()
     model: ModelConfig = ModelConfig()
@@ -241,9 +280,12 @@ class RunConfig(Strict):
         """Dense labels mark unlabelled pixels with the dataset's ignore index (255): the method must skip them."""
         if not isinstance(data, dict) or not isinstance(data.get("method"), dict):
             return data
-        name = (data.get("data") or {}).get("name", DataConfig.model_fields["name"].default) if isinstance(data.get("data", {}), dict) else data["data"].name
-        if name in DATASETS and DATASETS.get(name).task == "segmentation":
-            params = dict(data["method"].get("params") or {})
+        section = data.get("data", {})
+        # anything but a mapping or a DataConfig is left for field validation to refuse, with a message
+        name = section.get("name", DataConfig.model_fields["name"].default) if isinstance(section, dict) else getattr(section, "name", None)
+        params = data["method"].get("params") or {}
+        if isinstance(name, str) and name in DATASETS and DATASETS.get(name).task == "segmentation" and isinstance(params, dict):
+            params = dict(params)
             params.setdefault("ignore_index", DATASETS.get(name).ignore_index)
             data = {**data, "method": {**data["method"], "params": params}}
         return data

@@ -13,6 +13,11 @@ matrix:              # the grid: method, seed, or any dotted RunConfig path
 
 Expansion is deterministic (matrix keys in file order, values in listed order) and each run's
 identity is the hash of its canonical resolved config (:meth:`RunConfig.run_id`).
+
+Suite files are read defensively (:mod:`bench.yaml_lines`: no aliases, duplicate keys, tags,
+deep nesting or non-UTF-8 text), a suite expands to at most ``max_runs`` runs (default
+:data:`MAX_RUNS`), every method declared under ``methods:`` is checked even when the matrix does
+not use it, and strings that end up in sbatch scripts are limited to safe characters.
 """
 
 from __future__ import annotations
@@ -22,20 +27,36 @@ import dataclasses
 import difflib
 import itertools
 import json
+import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 import re
 import typing
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from bench.config import RunConfig
+from bench.config import SEED_LIMIT, MethodConfig, RunConfig
 from bench.data import DATASETS
 from bench.methods import METHODS
-from bench.yaml_lines import key_lines, line_of, locate
+from bench.yaml_lines import MAX_BYTES, Refused, decode, line_of, locate
+from bench.yaml_lines import load as load_yaml
+
+MAX_RUNS = 10_000
+"""Most runs one expansion may produce unless raised (``--max-runs`` / $BENCH_MAX_RUNS): a typo
+such as ``seed: [0, ..., 999]`` times four other axes should not queue a million jobs."""
+
+# Characters a scheduler string may hold: each becomes a ``#SBATCH --key=value`` line, so a
+# newline would start a directive (or a shell line) of its own; spaces and quotes are not needed.
+_SAFE_CHARS = "\\-A-Za-z0-9_.,:=@+/\\[\\]"  # "-" escaped: more characters are appended for constraints
+_SAFE = re.compile(f"[{_SAFE_CHARS}]+")
+_SAFE_CONSTRAINT = re.compile(f"[{_SAFE_CHARS}&|!*()]+")  # Slurm feature expressions: a100|h100, intel&ib
+_SAFE_SHOWN = "letters, digits and _ . , : = @ + / - [ ]"
+_EXTRA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_OVERRIDE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class SuiteError(ValueError):
@@ -45,7 +66,7 @@ class SuiteError(ValueError):
 class ResourceProfile(BaseModel):
     """What one run asks a scheduler for. Launcher settings: not part of a run's identity."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     gpus: int = Field(0, ge=0, description="GPUs per run (>1 runs DDP inside the job, one process per GPU)")
     tasks: int | None = Field(None, ge=1, description="processes per run; default one per GPU (or 1); >1 on CPU = DDP over gloo")
@@ -60,6 +81,32 @@ class ResourceProfile(BaseModel):
     signal_delay_s: int = Field(90, ge=0, description="USR2 this long before the limit triggers checkpoint()")
     extra: dict[str, Any] = Field(default_factory=dict, description="further sbatch parameters, e.g. {exclusive: true}")
 
+    @field_validator("partition", "account", "qos", "constraint")
+    @classmethod
+    def _scheduler_safe(cls, v: str | None, info: Any) -> str | None:
+        """These strings are written into the sbatch script verbatim: a newline in one would add a
+        line of its own (``partition: "debug\\n#SBATCH --wrap=..."``)."""
+        pattern = _SAFE_CONSTRAINT if info.field_name == "constraint" else _SAFE
+        if v is not None and not pattern.fullmatch(v):
+            extra = " & | ! * ( )" if info.field_name == "constraint" else ""
+            raise ValueError(f"{v!r} has characters an sbatch script must not get (allowed: {_SAFE_SHOWN}{extra}; no spaces or newlines)")
+        return v
+
+    @field_validator("extra")
+    @classmethod
+    def _extra_safe(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """Each entry becomes ``#SBATCH --key=value``: the same rule as partition and friends."""
+        for key, value in v.items():
+            if not _EXTRA_KEY.fullmatch(key):
+                raise ValueError(f"sbatch parameter name {key!r} is not an option name (letters, digits, _ and -)")
+            if isinstance(value, bool) or (isinstance(value, int) and 0 <= value < 2**63):
+                continue
+            if isinstance(value, float) and math.isfinite(value):
+                continue
+            if not isinstance(value, str) or not _SAFE.fullmatch(value):
+                raise ValueError(f"the value of {key!r}, {value!r}, is not allowed in an sbatch script (text of {_SAFE_SHOWN}, "
+                                 "a non-negative whole number, or true/false; no spaces or newlines)")
+        return v
 
     @property
     def processes(self) -> int:
@@ -72,7 +119,7 @@ DEFAULT_PROFILE = "default"
 class Expectation(BaseModel):
     """A figure to compare against (e.g. a paper's claim), with the tolerance it is judged by."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     quantity: Literal["delta", "value"] = Field("delta", description="delta = method − baseline, paired over seeds; value = method's mean")
     method: str = "grpo_rm"
@@ -101,12 +148,13 @@ class Selection(BaseModel):
     matrix value) runs the ``tune`` grid on ``seeds``, scored on split ``heldout`` only; the best
     value combination by mean ``metric`` then runs with the matrix's seeds and full evaluations."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     metric: Literal["top1", "top5", "nll", "mIoU", "aAcc", "mAcc"] = Field("top1", description="held-out metric that picks the winner (nll: lower is better)")
     split: Literal["heldout"] = Field("heldout", description="the only split selection may read: carved from training data (data.val_fraction)")
     tune: dict[str, list[Any]] = Field(description="dotted run-config paths → values tried, the same grid for every method, e.g. {train.lr: [3e-5, 1e-4, 3e-4]}")
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds of the tuning runs (their mean decides)")
+    seeds: list[Annotated[int, Field(strict=True, ge=0, lt=SEED_LIMIT)]] = Field(
+        default_factory=lambda: [0], min_length=1, description="seeds of the tuning runs (their mean decides)")
 
     @field_validator("tune")
     @classmethod
@@ -126,7 +174,7 @@ class Selection(BaseModel):
 
 
 class Suite(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
@@ -142,6 +190,15 @@ class Suite(BaseModel):
     include: list[str] = Field(default_factory=list, description="other suite files (relative to this one) whose runs join this suite, stored under their own results/<suite>/; their resource profiles become '<suite>/<profile>'")
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
     _children: list = PrivateAttr(default_factory=list)  # (path, Suite) per include
+
+    @field_validator("resources")
+    @classmethod
+    def _profile_names(cls, v: dict[str, ResourceProfile]) -> dict[str, ResourceProfile]:
+        """Profile names become Slurm job names (``bench-<suite>-<profile>``): the suite name's rule."""
+        for name in v:
+            if not _PROFILE_NAME.fullmatch(name):
+                raise ValueError(f"profile name {name!r}: use letters, digits, '_', '.' and '-' only (it becomes a Slurm job name)")
+        return v
 
     def resource(self, name: str) -> ResourceProfile:
         """The named profile (validated to exist when the suite is expanded)."""
@@ -178,11 +235,22 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``train.lr=1e-4`` → ("train.lr", 1e-4); the value is parsed as YAML."""
+    """``train.lr=1e-4`` → ("train.lr", 1e-4); the value is parsed as YAML by the same defensive
+    loader as suite files. Errors are one line that starts ``-o <text>:`` so nobody searches a
+    suite file for a mistake made on the command line."""
+    shown = text if text.isprintable() else repr(text)  # one line, whatever was typed
+    shown = "-o " + (shown if len(shown) <= 80 else shown[:77] + "...")
     if "=" not in text:
-        raise SuiteError(f"override {text!r} must look like key.path=value")
+        raise SuiteError(f"{shown}: a command-line override looks like key.path=value, e.g. -o train.lr=1e-4")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    key = key.strip()
+    if not all(_OVERRIDE_KEY.fullmatch(part) for part in key.split(".")):
+        raise SuiteError(f"{shown}: {key!r} is not a dotted key path such as train.lr (command-line override)")
+    try:
+        value, _ = load_yaml(raw)
+    except Refused as exc:
+        raise SuiteError(f"{shown}: {exc.reason} (in the value of a command-line override)") from None
+    return key, value
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
@@ -233,18 +301,35 @@ def _format_validation(path: Path, err: ValidationError, model: type[BaseModel],
     return "\n".join(out)
 
 
+def read_suite_file(path: Path) -> tuple[Any, dict]:
+    """The YAML document of a suite file (or an included one) and its key lines, read through
+    :func:`bench.yaml_lines.load`; anything refused becomes ``file:line: reason``."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read the suite file: {exc.strerror or exc}") from None
+    if len(data) > MAX_BYTES:
+        raise SuiteError(f"{path}:1: larger than {MAX_BYTES // 1024} KiB; a suite file is a short YAML document")
+    try:
+        return load_yaml(decode(data))
+    except Refused as exc:
+        raise SuiteError(f"{path}:{exc.line}: {exc.reason}") from None
+
+
+def _is_file(path: Path) -> bool:
+    """``Path.is_file`` that reports errors it does not swallow (a name too long, no permission)."""
+    try:
+        return path.is_file()
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read the suite file: {exc.strerror or exc}") from None
+
+
 def load_suite(path: str | Path, _seen: tuple[Path, ...] = ()) -> Suite:
     path = Path(path)
-    if not path.is_file():
+    if not _is_file(path):
         raise SuiteError(f"{path}: suite file not found")
-    text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-        lines = key_lines(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise SuiteError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    raw, lines = read_suite_file(path)
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}:1: a suite must be a YAML mapping with at least 'name'")
     try:
@@ -262,11 +347,18 @@ def _with_includes(suite: Suite, path: Path, seen: tuple[Path, ...]) -> Suite:
     seen = (*seen, path.resolve())
     children, resources = [], dict(suite.resources)
     for i, name in enumerate(suite.include):
-        child_path = (path.parent / name).resolve()
         line = line_of(suite._lines, ("include", i), ("include",)) or 1
+        try:
+            child_path = (path.parent / name).resolve()
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise SuiteError(f"{path}:{line}: include.{i}: cannot resolve {name!r}: {exc}") from None
         if child_path in seen:
             raise SuiteError(f"{path}:{line}: include.{i}: {name} includes itself (directly or through another suite)")
-        if not child_path.is_file():
+        try:
+            exists = child_path.is_file()
+        except OSError as exc:  # a name too long, no permission: is_file swallows only "not there"
+            raise SuiteError(f"{path}:{line}: include.{i}: cannot read {name!r}: {exc.strerror or exc}") from None
+        if not exists:
             raise SuiteError(f"{path}:{line}: include.{i}: suite file {child_path} not found; paths are relative to {path.parent}")
         child = load_suite(child_path, seen)
         children.append((child_path, child))
@@ -291,9 +383,89 @@ def _run_config_paths(loc: tuple, method: str) -> list[tuple]:
     return [("defaults", *loc), *(("matrix", p) for p in prefixes)]
 
 
+def max_runs_default() -> int:
+    """:data:`MAX_RUNS`, or $BENCH_MAX_RUNS when set. The CLI's ``--max-runs`` sets that variable,
+    so expansions that happen later (the launcher's second stage, a Slurm selection job, local
+    subprocesses) honour the raised limit too."""
+    text = os.environ.get("BENCH_MAX_RUNS")
+    if text is None:
+        return MAX_RUNS
+    try:
+        value = int(text)
+    except ValueError:
+        raise SuiteError(f"$BENCH_MAX_RUNS={text!r}: not a whole number of runs") from None
+    if value < 1:
+        raise SuiteError(f"$BENCH_MAX_RUNS={text!r}: must be at least 1")
+    return value
+
+
+def planned_runs(suite: Suite) -> int:
+    """Runs a suite can expand to, counted before anything is built: the matrix product, plus
+    with model selection every group's tuning grid on its seeds; included suites add theirs."""
+    own = 0
+    if suite.matrix or not suite.include:
+        own = math.prod(len(values) for values in suite.matrix.values())
+        if suite.select is not None:
+            groups = math.prod(len(values) for key, values in suite.matrix.items() if key != "seed")
+            own += groups * math.prod(len(values) for values in suite.select.tune.values()) * len(suite.select.seeds)
+    return own + sum(planned_runs(child) for _, child in suite._children)
+
+
+def _check_size(suite: Suite, path: str | Path, max_runs: int) -> None:
+    planned = planned_runs(suite)
+    if planned > max_runs:
+        line = line_of(suite._lines, ("matrix",), ("include",), ("select",)) or 1
+        raise SuiteError(f"{path}:{line}: matrix: the suite expands to {planned:,} runs (the product of the matrix axes"
+                         f"{', with tuning runs' if suite.select else ''}{', with included suites' if suite._children else ''}), "
+                         f"more than the limit of {max_runs:,}; shrink an axis, or raise the limit with --max-runs {planned} "
+                         "(or $BENCH_MAX_RUNS) if you mean it")
+
+
+def _resolve_root(suite: Suite, path: str | Path, data_root: str | Path | None) -> str | None:
+    """``data.data_root`` for every run: the flag, else the suite's field relative to the file."""
+    try:
+        if data_root is not None:
+            return str(Path(data_root).expanduser().resolve())
+        if suite.data_root is not None:
+            return str((Path(path).parent / Path(suite.data_root).expanduser()).resolve())
+    except (OSError, RuntimeError, ValueError) as exc:  # ~nosuchuser, NUL, a symlink loop
+        if data_root is not None:
+            raise SuiteError(f"--data-root {str(data_root)!r}: cannot resolve it: {exc}") from None
+        where = line_of(suite._lines, ("data_root",)) or 1
+        raise SuiteError(f"{path}:{where}: data_root: cannot resolve {suite.data_root!r}: {exc}") from None
+    return None
+
+
+def _check_names(suite: Suite, path: str | Path) -> None:
+    """Matrix method and profile values are looked up by name: anything but text is refused
+    here rather than failing as an unhashable key further on."""
+    for key in ("method", "profile"):
+        for i, value in enumerate(suite.matrix.get(key, [])):
+            if not isinstance(value, str):
+                where = line_of(suite._lines, ("matrix", key, i), ("matrix", key)) or 1
+                raise SuiteError(f"{path}:{where}: matrix.{key}.{i}: {value!r} is not a {key} name; list names as text")
+
+
+def _check_declared_methods(suite: Suite, path: str | Path) -> None:
+    """Every method under ``methods:`` is checked, not only those the matrix runs: a typo in the
+    settings of a method left out today would otherwise surface the day it is added back."""
+    in_matrix = set(suite.matrix.get("method", []))
+    for name, params in suite.methods.items():
+        where = line_of(suite._lines, ("methods", name)) or 1
+        if name not in METHODS:
+            raise SuiteError(f"{path}:{where}: methods.{name}: {METHODS.unknown_message(name)}")
+        if name in in_matrix:
+            continue  # checked with each run's full config (dataset-aware messages included)
+        try:
+            MethodConfig(name=name, params=params)
+        except ValidationError as exc:
+            raise SuiteError(_format_validation(Path(path), exc, MethodConfig, suite._lines,
+                                                lambda loc: [("methods", name, *loc[2:]), ("methods", name)])) from None
+
+
 def expand(
     suite: Suite, path: str | Path = "<suite>", overrides: list[str] | None = None, data_root: str | Path | None = None,
-    results_root: str | Path | None = None,
+    results_root: str | Path | None = None, max_runs: int | None = None,
 ) -> list[RunSpec]:
     """All runs of a suite, validated, in a deterministic order.
 
@@ -302,19 +474,19 @@ def expand(
 
     ``data_root`` (the ``--data-root`` flag) wins over the suite's ``data_root`` field, which is
     resolved relative to the suite file; both become ``data.data_root`` of each run.
+
+    More than ``max_runs`` runs (default :func:`max_runs_default`) is refused before any is built.
     """
-    if data_root is not None:
-        root: str | None = str(Path(data_root).expanduser().resolve())
-    elif suite.data_root is not None:
-        root = str((Path(path).parent / Path(suite.data_root).expanduser()).resolve())
-    else:
-        root = None
+    limit = max_runs if max_runs is not None else max_runs_default()
+    _check_size(suite, path, limit)
+    parsed = [parse_override(text) for text in overrides or []]  # command-line mistakes first, named as such
+    root = _resolve_root(suite, path, data_root)
     # the method axis is applied first so dotted keys such as method.params.epsilon refine it
     included: list[RunSpec] = []
     for child_path, child in suite._children:
         # --data-root wins everywhere; else this suite's data_root, else the included suite's own
         child_root = data_root if data_root is not None else root
-        for spec in expand(child, child_path, overrides, child_root, results_root):
+        for spec in expand(child, child_path, overrides, child_root, results_root, limit):
             # stored where the included suite stores it (results/<child>/<run>): finished runs of
             # that suite are reused, never recomputed
             included.append(dataclasses.replace(spec, profile=f"{child.name}/{spec.profile}"))
@@ -326,6 +498,7 @@ def expand(
     for key, values in axes:
         if not values:
             raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix', key))}: matrix.{key}: empty list; give at least one value")
+    _check_names(suite, path)
     profiles = [suite.profile, *suite.matrix.get("profile", [])]
     for name in profiles:
         if name not in suite.resources:
@@ -333,9 +506,10 @@ def expand(
             hint = f"; did you mean {close[0]!r}?" if close else ""
             where = line_of(suite._lines, ("matrix", "profile"), ("profile",)) if name != suite.profile else line_of(suite._lines, ("profile",))
             raise SuiteError(f"{path}:{where or 1}: profile: unknown resource profile {name!r}{hint} (defined: {', '.join(suite.resources)})")
+    _check_declared_methods(suite, path)
     try:
         trees = [
-            MatrixRun(_tree(suite, axes, combo, root, data_root, overrides), _profile(suite, axes, combo),
+            MatrixRun(_tree(suite, axes, combo, root, data_root, parsed), _profile(suite, axes, combo),
                       {k: v for (k, _), v in zip(axes, combo)})
             for combo in itertools.product(*(values for _, values in axes))
         ]
@@ -368,7 +542,7 @@ def _profile(suite: Suite, axes: list, combo: tuple) -> str:
     return next((value for (key, _), value in zip(axes, combo) if key == "profile"), suite.profile)
 
 
-def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: Any, overrides: list[str] | None) -> dict[str, Any]:
+def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: Any, overrides: list[tuple[str, Any]]) -> dict[str, Any]:
     tree: dict[str, Any] = copy.deepcopy(suite.defaults)
     if suite.evaluations is not None:
         tree["evaluations"] = list(suite.evaluations)
@@ -377,10 +551,11 @@ def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: A
             tree["method"] = {"name": value, "params": copy.deepcopy(suite.methods.get(value, {}))}
         elif key != "profile":
             set_dotted(tree, key, value)
-    if root is not None and (data_root is not None or "data_root" not in tree.get("data", {})):
+    own_root = isinstance(tree.get("data"), dict) and "data_root" in tree["data"]  # not a mapping: set_dotted says so
+    if root is not None and (data_root is not None or not own_root):
         set_dotted(tree, "data.data_root", root)
-    for text in overrides or []:
-        set_dotted(tree, *parse_override(text))
+    for key, value in overrides:
+        set_dotted(tree, key, copy.deepcopy(value))  # parsed once; each run gets its own copy
     return tree
 
 
@@ -389,7 +564,8 @@ def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: st
     try:
         return RunConfig(**tree)
     except ValidationError as exc:
-        method = str((tree.get("method") or {}).get("name", ""))
+        given = tree.get("method")
+        method = str(given.get("name", "")) if isinstance(given, dict) else ""  # defaults.method may be anything
         message = _format_validation(Path(path), exc, RunConfig, suite._lines, lambda loc: _run_config_paths(loc, method))
         raise SuiteError(f"{message}\n  (in the run {where})") from None
 
