@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -19,14 +20,21 @@ from bench.launch import LAUNCHERS, LaunchOptions, SuiteSource, cancel, has_sele
 from bench.report import Report, build_report
 from bench.reproduce import explain, launch_plan, progress_line, readiness
 from bench.runner import describe
-from bench.store import RunDir
-from bench.suite import SuiteError, expand, load_suite
+from bench.store import RunDir, unwritable
+from bench.suite import MAX_RUNS, SuiteError, expand, load_suite, max_runs_default
 
 
 def _specs(args: argparse.Namespace):
     """The suite and its runs; with model selection, the final runs of groups already decided."""
+    if args.max_runs is not None:
+        if args.max_runs < 1:
+            raise SuiteError(f"--max-runs {args.max_runs}: must be at least 1")
+        # later expansions (the launcher's next stage, local subprocesses, a Slurm selection job)
+        # read the limit from the environment they inherit
+        os.environ["BENCH_MAX_RUNS"] = str(args.max_runs)
+    limit = args.max_runs if args.max_runs is not None else max_runs_default()
     suite = load_suite(args.suite)
-    return suite, expand(suite, args.suite, args.override, args.data_root, getattr(args, "results", None))
+    return suite, expand(suite, args.suite, args.override, args.data_root, getattr(args, "results", None), limit)
 
 
 def _source(args: argparse.Namespace) -> SuiteSource:
@@ -105,6 +113,11 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
     if args.dry_run:
         return cmd_dry_run(args, suite, specs, console)
+    for name, folder in (("results", args.results), ("reports", args.reports)):
+        why = unwritable(folder)  # refused now, not after hours of training
+        if why:
+            console.print(f"{name} folder {why}: nothing was launched (pass --{name} DIR to write elsewhere)", style="red", markup=False, soft_wrap=True)
+            return 2
     if not args.skip_data_check:
         todo = [s for s in specs if args.force or not RunDir.of(args.results, s.suite, s.run_id).is_done()]
         if _data_problems(todo, console):
@@ -165,6 +178,11 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     suite, specs = _specs(args)
     jobs = [str(RunDir.of(args.results, s.suite, s.run_id).read_status().get("executor_job_id") or "") for s in specs]
     console.print(status_table(specs, args.results, scheduler_states([j for j in jobs if j])))
+    for spec in specs:  # the table cuts errors short; a damaged file is named in full
+        problem = RunDir.of(args.results, spec.suite, spec.run_id).corruption()
+        if problem:
+            console.print(f"run {spec.run_id} is corrupt: {problem} (`bench run` moves the file aside and resumes the run)",
+                          style="red", markup=False, soft_wrap=True)
     if has_selection(suite):
         plan = read_selection(args.results / suite.name)
         decided = [g for g in plan.get("groups", []) if g.get("chosen") is not None]
@@ -214,6 +232,8 @@ def _suite_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("suite", type=Path, help="suite YAML file")
     s.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=1e-4 (repeatable)")
     s.add_argument("--data-root", default=None, help="datasets folder (wins over the suite's data_root and $BENCH_DATA_ROOT)")
+    s.add_argument("--max-runs", type=int, default=None, metavar="N",
+                   help=f"refuse a suite that expands to more runs than this (default $BENCH_MAX_RUNS, else {MAX_RUNS:,})")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -250,11 +270,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     # logs and pipes have no width: without one, rich truncates tables to 80 columns
     console = Console() if sys.stdout.isatty() else Console(width=200)
+    saved = os.environ.get("BENCH_MAX_RUNS")
     try:
         return args.fn(args, console)
     except SuiteError as exc:
         console.print(str(exc), markup=False, style="red", soft_wrap=True)
         return 2
+    finally:  # --max-runs reaches this command's own subprocesses and jobs, not the caller
+        if saved is None:
+            os.environ.pop("BENCH_MAX_RUNS", None)
+        else:
+            os.environ["BENCH_MAX_RUNS"] = saved
 
 
 if __name__ == "__main__":

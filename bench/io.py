@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -20,19 +22,73 @@ def cache_dir(*parts: str) -> Path:
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp)`` on a temp file beside ``path`` and rename it into place."""
+    """Run ``write(tmp)`` on a temp file beside ``path`` and rename it into place.
+
+    The temp file is fsynced before the rename and the folder after it: without the first, a
+    power cut after the rename can leave ``path`` empty (the rename reached the disk, the data
+    did not); without the second, the rename itself can be lost and the old file come back.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    for attempt in range(3):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            write(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for others to read
+            fsync_path(tmp)
+            os.replace(tmp, path)
+            fsync_dir(path.parent)
+            return
+        except FileNotFoundError:
+            # a run starting under its lock removes stray temp files (RunDir.prepare); one that was
+            # a write in flight (a launcher's) is simply written again
+            if tmp.exists() or attempt == 2:
+                raise
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's data to disk (the writer may have used a handle of its own, e.g. torch.save)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are for others to read
-        os.replace(tmp, path)
+        os.fsync(fd)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        os.close(fd)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Flush a folder's entries (a rename, a new file) to disk; a no-op where the filesystem
+    cannot fsync a folder (some network and FUSE filesystems refuse with EINVAL)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in chunks (checkpoints can be gigabytes)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def digest_path(path: Path) -> Path:
+    """The sidecar that holds ``path``'s SHA-256: ``last.pt`` → ``last.pt.sha256``."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
 
 
 def _umask() -> int:
@@ -50,4 +106,16 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """torch.save atomically, with a SHA-256 sidecar (``<name>.sha256``) that loaders verify.
+
+    The sidecar is written (atomically) after the data is on disk and before the rename, so a
+    file at ``path`` always has its digest beside it: a flipped or truncated byte is caught on
+    load instead of resuming from silently different numbers.
+    """
+    path = Path(path)
+
+    def write(tmp: Path) -> None:
+        torch.save(obj, tmp)
+        atomic_write_text(digest_path(path), f"{sha256_file(tmp)}  {tmp.stat().st_size}\n")
+
+    atomic_write(path, write)

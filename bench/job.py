@@ -23,14 +23,14 @@ from bench.data.seg_transforms import SegTrainTransform
 from bench.distributed import DistContext, current
 from bench.evaluate import EVALUATIONS, evaluate_split
 from bench.features import SplitInputs, prefix_cache_fits, prefix_tokens
-from bench.io import atomic_torch_save, atomic_write
+from bench.io import atomic_write
 from bench.methods import build_method
 from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
 from bench.provenance import git_state, host, versions
 from bench.seeding import derive_seed, seed_everything
 from bench.segment import evaluate_segmentation, train_pairs
-from bench.store import RunDir
-from bench.train import ProgressFn, train, trainable_state
+from bench.store import RunDir, RunHeld, RunLock
+from bench.train import ProgressFn, train
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,15 +135,50 @@ def run_job(
     ``stage`` (model selection: ``{"stage": "tune", "tuned_values": …}`` or the final runs'
     ``{"stage": "final", "selection": …}``) is recorded in result.json. ``status_fields`` (e.g. the
     scheduler's job id) are recorded in ``status.json``.
+
+    The run's lock (:class:`RunLock`) is taken first: when another live process holds it this
+    raises :class:`RunHeld` having written nothing, so two launchers never train one run twice.
+    It is released however the run ends (done, failed, interrupted).
     """
     ctx = current()
-    main = ctx.is_main  # with DDP, rank 0 alone writes the run's files
+    main = ctx.is_main  # with DDP, rank 0 alone takes the lock and writes the run's files
+    lock: RunLock | None = None
+    held: dict[str, Any] | None = None
     if main:
         run_dir.path.mkdir(parents=True, exist_ok=True)
-        run_dir.write_config(cfg.canonical())
-        run_dir.set_status("running", world_size=ctx.world, **status_fields)
+        try:
+            lock = RunLock.acquire(run_dir, status_fields.get("executor_job_id"))
+        except RunHeld as exc:
+            held = exc.holder
+    held = _from_rank0(ctx, held)  # every rank stops, or none does
+    if held is not None:
+        raise RunHeld(run_dir.path, held)
     try:
-        result = _train_and_evaluate(cfg, run_dir, suite, progress, ctx, stage or {})
+        return _run_locked(cfg, run_dir, suite, progress, ctx, stage or {}, lock, status_fields)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None, ctx: DistContext, stage: dict[str, Any],
+                lock: RunLock | None, status_fields: dict[str, Any]) -> dict[str, Any]:
+    main = ctx.is_main
+    notes = run_dir.prepare(since=lock.info["start"]) if main and lock else []
+    if lock and lock.took_over:
+        notes.insert(0, f"took over a stale lock ({lock.took_over})")
+    # done already: another launcher finished it while this one waited, or only bookkeeping
+    # (status.json, metrics.jsonl) was damaged and has just been repaired
+    if _from_rank0(ctx, main and run_dir.effective_state() == "done"):
+        if not main:
+            return {}
+        if notes:
+            run_dir.set_status("done", resume_note="; ".join(notes))
+        return run_dir.read_result()
+    if main:
+        run_dir.write_config(cfg.canonical())
+        run_dir.set_status("running", world_size=ctx.world, **({"resume_note": "; ".join(notes)} if notes else {}), **status_fields)
+    try:
+        result = _train_and_evaluate(cfg, run_dir, suite, progress, ctx, stage)
     except Exception as exc:
         if main:
             run_dir.set_status("failed", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
@@ -155,6 +190,17 @@ def run_job(
     if main:
         run_dir.set_status("done")
     return result
+
+
+def _from_rank0(ctx: DistContext, value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (a decision only rank 0 can make: it alone reads the store)."""
+    if not ctx.active:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None, ctx: DistContext, stage: dict[str, Any]) -> dict[str, Any]:
@@ -171,8 +217,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     if job.per_image:  # per-image correctness for paired tests over images (bench.report.stats)
         atomic_write(run_dir.predictions, lambda tmp: _save_npz(tmp, _flat(job.per_image)))
     wall = trained.prior_wall_s + time.time() - started
-    # the finished run keeps its fine-tuned weights (for later evaluations) but not optimiser state
-    atomic_torch_save({"model": trainable_state(job.model), "step": trained.steps}, run_dir.checkpoint)
+    # the fine-tuned weights (for later evaluations) are last.pt, saved by train() when training ended
     result = {
         "run_id": cfg.run_id(),
         "suite": suite,

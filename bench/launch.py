@@ -28,7 +28,7 @@ from rich.table import Table
 from bench.config import RunConfig
 from bench.registry import Registry
 from bench.runner import RunOutcome, run_local
-from bench.store import RunDir
+from bench.store import RunDir, RunHeld, RunLock, held_message
 from bench.suite import ResourceProfile, RunSpec, Suite
 
 
@@ -64,11 +64,14 @@ class RunTask:
         except RuntimeError:  # not inside a submitit job (debug executor)
             job_id = None
         run_dir = RunDir(Path(self.run_dir))
-        if run_dir.is_done():  # a requeued copy of a job that finished before it was killed
+        if run_dir.effective_state() == "done":  # a requeued copy of a job that finished before it was killed
             result = run_dir.read_result()
         else:
             cfg = RunConfig.model_validate_json(self.config_json)
-            result = run_job(cfg, run_dir, self.suite, stage=self.stage, executor_job_id=job_id) or run_dir.read_result()  # ranks > 0: rank 0's
+            try:
+                result = run_job(cfg, run_dir, self.suite, stage=self.stage, executor_job_id=job_id) or run_dir.read_result()  # ranks > 0: rank 0's
+            except RunHeld as held:  # another live job trains this run: this one leaves it alone
+                return {"run_id": run_dir.path.name, "held_by": held.holder, "message": str(held)}
         return {"run_id": result["run_id"], "metrics": result["metrics"]}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
@@ -84,15 +87,32 @@ def submitit_folder(results_root: Path, suite: str) -> Path:
 
 
 def pending_specs(specs: list[RunSpec], results_root: Path, force: bool) -> list[RunSpec]:
+    """Runs to launch: not done (a corrupt run is not done: its job moves the damaged file aside
+    and resumes it), or all with ``force`` (their outputs deleted first). Pass only runs that no
+    live process holds (see :func:`held_runs`): their files are not ours to delete."""
     todo = []
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
         if force:
-            for f in (run_dir.result_file, run_dir.checkpoint, run_dir.metrics):
+            for f in (run_dir.result_file, run_dir.checkpoint, run_dir.prev_checkpoint, run_dir.metrics):
                 f.unlink(missing_ok=True)
-        if not run_dir.is_done():
+        if run_dir.effective_state() != "done":
             todo.append(spec)
     return todo
+
+
+def held_runs(specs: list[RunSpec], results_root: Path, force: bool) -> dict[str, str]:
+    """run id → why it is skipped, for unfinished runs (all with ``force``) whose lock a live
+    process holds: it is training them now, so launching them again would train them twice."""
+    held = {}
+    for spec in specs:
+        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+        if not force and run_dir.effective_state() == "done":
+            continue
+        holder = RunLock.holder(run_dir)
+        if holder is not None:
+            held[spec.run_id] = held_message(spec.run_id, holder)
+    return held
 
 
 def slurm_parameters(profile: ResourceProfile, array_size: int) -> dict[str, Any]:
@@ -134,14 +154,16 @@ def status_table(specs: list[RunSpec], results_root: Path, scheduler_states: dic
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
         st = run_dir.read_status()
-        state = run_dir.effective_state()
-        steps = sum(1 for _ in open(run_dir.metrics)) if run_dir.metrics.is_file() else 0
+        problem = run_dir.corruption()
+        state = "corrupt" if problem else run_dir.effective_state()
+        steps = run_dir.metrics_line_count()
         progress = f"{steps}/{st['total_steps']}" if st.get("total_steps") else ""
+        error = f"{problem.path.name}: {problem.reason}" if problem else (st.get("error") or "")
         job = str(st.get("executor_job_id") or "")
         sched = (scheduler_states or {}).get(job, "")
         table.add_row(
             spec.run_id, _stage_label(spec), spec.config.method.name, str(spec.config.seed), spec.config.data.name, spec.profile,
-            state, str(st.get("attempts", 0)), job, sched, progress, (st.get("error") or "")[:60],
+            state, str(st.get("attempts", 0)), job, sched, progress, error[:60],
         )
     return table
 
@@ -158,7 +180,10 @@ def job_outcome(spec: RunSpec, job: Any) -> RunOutcome:
     """Wait for a submitit job (every task, i.e. every DDP rank) and say how it ended; the
     traceback itself is in the run's status.json."""
     try:
-        job.results()
+        results = job.results()
+        held = [r for r in results if isinstance(r, dict) and r.get("held_by")]
+        if held:  # the job found another live job training the run and left it alone
+            return RunOutcome(spec, "held", held[0].get("message"))
         return RunOutcome(spec, "done")
     except Exception as exc:
         return RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {str(exc)[:200]}")
@@ -291,10 +316,15 @@ LAUNCHERS.add("slurm", lambda suite, todo, root, opts, console: launch_slurm(sui
 
 
 def launch(executor: str, suite: Suite, specs: list[RunSpec], results_root: Path, options: LaunchOptions, console: Console) -> list[RunOutcome]:
-    """Run (or submit) every run of ``specs`` that is not done yet; done runs are 'skipped'."""
+    """Run (or submit) every run of ``specs`` that is not done yet; done runs are 'skipped', runs
+    a live process holds (its lock) are 'held' and said so. The check here spares a submission;
+    the lock the job itself takes (run_job) is what guarantees a run is never trained twice."""
     launcher = LAUNCHERS.get(executor)
-    todo = pending_specs(specs, results_root, options.force)
-    skipped = [RunOutcome(s, "skipped") for s in specs if s not in todo]
+    held = held_runs(specs, results_root, options.force)
+    for message in held.values():
+        console.print(message, markup=False, soft_wrap=True)
+    todo = pending_specs([s for s in specs if s.run_id not in held], results_root, options.force)
+    skipped = [RunOutcome(s, "held", held[s.run_id]) if s.run_id in held else RunOutcome(s, "skipped") for s in specs if s not in todo]
     return skipped + (launcher(suite, todo, results_root, options, console) if todo else [])
 
 

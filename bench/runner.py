@@ -15,14 +15,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bench.suite import RunSpec
-from bench.store import RunDir
+from bench.store import RunDir, RunHeld
 from bench.job import run_job
 
 
 @dataclass(frozen=True)
 class RunOutcome:
     spec: RunSpec
-    state: str  # "done", "skipped" (already done) or "failed"
+    state: str  # "done", "skipped" (already done), "held" (another live process trains it) or "failed"
     error: str | None = None
 
 
@@ -51,6 +51,9 @@ def run_local(specs: list[RunSpec], results_root: Path, console: Console | None 
                 outcomes.append(RunOutcome(spec, "done"))
                 accs = " ".join(f"{split}={100 * m.get('top1', m.get('mIoU', float('nan'))):.1f}" for split, m in result["metrics"].items())
                 console.print(f"done {describe(spec)} in {result['wall_time_s']:.0f}s: top-1 / mIoU {accs}", markup=False, soft_wrap=True)
+            except RunHeld as held:  # another live process trains this run: nothing was touched
+                outcomes.append(RunOutcome(spec, "held", str(held)))
+                console.print(str(held), markup=False, soft_wrap=True)
             except Exception as exc:  # recorded in status.json with its traceback; go on with the rest
                 outcomes.append(RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {exc}"))
                 console.print(f"[red]failed[/red] {describe(spec)}: {exc} (traceback in {run_dir.status_file})")

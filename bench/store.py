@@ -3,26 +3,63 @@
 Files: ``config.yaml`` (the resolved config), ``status.json`` (pending → running → done | failed |
 interrupted; pending with an ``executor_job_id`` means queued on a scheduler; interrupted = killed,
 timed out or pre-empted, resumable),
-``metrics.jsonl`` (one line per optimiser step), ``last.pt`` (resumable checkpoint) and
-``result.json`` (written last, atomically: a run is done exactly when it exists). Failures are
-recorded in ``status.json`` with their traceback and never count as results.
+``metrics.jsonl`` (one line per optimiser step), ``last.pt`` (resumable checkpoint; ``prev.pt`` the
+one before it; each with a ``.sha256`` sidecar), ``lock.json`` (held while a process trains the
+run) and ``result.json`` (written last, atomically, with a ``digest`` of its content: a run is done
+exactly when a verified one exists). Failures are recorded in ``status.json`` with their traceback
+and never count as results.
+
+Nothing read from here is trusted blindly: :class:`RunDir` is the one place that parses these
+files, and a damaged one raises :class:`CorruptFile` (path + reason) so that commands over a whole
+suite mark that run ``corrupt`` and go on with the rest.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
 import os
 import socket
+import sys
+import tempfile
+import threading
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from bench.io import atomic_write_json, atomic_write_text
+from bench.io import atomic_write, atomic_write_json, atomic_write_text, digest_path, fsync_dir, fsync_path, sha256_file
 
-RESULT_SCHEMA_VERSION = 1
+RESULT_SCHEMA_VERSION = 2  # 2: result.json carries a "digest" of the rest; 1 (no digest) is read unverified
+LOCK_STALE_ENV = "BENCH_LOCK_STALE_S"  # seconds without a heartbeat after which a run's lock is stale
+LOCK_STALE_S = 600.0
+STATUS_RESERVE_BYTES = 64 * 1024  # pre-allocated room for the last status write on a full disk
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class CorruptFile(Exception):
+    """A store file that exists but cannot be trusted (truncated, not UTF-8, not JSON, digest
+    mismatch): carries the path and the reason, so every message names the file."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class RunHeld(RuntimeError):
+    """Another live process holds the run's lock: this one must neither train nor write."""
+
+    def __init__(self, run_dir: Path, holder: dict[str, Any]) -> None:
+        self.run_dir, self.holder = Path(run_dir), holder
+        super().__init__(held_message(self.run_dir.name, holder))
+
+
+def held_message(run_id: str, holder: dict[str, Any]) -> str:
+    return f"run {run_id} is held by {holder.get('host', '?')}:{holder.get('pid', '?')} (job {holder.get('job_id') or '-'}), skipped"
 
 
 def _alive(pid: int) -> bool:
@@ -40,6 +77,156 @@ def _alive(pid: int) -> bool:
         return True
 
 
+def _proc_start(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22): with the pid
+    it names one process, so a pid reused after a crash is not taken for the lock's holder."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _say(run_dir: Path, message: str) -> None:
+    """Repairs are printed (stderr: the progress display owns stdout) as well as recorded."""
+    print(f"run {Path(run_dir).name}: {message}", file=sys.stderr, flush=True)
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a damaged file to ``<name>.corrupt-<UTC time>``: kept for inspection, out of the way."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
+    while target.exists():
+        target, n = path.with_name(f"{path.name}.corrupt-{stamp}.{n}"), n + 1
+    os.replace(path, target)
+    fsync_dir(path.parent)
+    return target
+
+
+def result_digest(result: dict[str, Any]) -> str:
+    """SHA-256 of a result's canonical JSON (sorted keys, no spaces), the ``digest`` field left out."""
+    rest = {k: v for k, v in result.items() if k != "digest"}
+    return hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file's content; CorruptFile when it is empty, not UTF-8 or not JSON (FileNotFoundError
+    passes through: a missing file is a state, not damage)."""
+    data = Path(path).read_bytes()
+    if not data.strip():
+        raise CorruptFile(path, f"empty file ({len(data)} bytes)")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorruptFile(path, f"not UTF-8 (byte {exc.start} of {len(data)})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CorruptFile(path, f"not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}; {len(data)} bytes, truncated?)") from None
+
+
+@dataclass(frozen=True)
+class MetricsLog:
+    """metrics.jsonl parsed: its complete lines (raw text and row) and whether a torn last line
+    (an append cut short by a kill or a full disk) was left out."""
+
+    lines: list[tuple[str, dict[str, Any]]]
+    torn: str | None
+
+
+def _parse_metrics(path: Path) -> MetricsLog:
+    """Every line must be a JSON object with an integer ``step``. The last line may be torn (no
+    newline, or undecodable): that is what an interrupted append leaves, so it is reported, not
+    an error. A bad line before the last is damage: CorruptFile."""
+    data = Path(path).read_bytes()
+    parts = data.split(b"\n")
+    complete, tail = parts[:-1], parts[-1]
+    lines: list[tuple[str, dict[str, Any]]] = []
+    torn = f"an unterminated last line ({len(tail)} bytes)" if tail else None
+    for i, raw in enumerate(complete):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+            row = json.loads(text)
+            if not isinstance(row, dict) or not isinstance(row.get("step"), int) or isinstance(row.get("step"), bool):
+                raise ValueError("not a metrics row (a JSON object with an integer step)")
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            if i == len(complete) - 1 and not tail:
+                torn = f"an undecodable last line ({exc.__class__.__name__})"
+                break
+            raise CorruptFile(path, f"line {i + 1}: {exc.__class__.__name__}: {str(exc)[:80]}") from None
+        lines.append((text, row))
+    return MetricsLog(lines, torn)
+
+
+# (mtime_ns, size) → problem, per path: `bench status` and the local executor's live table check
+# every run's log again and again; only a log that changed is parsed again.
+_METRICS_CHECKED: dict[Path, tuple[int, int, CorruptFile | None]] = {}
+
+
+def _metrics_problem(path: Path) -> CorruptFile | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    cached = _METRICS_CHECKED.get(path)
+    if cached and cached[:2] == (st.st_mtime_ns, st.st_size):
+        return cached[2]
+    try:
+        _parse_metrics(path)
+        problem = None
+    except CorruptFile as exc:
+        problem = exc
+    except FileNotFoundError:
+        return None
+    _METRICS_CHECKED[path] = (st.st_mtime_ns, st.st_size, problem)
+    return problem
+
+
+def _check_checkpoint(state: Any) -> None:
+    """A checkpoint is a dict with the trained weights and a step; a resumable one also has the
+    optimiser, schedule and epoch. Anything else did not come from :func:`bench.train.train`."""
+    if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("step"), int):
+        raise ValueError("not a checkpoint (no 'model' dict and integer 'step')")
+    if "optimizer" in state and not all(k in state for k in ("schedule", "epoch")):
+        raise ValueError("a resumable checkpoint without 'schedule' or 'epoch'")
+
+
+def _verify_digest(path: Path) -> tuple[str | None, bool]:
+    """(why ``path`` fails verification or None, whether a digest was there to check). Files from
+    before checksums have no sidecar: they are loaded, and that is said, never silent."""
+    size = path.stat().st_size
+    if size == 0:
+        return "is empty (0 bytes)", True
+    sidecar = digest_path(path)
+    if not sidecar.is_file():
+        return None, False
+    try:
+        recorded = sidecar.read_text(encoding="ascii").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        return f"has an unreadable digest file {sidecar.name}", True
+    actual = sha256_file(path)
+    if actual != recorded:
+        return f"fails its SHA-256 check ({size} bytes hash to {actual[:12]}…, {sidecar.name} records {recorded[:12]}…)", True
+    return None, True
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot take output (None if it can): a real write, since permission bits lie
+    to root and to read-only mounts. Checked before training so that hours of compute are never
+    spent on results or a report that cannot be saved."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", suffix=".tmp", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"{folder} is not writable ({exc.strerror or exc})"
+    return None
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -53,63 +240,527 @@ class RunDir:
     metrics = property(lambda self: self.path / "metrics.jsonl")
     checkpoint = property(lambda self: self.path / "last.pt")
     result_file = property(lambda self: self.path / "result.json")
+    predictions = property(lambda self: self.path / "predictions.npz")  # per-image correctness per split
+
+    lock_file = property(lambda self: self.path / "lock.json")
+    prev_checkpoint = property(lambda self: self.path / "prev.pt")
+    status_reserve = property(lambda self: self.path / ".status.reserve")
+
+    # ---- reading: the one place that parses the run's files --------------------------------
 
     def is_done(self) -> bool:
-        return self.result_file.is_file()
+        """A result.json that verifies exists (a damaged one makes the run corrupt, not done)."""
+        try:
+            self.read_result()
+        except (FileNotFoundError, CorruptFile):
+            return False
+        return True
 
     def read_result(self) -> dict[str, Any]:
-        return json.loads(self.result_file.read_text())
+        """result.json, verified against its digest (schema 1 files, from before digests, are read
+        as they are). Raises CorruptFile when damaged, FileNotFoundError when absent."""
+        result = _read_json(self.result_file)
+        if not isinstance(result, dict):
+            raise CorruptFile(self.result_file, "not a JSON object")
+        version = result.get("schema_version")
+        if "digest" in result or not isinstance(version, int) or version >= 2:
+            recorded, actual = result.get("digest"), result_digest(result)
+            if recorded != actual:
+                raise CorruptFile(self.result_file, f"digest mismatch (content hashes to {actual[:12]}…, recorded {str(recorded)[:12]}…)")
+        return {k: v for k, v in result.items() if k != "digest"}
+
+    def load_status(self) -> dict[str, Any]:
+        """status.json as recorded (absent: pending); CorruptFile when it is damaged."""
+        try:
+            status = _read_json(self.status_file)
+        except FileNotFoundError:
+            return {"state": "pending", "attempts": 0}
+        if not isinstance(status, dict) or not isinstance(status.get("state"), str):
+            raise CorruptFile(self.status_file, "not a status record (no 'state')")
+        return status
+
+    def read_status(self) -> dict[str, Any]:
+        """status.json for display and bookkeeping: a damaged one reads as state 'corrupt' with the
+        path and reason as its error, so one bad file never stops a command over a whole suite."""
+        try:
+            return self.load_status()
+        except CorruptFile as exc:
+            return {"state": "corrupt", "attempts": 0, "error": str(exc), "corrupt_file": str(exc.path)}
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        """metrics.jsonl's rows (a torn last line left out); CorruptFile when a line before the last is bad."""
+        if not self.metrics.is_file():
+            return []
+        return [row for _, row in _parse_metrics(self.metrics).lines]
+
+    def metrics_line_count(self) -> int:
+        """Complete lines in metrics.jsonl: progress for the status table (bytes, no decoding)."""
+        try:
+            with open(self.metrics, "rb") as fh:
+                return sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 20), b""))
+        except FileNotFoundError:
+            return 0
+
+    def corruption(self) -> CorruptFile | None:
+        """The first damaged file of this run (status.json, result.json, metrics.jsonl), or None."""
+        try:
+            self.load_status()
+        except CorruptFile as exc:
+            return exc
+        try:
+            self.read_result()
+        except CorruptFile as exc:
+            return exc
+        except FileNotFoundError:
+            pass
+        return _metrics_problem(self.metrics)
 
     def effective_state(self) -> str:
-        """The recorded state, except that a 'running' run whose process is gone from this
-        host reads 'interrupted' (it was killed without a chance to say so)."""
+        """'corrupt' when a store file is damaged; 'done' with a verified result (only then); else the
+        recorded state, except that a 'running' run whose process is gone from this host reads
+        'interrupted' (it was killed without a chance to say so)."""
+        if self.corruption() is not None:
+            return "corrupt"
         if self.is_done():
             return "done"
         status = self.read_status()
         state = status.get("state", "pending")
+        if state == "done":  # its result.json was removed (e.g. by --force): to be run again
+            return "pending"
         if state == "running" and status.get("host") == socket.gethostname() and status.get("pid"):
             if not _alive(int(status["pid"])):
                 return "interrupted"
         return state
 
-    def read_status(self) -> dict[str, Any]:
-        if not self.status_file.is_file():
-            return {"state": "pending", "attempts": 0}
-        return json.loads(self.status_file.read_text())
+    # ---- writing ---------------------------------------------------------------------------
 
     def write_config(self, canonical: dict[str, Any]) -> None:
         atomic_write_text(self.config, yaml.safe_dump(canonical, sort_keys=True))
 
+    def _status_for_update(self) -> dict[str, Any]:
+        """The status to update; a damaged one is moved aside (and that said) rather than ending
+        the write, so the next state is always recorded."""
+        try:
+            return self.load_status()
+        except CorruptFile as exc:
+            aside = _move_aside(self.status_file)
+            note = f"{exc}; moved to {aside.name} (the attempt history before it is lost)"
+            _say(self.path, note)
+            return {"state": "pending", "attempts": 0, "resume_note": note}
+
     def set_status(self, state: str, **fields: Any) -> None:
-        status = self.read_status()
+        status = self._status_for_update()
+        if state == "running":  # a new attempt: what the last one said no longer describes it
+            for key in ("error", "traceback", "resume_note", "resumed_from", "status_note"):
+                status.pop(key, None)
         status.update(fields, state=state, host=socket.gethostname(), updated=time.time())
         if state == "running":
             status["pid"] = os.getpid()  # lets `bench status` tell a live run from a killed one
             status["attempts"] = status.get("attempts", 0) + 1
             status["start"] = time.time()
-            status.pop("error", None)
-            status.pop("traceback", None)
         if state in ("done", "failed"):
             status["end"] = time.time()
-        atomic_write_json(self.status_file, status)
+        self._write_status(status)
 
     def update_status(self, **fields: Any) -> None:
         """Add fields (job id, total steps, …) without changing the state."""
-        status = self.read_status()
+        status = self._status_for_update()
         status.update(fields, updated=time.time())
-        atomic_write_json(self.status_file, status)
+        self._write_status(status)
+
+    def note(self, message: str) -> None:
+        """Record a repair (a damaged file moved aside, a torn log line dropped) in status.json's
+        ``resume_note`` and print it: no repair is silent."""
+        _say(self.path, message)
+        status = self._status_for_update()
+        status["resume_note"] = "; ".join(x for x in (status.get("resume_note"), message) if x)
+        self._write_status(status)
+
+    def _write_status(self, status: dict[str, Any]) -> None:
+        """Write status.json; on a full disk, from the pre-allocated reserve (see prepare()), so a
+        failure caused by the full disk is still recorded as one instead of staying 'running'."""
+        try:
+            atomic_write_json(self.status_file, status)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL or not self._write_status_from_reserve(status):
+                raise
+
+    def _write_status_from_reserve(self, status: dict[str, Any]) -> bool:
+        """Overwrite the reserve's already-allocated bytes with the status (the traceback trimmed
+        to fit) and rename it over status.json: neither step needs a free block. Without a reserve,
+        try once more with the smallest useful status."""
+        status = {**status, "status_note": "written from the reserve: the disk was full"}
+        reserve = self.status_reserve
+        if not reserve.is_file():
+            small = {k: status[k] for k in ("state", "attempts", "host", "pid", "error", "executor_job_id", "updated", "status_note") if k in status}
+            try:
+                atomic_write_json(self.status_file, small)
+            except OSError:
+                return False
+            return True
+        room = reserve.stat().st_size
+        text = json.dumps(status, indent=2, sort_keys=True, default=str) + "\n"
+        for trim in (8000, 2000, 0):
+            if len(text.encode()) <= room:
+                break
+            if trim:
+                status["traceback"] = "…" + str(status.get("traceback", ""))[-trim:]
+            else:
+                status.pop("traceback", None)
+                status["error"] = str(status.get("error", ""))[:1000]
+            text = json.dumps(status, indent=2, sort_keys=True, default=str) + "\n"
+        data = text.encode()[:room]
+        try:
+            with open(reserve, "r+b") as fh:
+                fh.write(data)
+                fh.truncate(len(data))
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(reserve, self.status_file)
+            fsync_dir(self.path)
+        except OSError:
+            return False
+        return True
 
     def write_result(self, result: dict[str, Any]) -> None:
-        atomic_write_json(self.result_file, {"schema_version": RESULT_SCHEMA_VERSION, **result})
+        """result.json with a ``digest`` over the canonical JSON of the rest (computed on the JSON
+        round trip, i.e. on exactly what a reader will parse)."""
+        record = json.loads(json.dumps({"schema_version": RESULT_SCHEMA_VERSION, **result}, default=str))
+        record.pop("digest", None)
+        record["digest"] = result_digest(record)
+        atomic_write_json(self.result_file, record)
 
     def append_metrics(self, rows: list[dict[str, Any]]) -> None:
-        with open(self.metrics, "a") as fh:
-            for row in rows:
-                fh.write(json.dumps(row) + "\n")
+        """One write per batch of rows: a kill or a full disk can tear only the last line, which
+        the next resume drops (truncate_metrics)."""
+        with open(self.metrics, "a", encoding="utf-8") as fh:
+            fh.write("".join(json.dumps(row) + "\n" for row in rows))
+
+    def sync_metrics(self) -> None:
+        """fsync metrics.jsonl: called before a checkpoint, so no checkpoint is on disk whose steps'
+        log lines are not."""
+        if self.metrics.is_file():
+            fsync_path(self.metrics)
 
     def truncate_metrics(self, last_step: int) -> None:
-        """Drop lines logged after the checkpoint we resume from (they will be logged again)."""
+        """Drop lines logged after the checkpoint we resume from (they will be logged again) and a
+        torn last line (it would glue onto the next line appended and damage the log)."""
         if not self.metrics.is_file():
             return
-        kept = [line for line in self.metrics.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= last_step]
-        atomic_write_text(self.metrics, "".join(line + "\n" for line in kept))
+        try:
+            log = _parse_metrics(self.metrics)
+        except CorruptFile as exc:
+            good, note = self._salvage_metrics(exc)
+            self.note(note)
+            log = MetricsLog(good, None)
+        if log.torn:
+            self.note(f"metrics.jsonl ended in {log.torn}; dropped it")
+        kept = [text for text, row in log.lines if row["step"] <= last_step]
+        atomic_write_text(self.metrics, "".join(text + "\n" for text in kept))
+
+    def _salvage_metrics(self, problem: CorruptFile) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+        """Move a damaged metrics.jsonl aside and keep its readable lines in a fresh one. Returns
+        those lines and what was done (for the status): only the damaged lines are lost."""
+        aside = _move_aside(self.metrics)
+        good: list[tuple[str, dict[str, Any]]] = []
+        bad = 0
+        for raw in aside.read_bytes().split(b"\n"):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+                row = json.loads(text)
+            except ValueError:  # UnicodeDecodeError and JSONDecodeError both are
+                row = None
+            if isinstance(row, dict) and isinstance(row.get("step"), int) and not isinstance(row.get("step"), bool):
+                good.append((text, row))
+            else:
+                bad += 1
+        atomic_write_text(self.metrics, "".join(text + "\n" for text, _ in good))
+        return good, f"{problem}; moved to {aside.name}, kept its {len(good)} readable lines ({bad} lost)"
+
+    def prepare(self, since: float | None = None) -> list[str]:
+        """Ready the folder for an attempt; call with the run's lock held. Removes temp files that
+        interrupted atomic writes left (those older than ``since``, the lock's time: a newer one may
+        be a launcher's write in flight, which atomic_write retries), moves damaged status.json /
+        result.json aside and salvages a damaged metrics.jsonl, and (re)creates the status reserve.
+        Returns the repairs made (also printed)."""
+        notes: list[str] = []
+        for tmp in [*self.path.glob(".*.tmp"), *self.path.glob(".lock.json.*.stale")]:  # the latter: a lock breaker killed midway
+            try:
+                if since is None or tmp.stat().st_mtime < since:
+                    tmp.unlink()
+            except FileNotFoundError:
+                pass
+        try:
+            self.load_status()
+        except CorruptFile as exc:
+            aside = _move_aside(self.status_file)
+            notes.append(f"{exc}; moved to {aside.name} (the attempt history before it is lost)")
+        try:
+            self.read_result()
+        except FileNotFoundError:
+            pass
+        except CorruptFile as exc:
+            aside = _move_aside(self.result_file)
+            notes.append(f"{exc}; moved to {aside.name}, the run is evaluated again")
+        problem = _metrics_problem(self.metrics)
+        if problem is not None:
+            notes.append(self._salvage_metrics(problem)[1])
+        for note in notes:
+            _say(self.path, note)
+        self._ensure_status_reserve()
+        return notes
+
+    def _ensure_status_reserve(self) -> None:
+        reserve = self.status_reserve
+        try:
+            if reserve.is_file() and reserve.stat().st_size >= STATUS_RESERVE_BYTES:
+                return
+            atomic_write(reserve, lambda tmp: tmp.write_bytes(b" " * STATUS_RESERVE_BYTES))
+        except OSError:
+            pass  # the disk is full already: a failure write falls back to a minimal status
+
+    # ---- checkpoints -----------------------------------------------------------------------
+
+    def keep_previous_checkpoint(self) -> None:
+        """Before a new last.pt is written, the current one becomes prev.pt, so a last.pt damaged
+        later still leaves an epoch to resume from. prev.pt's digest is written before the rename:
+        at every moment last.pt is intact or prev.pt matches its sidecar."""
+        last, prev = self.checkpoint, self.prev_checkpoint
+        if not last.is_file():
+            return
+        sidecar = digest_path(last)
+        if sidecar.is_file():
+            atomic_write_text(digest_path(prev), sidecar.read_text())
+        else:
+            digest_path(prev).unlink(missing_ok=True)
+        os.replace(last, prev)
+        fsync_dir(self.path)
+
+    def load_checkpoint(self, map_location: Any = None) -> tuple[dict[str, Any] | None, Path | None]:
+        """The newest checkpoint that verifies and loads: last.pt, else prev.pt, else (None, None)
+        (start at step 0). One that fails its digest, does not unpickle, is empty or is not a
+        checkpoint is moved aside as ``<name>.corrupt-<UTC time>`` and that is noted: a damaged
+        checkpoint is never loaded silently, and never fails every rerun."""
+        import torch
+
+        candidates = [p for p in (self.checkpoint, self.prev_checkpoint) if p.is_file()]
+        for i, path in enumerate(candidates):
+            problem, verified = _verify_digest(path)
+            state = None
+            if problem is None:
+                try:
+                    state = torch.load(path, map_location=map_location, weights_only=False)
+                    _check_checkpoint(state)
+                except Exception as exc:  # noqa: BLE001 — any failure to load is damage here
+                    problem = f"does not load ({exc.__class__.__name__}: {str(exc)[:160]})"
+            if problem is None:
+                if not verified:
+                    self.note(f"{path.name} has no digest (written before checksums): loaded unverified")
+                return state, path
+            aside = _move_aside(path)
+            if digest_path(path).is_file():
+                _move_aside(digest_path(path))
+            fallback = f"trying {candidates[i + 1].name}" if i + 1 < len(candidates) else "restarting from step 0"
+            self.note(f"{path.name} {problem}; moved to {aside.name}; {fallback}")
+        return None, None
+
+
+# ---- the run lock ---------------------------------------------------------------------------
+
+def lock_stale_after_s() -> float:
+    """Seconds without a heartbeat after which a lock is stale ($BENCH_LOCK_STALE_S, default 600)."""
+    return float(os.environ.get(LOCK_STALE_ENV, LOCK_STALE_S))
+
+
+def heartbeat_every_s() -> float:
+    """A tenth of the stale time (at most 30 s): a holder misses many beats before it looks dead."""
+    return max(0.05, min(30.0, lock_stale_after_s() / 10))
+
+
+def _read_lock(path: Path) -> tuple[dict[str, Any] | None, float] | None:
+    """(content, or None if unreadable; mtime) of a lock file; None when there is none."""
+    try:
+        mtime = path.stat().st_mtime
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    try:
+        info = json.loads(data.decode("utf-8"))
+    except ValueError:
+        return None, mtime
+    return (info if isinstance(info, dict) else None), mtime
+
+
+def lock_is_stale(info: dict[str, Any] | None, mtime: float, job_id: str | None = None, now: float | None = None) -> str | None:
+    """Why a lock no longer protects anything, or None while its holder may still be running.
+
+    Stale when (1) the same scheduler job id asks again (a requeued Slurm job: Slurm runs one
+    incarnation of a job id at a time, so the old one is gone), (2) the holder ran on this host and
+    its pid is gone or now names another process (start time differs), or (3) no heartbeat for
+    :func:`lock_stale_after_s` — the only test possible across hosts. An unreadable lock file (a
+    lock is complete when it appears, so this is damage) is stale only by (3), on its mtime.
+    """
+    now = time.time() if now is None else now
+    limit = lock_stale_after_s()
+    if info is None:
+        return f"unreadable lock file untouched for {now - mtime:.0f} s" if now - mtime > limit else None
+    if job_id and info.get("job_id") and str(info["job_id"]) == str(job_id):
+        return f"taken by this same job {job_id} before it was requeued"
+    if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+        pid = info["pid"]
+        if not _alive(pid):
+            return f"process {pid} on this host is gone"
+        started = _proc_start(pid)
+        if info.get("pid_start") and started is not None and started != info["pid_start"]:
+            return f"pid {pid} on this host is another process now"
+    try:
+        beat = max(mtime, float(info.get("heartbeat") or 0))
+    except (TypeError, ValueError):
+        beat = mtime
+    if now - beat > limit:
+        return f"no heartbeat for {now - beat:.0f} s (stale after {limit:.0f} s)"
+    return None
+
+
+def _create_exclusive(path: Path, info: dict[str, Any]) -> bool | None:
+    """Create ``path`` holding ``info`` only if it does not exist: True if created, False if it
+    exists, None to retry (our temp file vanished). The content is written to a temp file and
+    hard-linked into place, so the lock is complete the moment it exists (link is atomic and
+    exclusive, also over NFS); where hard links are refused, O_CREAT|O_EXCL."""
+    data = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+        os.fchmod(fd, 0o644)  # others' launchers on a shared filesystem read it
+        os.close(fd)
+        fd = -1
+        try:
+            os.link(tmp_name, path)
+        except FileExistsError:
+            return False
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            try:
+                out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            try:
+                os.write(out, data)
+                os.fsync(out)
+            finally:
+                os.close(out)
+        fsync_dir(path.parent)
+        return True
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp_name)
+        except FileNotFoundError:
+            pass
+
+
+def _break_stale(path: Path, observed: dict[str, Any] | None) -> None:
+    """Remove a stale lock without ever removing a fresh one: rename it to a unique name (atomic),
+    then check it is the one judged stale; if a racer replaced it meanwhile, link it back."""
+    aside = path.with_name(f".{path.name}.{uuid.uuid4().hex}.stale")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return  # another process broke it first
+    moved = _read_lock(aside)
+    moved_token = (moved[0] or {}).get("token") if moved else None
+    if moved_token != (observed or {}).get("token"):
+        try:
+            os.link(aside, path)
+        except FileExistsError:
+            pass
+    aside.unlink(missing_ok=True)
+
+
+class RunLock:
+    """The right to train a run and write its folder, held by the training process (rank 0).
+
+    ``lock.json`` in the run folder holds host, pid (+ its start time), scheduler job id, start,
+    a heartbeat refreshed by a daemon thread every :func:`heartbeat_every_s`, and a token that
+    identifies this holder. It is created exclusively; a second process finds it and, unless
+    :func:`lock_is_stale` says otherwise, raises :class:`RunHeld` before touching anything.
+    """
+
+    def __init__(self, run_dir: RunDir, info: dict[str, Any], took_over: str | None = None) -> None:
+        self.run_dir, self.info, self.took_over = run_dir, info, took_over
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lock-heartbeat-{run_dir.path.name}", daemon=True)
+
+    @classmethod
+    def acquire(cls, run_dir: RunDir, job_id: str | None = None) -> "RunLock":
+        run_dir.path.mkdir(parents=True, exist_ok=True)
+        path, took_over, holder = run_dir.lock_file, None, None
+        for _ in range(8):
+            now = time.time()
+            pid = os.getpid()
+            info = {"host": socket.gethostname(), "pid": pid, "pid_start": _proc_start(pid), "job_id": str(job_id) if job_id else None,
+                    "start": now, "heartbeat": now, "token": uuid.uuid4().hex}
+            created = _create_exclusive(path, info)
+            if created:
+                lock = cls(run_dir, info, took_over)
+                lock._thread.start()
+                if took_over:
+                    _say(run_dir.path, f"took over a stale lock ({took_over})")
+                return lock
+            if created is None:
+                continue
+            found = _read_lock(path)
+            if found is None:
+                continue  # released meanwhile
+            holder, mtime = found
+            why = lock_is_stale(holder, mtime, info["job_id"])
+            if why is None:
+                raise RunHeld(run_dir.path, holder or {})
+            took_over = why
+            _break_stale(path, holder)
+        raise RunHeld(run_dir.path, holder or {})
+
+    @staticmethod
+    def holder(run_dir: RunDir, job_id: str | None = None) -> dict[str, Any] | None:
+        """Who holds the run's lock now, if the lock is live (for launchers, which skip such runs)."""
+        found = _read_lock(run_dir.lock_file)
+        if found is None:
+            return None
+        info, mtime = found
+        if lock_is_stale(info, mtime, job_id) is not None:
+            return None
+        return info or {}
+
+    def _owned(self) -> bool:
+        found = _read_lock(self.run_dir.lock_file)
+        return bool(found and found[0] and found[0].get("token") == self.info["token"])
+
+    def _beat(self) -> None:
+        while not self._stop.wait(heartbeat_every_s()):
+            if not self._owned():
+                _say(self.run_dir.path, "lost its lock (judged stale and taken over elsewhere?)")
+                return
+            self.info["heartbeat"] = time.time()
+            try:
+                atomic_write_json(self.run_dir.lock_file, self.info)
+            except OSError:  # a full disk: the file's mtime is a heartbeat too
+                try:
+                    os.utime(self.run_dir.lock_file)
+                except OSError:
+                    pass
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lock if it is still ours."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        if self._owned():
+            self.run_dir.lock_file.unlink(missing_ok=True)
+            fsync_dir(self.run_dir.path)

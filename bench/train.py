@@ -90,10 +90,21 @@ def param_groups(model: SplitViTClassifier, cfg: RunConfig) -> list[dict[str, An
 
 
 def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Trained:
-    """Train ``job``'s model on its training split; resume from ``run_dir``'s checkpoint if any."""
+    """Train ``job``'s model on its training split; resume from ``run_dir``'s checkpoint if any.
+
+    A weights-only checkpoint marked ``complete`` (written right after the last epoch) means
+    training is finished: its weights are loaded and no step is taken again, so a run killed
+    between its final weights and result.json is only evaluated again.
+    """
     cfg, ctx = job.cfg, job.ctx
     started = time.time()
     model, method, device = job.model, job.method, job.device
+    state = _load_checkpoint(run_dir, ctx, device)
+    if state is not None and "optimizer" not in state:  # training finished: evaluate again only
+        model.load_state_dict(state["model"], strict=False)
+        if ctx.is_main:
+            run_dir.update_status(resumed_from={"complete": True, "step": state["step"]})
+        return Trained(state["step"], int(state.get("train_size", len(job.train_split))), float(state.get("wall_time_s", 0.0)))
     train = job.inputs(cfg.data.resolved_train_split)
     n = len(train)
     batches_per_epoch = math.ceil(n / cfg.train.batch_size)
@@ -105,15 +116,13 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.train.warmup_fraction))
     trainable = [p for p in model.parameters() if p.requires_grad]
     start_epoch, step, prior_wall = 0, 0, 0.0
-    if run_dir.checkpoint.is_file():
-        state = torch.load(run_dir.checkpoint, map_location=device, weights_only=False)
-        if "optimizer" in state:  # a finished run keeps weights only; a partial one resumes
-            model.load_state_dict(state["model"], strict=False)
-            optimizer.load_state_dict(state["optimizer"])
-            schedule.load_state_dict(state["schedule"])
-            start_epoch, step, prior_wall = state["epoch"], state["step"], state.get("wall_time_s", 0.0)
-            if ctx.is_main:
-                run_dir.update_status(resumed_from={"epoch": start_epoch, "step": step})
+    if state is not None:
+        model.load_state_dict(state["model"], strict=False)
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        start_epoch, step, prior_wall = state["epoch"], state["step"], state.get("wall_time_s", 0.0)
+        if ctx.is_main:
+            run_dir.update_status(resumed_from={"epoch": start_epoch, "step": step})
     if ctx.is_main:
         run_dir.truncate_metrics(step)
 
@@ -156,20 +165,43 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
             continue
         run_dir.append_metrics(pending)
         pending = []
-        atomic_torch_save(
-            {
-                "model": trainable_state(model),
-                "optimizer": optimizer.state_dict(),
-                "schedule": schedule.state_dict(),
-                "epoch": epoch + 1,
-                "step": step,
-                "wall_time_s": prior_wall + time.time() - started,
-            },
-            run_dir.checkpoint,
-        )
+        final = epoch + 1 == cfg.train.epochs
+        _save_checkpoint(run_dir, model, optimizer, schedule, epoch + 1, step, prior_wall + time.time() - started, n, final)
         hold_after_epoch(run_dir, epoch + 1)
+    if ctx.is_main and start_epoch >= cfg.train.epochs:  # resumed from the last epoch's full checkpoint
+        _save_checkpoint(run_dir, model, optimizer, schedule, start_epoch, step, prior_wall + time.time() - started, n, True)
 
     return Trained(step, n, prior_wall)
+
+
+def _load_checkpoint(run_dir: RunDir, ctx: Any, device: torch.device) -> dict[str, Any] | None:
+    """The checkpoint to resume from. Rank 0 picks it (verifying digests, moving damaged ones
+    aside: RunDir.load_checkpoint); with several ranks, the others load the file rank 0 chose, so
+    every rank resumes from the same step."""
+    if not ctx.active:
+        return run_dir.load_checkpoint(device)[0]
+    import torch.distributed as dist
+
+    state, path = run_dir.load_checkpoint(device) if ctx.is_main else (None, None)
+    chosen = [str(path) if path else None]
+    dist.broadcast_object_list(chosen, src=0)
+    if ctx.is_main or chosen[0] is None:
+        return state
+    return torch.load(chosen[0], map_location=device, weights_only=False)
+
+
+def _save_checkpoint(run_dir: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, epoch: int, step: int,
+                     wall_s: float, train_size: int, final: bool) -> None:
+    """Write last.pt (with its digest; the one before kept as prev.pt). After the last epoch it is
+    the weights only, marked complete: the mark that training is over (see train())."""
+    run_dir.sync_metrics()  # the log of every step the checkpoint covers is on disk before it
+    run_dir.keep_previous_checkpoint()
+    if final:
+        state = {"model": trainable_state(model), "step": step, "epoch": epoch, "complete": True, "train_size": train_size, "wall_time_s": wall_s}
+    else:
+        state = {"model": trainable_state(model), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                 "epoch": epoch, "step": step, "wall_time_s": wall_s}
+    atomic_torch_save(state, run_dir.checkpoint)
 
 
 def hold_after_epoch(run_dir: RunDir, epoch: int) -> None:

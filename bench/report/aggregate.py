@@ -42,10 +42,10 @@ import pandas as pd
 from scipy import stats
 
 from bench.report.schema import COLUMNS, conform
-from bench.store import RunDir
+from bench.store import CorruptFile, RunDir
 from bench.suite import RunSpec
 
-METRICS = ("top1", "top5", "nll", "mIoU", "aAcc", "mAcc")  # each protocol reports its own subset
+METRICS = ("top1", "top5", "nll", "ece", "brier", "mIoU", "aAcc", "mAcc")  # each protocol reports its own subset
 CORRUPTION_FAMILIES = ("c", "gen")  # <family>/<corruption>/<severity> splits
 CONFIDENCE = 0.95
 IN_DOMAIN_PROBE = "id_probe"  # the protocol of a transfer probe on the run's own source dataset
@@ -243,8 +243,12 @@ def finished_results(specs: list[RunSpec], results_root: Path) -> list[Finished]
     out = []
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        if run_dir.is_done():
+        if run_dir.effective_state() != "done":
+            continue  # unfinished, failed or corrupt: run_states lists it, no table uses it
+        try:
             out.append(Finished(run_dir.read_result(), _finished_utc(run_dir)))
+        except CorruptFile:  # damaged since the state was read: listed as corrupt next time
+            continue
     return out
 
 
@@ -304,15 +308,17 @@ def finals(long: pd.DataFrame) -> pd.DataFrame:
 
 def run_states(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
     """One row per run of the suite: stage (final, tune), state (done, failed, interrupted,
-    running, pending) and error."""
+    running, pending, corrupt) and error (for corrupt: the damaged file and why)."""
     rows = []
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
         status = run_dir.read_status()
+        problem = run_dir.corruption()  # a damaged file: state 'corrupt', its path and why as the error
         c = spec.config
         rows.append({
             "run_id": spec.run_id, "method": c.method.name, "dataset": c.data.name, "seed": c.seed, "stage": getattr(spec, "stage", FINAL),
-            "state": run_dir.effective_state(), "attempts": status.get("attempts", 0), "error": status.get("error") or "",
+            "state": "corrupt" if problem else run_dir.effective_state(), "attempts": status.get("attempts", 0),
+            "error": f"corrupt file {problem}" if problem else status.get("error") or "",
         })
     return pd.DataFrame(rows, columns=["run_id", "method", "dataset", "seed", "stage", "state", "attempts", "error"])
 
@@ -454,9 +460,14 @@ def training_log(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
     frames = []
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        if not (run_dir.is_done() and run_dir.metrics.is_file()) or stage_of(run_dir.read_result()) != FINAL:
+        if run_dir.effective_state() != "done" or not run_dir.metrics.is_file():
             continue
-        log = pd.read_json(run_dir.metrics, lines=True)
+        try:
+            if stage_of(run_dir.read_result()) != FINAL:
+                continue
+            log = pd.DataFrame(run_dir.read_metrics())
+        except CorruptFile:  # damaged since the state was read: no curve, listed as corrupt next time
+            continue
         if log.empty:
             continue
         c = spec.config
