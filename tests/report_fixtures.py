@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
+
 from bench.store import RunDir
 from bench.suite import RunSpec, expand, load_suite
 from test_suite import write
@@ -53,23 +55,50 @@ def split_metrics(method: str, seed: int, bump: float = 0.0, splits: dict = SPLI
     return metrics
 
 
+# what varies over training in the synthetic logs (the curves figure draws exactly these) and what
+# does not (margin: constant in every run; clip_fraction, adv_*: constant in GRPO-RM's runs, absent
+# in SFT's; lr: not a curve panel)
+VARYING_CURVES = ("accuracy", "p_true", "entropy", "logit_norm", "grad_norm")
+CONSTANT_CURVES = ("margin", "clip_fraction")
+
+
+def log_rows(method: str, steps: int = 5) -> list[dict[str, Any]]:
+    """metrics.jsonl rows as training writes them: per step the policy statistics, gradient norm
+    and lr, and for GRPO-RM the reward and advantage statistics (here: constant, as at μ = 1)."""
+    return [{"step": s, "epoch": 0, "pass": 0, "lr": 1e-4, "loss": 1.0 / s, "accuracy": 0.1 * s, "p_true": 0.2 + 0.1 * s,
+             "entropy": 2.0 - 0.2 * s, "logit_norm": 1.0 + s, "margin": 0.5, "grad_norm": 3.0 / s,
+             **({"reward_mean": 0.5 * s, "adv_mean": 0.0, "adv_std": 0.95, "adv_max": 3.0, "clip_fraction": 0.0} if method == "grpo_rm" else {})}
+            for s in range(1, steps + 1)]
+
+
+def write_predictions(run_dir: RunDir, correct: dict[str, np.ndarray]) -> None:
+    """predictions.npz as bench.job writes it: '<split>::correct' (and '::p_true') per split."""
+    arrays = {}
+    for split, hit in correct.items():
+        arrays[f"{split}::correct"] = np.asarray(hit, dtype=bool)
+        arrays[f"{split}::p_true"] = np.where(hit, 0.9, 0.1).astype(np.float32)
+    with open(run_dir.predictions, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+
+
 def write_run(root, spec: RunSpec, metrics: dict[str, dict[str, Any]], dataset: str = "cifar10", random_init: bool = True,
-              stage: dict[str, Any] | None = None) -> None:
+              stage: dict[str, Any] | None = None, predictions: dict[str, np.ndarray] | None = None, wall_time_s: float = 1.5) -> None:
     """One finished run in the store's formats (status, metrics.jsonl, result.json); ``stage``
-    adds model-selection fields ({"stage": "tune", "tuned_values": ...} or a final's selection)."""
+    adds model-selection fields ({"stage": "tune", "tuned_values": ...} or a final's selection);
+    ``predictions`` (split → per-image top-1 correctness) writes predictions.npz."""
     method, seed = spec.config.method.name, spec.config.seed
     run_dir = RunDir.of(root, spec.suite, spec.run_id)
     run_dir.set_status("running")
-    run_dir.append_metrics([{"step": s, "epoch": 0, "pass": 0, "loss": 1.0 / s, "accuracy": 0.1 * s,
-                             **({"reward_mean": 0.5 * s, "adv_std": 0.95, "adv_max": 3.0} if method == "grpo_rm" else {})}
-                            for s in range(1, 6)])
+    run_dir.append_metrics(log_rows(method))
+    if predictions is not None:
+        write_predictions(run_dir, predictions)
     run_dir.write_result({
         "run_id": spec.run_id, "suite": spec.suite, **(stage or {}), "method": method, "dataset": dataset, "seed": seed,
         "config": spec.config.canonical(), "method_params": spec.config.method.resolved_params(),
         "backbone": {"display": "DINOv2-tiny", "init": "random init" if random_init else "pretrained: x.pth", "random_init": random_init},
         "protocol": {"img_size": 28, "trainable_blocks": "all", "train_size": 64, "steps": 5},
         "versions": {"torch": "2.11.0", "timm": "1.0.31"}, "git": {"commit": "abc123", "dirty": False},
-        "host": "testhost", "device": "cpu", "wall_time_s": 1.5, "metrics": metrics,
+        "host": "testhost", "device": "cpu", "wall_time_s": wall_time_s, "metrics": metrics,
     })
     run_dir.set_status("done")
 

@@ -84,7 +84,8 @@ def test_html_report_renders_in_chromium_and_its_tables_equal_the_csvs(tmp_path)
     parsed = Tables()
     parsed.feed(dom.stdout)
     figures = [p for p in report.files if p.suffix == ".png"]
-    assert parsed.root.get("data-images-ok") == "true" and parsed.root.get("data-images") == str(len(figures)) == "4"
+    # bars, forest, id_vs_ood, curves, severity (no calibration bins in these results: no reliability diagram)
+    assert parsed.root.get("data-images-ok") == "true" and parsed.root.get("data-images") == str(len(figures)) == "5"
 
     checked = 0
     for table in report.tables:
@@ -92,7 +93,7 @@ def test_html_report_renders_in_chromium_and_its_tables_equal_the_csvs(tmp_path)
         rows = parsed.tables[f"table-{table.key}"]
         assert len(rows) == len(csv)
         for cells, (_, r) in zip(rows, csv.iterrows()):
-            assert [c[0] for c in cells[:3]] == [r["dataset"], r["protocol"], r["evaluation"]]
+            assert [c[0] for c in cells[:3]] == [r[c] for c in table.labels]  # dataset, protocol (calibration: metric), evaluation
             for (text, cls), prefix in zip(cells[3:], [*table.methods, "delta"]):
                 m = NUMBER.match(text)
                 assert m, text
@@ -112,6 +113,16 @@ def test_html_report_renders_in_chromium_and_its_tables_equal_the_csvs(tmp_path)
     actual = NUMBER.match(rows[0][3][0])
     assert number(actual.group(1)) == pytest.approx(round(expected["actual"].iloc[0], 2))
     assert rows[0][4] == (expected["verdict"].iloc[0], expected["verdict"].iloc[0])
+    verdict = pd.read_csv(out / "verdict.csv")  # the box at the top: every Δ equal to its CSV
+    rows = parsed.tables["table-verdict"]
+    assert [cells[0][0] for cells in rows] == list(dict.fromkeys(verdict["setting"]))
+    for cells, r in zip(rows[0][1:], verdict.itertuples()):
+        m = NUMBER.match(cells[0])
+        assert m and number(m.group(1)) == pytest.approx(round(r.mean, 2), abs=1e-9), cells
+        assert (m.group(2) is None) == pd.isna(r.ci_low)
+        if m.group(2) is not None:
+            assert (number(m.group(2)), number(m.group(3))) == pytest.approx((round(r.ci_low, 2), round(r.ci_high, 2)), abs=1e-9)
+
     not_done = {cells[4][0] for cells in parsed.tables["not-done"]}
     assert not_done == {"failed", "pending"}
 

@@ -22,7 +22,8 @@ def test_every_latex_table_of_a_report_compiles(tmp_path):
     path, specs = write_suite(tmp_path, fail={("sft", 1)}, text=text)
     build_report(load_suite(path), specs, tmp_path / "results", tmp_path / "reports", path)
     tables = sorted((tmp_path / "reports" / "syn").glob("*.tex"))
-    assert {t.name for t in tables} == {"table_id.tex", "table_ood.tex", "table_ood_splits.tex", "expected.tex"}
+    assert {t.name for t in tables} == {"table_id.tex", "table_ood.tex", "table_ood_splits.tex", "table_calibration.tex", "table_wall_time.tex",
+                                        "expected.tex"}
     for table in tables:
         doc = tmp_path / f"doc_{table.stem}.tex"
         doc.write_text(WRAPPER % table)

@@ -15,12 +15,13 @@ from typing import Callable
 import pandas as pd
 
 from bench.io import atomic_write_json, atomic_write, atomic_write_text
-from bench.report import html, plots
+from bench.report import html, plots, stats, verdict
 from bench.report.aggregate import (describe_variants, finals, finished_results, long_from, paired_delta, run_states, seed_summary,
                                     selection_table, severity_summary, sweep_table, training_log, variant_legend, with_averages)
 from bench.report.expected import CAPTION as EXPECTED_CAPTION
 from bench.report.expected import compare, expected_latex, expected_markdown
-from bench.report.tables import TABLES, Table, arm_labels, build_tables, model_labels, to_csv, to_latex, to_markdown, tuning_note
+from bench.report.tables import TABLES, Table, TextTable, arm_labels, build_tables, model_labels, to_csv, to_latex, to_markdown, tuning_note
+from bench.store import RunDir
 from bench.suite import RunSpec, Suite
 
 
@@ -31,6 +32,8 @@ class Report:
     files: list[Path]
     states: pd.DataFrame
     tables: list[Table] = field(default_factory=list)
+    extra_tables: list[TextTable] = field(default_factory=list)  # the ranked ablation, wall time
+    verdict: pd.DataFrame = field(default_factory=pd.DataFrame)  # the verdict box's comparisons (verdict.csv)
 
 
 
@@ -40,7 +43,8 @@ def _not_done_markdown(states: pd.DataFrame) -> str:
         return ""
     lines = [f"## Runs not in the tables ({len(rest)} of {len(states)})", "", "| run | method | dataset | seed | state | error |", "|---|---|---|---|---|---|"]
     for r in rest.itertuples():
-        error = r.error.splitlines()[0][:160].replace("|", "\\|") if r.error else ""
+        limit = 400 if r.state == "corrupt" else 160  # a corrupt run's error names the file and why: keep both
+        error = r.error.splitlines()[0][:limit].replace("|", "\\|") if r.error else ""
         lines.append(f"| {r.run_id} | {r.method} | {r.dataset} | {r.seed} | {r.state} | {error} |")
     return "\n".join(lines) + "\n"
 
@@ -86,15 +90,47 @@ def _variants_markdown(legend: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None) -> Report:
+def _prediction_paths(specs: list[RunSpec], results_root: Path, final: pd.DataFrame) -> dict[str, Path]:
+    """run_id → predictions.npz path of every finished final run (the bootstrap's input)."""
+    wanted = set(final["run_id"])
+    return {s.run_id: RunDir.of(results_root, s.suite, s.run_id).predictions for s in specs if s.run_id in wanted}
+
+
+def _id_calibration(results: list, runs: pd.DataFrame) -> pd.DataFrame:
+    """Calibration bins of each final run's ID split ('test', else its first ID split) with the
+    run's setting (model) and method config (arm): the reliability diagram's input."""
+    bins = stats.calibration_bins([f.result for f in results])
+    bins = bins[bins["run_id"].isin(runs.index)]
+    if bins.empty:
+        return bins
+    chosen: dict[str, str] = {}
+    for f in results:
+        ids = [split for split, v in (f.result.get("metrics") or {}).items() if isinstance(v, dict) and v.get("protocol", "id") == "id"
+               and not v.get("shift")]
+        if ids:
+            chosen[f.result["run_id"]] = "test" if "test" in ids else ids[0]
+    bins = bins[[chosen.get(r) == s for r, s in zip(bins["run_id"], bins["split"])]]
+    return bins.join(runs[["model", "arm", "method", "random_init"]], on="run_id")
+
+
+def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None,
+                 bootstrap: stats.BootstrapSettings | None = None) -> Report:
+    """Write ``reports/<suite>/``. ``bootstrap``: how Δ intervals over seeds and test images are
+    formed (:class:`bench.report.stats.BootstrapSettings`; B = 2,000, rng seed 0 by default)."""
     out = Path(reports_root) / suite.name
+    boot = bootstrap or stats.BootstrapSettings()
     states = run_states(specs, results_root)
     results = finished_results(specs, results_root)
     long = with_averages(long_from(results))  # tuning runs included (stage 'tune'): the record keeps them
     final = finals(long)  # what every table, Δ, figure but the sweep, and claim is made of
     summary, delta = seed_summary(final), paired_delta(final)
+    predictions, unread = stats.load_predictions(_prediction_paths(specs, results_root, final)) if not final.empty else ({}, {})
+    delta = stats.with_bootstrap(delta, final, predictions, unread, boot)  # top-1 Δs: seeds and test images where predictions exist
+    verdict_rows = verdict.verdict_frame(delta, final) if not final.empty else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)
+    ablation_rows = verdict.ablation_frame(final, predictions, unread, boot)
     selections = selection_table(results)
     tables = build_tables(summary, delta, selections) if not final.empty else []
+    extra_tables = [t for t in (verdict.ablation_table(ablation_rows), verdict.wall_time_table(final) if not final.empty else None) if t is not None]
     files: list[Path] = []
 
     def write(name: str, text: str) -> Path:
@@ -107,6 +143,8 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     files.append(out / "results_long.parquet")
     write("summary.csv", summary.to_csv(index=False))
     write("delta.csv", delta.to_csv(index=False))
+    if not verdict_rows.empty:
+        write("verdict.csv", verdict_rows.to_csv(index=False))
     write("runs.csv", states.to_csv(index=False))
     sev = severity_summary(final)
     if not sev.empty:
@@ -118,6 +156,10 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     table_files: list[tuple[Table, list[Path]]] = []
     for t in tables:
         table_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
+                                write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]))
+    extra_files: list[tuple[TextTable, list[Path]]] = []
+    for t in extra_tables:
+        extra_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
                                 write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]))
     comparison = compare(list(suite.expected), final)
     if not comparison.empty:
@@ -137,12 +179,22 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         if not log.empty:
             log = log.assign(model=log["run_id"].map(runs["model"]), arm=log["run_id"].map(runs["arm"])).dropna(subset=["model"])
         labelled_sev = sev.assign(model=model_labels(sev), arm=arm_labels(sev)) if not sev.empty else sev
+        forest_rows = verdict.forest_frame(delta, final)
+        calibration = _id_calibration(results, runs)
         draw = {
             "bars": lambda: plots.bars(by_model, out / "bars", title),
+            "forest": lambda: plots.forest(forest_rows, out / "forest", title),
             "id_vs_ood": lambda: plots.id_vs_ood(labelled, by_model, out / "id_vs_ood", title),
             "curves": lambda: plots.curves(log, out / "curves", title, bool(final["random_init"].astype(bool).any())),
             "severity": lambda: plots.severity(labelled_sev, out / "severity", title),
+            "reliability": lambda: plots.reliability(calibration, out / "reliability", title),
         }
+        if not ablation_rows.empty:  # a suite with one config per method has nothing to rank
+            draw["ablation"] = lambda: plots.ablation(ablation_rows, out / "ablation", title)
+        if not log.empty:
+            flat = plots.curve_panels(log)[1]
+            if flat:
+                skipped.append("Training curves: not drawn, constant over training in every run: " + "; ".join(flat) + ".")
     if not sweeps.empty:  # a suite that tunes nothing has no sweep to miss
         draw["sweep"] = lambda: plots.sweep(sweeps, out / "sweep", title)
     for key, make in draw.items():
@@ -168,19 +220,21 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     tuning = tuning_note(selections)
     if tuning:
         head.append(tuning + "\n")
+    box = [verdict.verdict_markdown(verdict_rows, boot)] if not final.empty else []
     main = [to_markdown(t) for t in tables if not TABLES.get(t.key).detail]
-    detail = [to_markdown(t) for t in tables if TABLES.get(t.key).detail]
+    detail = [to_markdown(t) for t in tables if TABLES.get(t.key).detail] + [to_markdown(t) for t in extra_tables]
     legend = variant_legend(results)
     tail = [expected_markdown(comparison), _variants_markdown(legend), _not_done_markdown(states), "\n".join(f"_{x}_" for x in skipped)]
-    console = "\n".join([*head, *main, *(x for x in tail if x)])
-    markdown = "\n".join([*head, *main, *detail, *(x for x in tail if x)])
+    console = "\n".join([*head, *box, *main, *(x for x in tail if x)])
+    markdown = "\n".join([*head, *box, *main, *detail, *(x for x in tail if x)])
     write("report.md", markdown)
     page = html.render(
-        title=title, description=suite.description, tables=table_files,
+        title=title, description=suite.description, tables=[*table_files, *extra_files],
+        verdict=verdict.verdict_context(verdict_rows, boot),
         expected=html.expected_context(comparison, EXPECTED_CAPTION), figures=figures, skipped_figures=skipped, states=states,
         suite_files=suite_files(suite, suite_path), variants=legend, long=long, downloads=long_files, tuning=tuning,
         variants_intro=VARIANTS_INTRO,
     )
     write("report.html", page)
     _remove_stale(out, files)
-    return Report(markdown, console, files, states, tables)
+    return Report(markdown, console, files, states, tables, extra_tables, verdict_rows)

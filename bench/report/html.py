@@ -17,7 +17,7 @@ import pandas as pd
 
 from bench.provenance import git_state, host, versions
 from bench.report.expected import actual_text
-from bench.report.tables import Table, header, row_cells
+from bench.report.tables import Table, TextTable, header, row_cells
 
 ENV_COLUMNS = {"git_commit": "grpo-rm-bench commit", "git_dirty": "uncommitted changes", "torch": "torch", "timm": "timm",
                "host": "hosts", "device": "devices", "backbone": "backbones", "init": "backbone weights"}
@@ -37,7 +37,7 @@ def _download(path: Path) -> dict[str, str]:
     return {"name": path.name, "href": data_uri(path, mime)}
 
 
-def table_context(table: Table, files: list[Path]) -> dict[str, Any]:
+def table_context(table: Table | TextTable, files: list[Path]) -> dict[str, Any]:
     rows, previous = [], None
     for labels, values, bold in row_cells(table):
         rows.append({"labels": labels, "sep": previous is not None and labels[0] != previous,
@@ -76,9 +76,11 @@ def render(
     *, title: str, description: str, tables: list[tuple[Table, list[Path]]], expected: dict[str, Any] | None,
     figures: list[tuple[str, str, Path]], skipped_figures: list[str], states: pd.DataFrame, suite_files: list[tuple[str, str]],
     variants: dict[str, dict[str, Any]], long: pd.DataFrame, downloads: list[Path], tuning: str = "", variants_intro: str = "",
+    verdict: dict[str, Any] | None = None,
 ) -> str:
     """The report page. ``figures``: (key, caption, png path); ``tuning``: how the compared configs
-    were selected (empty when nothing was tuned)."""
+    were selected (empty when nothing was tuned); ``verdict``: the box at the top
+    (:func:`bench.report.verdict.verdict_context`), None when there is no comparison."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("bench.report", ""), autoescape=True, undefined=jinja2.StrictUndefined)
     not_done = states[states["state"] != "done"].to_dict("records")
     return env.get_template("report.html.j2").render(
@@ -86,5 +88,5 @@ def render(
         counts={"done": int((states["state"] == "done").sum()), "total": len(states)}, not_done=not_done, expected=expected,
         tables=[table_context(t, files) for t, files in tables], downloads=[_download(p) for p in downloads],
         figures=[{"key": k, "caption": c, "src": data_uri(p, "image/png")} for k, c, p in figures], skipped_figures=skipped_figures,
-        suite_files=suite_files, variants=variants, variants_intro=variants_intro, tuning=tuning, env=environment(long),
+        suite_files=suite_files, variants=variants, variants_intro=variants_intro, tuning=tuning, env=environment(long), verdict=verdict,
     )

@@ -3,8 +3,11 @@
 - ``bars``: headline numbers per source dataset (ID, OOD average, transfer averages), one bar
   per method, error bars = 95% CI over seeds.
 - ``id_vs_ood``: every run as a point (ID vs OOD average), method means with CI crosses.
-- ``curves``: training statistics per step (loss, accuracy, reward, advantage spread),
-  mean over seeds with the seed range shaded.
+- ``curves``: training statistics per step (accuracy, p(true class), margin, entropy, logit
+  norm, gradient norm, clip fraction — those that vary), mean over seeds with the seed range shaded.
+- ``forest``: every paired Δ GRPO-RM − SFT with its CI against a zero line.
+- ``reliability``: reliability diagrams of the ID split per method config, bins pooled over seeds.
+- ``ablation``: every method config's Δ against the plain SFT, ranked (suites with several configs).
 - ``severity``: accuracy against corruption severity (0 = the clean ID split).
 - ``sweep``: model selection — the selection metric on the held-out split against each tuned
   value, per method, the chosen value marked (only for suites that tune).
@@ -170,47 +173,204 @@ def id_vs_ood(long: pd.DataFrame, summary: pd.DataFrame, stem: Path, title: str)
     return save(fig, stem)
 
 
-CURVE_PANELS = (  # (title, columns with line styles); a panel is drawn when any column was logged
-    ("loss", (("loss", "-"),)),
-    ("batch accuracy", (("accuracy", "-"),)),
-    ("reward mean (GRPO-RM)", (("reward_mean", "-"),)),
-    ("advantage std, max (GRPO-RM)", (("adv_std", "-"), ("adv_max", ":"))),
+CURVE_PANELS = (  # (logged column, panel title): what the policy is becoming, step by step
+    ("accuracy", "batch accuracy"),
+    ("p_true", "p(true class)"),
+    ("margin", "top-1 − top-2 logit margin"),
+    ("entropy", "predictive entropy (nats)"),
+    ("logit_norm", "logit L2 norm"),
+    ("grad_norm", "gradient norm (before clipping)"),
+    ("clip_fraction", "clip fraction (GRPO-RM)"),
 )
+# Not drawn: the loss (GRPO-RM's clipped surrogate is 0 on a batch's first pass at μ = 1: ratio 1,
+# advantages summing to 0) and the advantage spread (std ≈ 1 and a fixed max by construction);
+# flat lines that say nothing about training. The reward mean repeats the batch accuracy.
+
+
+CURVE_COLUMNS = 4  # panels per row; more wrap to the next row
+
+
+def _constant(values: pd.Series) -> bool:
+    x = values.dropna().to_numpy(dtype=float)
+    return len(x) == 0 or float(np.ptp(x)) <= 1e-12 + 1e-9 * float(np.max(np.abs(x)))
+
+
+def curve_panels(log: pd.DataFrame) -> tuple[list[tuple[str, str]], list[str]]:
+    """(column, title) of the panels to draw — the logged quantities of :data:`CURVE_PANELS` that
+    vary over training in at least one run — and a note for each logged one that is constant in
+    every run (dropped: a flat line would look like a measurement)."""
+    drawn, dropped = [], []
+    for column, title in CURVE_PANELS:
+        if column not in log or log[column].notna().sum() == 0:
+            continue  # not logged by any method of this suite
+        per_run = log.groupby("run_id", sort=False)[column]
+        if all(_constant(v) for _, v in per_run):
+            values = {float(v) for v in log[column].dropna().unique()}
+            at = f" (at {short_number(next(iter(values)))})" if len(values) == 1 else ""
+            dropped.append(f"{title}{at}")
+        else:
+            drawn.append((column, title))
+    return drawn, dropped
 
 
 def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list[Path]:
     if log.empty:
         return []
+    panels, _ = curve_panels(log)
+    if not panels:
+        return []
     models = list(dict.fromkeys(log["model"]))
     arms = arms_of(log)
     colors = arm_colors(arms)
-    panels = [p for p in CURVE_PANELS if any(c in log.columns and log[c].notna().any() for c, _ in p[1])]
-    fig, axes = plt.subplots(len(models), len(panels), figsize=(3.3 * len(panels), 2.7 * len(models)), squeeze=False)
+    ncols = min(CURVE_COLUMNS, len(panels))
+    per_model = -(-len(panels) // ncols)  # rows of panels per model
+    fig, axes = plt.subplots(len(models) * per_model, ncols, figsize=(max(5.0, 3.3 * ncols), 2.7 * len(models) * per_model), squeeze=False)
     for r, model in enumerate(models):
         part = log[log["model"] == model]
         window = max(1, int(part["step"].max()) // 50)
-        for c, (name, columns) in enumerate(panels):
-            ax = axes[r][c]
+        for ax in axes[r * per_model:(r + 1) * per_model].flat[len(panels):]:
+            ax.set_visible(False)
+        for c, (column, name) in enumerate(panels):
+            ax = axes[r * per_model + c // ncols][c % ncols]
             for arm, _ in arms:
                 runs = part[part["arm"] == arm]
-                for column, style in columns:
-                    if column not in runs or runs[column].isna().all():
-                        continue
-                    per_step = runs.pivot_table(index="step", columns="seed", values=column, aggfunc="mean")
-                    smooth = per_step.rolling(window, min_periods=1).mean()
-                    label = arm + (f" {column}" if len(columns) > 1 else "")
-                    ax.plot(smooth.index, smooth.mean(axis=1), style, color=colors[arm], lw=1.2, label=label)
-                    if smooth.shape[1] > 1:
-                        ax.fill_between(smooth.index, smooth.min(axis=1), smooth.max(axis=1), color=colors[arm], alpha=0.15, lw=0)
-            ax.set_title(name, fontsize=9)
-            if c == 0:  # the row's model, once, where a long name does not collide with titles
-                ax.set_ylabel(model, fontsize=9)
+                if column not in runs or runs[column].isna().all():
+                    continue
+                per_step = runs.pivot_table(index="step", columns="seed", values=column, aggfunc="mean")
+                smooth = per_step.rolling(window, min_periods=1).mean()
+                ax.plot(smooth.index, smooth.mean(axis=1), "-", color=colors[arm], lw=1.2, label=arm)
+                if smooth.shape[1] > 1:
+                    ax.fill_between(smooth.index, smooth.min(axis=1), smooth.max(axis=1), color=colors[arm], alpha=0.15, lw=0)
+            ax.set_title(name if c else f"{model}\n{name}", fontsize=9)  # the model once, above its first panel
             ax.set_xlabel(f"step (rolling mean of {window})" if window > 1 else "step", fontsize=8)
             ax.grid(alpha=0.3)
-            if ax.lines:
+            if ax.lines and c == 0:
                 ax.legend(fontsize=7)
     suffix = " — RANDOM INIT backbone (not pretrained)" if random_init else ""
     suptitle(fig, f"{title}: training curves, mean over seeds, band = seed range{suffix}")
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+FOREST_COLORS = {"ID": "#1f77b4", "OOD set": "#ff7f0e", "OOD average": "#d62728", "transfer": "#2ca02c"}
+
+
+def forest(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """Every Δ GRPO-RM − SFT (``bench.report.verdict.forest_frame``) as a point with its 95% CI
+    against a zero line; filled where the CI excludes 0. One row per (comparison, evaluation set)."""
+    if frame.empty:
+        return []
+    n = len(frame)
+    fig, ax = plt.subplots(figsize=(8.0, 1.4 + 0.3 * n))
+    y = np.arange(n)[::-1].astype(float)
+    for kind, color in FOREST_COLORS.items():
+        mask = (frame["kind"] == kind).to_numpy()
+        if not mask.any():
+            continue
+        part = frame[mask]
+        mean = part["mean"].to_numpy(dtype=float)
+        low = (mean - part["ci_low"].to_numpy(dtype=float))
+        high = (part["ci_high"].to_numpy(dtype=float) - mean)
+        xerr = np.nan_to_num(np.vstack([low, high]), nan=0.0)
+        ax.errorbar(mean, y[mask], xerr=xerr, fmt="none", ecolor=color, elinewidth=1.3, capsize=3)
+        sig = part["significant"].to_numpy(dtype=bool)
+        ax.scatter(mean[sig], y[mask][sig], color=color, s=36, zorder=3, label=kind)
+        ax.scatter(mean[~sig], y[mask][~sig], facecolors="white", edgecolors=color, s=36, zorder=3, label=None if sig.any() else kind)
+    ax.axvline(0, color="black", lw=0.9)
+    settings = list(frame["setting"])
+    for i in range(1, n):  # a rule between comparisons
+        if settings[i] != settings[i - 1]:
+            ax.axhline(y[i] + 0.5, color="grey", lw=0.5, alpha=0.6)
+    ax.set_yticks(y, [f"{s} — {e}" if i == 0 or settings[i - 1] != s else e for i, (s, e) in enumerate(zip(settings, frame["evaluation"]))],
+                  fontsize=7)
+    metrics = " / ".join(METRIC_NAMES.get(m, m) for m in dict.fromkeys(frame["metric"]))
+    ax.set_xlabel(f"Δ GRPO-RM − SFT, {metrics} (points), 95% CI; filled: CI excludes 0")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_ylim(-0.8, n - 0.2)
+    ax.legend(fontsize=7, loc="best")
+    suptitle(fig, f"{title}: every paired Δ with its 95% CI")
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def reliability(bins: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """Reliability diagrams of the ID split per (setting, method config): per confidence bin the
+    accuracy (bars) and the mean confidence (dots) from bin sums pooled over seeds, the diagonal of
+    perfect calibration, and the images per bin underneath. ``bins``: model, arm, method, bin,
+    count, confidence_sum, correct_sum."""
+    if bins.empty or bins["count"].sum() == 0:
+        return []
+    models = list(dict.fromkeys(bins["model"]))
+    arms = arms_of(bins)
+    colors = arm_colors(arms)
+    per_model = {m: [a for a, _ in arms if ((bins["model"] == m) & (bins["arm"] == a)).any()] for m in models}
+    ncols = max(len(v) for v in per_model.values())
+    n_bins = int(bins["bin"].max()) + 1
+    fig = plt.figure(figsize=(max(4.5, 3.3 * ncols), 4.2 * len(models)))
+    grid = fig.add_gridspec(2 * len(models), ncols, height_ratios=[3, 1] * len(models))
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for r, model in enumerate(models):
+        for c, arm in enumerate(per_model[model]):
+            part = bins[(bins["model"] == model) & (bins["arm"] == arm)].groupby("bin")[["count", "confidence_sum", "correct_sum"]].sum()
+            part = part.reindex(range(n_bins), fill_value=0.0)
+            count = part["count"].to_numpy(dtype=float)
+            seen = count > 0
+            acc = np.divide(part["correct_sum"].to_numpy(dtype=float), count, out=np.zeros(n_bins), where=seen)
+            conf = np.divide(part["confidence_sum"].to_numpy(dtype=float), count, out=np.zeros(n_bins), where=seen)
+            ece = float(np.abs(part["correct_sum"] - part["confidence_sum"]).sum() / count.sum()) if count.sum() else float("nan")
+            ax = fig.add_subplot(grid[2 * r, c])
+            hist = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
+            ax.bar(edges[:-1][seen], acc[seen], 1.0 / n_bins, align="edge", color=colors[arm], alpha=0.75, edgecolor="white", label="accuracy")
+            ax.plot(conf[seen], acc[seen], "o", color="black", ms=3, label="mean confidence")
+            ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_ylabel("accuracy", fontsize=8)
+            ax.set_title(textwrap.fill(f"{model} · {arm} · ECE {100 * ece:.2f}%", width=48), fontsize=8)
+            ax.grid(alpha=0.3)
+            plt.setp(ax.get_xticklabels(), visible=False)
+            if c == 0:
+                ax.legend(fontsize=6, loc="upper left")
+            hist.bar(edges[:-1], count, 1.0 / n_bins, align="edge", color=colors[arm], alpha=0.75, edgecolor="white")
+            hist.set_ylabel("images", fontsize=8)
+            hist.set_xlabel("confidence (top-1 probability)", fontsize=8)
+            hist.grid(alpha=0.3)
+    suptitle(fig, f"{title}: reliability on the ID split, bins pooled over seeds{_title_suffix(bins)}")
+    fig.tight_layout()
+    return save(fig, stem)
+
+
+def ablation(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """The ranked ablation (``bench.report.verdict.ablation_frame``) as horizontal bars: per config
+    its Δ against the plain SFT on the ID split and the OOD average, with 95% CIs; † where the CI
+    excludes 0. One panel per setting."""
+    if frame.empty:
+        return []
+    settings = list(dict.fromkeys(frame["setting"]))
+    sizes = [int((frame["setting"] == s).sum()) for s in settings]
+    fig, axes = plt.subplots(len(settings), 1, figsize=(8.0, sum(1.3 + 0.55 * k for k in sizes)), squeeze=False,
+                             gridspec_kw={"height_ratios": [1.3 + 0.55 * k for k in sizes]})
+    for ax, setting in zip(axes[:, 0], settings):
+        part = frame[frame["setting"] == setting].sort_values("rank")
+        y = np.arange(len(part))[::-1].astype(float)
+        for offset, (q, name, color) in zip((0.2, -0.2), (("id", "ID", "#1f77b4"), ("ood", "OOD average", "#d62728"))):
+            mean = part[f"{q}_mean"].to_numpy(dtype=float)
+            if np.isnan(mean).all():
+                continue
+            err = np.nan_to_num(np.vstack([mean - part[f"{q}_ci_low"].to_numpy(dtype=float), part[f"{q}_ci_high"].to_numpy(dtype=float) - mean]),
+                                nan=0.0)
+            ax.barh(y + offset, np.nan_to_num(mean), 0.38, xerr=err, color=color, alpha=0.8, capsize=3, label=name)
+            for yy, m, sig, hi in zip(y + offset, mean, part[f"{q}_significant"], part[f"{q}_ci_high"].to_numpy(dtype=float)):
+                if sig and not np.isnan(m):
+                    ax.annotate("†", (max(m, hi if not np.isnan(hi) else m), yy), xytext=(3, -3), textcoords="offset points", fontsize=8)
+        ax.axvline(0, color="black", lw=0.9)
+        ax.set_yticks(y, list(part["config"]), fontsize=8)
+        ax.set_title(setting, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    metrics = " / ".join(METRIC_NAMES.get(m, m) for m in dict.fromkeys(frame["metric"]))
+    axes[-1, 0].set_xlabel(f"Δ against the plain SFT, {metrics} (points), 95% CI")
+    suptitle(fig, f"{title}: what each config changes, against the plain SFT of its setting")
     fig.tight_layout()
     return save(fig, stem)
 
@@ -314,10 +474,23 @@ FIGURES.add("bars", FigureInfo("Headline numbers per source dataset; error bars 
                                "no finished runs."))
 FIGURES.add("id_vs_ood", FigureInfo("Each run's in-distribution accuracy against its OOD average; large markers are method means ± 95% CI.",
                                     "no run has both an ID split and OOD (shift) sets."))
-FIGURES.add("curves", FigureInfo("Training statistics per optimiser step, mean over seeds; the band spans the seeds. GRPO-RM's "
-                                 "clipped surrogate is 0 on a batch's first pass (ratio 1, advantages sum to 0), so its loss curve "
-                                 "is flat at μ = 1; its gradient is not.",
-                                 "no training logs (metrics.jsonl) among the finished runs."))
+FIGURES.add("curves", FigureInfo("Training statistics per optimiser step, mean over seeds; the band spans the seeds. Panels: the "
+                                 "logged quantities that vary — batch accuracy, p(true class), logit margin, entropy, logit norm, "
+                                 "gradient norm, clip fraction. Not drawn: the loss and the advantage spread (GRPO-RM's clipped surrogate "
+                                 "is 0 on a batch's first pass at μ = 1 and its normalised advantages have a fixed spread: flat lines), "
+                                 "and any quantity constant over training in every run (named below the figures).",
+                                 "no training logs (metrics.jsonl) with a quantity that varies among the finished runs."))
+FIGURES.add("forest", FigureInfo("Every paired Δ GRPO-RM − SFT (against the plain SFT) per setting and evaluation set with its 95% CI "
+                                 "(the paired bootstrap over seeds and test images where per-image predictions exist, else the "
+                                 "seed-level t-interval); filled markers: the CI excludes 0.",
+                                 "no GRPO-RM and SFT runs of one setting and seed."))
+FIGURES.add("reliability", FigureInfo("Reliability diagrams of the ID split per method config: accuracy per confidence bin (bars) and the "
+                                      "bin's mean confidence (dots) from bin sums pooled over seeds, against the diagonal of perfect "
+                                      "calibration; the images per bin underneath.",
+                                      "no result carries calibration bins (results written before calibration was recorded)."))
+FIGURES.add("ablation", FigureInfo("Each method config's Δ against the plain SFT of its setting on the ID split and the OOD average, "
+                                   "ranked, with 95% CIs; † the CI excludes 0.",
+                                   "fewer than two method configs to rank."))
 FIGURES.add("severity", FigureInfo("Accuracy against corruption severity, averaged over corruptions; severity 0 is the clean ID split.",
                                    "the suite has no corruption-severity splits (c/<corruption>/<1-5> or gen/<corruption>/<1-5>)."))
 FIGURES.add("sweep", FigureInfo("Model selection: the selection metric on the held-out split against each tuned value, per method "

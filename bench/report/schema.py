@@ -53,8 +53,8 @@ SCHEMA: tuple[Column, ...] = (
     Column("steps", "Int64", "protocol", "optimiser steps"),
     Column("method_params", "string", "protocol", "resolved method parameters as sorted JSON"),
     # measurement
-    Column("metric", "string", "measurement", "top1, top5, nll, mIoU, aAcc or mAcc"),
-    Column("value", "float64", "measurement", "the metric: a fraction in [0, 1] (nll in nats)"),
+    Column("metric", "string", "measurement", "top1, top5, nll, ece, brier, mIoU, aAcc or mAcc"),
+    Column("value", "float64", "measurement", "the metric: a fraction in [0, 1] (nll in nats; brier the multi-class Brier score in [0, 2])"),
     # provenance: what produced it
     Column("git_commit", "string", "provenance", "commit of grpo-rm-bench that ran it"),
     Column("git_dirty", "boolean", "provenance", "uncommitted changes at run time"),

@@ -25,8 +25,11 @@ import pandas as pd
 from bench.registry import Registry
 from bench.report.aggregate import GROUP_COLUMNS, IN_DOMAIN_PROBE, param_name, short_number
 
-METHOD_NAMES = {"sft": "SFT", "grpo_rm": "GRPO-RM"}
-METRIC_NAMES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "mIoU": "mIoU", "aAcc": "pixel accuracy", "mAcc": "mean class accuracy"}
+METHOD_NAMES = {"sft": "SFT", "grpo_rm": "GRPO-RM", "linear_margin": "linear margin"}
+METRIC_NAMES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "mIoU": "mIoU", "aAcc": "pixel accuracy", "mAcc": "mean class accuracy",
+                "nll": "NLL", "ece": "ECE", "brier": "Brier score"}
+RAW_METRICS = ("nll", "brier")  # shown as they are (nats; the multi-class Brier score in [0, 2]); the others in percent
+LOWER_BETTER = ("nll", "ece", "brier")  # calibration: the best method is the lowest
 PROTOCOL_ORDER = {"id": 0, IN_DOMAIN_PROBE: 1, "shift": 2, "transfer": 3}
 PROTOCOL_NAMES = {IN_DOMAIN_PROBE: "in-domain probe"}  # the others read as they are stored
 PROBE_NAMES = {"knn": "kNN", "sr": "SR"}
@@ -55,18 +58,19 @@ class Table:
     labels: list[str]
     methods: list[str]
     frame: pd.DataFrame
+    lower_is_better: bool = False  # calibration tables: the lowest mean is the best
 
     @property
     def has_delta(self) -> bool:
         return "delta_mean" in self.frame and self.frame["delta_n"].fillna(0).gt(0).any()
 
     def best(self, row: pd.Series) -> set[str]:
-        """Methods with the highest mean in this row as displayed (2 decimals; ties all win);
-        none with a single method."""
+        """Methods with the highest (``lower_is_better``: lowest) mean in this row as displayed
+        (2 decimals; ties all win); none with a single method."""
         means = {m: round(float(row[f"{m}_mean"]), 2) for m in self.methods if not pd.isna(row[f"{m}_mean"])}
         if len(means) < 2:
             return set()
-        top = max(means.values())
+        top = min(means.values()) if self.lower_is_better else max(means.values())
         return {m for m, v in means.items() if v == top}
 
 
@@ -171,16 +175,17 @@ def comparison(
     pairs = {"grpo_rm_variant", "sft_variant"} <= set(wide.columns)
     d = delta[delta["metric"] == metric] if pairs and not delta.empty else pd.DataFrame()
     if not d.empty:
-        d = d[[*ROW_KEYS, "treatment_variant", "control_variant", *STATS, "significant"]]
+        extra = [c for c in DELTA_EXTRA if c in d.columns]  # how the CI was formed (bench.report.stats.with_bootstrap)
+        d = d[[*ROW_KEYS, "treatment_variant", "control_variant", *STATS, "significant", *extra]]
         d = d.rename(columns={"treatment_variant": "grpo_rm_variant", "control_variant": "sft_variant", "significant": "delta_significant",
-                              **{c: f"delta_{c}" for c in STATS}})
+                              **{c: f"delta_{c}" for c in (*STATS, *extra)}})
         wide = wide.merge(d, on=[*ROW_KEYS, "grpo_rm_variant", "sft_variant"], how="left")
     else:
         for c in STATS:
             wide[f"delta_{c}"] = math.nan
         wide["delta_significant"] = False
     wide["delta_significant"] = wide["delta_significant"].fillna(False).astype(bool)
-    scale = 1.0 if metric == "nll" else 100.0
+    scale = 1.0 if metric in RAW_METRICS else 100.0
     for c in wide.columns:
         if c.endswith(("_mean", "_ci_low", "_ci_high")):
             wide[c] = wide[c].astype(float) * scale
@@ -200,16 +205,18 @@ def comparison(
         "protocol": wide["protocol"].map(lambda p: PROTOCOL_NAMES.get(p, p)),
         "evaluation": [split_label(r.split, r.dataset, sizes.get((r.dataset, r.protocol), {})) for r in wide.itertuples()],
     })
-    numbers = wide[[c for c in wide.columns if c.endswith(("_mean", "_ci_low", "_ci_high", "_n"))] + ["delta_significant"]]
+    numbers = wide[[c for c in wide.columns if c.endswith(("_mean", "_ci_low", "_ci_high", "_n"))] + ["delta_significant"]
+                   + [f"delta_{c}" for c in DELTA_EXTRA if f"delta_{c}" in wide.columns]]
     ids = wide[["split", "pair", *(f"{m}_variant" for m in methods)]]
     frame = pd.concat([labels, ids, numbers], axis=1)
     for c in frame.columns:
         if c.endswith("_n"):
             frame[c] = frame[c].astype("Int64")
-    unit = "" if metric == "nll" else " (%)"
+    unit = "" if metric in RAW_METRICS else " (%)"
     caption = (f"{METRIC_NAMES.get(metric, metric)}{unit}, mean ± half-width of the 95% t-interval over seeds; "
                f"bold: best method mean per row; Δ = GRPO-RM − SFT paired over matching seeds, † where its 95% CI excludes 0 "
                f"(never for a zero-width CI: the same difference on every seed).")
+    caption += bootstrap_note(wide)
     if (wide["protocol"] == IN_DOMAIN_PROBE).any():
         caption += " In-domain probe: the transfer probes on the source dataset itself, in no transfer or OOD average."
     shown = {tuple(model): [m for m in methods if part[f"{m}_mean"].notna().any()]
@@ -220,6 +227,21 @@ def comparison(
     if wide["random_init"].astype(bool).any():
         caption = "RANDOM INIT (not pretrained) backbone in rows marked so. " + caption
     return Table(key, title, caption, ["dataset", "protocol", "evaluation"], methods, frame)
+
+
+DELTA_EXTRA = ("p_value", "ci_method")  # carried from a Δ frame with bootstrap intervals when present
+
+
+def bootstrap_note(wide: pd.DataFrame) -> str:
+    """The caption's sentence on Δ intervals formed by the paired bootstrap over seeds and test
+    images (bench.report.stats), shown as [lo, hi] because they need not be symmetric; '' when no
+    row of the table has one (then every Δ interval is the seed-level t-interval)."""
+    if "delta_ci_method" not in wide or not (wide["delta_ci_method"] == "bootstrap").any():
+        return ""
+    boot = int((wide["delta_ci_method"] == "bootstrap").sum())
+    shown = int(wide["delta_mean"].notna().sum())
+    rest = "" if boot == shown else "; the other Δs have the seed-level t-interval (no per-image predictions), shown as ± half-width"
+    return (f" Δ with [lo, hi]: 95% paired bootstrap interval over seeds and test images ({boot} of {shown} Δs{rest}).")
 
 
 # ---- how the compared configs were tuned ----------------------------------------------------
@@ -288,13 +310,22 @@ def _half(low: float, high: float) -> float:
     return (high - low) / 2
 
 
-def cell_text(mean: float, low: float, high: float, n, modal_n: int | None, signed: bool = False, mark: bool = False) -> str:
-    """'72.67 ± 1.29', '+2.00 ± 1.41 †', '81.00 (n=1)'; '—' when absent. ``mark``: the † of a
-    significant Δ, decided on the unrounded interval (:func:`bench.report.aggregate.significant`)."""
+def signed_text(value: float) -> str:
+    return f"{value:+.2f}".replace("-", "−")  # a typographic minus
+
+
+def cell_text(mean: float, low: float, high: float, n, modal_n: int | None, signed: bool = False, mark: bool = False,
+              bounds: bool = False) -> str:
+    """'72.67 ± 1.29', '+2.00 ± 1.41 †', '81.00 (n=1)', '+10.00 [+7.00, +13.00] †' (``bounds``: an
+    interval that need not be symmetric, e.g. a bootstrap percentile interval); '—' when absent.
+    ``mark``: the † of a significant Δ, decided on the unrounded interval
+    (:func:`bench.report.aggregate.significant`)."""
     if pd.isna(mean):
         return "—"
-    text = (f"{mean:+.2f}" if signed else f"{mean:.2f}").replace("-", "−")  # a typographic minus
-    if not pd.isna(low):
+    text = signed_text(mean) if signed else f"{mean:.2f}".replace("-", "−")
+    if not pd.isna(low) and bounds:
+        text += f" [{signed_text(low)}, {signed_text(high)}]"
+    elif not pd.isna(low):
         text += f" ± {_half(low, high):.2f}"
     if signed and mark:
         text += " †"
@@ -303,20 +334,39 @@ def cell_text(mean: float, low: float, high: float, n, modal_n: int | None, sign
     return text
 
 
+@dataclass(frozen=True)
+class TextTable:
+    """A table whose cells are already text (the ranked ablation, wall time): written through the
+    same CSV/Markdown/LaTeX/HTML renderers as :class:`Table`. ``frame`` is the CSV, at full
+    precision, so the rendered numbers can be checked against it."""
+
+    key: str
+    title: str
+    caption: str
+    labels: list[str]  # label columns (left-aligned)
+    columns: list[str]  # value columns (right-aligned)
+    rows: list[tuple[list[str], list[str]]]
+    frame: pd.DataFrame
+
+
 def modal_n(table: Table) -> int | None:
     counts = pd.concat([table.frame[f"{m}_n"] for m in table.methods]).dropna()
     return int(counts.mode().iloc[0]) if len(counts) else None
 
 
-def header(table: Table) -> list[str]:
+def header(table: Table | TextTable) -> list[str]:
+    if isinstance(table, TextTable):
+        return [*table.labels, *table.columns]
     n = modal_n(table)
     seeds = f" (n={n})" if n is not None else ""
     cols = [method_name(m) + seeds for m in table.methods]
-    return ["dataset", "protocol", "evaluation", *cols] + (["Δ GRPO-RM − SFT"] if table.has_delta else [])
+    return [*table.labels, *cols] + (["Δ GRPO-RM − SFT"] if table.has_delta else [])
 
 
-def row_cells(table: Table) -> list[tuple[list[str], list[str], set[int]]]:
+def row_cells(table: Table | TextTable) -> list[tuple[list[str], list[str], set[int]]]:
     """Per row: label texts, value texts, indices of value cells to bold."""
+    if isinstance(table, TextTable):
+        return [(list(labels), list(values), set()) for labels, values in table.rows]
     n = modal_n(table)
     out = []
     for _, row in table.frame.iterrows():
@@ -325,22 +375,24 @@ def row_cells(table: Table) -> list[tuple[list[str], list[str], set[int]]]:
         bold = {i for i, m in enumerate(table.methods) if m in best}
         if table.has_delta:
             values.append(cell_text(row["delta_mean"], row["delta_ci_low"], row["delta_ci_high"], row["delta_n"], n, signed=True,
-                                    mark=bool(row.get("delta_significant", False))))
+                                    mark=bool(row.get("delta_significant", False)), bounds=row.get("delta_ci_method") == "bootstrap"))
         out.append(([str(row[c]) for c in table.labels], values, bold))
     return out
 
 
 # ---- renderers ----------------------------------------------------------------------------
 
-def to_csv(table: Table) -> str:
+def to_csv(table: Table | TextTable) -> str:
+    if isinstance(table, TextTable):
+        return table.frame.to_csv(index=False)
     frame = table.frame.copy()
     frame["best"] = [";".join(sorted(table.best(r))) for _, r in table.frame.iterrows()]
     return frame.to_csv(index=False)
 
 
-def to_markdown(table: Table) -> str:
-    head = header(table)
-    lines = [f"### {table.title}", "", table.caption, "", "| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+def to_markdown(table: Table | TextTable) -> str:
+    head, k = header(table), len(table.labels)
+    lines = [f"### {table.title}", "", table.caption, "", "| " + " | ".join(head) + " |", "|" + "---|" * k + "---:|" * (len(head) - k)]
     for labels, values, bold in row_cells(table):
         shown = [f"**{v}**" if i in bold else v for i, v in enumerate(values)]
         lines.append("| " + " | ".join(labels + shown) + " |")
@@ -353,7 +405,7 @@ LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
 # what pdflatex's default fonts lack, as LaTeX (so the tables compile without extra packages)
 LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "†": r"$^\dagger$", "·": r"$\cdot$", "≤": r"$\le$",
                  "≥": r"$\ge$", "×": r"$\times$", "—": "---", "–": "--", "…": r"\ldots{}", "→": r"$\to$", "∈": r"$\in$",
-                 "ε": r"$\varepsilon$", "μ": r"$\mu$", "β": r"$\beta$"}
+                 "ε": r"$\varepsilon$", "μ": r"$\mu$", "β": r"$\beta$", "‡": r"$^\ddagger$"}
 
 
 def latex_escape(text: str) -> str:
@@ -363,10 +415,10 @@ def latex_escape(text: str) -> str:
     return out
 
 
-def to_latex(table: Table, label: str) -> str:
+def to_latex(table: Table | TextTable, label: str) -> str:
     """A booktabs table (needs \\usepackage{booktabs}); a \\midrule between datasets."""
-    head = header(table)
-    spec = "lll" + "r" * (len(head) - 3)
+    head, k = header(table), len(table.labels)
+    spec = "l" * k + "r" * (len(head) - k)
     lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{latex_escape(table.title)}. {latex_escape(table.caption)}}}",
              rf"\label{{{label}}}", rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(latex_escape(h) for h in head) + r" \\", r"\midrule"]
     previous = None
@@ -391,7 +443,43 @@ class TableSpec:
     keep: Callable[[pd.DataFrame], pd.Series]
     rank: int  # position in reports
     detail: bool = False
+    build: Callable[..., "Table | None"] | None = None  # a table of several metrics: build(key, title, summary, delta, selections)
 
+
+def calibration_table(key: str, title: str, summary: pd.DataFrame, delta: pd.DataFrame, selections: pd.DataFrame | None = None) -> Table | None:
+    """NLL, ECE and Brier per method config on the ID split(s) and the OOD average, one row block
+    per setting: how confident each method is against how often it is right (a method can gain
+    accuracy and still be worse calibrated). None when no run reports any of them."""
+    keep = lambda r: ((r["protocol"] == "id") & ~r["derived"].astype(bool)) | (r["split"] == "ood_avg")  # noqa: E731
+    parts = [(m, t) for m in CALIBRATION_METRICS if (t := comparison(key, title, summary, delta, m, keep, None, selections)) is not None]
+    if not parts:
+        return None
+    methods = method_order([m for _, t in parts for m in t.methods])
+    frame = pd.concat([t.frame.assign(metric=CALIBRATION_LABELS[m], _metric=i, _row=range(len(t.frame))) for i, (m, t) in enumerate(parts)],
+                      ignore_index=True)
+    block = {d: i for i, d in enumerate(dict.fromkeys(frame["dataset"]))}
+    frame = frame.assign(_block=frame["dataset"].map(block)).sort_values(["_block", "_metric", "_row"], kind="stable")
+    for m in methods:  # a method missing from one metric's part has empty cells there
+        for c in STATS:
+            if f"{m}_{c}" not in frame:
+                frame[f"{m}_{c}"] = math.nan
+    labels = ["dataset", "metric", "evaluation"]
+    frame = frame[[*labels, *(c for c in frame.columns if c not in labels and not c.startswith("_"))]].reset_index(drop=True)
+    frame["delta_significant"] = frame["delta_significant"].fillna(False).astype(bool)
+    first = parts[0][1].caption
+    caption = ("RANDOM INIT (not pretrained) backbone in rows marked so. " if first.startswith("RANDOM INIT") else "")
+    caption += ("Calibration: NLL (nats) and the multi-class Brier score (0–2) as they are, ECE (15 equal-width confidence bins) in %, "
+                "on the ID split and the OOD average over shift sets; mean ± half-width of the 95% t-interval over seeds; bold: the "
+                "lowest (best) method mean per row; Δ = GRPO-RM − SFT paired over matching seeds (negative: GRPO-RM better), † where "
+                "its 95% CI excludes 0 (never for a zero-width CI).")
+    note = tuning_note(selections)
+    if note:
+        caption += " " + note
+    return Table(key, title, caption, labels, methods, frame, lower_is_better=True)
+
+
+CALIBRATION_METRICS = ("nll", "ece", "brier")
+CALIBRATION_LABELS = {"nll": "NLL", "ece": "ECE (%)", "brier": "Brier"}
 
 TABLES: Registry[TableSpec] = Registry("table")
 TABLES.add("id", TableSpec("In-distribution top-1 accuracy", "top1",
@@ -401,6 +489,8 @@ TABLES.add("ood", TableSpec("OOD top-1 accuracy: shift sets (same head) and tran
 TABLES.add("ood_splits", TableSpec("OOD top-1 accuracy per corruption and severity", "top1",
                                    lambda r: (r["protocol"] == "shift") & r["corruption"].notna(), 2, detail=True))
 TABLES.add("miou", TableSpec("Segmentation mIoU (dataset-level)", "mIoU", lambda r: r["corruption"].isna(), 3))
+TABLES.add("calibration", TableSpec("Calibration: NLL, ECE and Brier score (ID and OOD average)", "nll", lambda r: r["split"].notna(), 4,
+                                    detail=True, build=calibration_table))
 
 
 def set_sizes(summary: pd.DataFrame) -> dict[tuple[str, str], dict[str, int]]:
@@ -413,11 +503,15 @@ def set_sizes(summary: pd.DataFrame) -> dict[tuple[str, str], dict[str, int]]:
 
 
 def build_tables(summary: pd.DataFrame, delta: pd.DataFrame, selections: pd.DataFrame | None = None) -> list[Table]:
+    """Every registered table the summary has rows for, in rank order."""
     sizes = set_sizes(summary)
     tables = []
     for key in sorted(TABLES.names(), key=lambda k: TABLES.get(k).rank):
         spec = TABLES.get(key)
-        table = comparison(key, spec.title, summary, delta, spec.metric, spec.keep, sizes, selections)
+        if spec.build is not None:
+            table = spec.build(key, spec.title, summary, delta, selections)
+        else:
+            table = comparison(key, spec.title, summary, delta, spec.metric, spec.keep, sizes, selections)
         if table is not None:
             tables.append(table)
     return tables

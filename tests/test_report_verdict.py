@@ -1,0 +1,406 @@
+"""The report that answers the question: the verdict box, significance over seeds and test images
+(paired bootstrap), the forest plot, calibration, informative training curves, the ablation
+ranking and wall time — on synthetic results whose answers are known by hand."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from bench.report import build_report
+from bench.report.aggregate import long_table, paired_delta, with_averages
+from bench.report.stats import (BootstrapSettings, bootstrap_p, calibration_bins, composition, holm, paired_bootstrap, percentile_ci,
+                                pooled_ece, with_bootstrap)
+from bench.report.verdict import config_label
+from bench.suite import expand, load_suite
+from report_fixtures import CONSTANT_CURVES, SUITE, VARYING_CURVES, write_run, write_suite
+from test_suite import write
+
+N = 400  # images per split in the known-answer suite
+T975_2 = 4.302652729911275  # Student t 0.975 quantile, df = 2 (printed tables)
+
+
+# ---- the bootstrap on its own ----------------------------------------------------------------
+
+def nested(extra: int, base: int = 200, n: int = N) -> tuple[np.ndarray, np.ndarray]:
+    """(control, treatment) correctness: the treatment is right on every image the control is
+    right on, plus ``extra`` more (negative: fewer)."""
+    control = np.arange(n) < base
+    treatment = np.arange(n) < base + extra
+    return control, treatment
+
+
+def diffs_of(pairs: list[tuple[np.ndarray, np.ndarray]], split: str = "test") -> list[dict[str, np.ndarray]]:
+    return [{split: t.astype(np.int8) - c.astype(np.int8)} for c, t in pairs]
+
+
+def test_b_right_on_40_more_of_400_images_on_every_seed_is_plus_10_points_and_significant():
+    control, treatment = nested(40)
+    reps = paired_bootstrap(diffs_of([(control, treatment)] * 3), {"test": 1.0}, rng=np.random.default_rng(0))
+    low, high = percentile_ci(reps)
+    assert reps.mean() == pytest.approx(0.10, abs=0.002)
+    # the test-set noise: d is +1 on 40 of 400 images, sd of its mean √(0.1 · 0.9 / 400) = 1.5 points;
+    # every seed errs on the same images, so averaging the seeds does not shrink it
+    assert (high - low) / 2 == pytest.approx(1.96 * math.sqrt(0.1 * 0.9 / N), rel=0.12)
+    assert 0 < low < 0.1 < high and bootstrap_p(reps) <= 2 / 2001 + 1e-12
+    # the seed-only t-interval of the same Δ has zero width (+10 on every seed): it measures nothing
+    assert high - low > 0.01
+
+
+def test_identical_predictions_give_a_zero_delta_that_is_not_significant():
+    control, _ = nested(0)
+    reps = paired_bootstrap(diffs_of([(control, control.copy())] * 3), {"test": 1.0}, rng=np.random.default_rng(0))
+    assert np.all(reps == 0) and percentile_ci(reps) == (0.0, 0.0) and bootstrap_p(reps) == 1.0
+
+
+def test_image_level_interval_of_a_simple_mean_matches_the_normal_approximation():
+    rng = np.random.default_rng(1)
+    n = 2000
+    d = rng.choice([-1, 0, 1], size=n, p=[0.1, 0.6, 0.3]).astype(np.int8)
+    reps = paired_bootstrap([{"s": d}, {"s": d}], {"s": 1.0}, replicates=4000, rng=np.random.default_rng(0))
+    low, high = percentile_ci(reps)
+    half = 1.959964 * d.std() / math.sqrt(n)  # the seeds agree: only the images vary
+    assert (low + high) / 2 == pytest.approx(d.mean(), abs=0.1 * half)
+    assert (high - low) / 2 == pytest.approx(half, rel=0.08)
+
+
+def test_seed_resampling_of_a_simple_mean_matches_the_normal_approximation():
+    rng = np.random.default_rng(2)
+    x = rng.normal(0.02, 0.01, size=60)  # per-seed Δ; within a seed every image has it (no image noise)
+    diffs = [{"s": np.full(10, v)} for v in x]
+    reps = paired_bootstrap(diffs, {"s": 1.0}, replicates=4000, rng=np.random.default_rng(0), seed_level="resample")
+    low, high = percentile_ci(reps)
+    half = 1.959964 * x.std() / math.sqrt(len(x))  # the plug-in (ddof 0) standard error the bootstrap estimates
+    assert (high - low) / 2 == pytest.approx(half, rel=0.08) and (low + high) / 2 == pytest.approx(x.mean(), abs=0.1 * half)
+
+
+def test_seed_level_is_the_t_interval_when_images_add_nothing_and_resampling_three_seeds_is_too_narrow():
+    diffs = [{"s": np.full(1000, v)} for v in (0.01, 0.02, 0.03)]  # Δ 1, 2, 3 points on every image
+    reps = paired_bootstrap(diffs, {"s": 1.0}, replicates=20000, rng=np.random.default_rng(0))
+    low, high = percentile_ci(reps)
+    t_half = T975_2 * 0.01 / math.sqrt(3)  # [−0.48, +4.48] points
+    assert (low, high) == pytest.approx((0.02 - t_half, 0.02 + t_half), abs=0.06 * t_half)
+    # resampling three seeds: the percentile interval is the range of the seeds, about a 75% interval
+    low, high = percentile_ci(paired_bootstrap(diffs, {"s": 1.0}, rng=np.random.default_rng(0), seed_level="resample"))
+    assert (low, high) == pytest.approx((0.01, 0.03))
+
+
+def test_pattern_draws_equal_resampling_image_indices():
+    rng = np.random.default_rng(3)
+    first = rng.choice([-1, 0, 1], size=N, p=[0.15, 0.6, 0.25]).astype(np.int8)
+    second = first.copy()
+    second[100:] = rng.permutation(first[100:])  # the seeds err on partly the same images, with the same mean:
+    third = rng.permutation(first)  # no seed spread, so only the image level is compared
+    d = np.stack([first, second, third])
+    diffs = [{"s": row} for row in d]
+    reps = paired_bootstrap(diffs, {"s": 1.0}, replicates=4000, rng=np.random.default_rng(0))
+    # the definition: per replicate, n image indices with replacement, the same for both methods and all seeds
+    idx = np.random.default_rng(1).integers(0, N, size=(4000, N))
+    direct = d[:, idx].mean(axis=2).mean(axis=0)
+    assert reps.std() == pytest.approx(direct.std(), rel=0.08) and reps.mean() == pytest.approx(direct.mean(), abs=0.002)
+    assert reps.std() > d.mean(axis=0).std() / math.sqrt(N) * 0.9  # the shared images: the seeds' average varies, not each alone
+    assert np.array_equal(reps, paired_bootstrap(diffs, {"s": 1.0}, replicates=4000, rng=np.random.default_rng(0)))  # reproducible
+
+
+def test_per_seed_images_shrink_the_test_set_noise_when_seeds_err_on_the_same_images():
+    control, treatment = nested(40)
+    diffs = diffs_of([(control, treatment)] * 3)
+    shared = paired_bootstrap(diffs, {"test": 1.0}, rng=np.random.default_rng(0))
+    per_seed = paired_bootstrap(diffs, {"test": 1.0}, rng=np.random.default_rng(0), images="per_seed")
+    assert per_seed.std() == pytest.approx(shared.std() / math.sqrt(3), rel=0.1)
+
+
+def test_holm_counts_fewer_than_the_raw_count():
+    p = [0.001, 0.03, 0.04, 0.5]
+    assert sum(x < 0.05 for x in p) == 3
+    assert holm(p) == [True, False, False, False]  # 0.03 > 0.05 / 3: the step-down stops
+    assert holm([0.01, 0.02, 0.04]) == [True, True, True]  # 0.01 ≤ .05/3, 0.02 ≤ .05/2, 0.04 ≤ .05
+    assert holm([math.nan, 0.001]) == [False, True]  # no p: in the family, never rejected
+
+
+def test_composition_recombines_every_average_of_with_averages(tmp_path):
+    _, specs = write_suite(tmp_path)
+    long = with_averages(long_table(specs, tmp_path / "results"))
+    top1 = long[long["metric"] == "top1"]
+    for run, rows in top1.groupby("run_id"):
+        measured = rows[~rows["derived"]].set_index("split")["value"]
+        for split in rows.loc[rows["derived"], "split"]:
+            weights = composition(rows, split)
+            assert weights is not None and sum(weights.values()) == pytest.approx(1.0)
+            assert sum(w * measured[s] for s, w in weights.items()) == pytest.approx(rows.set_index("split").at[split, "value"])
+    assert composition(top1[top1["run_id"] == run], "ood_avg") == pytest.approx(
+        {"c/fog/1": 1 / 12, "c/fog/2": 1 / 12, "c/snow/1": 1 / 12, "c/snow/2": 1 / 12, "cifar10.1-v6": 1 / 3, "cifar10.1-v4": 1 / 3})
+
+
+# ---- a suite whose answer is known -----------------------------------------------------------
+
+# per split: (protocol, SFT images right, GRPO-RM images right) of 400, the same on every seed,
+# GRPO-RM right on every image SFT is right on
+KNOWN = {"test": ("id", 200, 240), "c/fog/1": ("shift", 180, 200), "c/fog/2": ("shift", 160, 160), "cifar10.1-v6": ("shift", 200, 200)}
+# transfer has no per-image predictions: per seed (SFT, GRPO-RM); Δ per seed 4, 2, 4 points on average
+TRANSFER = {"stl10": ((0.90, 0.92, 0.94), (0.93, 0.93, 0.97)), "cifar100": ((0.50, 0.52, 0.54), (0.55, 0.55, 0.59))}
+CALIBRATION = {  # per method: {bin: (count, confidence sum, correct sum)} of the test split, every seed
+    "sft": {10: (200, 140.0, 90.0), 14: (200, 190.0, 110.0)},  # ECE (50 + 80) / 400 = 32.5%
+    "grpo_rm": {12: (400, 332.0, 240.0)},  # ECE 92 / 400 = 23%
+}
+WALL = {"sft": 10.0, "grpo_rm": 30.0}  # + seed seconds
+
+
+def known_metrics(method: str, seed: int) -> tuple[dict, dict]:
+    metrics, predictions = {}, {}
+    sft = method == "sft"
+    for split, (protocol, a, b) in KNOWN.items():
+        k = a if sft else b
+        predictions[split] = np.arange(N) < k
+        cal = CALIBRATION[method]
+        metrics[split] = {"top1": k / N, "top5": 0.99, "n": N, "shift": protocol == "shift", "protocol": protocol,
+                          "nll": (1.0 + 0.02 * seed) if sft else (0.9 + 0.01 * seed), "ece": 0.325 if sft else 0.23,
+                          "brier": (0.6 if sft else 0.5) + 0.01 * seed,
+                          "calibration": {"bins": 15, "count": [cal.get(i, (0, 0, 0))[0] for i in range(15)],
+                                          "confidence_sum": [cal.get(i, (0, 0, 0))[1] for i in range(15)],
+                                          "correct_sum": [cal.get(i, (0, 0, 0))[2] for i in range(15)]}}
+    for target, values in TRANSFER.items():
+        for probe in ("knn", "sr"):
+            metrics[f"transfer/{target}/{probe}"] = {"top1": values[0 if sft else 1][seed], "n": 100, "shift": False, "protocol": "transfer",
+                                                     "dataset": target, "probe": probe}
+    return metrics, predictions
+
+
+def write_known(root, with_predictions: bool = True, corrupt: set[tuple[str, int]] = frozenset()):
+    root.mkdir(parents=True, exist_ok=True)
+    path = write(root, SUITE, "syn.yaml")
+    specs = expand(load_suite(path), path)
+    for spec in specs:
+        method, seed = spec.config.method.name, spec.config.seed
+        metrics, predictions = known_metrics(method, seed)
+        if (method, seed) in corrupt:  # a stale file: one image more right than result.json says
+            predictions["test"] = np.arange(N) < int(metrics["test"]["top1"] * N) + 1
+        write_run(root / "results", spec, metrics, predictions=predictions if with_predictions else None, wall_time_s=WALL[method] + seed)
+    return path, specs
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    root = tmp_path_factory.mktemp("known")
+    path, specs = write_known(root)
+    report = build_report(load_suite(path), specs, root / "results", root / "reports", path)
+    return root, report
+
+
+def test_delta_intervals_cover_seed_and_test_set_noise(known):
+    root, _ = known
+    delta = pd.read_csv(root / "reports" / "syn" / "delta.csv")
+    top1 = delta[delta["metric"] == "top1"].set_index("split")
+    test = top1.loc["test"]
+    assert test["mean"] == pytest.approx(0.10) and test["ci_method"] == "bootstrap"
+    assert test["t_ci_low"] == pytest.approx(test["t_ci_high"])  # the same +10 on every seed: a zero-width t-interval
+    assert 0.065 < test["ci_low"] < 0.09 and 0.11 < test["ci_high"] < 0.135 and test["significant"] and test["p_value"] < 0.002
+    # identical predictions on CIFAR-10.1: Δ 0, a zero-width interval, not significant, no p
+    v6 = top1.loc["cifar10.1-v6"]
+    assert v6["mean"] == 0 and v6["ci_low"] == v6["ci_high"] == 0 and not v6["significant"] and math.isnan(v6["p_value"])
+    # the OOD average recombines its splits: (mean(+5, 0) + 0) / 2 = +1.25 points, the image noise of c/fog/1 at weight 1/4
+    ood = top1.loc["ood_avg"]
+    assert ood["mean"] == pytest.approx(0.0125) and ood["ci_method"] == "bootstrap"
+    assert (ood["ci_high"] - ood["ci_low"]) / 2 == pytest.approx(1.96 * math.sqrt(0.05 * 0.95 / N) / 4, rel=0.15)
+    # transfer has no per-image predictions: the seed-level t-interval, and why
+    knn = top1.loc["transfer_avg/knn"]
+    assert knn["ci_method"] == "t" and "not in predictions.npz" in knn["ci_note"]
+    assert knn["ci_high"] - knn["mean"] == pytest.approx(T975_2 * statistics.stdev([0.04, 0.02, 0.04]) / math.sqrt(3))
+    assert knn["p_value"] == pytest.approx(2 * sps.t.sf((0.1 / 3) / (statistics.stdev([0.04, 0.02, 0.04]) / math.sqrt(3)), 2))
+
+
+def test_verdict_box_tops_report_md_html_and_console_with_raw_and_holm_counts(known):
+    root, report = known
+    out = root / "reports" / "syn"
+    v = pd.read_csv(out / "verdict.csv")
+    assert list(v["quantity"]) == ["ID (test)", "OOD average", "transfer average · kNN", "transfer average · SR"]
+    assert list(v["mean"]) == pytest.approx([10.0, 1.25, 10 / 3, 10 / 3])
+    # p: ≈ 1/1000 (bootstrap) twice, 0.0377 (t, df 2) twice; Holm over 4: 0.0377 > 0.05 / 2
+    assert list(v["significant"]) == [True] * 4 and list(v["holm_significant"]) == [True, True, False, False]
+    md = report.markdown
+    assert md.index("## Verdict") < md.index("### In-distribution top-1 accuracy")
+    assert "**4 of 4 comparisons significant**" in md and "**2 of 4 after Holm's correction**" in md
+    assert "| cifar10 (random init) | +10.00 [" in md and "†‡, p = 0.001" in md
+    assert "paired bootstrap over test images and seeds" in md and "B = 2000" in md
+    assert "Seed-level t-interval (seed noise only, not test-set noise) and its t-test p for 2 of 4" in md
+    assert "## Verdict" in report.console and "after Holm's correction" in report.console
+    page = (out / "report.html").read_text()
+    assert 'id="verdict"' in page and page.index('id="verdict"') < page.index('id="runs"') and "2 of 4 after Holm" in page
+    # the ID table shows the bootstrap interval as [lo, hi] and says so
+    id_md = (out / "table_id.md").read_text()
+    assert "| **84.00 ± 0.00** |" not in id_md and "+10.00 [+" in id_md and "95% paired bootstrap interval over seeds and test images" in id_md
+
+
+def test_missing_or_stale_predictions_keep_the_seed_level_interval_and_say_so(tmp_path):
+    path, specs = write_suite(tmp_path)  # results written before predictions.npz existed
+    report = build_report(load_suite(path), specs, tmp_path / "results", tmp_path / "reports", path)
+    delta = pd.read_csv(tmp_path / "reports" / "syn" / "delta.csv")
+    assert set(delta["ci_method"]) == {"t"} and (delta["ci_low"] == delta["t_ci_low"]).all()
+    assert "no predictions.npz (6 of 6 runs)" in report.markdown
+    assert "95% paired bootstrap" not in (tmp_path / "reports" / "syn" / "table_id.md").read_text()
+
+    root = tmp_path / "stale"
+    path, specs = write_known(root, corrupt={("grpo_rm", 1)})
+    long = with_averages(long_table(specs, root / "results"))
+    from bench.report import _prediction_paths
+    from bench.report.stats import load_predictions
+
+    predictions, problems = load_predictions(_prediction_paths(specs, root / "results", long))
+    delta = with_bootstrap(paired_delta(long), long, predictions, problems, BootstrapSettings(replicates=200)).set_index(["split", "metric"])
+    assert delta.at[("test", "top1"), "ci_method"] == "t" and "disagrees with result.json on test" in delta.at[("test", "top1"), "ci_note"]
+    assert delta.at[("c/fog/1", "top1"), "ci_method"] == "bootstrap"
+
+
+def test_forest_plot_has_every_delta_per_evaluation_set(known):
+    from bench.report import _prediction_paths
+    from bench.report.stats import load_predictions
+    from bench.report.verdict import forest_frame
+
+    root, report = known
+    out = root / "reports" / "syn"
+    assert out / "forest.png" in report.files and out / "forest.pdf" in report.files and (out / "forest.png").stat().st_size > 1000
+    specs = expand(load_suite(root / "syn.yaml"), root / "syn.yaml")
+    long = with_averages(long_table(specs, root / "results"))
+    predictions, problems = load_predictions(_prediction_paths(specs, root / "results", long))
+    frame = forest_frame(with_bootstrap(paired_delta(long), long, predictions, problems), long)
+    assert list(frame["evaluation"]) == ["test (ID)", "cifar10.1-v6", "cifar10-C (mean)", "OOD average", "transfer average · kNN",
+                                         "transfer average · SR"]
+    assert list(frame["kind"]) == ["ID", "OOD set", "OOD set", "OOD average", "transfer", "transfer"]
+    assert list(frame["mean"]) == pytest.approx([10.0, 0.0, 2.5, 1.25, 10 / 3, 10 / 3])
+    assert list(frame["significant"]) == [True, False, True, True, True, True]
+
+
+def test_calibration_table_and_reliability_diagram(known):
+    root, report = known
+    out = root / "reports" / "syn"
+    table = pd.read_csv(out / "table_calibration.csv")
+    assert list(table["metric"]) == ["NLL", "NLL", "ECE (%)", "ECE (%)", "Brier", "Brier"]
+    assert list(table["evaluation"]) == ["test", "OOD average (shift sets)"] * 3
+    # by hand: NLL SFT 1.00, 1.02, 1.04 and GRPO-RM 0.90, 0.91, 0.92 (every split); ECE 32.5% vs 23%; Brier 0.60-0.62 vs 0.50-0.52
+    assert list(table["sft_mean"]) == pytest.approx([1.02, 1.02, 32.5, 32.5, 0.61, 0.61])
+    assert list(table["grpo_rm_mean"]) == pytest.approx([0.91, 0.91, 23.0, 23.0, 0.51, 0.51])
+    assert table["sft_ci_high"].iloc[0] - 1.02 == pytest.approx(T975_2 * 0.02 / math.sqrt(3))
+    assert list(table["best"]) == ["grpo_rm"] * 6  # lower is better
+    md = (out / "table_calibration.md").read_text()
+    assert "| cifar10 (random init) | NLL | test | 1.02 ± 0.05 | **0.91 ± 0.02** | −0.11 ± 0.02 † |" in md
+    assert "| cifar10 (random init) | ECE (%) | test | 32.50 ± 0.00 | **23.00 ± 0.00** | −9.50 ± 0.00 |" in md  # zero width: no †
+    long = pd.read_csv(out / "results_long.csv")
+    assert {"ece", "brier", "nll"} <= set(long["metric"])  # they flow into the long table
+    assert "### Calibration" in report.markdown
+    # reliability: bins pooled over seeds as sums
+    results = [json.loads(p.read_text()) for p in (root / "results").rglob("result.json")]
+    bins = calibration_bins(results)
+    sft = bins[(bins["split"] == "test") & bins["run_id"].isin({r["run_id"] for r in results if r["method"] == "sft"})]
+    pooled = sft.groupby("bin")[["count", "confidence_sum", "correct_sum"]].sum()
+    assert pooled.loc[10].tolist() == [600, 420, 270]
+    assert pooled_ece(pooled["count"], pooled["confidence_sum"], pooled["correct_sum"]) == pytest.approx(0.325)
+    assert out / "reliability.png" in report.files and (out / "reliability.png").stat().st_size > 1000
+
+
+def test_curves_draw_exactly_the_quantities_that_vary(known):
+    from bench.report.aggregate import training_log
+    from bench.report.plots import CURVE_PANELS, curve_panels
+
+    root, report = known
+    specs = expand(load_suite(root / "syn.yaml"), root / "syn.yaml")
+    log = training_log(specs, root / "results")
+    panels, dropped = curve_panels(log)
+    assert [c for c, _ in panels] == [c for c, _ in CURVE_PANELS if c in VARYING_CURVES]
+    assert {c for c, _ in panels} == set(VARYING_CURVES) and not {"loss", "adv_std", "adv_max"} & {c for c, _ in panels}
+    titles = dict(CURVE_PANELS)
+    assert dropped == [f"{titles['margin']} (at 0.5)", f"{titles['clip_fraction']} (at 0)"] and set(CONSTANT_CURVES) <= set(titles)
+    assert "Training curves: not drawn, constant over training in every run: top-1 − top-2 logit margin (at 0.5)" in report.markdown
+    assert (root / "reports" / "syn" / "curves.png").stat().st_size > 1000
+
+
+def test_wall_time_per_method(known):
+    root, report = known
+    table = pd.read_csv(root / "reports" / "syn" / "table_wall_time.csv")
+    assert list(table["config"]) == ["SFT", "GRPO-RM"] and list(table["runs"]) == [3, 3]
+    assert list(table["mean_s"]) == pytest.approx([11.0, 31.0]) and list(table["total_s"]) == pytest.approx([33.0, 93.0])
+    assert "| GRPO-RM | 3 | 31.0 s | 93.0 s |" in report.markdown
+
+
+def test_no_ablation_with_one_config_per_method(known):
+    root, report = known
+    assert not (root / "reports" / "syn" / "table_ablation.csv").exists() and "ablation" not in {p.stem for p in report.files}
+
+
+# ---- ablation --------------------------------------------------------------------------------
+
+ABLATION = [  # (method, params, Δ test images, Δ OOD images) against the plain SFT, of 400
+    ("sft", {}, 0, 0),
+    ("sft", {"label_smoothing": 0.1}, 4, 2),
+    ("grpo_rm", {}, 8, 4),
+    ("grpo_rm", {"mu": 2}, 16, 8),
+    ("grpo_rm", {"adv_norm": "none"}, -4, -2),
+    ("linear_margin", {}, 12, 6),
+]
+
+
+def write_ablation(root):
+    root.mkdir(parents=True, exist_ok=True)
+    specs = []
+    for i, (method, params, d_test, d_ood) in enumerate(ABLATION):
+        matrix = f"  method: [{method}]\n" + "".join(f"  method.params.{k}: [{v}]\n" for k, v in params.items())
+        path = write(root, SUITE.replace("  method: [sft, grpo_rm]\n", matrix), f"abl{i}.yaml")
+        for spec in expand(load_suite(path), path):
+            correct = {"test": np.arange(N) < 200 + d_test, "cifar10.1-v6": np.arange(N) < 180 + d_ood}
+            metrics = {s: {"top1": float(c.mean()), "n": N, "shift": s != "test", "protocol": "shift" if s != "test" else "id"}
+                       for s, c in correct.items()}
+            write_run(root / "results", spec, metrics, predictions=correct, wall_time_s=10.0 * (i + 1))
+            specs.append(spec)
+    return path, specs
+
+
+def test_config_labels_name_what_differs_from_the_defaults():
+    assert config_label("grpo_rm", {"epsilon": 0.2, "mu": 2, "adv_norm": "group_std"}) == "GRPO-RM μ=2"
+    assert config_label("grpo_rm", {"epsilon": 0.2, "mu": 1, "adv_norm": "none"}) == "GRPO-RM adv_norm=none"
+    assert config_label("linear_margin", {"scale": "grpo"}) == "linear margin"
+    assert config_label("sft", {"label_smoothing": 0.1}) == "SFT label_smoothing=0.1"
+
+
+def test_ablation_ranks_every_config_against_the_plain_sft(tmp_path):
+    path, specs = write_ablation(tmp_path)
+    report = build_report(load_suite(path), specs, tmp_path / "results", tmp_path / "reports", path, BootstrapSettings(replicates=500))
+    out = tmp_path / "reports" / "syn"
+    table = pd.read_csv(out / "table_ablation.csv")
+    assert list(table["config"]) == ["GRPO-RM μ=2", "linear margin", "GRPO-RM", "SFT label_smoothing=0.1", "GRPO-RM adv_norm=none"]
+    assert list(table["rank"]) == [1, 2, 3, 4, 5] and list(table["n"]) == [3] * 5
+    assert list(table["id_mean"]) == pytest.approx([4.0, 3.0, 2.0, 1.0, -1.0])
+    assert list(table["ood_mean"]) == pytest.approx([2.0, 1.5, 1.0, 0.5, -0.5])
+    assert set(table["id_ci_method"]) == {"bootstrap"} and table["id_significant"].iloc[0] and table["id_ci_low"].iloc[0] > 0
+    md = report.markdown
+    assert "### Ablation: each config's Δ against the plain SFT" in md and "| cifar10 (random init) | 1 | GRPO-RM μ=2 | +4.00 [" in md
+    assert out / "ablation.png" in report.files and (out / "ablation.png").stat().st_size > 1000
+    # the verdict compares each GRPO-RM config with the plain SFT, not with SFT label_smoothing=0.1
+    v = pd.read_csv(out / "verdict.csv")
+    assert len(v) == 3 * 2 and v["control_variant"].nunique() == 1
+    assert sorted(v.loc[v["quantity"] == "ID (test)", "mean"]) == pytest.approx([-1.0, 2.0, 4.0])
+    wall = pd.read_csv(out / "table_wall_time.csv").set_index("config")["mean_s"]
+    assert wall["SFT"] == 10.0 and wall["SFT label_smoothing=0.1"] == 20.0 and wall["linear margin"] == 60.0
+
+
+@pytest.mark.skipif(__import__("shutil").which("pdflatex") is None, reason="needs pdflatex (Debian's texlive-latex-recommended)")
+def test_new_latex_tables_compile(known, tmp_path):
+    import subprocess
+
+    from test_report_latex import PDFLATEX, WRAPPER
+
+    root, _ = known
+    out = root / "reports" / "syn"
+    path, specs = write_ablation(tmp_path / "abl")
+    build_report(load_suite(path), specs, tmp_path / "abl" / "results", tmp_path / "abl" / "reports", path, BootstrapSettings(replicates=200))
+    tables = [out / "table_calibration.tex", out / "table_wall_time.tex", out / "table_id.tex", tmp_path / "abl" / "reports" / "syn" / "table_ablation.tex"]
+    for i, table in enumerate(tables):
+        doc = tmp_path / f"doc{i}.tex"
+        doc.write_text(WRAPPER % table)
+        run = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 0, f"{table.name}:\n{run.stdout[-3000:]}"
