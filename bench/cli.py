@@ -21,7 +21,7 @@ from bench.report import Report, build_report
 from bench.reproduce import explain, launch_plan, progress_line, readiness
 from bench.runner import describe
 from bench.store import RunDir, unwritable
-from bench.suite import MAX_RUNS, SuiteError, expand, load_suite, max_runs_default
+from bench.suite import MAX_RUNS, SuiteError, expand, load_suite, max_runs_default, parse_only, select_only
 
 
 def _specs(args: argparse.Namespace):
@@ -34,13 +34,14 @@ def _specs(args: argparse.Namespace):
         os.environ["BENCH_MAX_RUNS"] = str(args.max_runs)
     limit = args.max_runs if args.max_runs is not None else max_runs_default()
     suite = load_suite(args.suite)
-    return suite, expand(suite, args.suite, args.override, args.data_root, getattr(args, "results", None), limit)
+    specs = expand(suite, args.suite, args.override, args.data_root, getattr(args, "results", None), limit)
+    return suite, select_only(specs, parse_only(args.only))
 
 
 def _source(args: argparse.Namespace) -> SuiteSource:
     # absolute paths: a Slurm selection job expands the suite again from wherever it runs
     data_root = str(Path(args.data_root).expanduser().resolve()) if args.data_root else None
-    return SuiteSource(str(Path(args.suite).resolve()), tuple(args.override), data_root)
+    return SuiteSource(str(Path(args.suite).resolve()), tuple(args.override), data_root, parse_only(args.only))
 
 
 def _data_problems(specs, console: Console) -> bool:
@@ -230,7 +231,9 @@ COMMANDS = {
 
 def _suite_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("suite", type=Path, help="suite YAML file")
-    s.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE", help="e.g. train.lr=1e-4 (repeatable)")
+    s.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="e.g. train.lr=1e-4, or methods.grpo_rm.epsilon=0.3 for one method's runs only (repeatable)")
+    s.add_argument("--only", default=None, metavar="KEY=VALUE,...", help="a subset of the runs, e.g. method=grpo_rm,seed=0 (any dotted config path)")
     s.add_argument("--data-root", default=None, help="datasets folder (wins over the suite's data_root and $BENCH_DATA_ROOT)")
     s.add_argument("--max-runs", type=int, default=None, metavar="N",
                    help=f"refuse a suite that expands to more runs than this (default $BENCH_MAX_RUNS, else {MAX_RUNS:,})")

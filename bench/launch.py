@@ -335,12 +335,13 @@ class SuiteSource:
     path: str
     overrides: tuple[str, ...] = ()
     data_root: str | None = None
+    only: tuple[tuple[str, str], ...] = ()  # --only: the subset of runs to launch
 
     def expand(self, results_root: Path) -> tuple[Suite, list[RunSpec]]:
-        from bench.suite import expand, load_suite
+        from bench.suite import expand, load_suite, select_only
 
         suite = load_suite(self.path)
-        return suite, expand(suite, self.path, list(self.overrides), self.data_root, results_root)
+        return suite, select_only(expand(suite, self.path, list(self.overrides), self.data_root, results_root), self.only)
 
 
 def has_selection(suite: Suite) -> bool:

@@ -29,7 +29,16 @@ class RunOutcome:
 def describe(spec: RunSpec) -> str:
     c = spec.config
     tuning = f" tuning {', '.join(f'{k}={v}' for k, v in json.loads(spec.record).get('tuned_values', {}).items())}" if spec.stage == "tune" else ""
-    return f"{c.method.name} seed={c.seed} {c.data.name}{tuning} (run {spec.run_id})"
+    return f"{method_label(c)} seed={c.seed} {c.data.name}{tuning} (run {spec.run_id})"
+
+
+def method_label(config) -> str:
+    """'grpo_rm' or, for a variant, 'grpo_rm{mu=2}': the method's settings that differ from its defaults."""
+    from bench.methods import METHODS
+
+    defaults = METHODS.get(config.method.name).Params().model_dump()
+    changed = {k: v for k, v in config.method.resolved_params().items() if defaults.get(k) != v and k != "ignore_index"}
+    return config.method.name + ("{" + ", ".join(f"{k}={v}" for k, v in changed.items()) + "}" if changed else "")
 
 
 def run_local(specs: list[RunSpec], results_root: Path, console: Console | None = None) -> list[RunOutcome]:

@@ -99,24 +99,24 @@ def _with(tree: dict[str, Any], values: dict[str, Any], **top: Any) -> dict[str,
     return out
 
 
-def plan_selection(suite: Suite, path: str | Path, runs: list[MatrixRun], results_root: str | Path | None) -> SelectionPlan:
+def plan_selection(suite: Suite, path: str | Path, runs: list[MatrixRun], results_root: str | Path | None, overrides: list[str] | None = None) -> SelectionPlan:
     """Tuning runs for every group, and the final runs of the groups ``results_root`` decides."""
     sel = suite.select
     assert sel is not None
     groups: dict[str, Group] = {}
     final_seeds: dict[str, list[int]] = {}
     for run in runs:
-        final_seeds.setdefault(_group_key(run.tree), []).append(build_config(suite, path, run.tree, run.where).seed)
+        final_seeds.setdefault(_group_key(run.tree), []).append(build_config(suite, path, run.tree, run.where, overrides).seed)
     for run in runs:
         key = _group_key(run.tree)
         if key not in groups:
             candidates = []
-            final_evaluations = list(build_config(suite, path, run.tree, run.where).evaluations)
+            final_evaluations = list(build_config(suite, path, run.tree, run.where, overrides).evaluations)
             for values in _combos(sel.tune):
                 specs = []
                 for seed in sel.seeds:
                     tree = _with(run.tree, values, seed=seed, evaluations=[HELDOUT])
-                    config = build_config(suite, path, tree, f"{run.where}, tuning {_show(values)}, seed={seed}")
+                    config = build_config(suite, path, tree, f"{run.where}, tuning {_show(values)}, seed={seed}", overrides)
                     # the final runs' evaluations travel along, so a data check covers what they will read
                     record = json.dumps({"tuned_values": values, "group": key, "final_evaluations": final_evaluations,
                                          "final_seeds": final_seeds[key]}, sort_keys=True, default=str)
@@ -138,7 +138,7 @@ def plan_selection(suite: Suite, path: str | Path, runs: list[MatrixRun], result
                      "scores": {json.dumps(c.values, sort_keys=True): c.mean for c in group.candidates}, "group": group.key}
         record = json.dumps({"selection": selection}, sort_keys=True, default=str)
         for run in group.finals:
-            config = build_config(suite, path, _with(run.tree, group.chosen.values), f"{run.where}, chosen {_show(group.chosen.values)}")
+            config = build_config(suite, path, _with(run.tree, group.chosen.values), f"{run.where}, chosen {_show(group.chosen.values)}", overrides)
             final.append(RunSpec(suite.name, config.run_id(), config, run.profile, "final", record))
     if results_root is not None and any(g.chosen is not None for g in groups.values()):
         write_selection(Path(results_root) / suite.name, suite, list(groups.values()))

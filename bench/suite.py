@@ -436,20 +436,53 @@ def _resolve_root(suite: Suite, path: str | Path, data_root: str | Path | None) 
     return None
 
 
+def method_entry(value: Any) -> tuple[str, dict[str, Any]]:
+    """A ``matrix.method`` entry: a method name, or ``{name: grpo_rm, params: {mu: 2}}`` — a
+    variant of that method whose params refine ``methods.<name>`` for those runs only (so an
+    ablation varies one method's settings without touching the others)."""
+    if isinstance(value, str):
+        return value, {}
+    return value["name"], dict(value.get("params") or {})
+
+
 def _check_names(suite: Suite, path: str | Path) -> None:
-    """Matrix method and profile values are looked up by name: anything but text is refused
-    here rather than failing as an unhashable key further on."""
+    """Matrix method and profile values are looked up by name: anything but text (or, for
+    methods, a ``{name, params}`` variant) is refused here rather than failing further on."""
     for key in ("method", "profile"):
         for i, value in enumerate(suite.matrix.get(key, [])):
+            where = line_of(suite._lines, ("matrix", key, i), ("matrix", key)) or 1
+            if key == "method" and isinstance(value, dict):
+                extra = set(value) - {"name", "params"}
+                if extra or not isinstance(value.get("name"), str) or not isinstance(value.get("params", {}) or {}, dict):
+                    raise SuiteError(f"{path}:{where}: matrix.method.{i}: a method variant is {{name: <method>, params: {{...}}}}"
+                                     + (f"; unexpected {', '.join(sorted(map(str, extra)))}" if extra else ""))
+                continue
             if not isinstance(value, str):
-                where = line_of(suite._lines, ("matrix", key, i), ("matrix", key)) or 1
                 raise SuiteError(f"{path}:{where}: matrix.{key}.{i}: {value!r} is not a {key} name; list names as text")
+
+
+def _check_method_overrides(suite: Suite, parsed: list[tuple[str, Any]], texts: list[str]) -> None:
+    """``-o methods.<name>.<param>=v`` must name a method this suite runs, and a parameter."""
+    running = {method_entry(v)[0] for v in suite.matrix.get("method", []) if isinstance(v, (str, dict))}
+    if isinstance(suite.defaults.get("method"), dict):
+        running.add(str(suite.defaults["method"].get("name")))
+    for (key, _), text in zip(parsed, texts):
+        if not key.startswith("methods."):
+            continue
+        parts = key.split(".", 2)
+        if len(parts) < 3:
+            raise SuiteError(f"-o {text}: name a parameter, e.g. -o methods.grpo_rm.epsilon=0.3 (command-line override)")
+        if parts[1] not in running and (running or suite._children):
+            if not suite._children:  # an including suite passes overrides on to its children, which check them
+                close = difflib.get_close_matches(parts[1], sorted(running), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise SuiteError(f"-o {text}: no run of this suite uses method {parts[1]!r}{hint} (runs: {', '.join(sorted(running))})")
 
 
 def _check_declared_methods(suite: Suite, path: str | Path) -> None:
     """Every method under ``methods:`` is checked, not only those the matrix runs: a typo in the
     settings of a method left out today would otherwise surface the day it is added back."""
-    in_matrix = set(suite.matrix.get("method", []))
+    in_matrix = {method_entry(v)[0] for v in suite.matrix.get("method", [])}
     for name, params in suite.methods.items():
         where = line_of(suite._lines, ("methods", name)) or 1
         if name not in METHODS:
@@ -480,6 +513,7 @@ def expand(
     limit = max_runs if max_runs is not None else max_runs_default()
     _check_size(suite, path, limit)
     parsed = [parse_override(text) for text in overrides or []]  # command-line mistakes first, named as such
+    _check_method_overrides(suite, parsed, overrides or [])
     root = _resolve_root(suite, path, data_root)
     # the method axis is applied first so dotted keys such as method.params.epsilon refine it
     included: list[RunSpec] = []
@@ -516,11 +550,11 @@ def expand(
     except SuiteError as exc:
         raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',)) or 1}: {exc}") from None
     if suite.select is None:
-        specs = [RunSpec(suite.name, c.run_id(), c, run.profile) for run in trees for c in [build_config(suite, path, run.tree, run.where)]]
+        specs = [RunSpec(suite.name, c.run_id(), c, run.profile) for run in trees for c in [build_config(suite, path, run.tree, run.where, overrides)]]
     else:
         from bench.select import plan_selection  # the selection stages read finished tuning results
 
-        specs = plan_selection(suite, path, trees, results_root).specs
+        specs = plan_selection(suite, path, trees, results_root, overrides).specs
     return _unique(specs + included, path, suite)
 
 
@@ -548,26 +582,60 @@ def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: A
         tree["evaluations"] = list(suite.evaluations)
     for (key, _), value in zip(axes, combo):
         if key == "method":
-            tree["method"] = {"name": value, "params": copy.deepcopy(suite.methods.get(value, {}))}
+            name, variant = method_entry(value)
+            tree["method"] = {"name": name, "params": copy.deepcopy({**suite.methods.get(name, {}), **variant})}
         elif key != "profile":
             set_dotted(tree, key, value)
     own_root = isinstance(tree.get("data"), dict) and "data_root" in tree["data"]  # not a mapping: set_dotted says so
     if root is not None and (data_root is not None or not own_root):
         set_dotted(tree, "data.data_root", root)
     for key, value in overrides:
+        if key.startswith("methods."):  # -o methods.grpo_rm.epsilon=0.3: that method's runs only (checked in expand)
+            _, name, param = key.split(".", 2)
+            if isinstance(tree.get("method"), dict) and tree["method"].get("name") == name:
+                set_dotted(tree["method"].setdefault("params", {}), param, copy.deepcopy(value))
+            continue
         set_dotted(tree, key, copy.deepcopy(value))  # parsed once; each run gets its own copy
     return tree
 
 
-def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: str) -> RunConfig:
-    """The validated run config of a matrix point; errors as ``file:line: key: reason``."""
+def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: str, overrides: list[str] | None = None) -> RunConfig:
+    """The validated run config of a matrix point; errors as ``file:line: key: reason``, or as
+    ``-o key=value: reason`` when the rejected key came from a command-line override."""
     try:
         return RunConfig(**tree)
     except ValidationError as exc:
         given = tree.get("method")
         method = str(given.get("name", "")) if isinstance(given, dict) else ""  # defaults.method may be anything
+        from_command_line = _override_errors(exc, overrides or [], method)
+        if from_command_line:
+            raise SuiteError("\n".join(from_command_line) + f"\n  (in the run {where})") from None
         message = _format_validation(Path(path), exc, RunConfig, suite._lines, lambda loc: _run_config_paths(loc, method))
         raise SuiteError(f"{message}\n  (in the run {where})") from None
+
+
+def _override_errors(exc: ValidationError, overrides: list[str], method: str) -> list[str]:
+    """One line per validation error whose key an override set (``methods.<m>.<p>`` counts as
+    ``method.params.<p>`` for method ``m``); [] unless every error is such a one."""
+    keys = []
+    for text in overrides:
+        key = text.split("=", 1)[0].strip()
+        if key.startswith("methods."):
+            parts = key.split(".", 2)
+            key = "method.params." + parts[2] if len(parts) == 3 and parts[1] == method else ""
+        keys.append((key, text))
+    lines = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = _message(e)
+        keyed = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): ", msg)  # validators name the key they reject
+        if keyed:
+            loc, msg = keyed.group(1), msg[keyed.end():]
+        match = next((text for key, text in keys if key and (loc == key or loc.startswith(key + ".") or key.startswith(loc + "."))), None)
+        if match is None:
+            return []
+        lines.append(f"-o {match}: {loc}: {msg} (command-line override){_hint(RunConfig, tuple(e['loc']), e['type'])}")
+    return lines
 
 
 def _unique(specs: list[RunSpec], path: str | Path, suite: Suite) -> list[RunSpec]:
@@ -575,3 +643,37 @@ def _unique(specs: list[RunSpec], path: str | Path, suite: Suite) -> list[RunSpe
     if len(set(ids)) != len(ids):
         raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',), ('include',)) or 1}: matrix: produces duplicate runs (the same resolved config twice); a 'profile' axis alone does not make runs different, nor does including a suite twice")
     return specs
+
+
+def parse_only(text: str | None) -> tuple[tuple[str, str], ...]:
+    """``--only method=grpo_rm,seed=0`` → (("method", "grpo_rm"), ("seed", "0"))."""
+    if not text:
+        return ()
+    pairs = []
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise SuiteError(f"--only {text!r}: give key=value pairs separated by commas, e.g. --only method=grpo_rm,seed=0")
+        pairs.append((key.strip(), value.strip()))
+    return tuple(pairs)
+
+
+def select_only(specs: list[RunSpec], only: tuple[tuple[str, str], ...]) -> list[RunSpec]:
+    """The runs whose resolved config has every given value (``method`` is the method's name,
+    ``stage`` the selection stage, anything else a dotted config path compared as text)."""
+    if not only:
+        return specs
+
+    def value(spec: RunSpec, key: str) -> Any:
+        if key == "method":
+            return spec.config.method.name
+        if key == "stage":
+            return spec.stage
+        node: Any = spec.config.canonical()
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise SuiteError(f"--only {key}=…: {key!r} is not a setting of these runs (e.g. method, seed, data.name, method.params.mu)")
+            node = node[part]
+        return node
+
+    return [s for s in specs if all(str(value(s, k)) == v for k, v in only)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -141,3 +142,61 @@ def test_include_cycles_and_missing_files_are_named(tmp_path):
     z = write(tmp_path, "name: z\ninclude: [nope.yaml]\n", "z.yaml")
     with pytest.raises(SuiteError, match=r"z.yaml:2: include.0: suite file .*nope.yaml not found; paths are relative to"):
         load_suite(z)
+
+
+def test_method_scoped_override_changes_only_that_method(tmp_path):
+    path = write(tmp_path, GOOD)
+    suite = load_suite(path)
+    before = {(s.config.method.name, s.config.seed): s for s in expand(suite, path)}
+    after = {(s.config.method.name, s.config.seed): s for s in expand(suite, path, ["methods.grpo_rm.epsilon=0.3"])}
+    for key, spec in before.items():
+        if key[0] == "sft":  # untouched: same config, same run id
+            assert after[key].run_id == spec.run_id and after[key].config == spec.config
+        else:
+            assert after[key].config.method.params["epsilon"] == 0.3 and spec.config.method.params["epsilon"] == 0.1
+            assert after[key].run_id != spec.run_id
+    # a plain dotted override of a method parameter would reach SFT too, and SFT has no epsilon
+    with pytest.raises(SuiteError, match=r"method\.params\.epsilon"):
+        expand(suite, path, ["method.params.epsilon=0.3"])
+
+
+def test_override_typos_are_reported_as_command_line_mistakes(tmp_path):
+    path = write(tmp_path, GOOD)
+    suite = load_suite(path)
+    with pytest.raises(SuiteError) as err:
+        expand(suite, path, ["train.lrr=1e-4"])
+    assert str(err.value).startswith("-o train.lrr=1e-4: train.lrr:") and "command-line override" in str(err.value)
+    assert "did you mean 'lr'" in str(err.value) and "s.yaml" not in str(err.value).splitlines()[0]
+    with pytest.raises(SuiteError, match=r"^-o methods\.grpo_rm\.epsilom=0\.3: method\.params\.epsilom: .*did you mean 'epsilon'"):
+        expand(suite, path, ["methods.grpo_rm.epsilom=0.3"])
+    with pytest.raises(SuiteError, match=r"no run of this suite uses method 'grpo'; did you mean 'grpo_rm'"):
+        expand(suite, path, ["methods.grpo.epsilon=0.3"])
+
+
+def test_method_variants_in_the_matrix_refine_one_method(tmp_path):
+    text = GOOD.replace("method: [sft, grpo_rm]", "method: [sft, grpo_rm, {name: grpo_rm, params: {mu: 2}}, {name: sft, params: {label_smoothing: 0.1}}]")
+    path = write(tmp_path, text)
+    specs = expand(load_suite(path), path)
+    configs = {(s.config.method.name, json.dumps(s.config.method.resolved_params(), sort_keys=True)) for s in specs}
+    assert len(specs) == 8 and len(configs) == 4
+    grpo = [s.config.method.resolved_params() for s in specs if s.config.method.name == "grpo_rm"]
+    assert sorted(p["mu"] for p in grpo) == [1, 1, 2, 2] and all(p["epsilon"] == 0.1 for p in grpo)  # methods.grpo_rm still applies
+    sft = [s.config.method.resolved_params()["label_smoothing"] for s in specs if s.config.method.name == "sft"]
+    assert sorted(sft) == [0.0, 0.0, 0.1, 0.1]
+    bad = write(tmp_path, GOOD.replace("method: [sft, grpo_rm]", "method: [sft, {name: grpo_rm, parms: {mu: 2}}]"), "bad.yaml")
+    with pytest.raises(SuiteError, match=r"bad\.yaml:\d+: matrix\.method\.1: a method variant is .*unexpected parms"):
+        expand(load_suite(bad), bad)
+
+
+def test_only_selects_a_subset(tmp_path, capsys):
+    from bench.suite import parse_only, select_only
+
+    path = write(tmp_path, GOOD)
+    specs = expand(load_suite(path), path)
+    chosen = select_only(specs, parse_only("method=grpo_rm,seed=0"))
+    assert [(s.config.method.name, s.config.seed) for s in chosen] == [("grpo_rm", 0)]
+    assert len(select_only(specs, parse_only("data.name=fmnist_composites"))) == 4
+    with pytest.raises(SuiteError, match="--only"):
+        parse_only("method")
+    assert main(["validate", str(path), "--only", "method=sft"]) == 0
+    assert "2 runs" in capsys.readouterr().out
