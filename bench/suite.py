@@ -176,7 +176,9 @@ class Selection(BaseModel):
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    # a path component under results/ and reports/: starts with a letter, digit or '_' (so never
+    # '.', '..' or hidden), no separators, at most 64 characters
+    name: str = Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$", description="safe folder name: letters, digits, _ . - (not leading '.'), ≤ 64 chars")
     description: str = ""
     defaults: dict[str, Any] = Field(default_factory=dict)
     methods: dict[str, dict[str, Any]] = Field(default_factory=dict)
