@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 from rich.console import Console
 from rich.table import Table
@@ -218,6 +219,7 @@ def cmd_data_list(args: argparse.Namespace, console: Console) -> int:
 
 
 DEMO_SUITE = "suites/demo.yaml"
+_KINDS = ("methods", "backbones", "datasets", "evaluations", "executors")
 
 COMMANDS = {
     "run": (cmd_run, "run a suite (skips finished runs, resumes interrupted ones), then report"),
@@ -239,9 +241,81 @@ def _suite_arguments(s: argparse.ArgumentParser) -> None:
                    help=f"refuse a suite that expands to more runs than this (default $BENCH_MAX_RUNS, else {MAX_RUNS:,})")
 
 
+def _at_least_one(text: str) -> int:
+    """--parallel: 0 would start nothing and wait forever."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 1 (runs at once)")
+    return value
+
+
+def _registries() -> dict[str, Callable[[], list[tuple[str, str]]]]:
+    """What `bench ls` lists: (name, one-line description) per registered component."""
+    from bench.evaluate import EVALUATIONS
+    from bench.methods import METHODS
+    from bench.models import BACKBONES
+
+    def doc(obj: Any) -> str:
+        return ((obj.__doc__ or "").strip().splitlines() or [""])[0]
+
+    return {
+        "methods": lambda: [(n, doc(sys.modules[METHODS.get(n).__module__])) for n in METHODS.names()],
+        "backbones": lambda: [(n, BACKBONES.get(n).display) for n in BACKBONES.names()],
+        "datasets": lambda: [(n, DATASETS.get(n).description) for n in DATASETS.names()],
+        "evaluations": lambda: [(n, doc(EVALUATIONS.get(n))) for n in EVALUATIONS.names()],
+        "executors": lambda: [(n, {"debug": "in this process, one run after another", "local": "subprocesses (submitit LocalExecutor)",
+                                   "slurm": "Slurm job arrays (submitit)"}.get(n, "")) for n in LAUNCHERS.names()],
+    }
+
+
+def cmd_ls(args: argparse.Namespace, console: Console) -> int:
+    kinds = _registries()
+    for kind in [args.kind] if args.kind else list(kinds):
+        console.print(f"{kind}:", markup=False)
+        for name, text in kinds[kind]():
+            console.print(f"  {name:<28} {text}", markup=False, soft_wrap=True)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace, console: Console) -> int:
+    """The resolved config of a run (default: the first), as YAML: what would run, defaults filled."""
+    import yaml
+
+    suite, specs = _specs(args)
+    chosen = [s for s in specs if args.run is None or s.run_id.startswith(args.run)]
+    if not chosen:
+        console.print(f"{args.suite}: no run id starts with {args.run!r} (`bench validate {args.suite}` lists them)", style="red", markup=False)
+        return 2
+    spec = chosen[0]
+    console.print(f"# run {spec.run_id} ({describe(spec)}), stage {spec.stage}, profile {spec.profile}", markup=False)
+    console.print(yaml.safe_dump(spec.config.canonical(), sort_keys=True), markup=False, soft_wrap=True)
+    return 0
+
+
+def version() -> str:
+    from importlib.metadata import PackageNotFoundError, version as dist_version
+
+    try:
+        return dist_version("grpo-rm-bench")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="bench", description="GRPO-RM vs SFT benchmark harness")
+    p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("ls", help="list what exists: methods, backbones, datasets, evaluations, executors")
+    ls.add_argument("kind", nargs="?", choices=list(_KINDS), help="one kind (default: all)")
+    ls.set_defaults(fn=cmd_ls)
+    config = sub.add_parser("config", help="print the resolved config of a run before running it")
+    _suite_arguments(config)
+    config.add_argument("--run", default=None, metavar="ID", help="run id or its prefix (default: the first run)")
+    config.add_argument("--results", type=Path, default=Path("results"), help="result store root (selection stages read it)")
+    config.set_defaults(fn=cmd_config)
     data = sub.add_parser("data", help="datasets: list the registry, check a suite's data on disk")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     check = data_sub.add_parser("check", help="check every dataset split a suite needs (exit 1 if any is missing)")
@@ -257,7 +331,7 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--executor", choices=["auto", *LAUNCHERS.names()], default="auto", help="auto: slurm when sbatch is on PATH, else local")
             s.add_argument("--allow-cpu", action="store_true", help="launch even without a GPU (the paper grid then takes days)")
         if name in ("run", "reproduce"):
-            s.add_argument("--parallel", type=int, default=1, help="local executor: runs at once")
+            s.add_argument("--parallel", type=_at_least_one, default=1, help="local executor: runs at once (≥ 1)")
             s.add_argument("--wait", action="store_true", help="slurm executor: block until all jobs end")
         if name == "run":
             s.add_argument("--executor", choices=LAUNCHERS.names(), default="debug",

@@ -57,6 +57,8 @@ class Protocol:
 
 
 class HeldOut(Protocol):
+    """The split carved from the training data (data.val_fraction): what model selection reads."""
+
     name = "heldout"
 
     def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
@@ -64,6 +66,8 @@ class HeldOut(Protocol):
 
 
 class InDistribution(Protocol):
+    """The fine-tuned model and head on the dataset's own evaluation splits (test / official val)."""
+
     name = "id"
 
     def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
@@ -72,6 +76,8 @@ class InDistribution(Protocol):
 
 
 class Shift(Protocol):
+    """The same model and head on covariate-shifted splits of the same label space (OOD)."""
+
     name = "shift"
 
     def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
@@ -80,7 +86,7 @@ class Shift(Protocol):
 
 
 class Transfer(Protocol):
-    """Scores other datasets (``transfer.targets``), none of the source's own splits."""
+    """The fine-tuned backbone frozen: kNN and Softmax Regression on other datasets' features."""
 
     name = "transfer"
 

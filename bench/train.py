@@ -152,7 +152,8 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
                 schedule.step()
                 step += 1
                 stats = ctx.mean_stats(out.stats)
-                row = {"step": step, "epoch": epoch, "pass": p, "lr": schedule.get_last_lr()[0], "grad_norm": float(grad_norm), **stats}
+                row = {"step": step, "epoch": epoch, "pass": p, "time": round(time.time(), 3), "lr": schedule.get_last_lr()[0],
+                       "grad_norm": float(grad_norm), **stats}
                 pending.append(row)
                 if progress:
                     progress(step, total_steps, stats)

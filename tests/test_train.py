@@ -49,8 +49,10 @@ def test_result_records_provenance_and_random_init(tmp_path):
     assert json.loads(run_dir.status_file.read_text())["state"] == "done"
     rows = _metrics(run_dir)
     assert [r["step"] for r in rows] == list(range(1, 7))
-    for key in ("loss", "reward_mean", "adv_mean", "adv_std", "adv_max", "clip_fraction", "entropy", "accuracy"):
+    for key in ("loss", "reward_mean", "adv_mean", "adv_std", "adv_max", "clip_fraction", "entropy", "accuracy", "p_true", "logit_norm", "margin", "time"):
         assert key in rows[0], key
+    times = [r["time"] for r in rows]
+    assert times == sorted(times) and result["git"] and abs(times[-1] - run_dir.status_file.stat().st_mtime) < 600  # wall-clock stamps
     assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
     umask = os.umask(0)
     os.umask(umask)
