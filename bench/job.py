@@ -26,6 +26,7 @@ from bench.features import SplitInputs, prefix_cache_fits, prefix_tokens
 from bench.io import atomic_write
 from bench.methods import build_method
 from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
+from bench.models.heads import full_precision_head
 from bench.provenance import git_state, host, versions
 from bench.seeding import derive_seed, seed_everything
 from bench.segment import evaluate_segmentation, train_pairs
@@ -63,6 +64,8 @@ class Job:
         else:
             self.model = SplitViTClassifier(backbone.model, self.entry.num_classes, trainable).to(self.device)
         self.method = build_method(cfg.method.name, cfg.method.params)
+        if self.method.passes > 1:  # ratios π_θ/π_old must not carry bf16 rounding noise
+            full_precision_head(self.model)
         self.reference = None
         if self.method.needs_reference:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)

@@ -162,3 +162,24 @@ def test_position_embeddings_follow_the_official_dinov2_formula_at_every_size(tm
         official = torch.cat([vit.pos_embed[:, :1], F.interpolate(vit.pos_embed[:, 1:].reshape(1, 37, 37, -1).permute(0, 3, 1, 2),
                               scale_factor=(16.1 / 37, 16.1 / 37), mode="bicubic", antialias=False).flatten(2).transpose(1, 2)], 1)
     assert (timm_pos - official).abs().max().item() > 1e-2
+
+
+def test_full_precision_head_gives_float32_logits_under_bf16_autocast():
+    """GRPO-RM with μ > 1 forms ratios of two forward passes: under bf16 autocast the head's
+    logits carry ~0.4 % noise, so the head runs in float32 (the backbone stays bf16)."""
+    from bench.models.heads import full_precision_head
+
+    torch.manual_seed(4)
+    vit = create_backbone("dinov2_tiny", weights="random").model
+    model = SplitViTClassifier(vit, num_classes=10, trainable_blocks=1).eval()
+    x = torch.randn(4, 3, 28, 28)
+    with torch.no_grad():
+        exact = model(x).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model(x)
+        full_precision_head(model)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            high = model(x)
+    assert low.dtype == torch.bfloat16 and high.dtype == torch.float32
+    # the float32 head removes the head's own rounding: closer to the float32 model than the bf16 head
+    assert (high - exact).abs().max() < (low.float() - exact).abs().max()

@@ -138,3 +138,12 @@ def test_check_finite_names_the_step():
     for loss, norm in ((float("nan"), 1.0), (1.0, float("inf"))):
         with pytest.raises(Diverged, match="diverged at step 7"):
             check_finite(7, torch.tensor(loss), torch.tensor(norm))
+
+
+def test_grpo_rm_with_several_passes_gets_a_float32_head():
+    from bench.distributed import DistContext
+    from bench.job import Job
+
+    assert Job(tiny_config("grpo_rm", method_params={"mu": 2}), DistContext()).model.head.fp32
+    assert not Job(tiny_config("grpo_rm"), DistContext()).model.head.fp32
+    assert not Job(tiny_config("sft"), DistContext()).model.head.fp32

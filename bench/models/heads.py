@@ -15,11 +15,16 @@ class ClsMeanPatchLinearHead(nn.Module):
         self.linear = nn.Linear(2 * embed_dim, num_classes)
         nn.init.normal_(self.linear.weight, std=0.01)  # as DINOv2's linear eval
         nn.init.zeros_(self.linear.bias)
+        self.fp32 = False  # logits in float32 even under autocast (see full_precision_head)
 
     def forward(self, tokens: Tensor) -> Tensor:
         cls = tokens[:, 0]
         patches = tokens[:, self.num_prefix_tokens :].mean(dim=1)
-        return self.linear(torch.cat([cls, patches], dim=-1))
+        features = torch.cat([cls, patches], dim=-1)
+        if self.fp32:
+            with torch.autocast(features.device.type, enabled=False):
+                return self.linear(features.float())
+        return self.linear(features)
 
 
 class LinearSegHead(nn.Module):
@@ -38,10 +43,25 @@ class LinearSegHead(nn.Module):
         nn.init.normal_(self.conv.weight, std=0.01)
         nn.init.zeros_(self.conv.bias)
 
+        self.fp32 = False  # logits in float32 even under autocast (see full_precision_head)
+
     def forward(self, maps: list[Tensor], size: tuple[int, int]) -> Tensor:
         x = torch.cat(maps, dim=1) if len(maps) > 1 else maps[0]
-        logits = self.conv(self.bn(x))
+        if self.fp32:
+            with torch.autocast(x.device.type, enabled=False):
+                logits = self.conv(self.bn(x.float()))
+        else:
+            logits = self.conv(self.bn(x))
         return nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
+
+
+def full_precision_head(model: nn.Module) -> None:
+    """Compute the head in float32 under bf16 autocast. GRPO-RM with μ > 1 divides the current
+    policy by the rollout one: a bf16 head adds ~0.4 % noise to ρ, a visible share of ε = 0.2, so
+    ratios that should be 1 would clip at random. The backbone stays in bf16."""
+    for module in model.modules():
+        if isinstance(module, (ClsMeanPatchLinearHead, LinearSegHead)):
+            module.fp32 = True
 
 
 class ViTSegmenter(nn.Module):
