@@ -214,7 +214,7 @@ def test_two_task_ddp_job_on_slurm(tmp_path):
     reference_metrics(spec, tmp_path)
     ddp = [json.loads(line) for line in run_dir.metrics.read_text().splitlines()]
     single = [json.loads(line) for line in RunDir(tmp_path / "reference" / spec.run_id).metrics.read_text().splitlines()]
-    assert len(ddp) == len(single) == 32
+    assert len(ddp) == len(single) == 2 * 15  # 2 epochs of 256 images minus the held-out carve (230), batch 16
     assert abs(ddp[0]["loss"] - single[0]["loss"]) < 1e-5
     assert all(abs(a["loss"] - b["loss"]) < 1e-3 for a, b in zip(ddp, single))
 
@@ -240,7 +240,7 @@ def test_reproduce_submits_once_then_renders_expected_vs_actual(tmp_path, capsys
     wait_until(lambda: all(d.is_done() for d in dirs), 300, "both runs to finish")
     assert main(args) == 0
     table = (tmp_path / "reports" / "outer" / "expected.csv").read_text()
-    assert "within" in table and "a wide test claim" in table
+    assert "inconclusive" in table and "a wide test claim" in table  # one seed: no interval, so no verdict
 
 
 def test_model_selection_on_slurm_needs_no_second_submission(tmp_path, capsys):
