@@ -274,7 +274,7 @@ def forest(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
         xerr = np.nan_to_num(np.vstack([low, high]), nan=0.0)
         ax.errorbar(mean, y[mask], xerr=xerr, fmt="none", ecolor=color, elinewidth=1.3, capsize=3)
         sig = part["significant"].to_numpy(dtype=bool)
-        ax.scatter(mean[sig], y[mask][sig], color=color, s=36, zorder=3, label=kind)
+        ax.scatter(mean[sig], y[mask][sig], color=color, s=36, zorder=3, label=kind if sig.any() else None)  # one legend entry per kind
         ax.scatter(mean[~sig], y[mask][~sig], facecolors="white", edgecolors=color, s=36, zorder=3, label=None if sig.any() else kind)
     ax.axvline(0, color="black", lw=0.9)
     settings = list(frame["setting"])
