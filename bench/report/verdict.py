@@ -121,20 +121,28 @@ def _quantities(rows: pd.DataFrame) -> list[tuple[str, str]]:
     return out
 
 
+def _comparisons(delta: pd.DataFrame, long: pd.DataFrame):
+    """(headline metric, its Δ rows) per comparison of GRPO-RM against the setting's plain SFT:
+    what the verdict box and the forest plot both walk through."""
+    d = delta[(delta["treatment"] == TREATMENT) & (delta["control"] == CONTROL)] if not delta.empty else delta
+    d = _against_plain(d, long)
+    if d.empty:
+        return
+    for _, part in d.groupby([*GROUP_COLUMNS, "treatment_variant", "control_variant"], sort=False, dropna=False):
+        metric = _headline(part)
+        if metric is not None:
+            yield metric, part[part["metric"] == metric]
+
+
 def verdict_frame(delta: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
     """One row per (comparison, quantity): Δ GRPO-RM − SFT in points of the setting's headline
     metric with CI, p, whether significant and whether still so after Holm's correction over all
     rows. ``delta``: :func:`bench.report.stats.with_bootstrap` rows; ``long``: final runs."""
-    d = delta[(delta["treatment"] == TREATMENT) & (delta["control"] == CONTROL)] if not delta.empty else delta
-    d = _against_plain(d, long)
-    if d.empty:
+    comparisons = list(_comparisons(delta, long))
+    if not comparisons:
         return pd.DataFrame(columns=VERDICT_COLUMNS)
     rows = []
-    for _, part in d.groupby([*GROUP_COLUMNS, "treatment_variant", "control_variant"], sort=False, dropna=False):
-        metric = _headline(part)
-        if metric is None:
-            continue
-        mine = part[part["metric"] == metric]
+    for metric, mine in comparisons:
         for label, split in _quantities(mine):
             r = mine[mine["split"] == split].iloc[0]
             scale = _scale(metric)
@@ -239,16 +247,11 @@ def forest_frame(delta: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
     benchmark's mean), the OOD average and the transfer averages (single targets where a probe
     has no average) — in points, with CI and significance, in plotting order."""
     columns = ["setting", "evaluation", "kind", "mean", "ci_low", "ci_high", "significant", "ci_method", "metric"]
-    d = delta[(delta["treatment"] == TREATMENT) & (delta["control"] == CONTROL)] if not delta.empty else delta
-    d = _against_plain(d, long)
-    if d.empty:
+    comparisons = list(_comparisons(delta, long))
+    if not comparisons:
         return pd.DataFrame(columns=columns)
     rows = []
-    for _, part in d.groupby([*GROUP_COLUMNS, "treatment_variant", "control_variant"], sort=False, dropna=False):
-        metric = _headline(part)
-        if metric is None:
-            continue
-        mine = part[part["metric"] == metric]
+    for metric, mine in comparisons:
         derived = mine["derived"].astype(bool)
         ids = mine[(mine["protocol"] == "id") & ~derived]
         shift = mine[mine["protocol"] == "shift"]
