@@ -487,7 +487,7 @@ FIGURES.add("forest", FigureInfo("Every paired Δ GRPO-RM − SFT (against the p
 FIGURES.add("reliability", FigureInfo("Reliability diagrams of the ID split per method config: accuracy per confidence bin (bars) and the "
                                       "bin's mean confidence (dots) from bin sums pooled over seeds, against the diagonal of perfect "
                                       "calibration; the images per bin underneath.",
-                                      "no result carries calibration bins (results written before calibration was recorded)."))
+                                      "no result carries calibration bins (segmentation results have none; classification results written before calibration was recorded)."))
 FIGURES.add("ablation", FigureInfo("Each method config's Δ against the plain SFT of its setting on the ID split and the OOD average, "
                                    "ranked, with 95% CIs; † the CI excludes 0.",
                                    "fewer than two method configs to rank."))
