@@ -45,7 +45,8 @@ matrix:
 
 
 def rows(run_dir: RunDir) -> list[dict]:
-    return [json.loads(line) for line in run_dir.metrics.read_text().splitlines()]
+    """Logged steps without their wall-clock stamp: what must be identical across reruns."""
+    return [{k: v for k, v in json.loads(line).items() if k != "time"} for line in run_dir.metrics.read_text().splitlines()]
 
 
 def wait_for(condition, timeout_s: float, what: str, proc: subprocess.Popen | None = None) -> None:
