@@ -86,9 +86,7 @@ def claim_coverage(suite, specs) -> list[str]:
         runs = [s for s in specs if s.config.task == task.get(e.metric, "segmentation") and (e.dataset is None or s.config.data.name == e.dataset)]
         shifts: dict[str, int] = {}
         for s in runs:
-            final = json.loads(s.record).get("final_evaluations")  # tuning runs: what their final runs evaluate
-            config = s.config.model_copy(update={"evaluations": tuple(final)}) if final else s.config
-            n = sum(1 for protocol in config.evaluation_splits().values() if protocol == "shift")
+            n = sum(1 for protocol in s.final_config.evaluation_splits().values() if protocol == "shift")
             shifts[s.config.data.name] = max(shifts.get(s.config.data.name, 0), n)
         sign = "+" if e.value >= 0 else ""
         what = f"{'Δ ' + e.method + ' − ' + e.baseline if e.quantity == 'delta' else e.method} {e.split} {e.metric} = {sign}{e.value} ± {e.tolerance}"

@@ -8,7 +8,6 @@ where the official archive comes from.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 from bench.data import DATASETS, DatasetError
@@ -36,7 +35,7 @@ def needed_splits(specs: list[RunSpec]) -> dict[Key, tuple[str, ...]]:
         bucket = needed.setdefault(key, {})
         for split in (data.resolved_train_split, *_all_splits(spec)):
             bucket[disk_split(split, data.holdout)] = None  # 'heldout' is read from the training split
-        if "transfer" in (*spec.config.evaluations, *json.loads(spec.record).get("final_evaluations", ())):  # targets: same data root
+        if "transfer" in spec.final_config.evaluations:  # target datasets are read from the same data root
             for t in spec.config.transfer.targets:
                 entry = DATASETS.get(t.name)
                 target = needed.setdefault((t.name, data.data_root, tuple(sorted(t.params.items()))), {})
@@ -46,11 +45,7 @@ def needed_splits(specs: list[RunSpec]) -> dict[Key, tuple[str, ...]]:
 
 def _all_splits(spec: RunSpec) -> tuple[str, ...]:
     """What a run evaluates; for a tuning run, also what its group's final runs will evaluate."""
-    config = spec.config
-    final = json.loads(spec.record).get("final_evaluations")
-    if final:
-        config = config.model_copy(update={"evaluations": tuple(final)})
-    return (*spec.config.evaluation_splits(), *config.evaluation_splits())
+    return (*spec.config.evaluation_splits(), *spec.final_config.evaluation_splits())
 
 
 def check_specs(specs: list[RunSpec]) -> list[CheckGroup]:

@@ -114,7 +114,7 @@ def plan_lines(suite: Suite, suite_path: Path, specs: list[RunSpec]) -> list[str
         lines.append(f"  {profile}: {len(group)} runs = {', '.join(datasets)} × {', '.join(methods)} × seeds {seeds}; "
                      f"evaluations {evals}; {each}")
     needed = list(dict.fromkeys([s.config.data.name for s in specs] + [t.name for s in specs for t in s.config.transfer.targets
-                                                                        if "transfer" in (*s.config.evaluations, *json.loads(s.record).get("final_evaluations", ()))]))
+                                                                        if "transfer" in s.final_config.evaluations]))
     lines.append("Datasets it reads from the data root (layouts: README → Datasets, `bench data list`):")
     lines += [f"  {name}: {DATASETS.get(name).description}" for name in needed]
     return lines

@@ -104,14 +104,15 @@ def plan_selection(suite: Suite, path: str | Path, runs: list[MatrixRun], result
     sel = suite.select
     assert sel is not None
     groups: dict[str, Group] = {}
+    finals = {id(run): build_config(suite, path, run.tree, run.where, overrides) for run in runs}  # each matrix point validated once
     final_seeds: dict[str, list[int]] = {}
     for run in runs:
-        final_seeds.setdefault(_group_key(run.tree), []).append(build_config(suite, path, run.tree, run.where, overrides).seed)
+        final_seeds.setdefault(_group_key(run.tree), []).append(finals[id(run)].seed)
     for run in runs:
         key = _group_key(run.tree)
         if key not in groups:
             candidates = []
-            final_evaluations = list(build_config(suite, path, run.tree, run.where, overrides).evaluations)
+            final_evaluations = list(finals[id(run)].evaluations)
             for values in _combos(sel.tune):
                 specs = []
                 for seed in sel.seeds:

@@ -221,6 +221,13 @@ class RunSpec:
     record: str = "{}"  # JSON (keeps the spec hashable)
 
     @property
+    def final_config(self) -> RunConfig:
+        """The config as its final runs evaluate it: a tuning run's own config carries only the
+        'heldout' evaluation, so data checks and claim coverage look at what will follow it."""
+        final = json.loads(self.record).get("final_evaluations")
+        return self.config.model_copy(update={"evaluations": tuple(final)}) if final else self.config
+
+    @property
     def stage_record(self) -> dict[str, Any]:
         return {"stage": self.stage, **json.loads(self.record)} if self.stage != "final" or self.record != "{}" else {}
 
