@@ -55,7 +55,7 @@ test: install $(CHROMIUM) $(PDFLATEX) slurm-up
 	$(PY) -m pytest -q
 
 # The paper's grid (suites/paper.yaml), then its tables with expected vs actual. Without a data root
-# or GPUs it launches nothing and says what it would run (exit 2).
+# or GPUs it launches nothing and says what it would run (exit 3 without data, 2 without GPUs; `bench --help` lists the exit codes).
 reproduce-table: install
 	$(VENV)/bin/bench reproduce suites/paper.yaml --executor $(EXECUTOR) $(if $(DATA_ROOT),--data-root $(DATA_ROOT),)
 
@@ -74,3 +74,5 @@ clean:
 bench-perf: install
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/seg_loss.py
+	$(PY) benchmarks/sr_probe.py
+	$(PY) benchmarks/loader.py

@@ -1,4 +1,9 @@
-"""The ``bench`` command: parses arguments, delegates, prints. No logic of its own."""
+"""The ``bench`` command: parses arguments, delegates, prints. No logic of its own.
+
+Module-level imports stay light (argparse and our error types): each command imports what it
+needs when it runs, so ``bench --help`` answers at once and ``bench status`` never loads torch.
+Every command ends with one code of :class:`bench.errors.Exit`, listed in ``bench --help``.
+"""
 
 from __future__ import annotations
 
@@ -9,20 +14,19 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from rich.console import Console
-from rich.table import Table
+from bench.errors import EXIT_HELP, Exit, SuiteError
 
-from bench.data import DATASETS
-from bench.datacheck import check_specs, summarise
-from bench.select import read_selection
-from bench.launch import LAUNCHERS, LaunchOptions, SuiteSource, cancel, has_selection, launch_suite, sbatch_preview, scheduler_states, status_table, submitit_folder
-from bench.report import Report, build_report
-from bench.reproduce import explain, launch_plan, progress_line, readiness
-from bench.runner import describe
-from bench.store import RunDir, unwritable
-from bench.suite import MAX_RUNS, SuiteError, expand, load_suite, max_runs_default, parse_only, select_only
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from bench.launch import SuiteSource
+    from bench.report import Report
+
+EXECUTORS = ("debug", "local", "slurm")  # bench.launch.LAUNCHERS (a test keeps the two equal); named here so --help needs no import
+MAX_RUNS_HELP = "10,000"  # bench.suite.MAX_RUNS (a test keeps the two equal)
+INTERRUPTED = "interrupted: rerun the same command to resume"
 
 
 def _specs(args: argparse.Namespace):
@@ -33,33 +37,58 @@ def _specs(args: argparse.Namespace):
         # later expansions (the launcher's next stage, local subprocesses, a Slurm selection job)
         # read the limit from the environment they inherit
         os.environ["BENCH_MAX_RUNS"] = str(args.max_runs)
+    from bench.suite import expand, load_suite, max_runs_default, parse_only, select_only
+
     limit = args.max_runs if args.max_runs is not None else max_runs_default()
     suite = load_suite(args.suite)
     specs = expand(suite, args.suite, args.override, args.data_root, getattr(args, "results", None), limit)
     return suite, select_only(specs, parse_only(args.only))
 
 
-def _source(args: argparse.Namespace) -> SuiteSource:
+def _source(args: argparse.Namespace) -> "SuiteSource":
+    from bench.launch import SuiteSource
+    from bench.suite import parse_only
+
     # absolute paths: a Slurm selection job expands the suite again from wherever it runs
     data_root = str(Path(args.data_root).expanduser().resolve()) if args.data_root else None
     return SuiteSource(str(Path(args.suite).resolve()), tuple(args.override), data_root, parse_only(args.only))
 
 
-def _data_problems(specs, console: Console) -> bool:
+def _data_problems(specs, console: "Console") -> bool:
     """Print the data check; True when something a run needs is missing."""
+    from bench.datacheck import check_specs, summarise
+
     groups = check_specs(specs)
     for line in summarise(groups):
         console.print(line, markup=False, soft_wrap=True)
     return any(g.error is not None for g in groups)
 
 
-def _print_report(report: Report, console: Console) -> None:
+def _weights_problems(specs, console: "Console") -> bool:
+    """Print what keeps pretrained weights from loading here; True when a run could not start."""
+    from bench.weights import weights_problems
+
+    problems = weights_problems(specs)
+    for line in problems:
+        console.print(line, style="red", markup=False, soft_wrap=True)
+    return bool(problems)
+
+
+def _build_report(suite, specs, args: argparse.Namespace) -> "Report":
+    from bench.report import build_report
+
+    return build_report(suite, specs, args.results, args.reports, args.suite)
+
+
+def _print_report(report: "Report", console: "Console") -> None:
     console.print(report.console, markup=False, soft_wrap=True)
     folder = report.files[0].parent if report.files else None
     console.print(f"wrote {len(report.files)} files to {folder}/ (open report.html in a browser)", markup=False)
 
 
-def cmd_validate(args: argparse.Namespace, console: Console) -> int:
+def cmd_validate(args: argparse.Namespace, console: "Console") -> int:
+    from bench.summary import summary_lines
+
     suite, specs = _specs(args)
     tune = [s for s in specs if s.stage == "tune"]
     finals = math.prod(len(v) for v in suite.matrix.values()) if suite.select else 0
@@ -70,11 +99,15 @@ def cmd_validate(args: argparse.Namespace, console: Console) -> int:
         groups = len({json.loads(s.record)["group"] for s in tune})
         console.print(f"  model selection: {len(tune)} tuning runs ({groups} groups × the grid {sel.tune if sel else 'of the included suites'}), "
                       f"scored on the held-out split only; each group's final runs follow once its tuning runs end", markup=False)
-    for line in claim_coverage(suite, specs):
-        console.print(line, markup=False, soft_wrap=True)
-    for spec in specs:
-        console.print(f"  {describe(spec)} profile={spec.profile}", markup=False)
-    return 0
+    lines = summary_lines(suite, specs) + claim_coverage(suite, specs)
+    if args.list:
+        from bench.runner import describe  # imports rich's progress machinery: only for the list
+
+        lines += ["runs:", *(f"  {describe(spec)} profile={spec.profile}" for spec in specs)]
+    else:
+        lines.append(f"(`bench validate {args.suite} --list` prints each of the {len(specs)} runs)")
+    console.print("\n".join(lines), markup=False, soft_wrap=True)
+    return Exit.OK
 
 
 def claim_coverage(suite, specs) -> list[str]:
@@ -97,8 +130,18 @@ def claim_coverage(suite, specs) -> list[str]:
     return lines
 
 
-def cmd_dry_run(args: argparse.Namespace, suite, specs, console: Console) -> int:
-    console.print(status_table(specs, args.results))
+def cmd_dry_run(args: argparse.Namespace, suite, specs, console: "Console") -> int:
+    """What `run` would do: the summary (or, with --list, every run's state), then per profile the
+    resources and, for Slurm, the sbatch script submitit would submit."""
+    from bench.launch import sbatch_preview, submitit_folder
+    from bench.status import run_rows, status_table
+    from bench.store import RunDir
+    from bench.summary import summary_lines
+
+    if args.list:
+        console.print(status_table(run_rows(specs, args.results)))
+    else:
+        console.print("\n".join(summary_lines(suite, specs)), markup=False, soft_wrap=True)
     todo = [s for s in specs if args.force or not RunDir.of(args.results, s.suite, s.run_id).is_done()]
     console.print(f"{len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run with --executor {args.executor}", markup=False)
     for name in dict.fromkeys(s.profile for s in todo):
@@ -106,10 +149,28 @@ def cmd_dry_run(args: argparse.Namespace, suite, specs, console: Console) -> int
         console.print(f"\nprofile {name!r}: {len(group)} run(s), {suite.resource(name).model_dump()}", markup=False)
         if args.executor == "slurm":
             console.print(sbatch_preview(suite.name, name, suite.resource(name), len(group), submitit_folder(args.results, suite.name)), markup=False, soft_wrap=True)
-    return 0
+    return Exit.OK
 
 
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
+def _resume_lines(specs, results: Path) -> list[str]:
+    """'resuming <run> from epoch 1, step 45 (its last checkpoint)' for each run a rerun continues."""
+    from bench.runner import describe
+    from bench.store import RunDir
+
+    lines = []
+    for spec in specs:
+        run_dir = RunDir.of(results, spec.suite, spec.run_id)
+        where = run_dir.read_status().get("checkpoint") if run_dir.checkpoint.is_file() else None
+        if isinstance(where, dict):
+            at = "its final weights: evaluation only" if where.get("complete") else f"epoch {where.get('epoch')}, step {where.get('step')}"
+            lines.append(f"resuming {describe(spec)} from {at}")
+    return lines
+
+
+def cmd_run(args: argparse.Namespace, console: "Console") -> int:
+    from bench.launch import LaunchOptions, launch_suite
+    from bench.store import RunDir, unwritable
+
     suite, specs = _specs(args)
     if args.dry_run:
         return cmd_dry_run(args, suite, specs, console)
@@ -117,34 +178,44 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
         why = unwritable(folder)  # refused now, not after hours of training
         if why:
             console.print(f"{name} folder {why}: nothing was launched (pass --{name} DIR to write elsewhere)", style="red", markup=False, soft_wrap=True)
-            return 2
-    if not args.skip_data_check:
-        todo = [s for s in specs if args.force or not RunDir.of(args.results, s.suite, s.run_id).is_done()]
+            return Exit.USAGE
+    todo = [s for s in specs if args.force or not RunDir.of(args.results, s.suite, s.run_id).is_done()]
+    if not args.skip_data_check and todo:
         if _data_problems(todo, console):
             console.print("data missing: nothing was launched (fix the layout above, or pass --skip-data-check "
                           "if only the compute nodes can see the data root)", style="red", markup=False)
-            return 2
+            return Exit.MISSING_INPUT
+        if _weights_problems(todo, console):
+            console.print("weights missing: nothing was launched (or pass --skip-data-check if only the compute nodes can reach them)",
+                          style="red", markup=False)
+            return Exit.MISSING_INPUT
     console.print(f"suite {suite.name!r}: {len(specs)} runs → {args.results / suite.name} (executor {args.executor})", markup=False)
+    for line in _resume_lines([] if args.force else todo, args.results):
+        console.print(line, markup=False, soft_wrap=True)
     options = LaunchOptions(force=args.force, parallel=args.parallel, wait=args.wait)
     outcomes = launch_suite(args.executor, _source(args), args.results, options, console)
     suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
     failed = [o for o in outcomes if o.state == "failed"]
     if all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs) or failed:
-        _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
+        _print_report(_build_report(suite, specs, args), console)
     else:
         console.print(f"submitted; follow with `bench status {args.suite}`, report with `bench report {args.suite}`", markup=False)
     if failed:
         console.print(f"{len(failed)} run(s) failed; rerun the same command to retry them (done runs are skipped)", style="red", markup=False)
-    return 1 if failed else 0
+    return Exit.RUNS_FAILED if failed else Exit.OK
 
 
-def cmd_report(args: argparse.Namespace, console: Console) -> int:
+def cmd_report(args: argparse.Namespace, console: "Console") -> int:
     suite, specs = _specs(args)
-    _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
-    return 0
+    _print_report(_build_report(suite, specs, args), console)
+    return Exit.OK
 
 
-def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
+def cmd_reproduce(args: argparse.Namespace, console: "Console") -> int:
+    from bench.launch import LaunchOptions, launch_suite
+    from bench.reproduce import explain, launch_plan, progress_line, readiness
+    from bench.store import RunDir
+
     suite, specs = _specs(args)
     executor = args.executor if args.executor != "auto" else ("slurm" if shutil.which("sbatch") else "local")
     plan = launch_plan(specs, args.results)
@@ -157,63 +228,84 @@ def cmd_reproduce(args: argparse.Namespace, console: Console) -> int:
         if ready.why_not:
             console.print(explain(suite, args.suite, specs, ready), markup=False, soft_wrap=True)
             if len(todo) < len(specs):
-                _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
+                _print_report(_build_report(suite, specs, args), console)
             if sys.stdin.isatty() and Path(DEMO_SUITE).is_file():
-                if console.input("Run the demo now (about 20 minutes on a 2-core CPU)? [y/N] ").strip().lower() in ("y", "yes"):
+                if console.input("Run the demo now (a few minutes on a 2-core CPU)? [y/N] ").strip().lower() in ("y", "yes"):
                     return main(["run", DEMO_SUITE])
-            return 2
+            return Exit.MISSING_INPUT if ready.data_missing else Exit.USAGE
+        if _weights_problems(todo, console):
+            return Exit.MISSING_INPUT
         console.print(f"{args.suite}: {progress_line(specs, args.results)}; {len(queued)} still queued on Slurm; "
                       f"launching {len(todo)} with --executor {executor} ({ready.gpu or 'CPU, --allow-cpu'})", markup=False)
     options = LaunchOptions(parallel=args.parallel, wait=args.wait)
     outcomes = launch_suite(executor, _source(args), args.results, options, console, first=todo) if todo else []
     suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
-    _print_report(build_report(suite, specs, args.results, args.reports, args.suite), console)
+    _print_report(_build_report(suite, specs, args), console)
     if not all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs):
         console.print(f"not all runs are done ({progress_line(specs, args.results)}); the tables show the finished ones. "
                       "Rerun the same command when the jobs end to complete them.", markup=False)
-    return 1 if any(o.state == "failed" for o in outcomes) else 0
+    return Exit.RUNS_FAILED if any(o.state == "failed" for o in outcomes) else Exit.OK
 
 
-def cmd_status(args: argparse.Namespace, console: Console) -> int:
+def cmd_status(args: argparse.Namespace, console: "Console") -> int:
+    """Counts per state, then the runs (compact unless --wide; --json for scripts). Exit 1 when a
+    run failed or is corrupt, so `bench status && …` stops on failures."""
+    from bench.launch import has_selection, scheduler_states
+    from bench.select import read_selection
+    from bench.status import FAILED_STATES, run_rows, state_counts, status_table, summary_line
+    from bench.store import RunDir
+
     suite, specs = _specs(args)
     jobs = [str(RunDir.of(args.results, s.suite, s.run_id).read_status().get("executor_job_id") or "") for s in specs]
-    console.print(status_table(specs, args.results, scheduler_states([j for j in jobs if j])))
-    for spec in specs:  # the table cuts errors short; a damaged file is named in full
-        problem = RunDir.of(args.results, spec.suite, spec.run_id).corruption()
+    rows = run_rows(specs, args.results, scheduler_states([j for j in jobs if j]))
+    plan = read_selection(args.results / suite.name) if has_selection(suite) else {}
+    failed = any(row["state"] in FAILED_STATES for row in rows)
+    if args.json:
+        print(json.dumps({"suite": suite.name, "counts": state_counts(rows), "runs": rows, "selection": plan or None}, indent=2, default=str))
+        return Exit.RUNS_FAILED if failed else Exit.OK
+    console.print(f"{args.suite}: {summary_line(rows)}", markup=False)
+    console.print(status_table(rows, wide=args.wide))
+    for spec, row in zip(specs, rows):  # the table cuts errors short; a damaged file is named in full
+        problem = RunDir.of(args.results, spec.suite, spec.run_id).corruption() if row["state"] == "corrupt" else None
         if problem:
             console.print(f"run {spec.run_id} is corrupt: {problem} (`bench run` moves the file aside and resumes the run)",
                           style="red", markup=False, soft_wrap=True)
     if has_selection(suite):
-        plan = read_selection(args.results / suite.name)
         decided = [g for g in plan.get("groups", []) if g.get("chosen") is not None]
         console.print(f"model selection: {len(decided)} group(s) decided on the held-out split"
                       + "".join(f"\n  {g['group']['method']} {g['group']['dataset']}: {g['chosen']} (held-out {plan['metric']} {g['chosen_mean']:.4f})" for g in decided)
                       + ("\n  final runs of undecided groups appear here once their tuning runs end" if not plan or len(decided) < len(plan.get("groups", [])) else ""), markup=False)
-    return 0
+    return Exit.RUNS_FAILED if failed else Exit.OK
 
 
-def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
+def cmd_cancel(args: argparse.Namespace, console: "Console") -> int:
+    from bench.launch import cancel
+
     suite, specs = _specs(args)
     cancelled = cancel(specs, args.results)
     console.print(f"cancelled {len(cancelled)} Slurm job(s): {' '.join(cancelled)}", markup=False)
-    return 0
+    return Exit.OK
 
 
-def cmd_data_check(args: argparse.Namespace, console: Console) -> int:
+def cmd_data_check(args: argparse.Namespace, console: "Console") -> int:
     suite, specs = _specs(args)
     missing = _data_problems(specs, console)
     console.print(f"{args.suite}: {'some datasets are missing' if missing else 'every dataset split the suite needs is in place'}", markup=False)
-    return 1 if missing else 0
+    return Exit.MISSING_INPUT if missing else Exit.OK
 
 
-def cmd_data_list(args: argparse.Namespace, console: Console) -> int:
+def cmd_data_list(args: argparse.Namespace, console: "Console") -> int:
+    from rich.table import Table
+
+    from bench.data import DATASETS
+
     table = Table("dataset", "task", "classes", "ignore", "reduce_zero_label", "splits", "shift splits", "description")
     for name in DATASETS.names():
         e = DATASETS.get(name)
         families = ", ".join(dict.fromkeys("/".join(s.split("/")[:1] + ["*", "*"]) if s.count("/") == 2 else s for s in e.splits))
         table.add_row(name, e.task, str(e.num_classes), str(e.ignore_index), str(e.reduce_zero_label), families, str(len(e.shift_splits)), e.description)
     console.print(table)
-    return 0
+    return Exit.OK
 
 
 DEMO_SUITE = "suites/demo.yaml"
@@ -222,9 +314,9 @@ _KINDS = ("methods", "backbones", "datasets", "evaluations", "executors")
 COMMANDS = {
     "run": (cmd_run, "run a suite (skips finished runs, resumes interrupted ones), then report"),
     "report": (cmd_report, "aggregate a suite's finished runs into tables and plots"),
-    "validate": (cmd_validate, "check a suite file and list its runs without running anything"),
+    "validate": (cmd_validate, "check a suite file and summarise its runs (--list: each run) without running anything"),
     "reproduce": (cmd_reproduce, "run a paper-grid suite when data and GPUs are there, then render tables with expected vs actual"),
-    "status": (cmd_status, "per-run state from the result store and the scheduler"),
+    "status": (cmd_status, "counts per state and each run's state and progress (--json for scripts; exit 1 if a run failed)"),
     "cancel": (cmd_cancel, "cancel a suite's queued or running Slurm jobs"),
 }
 
@@ -236,7 +328,7 @@ def _suite_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--only", default=None, metavar="KEY=VALUE,...", help="a subset of the runs, e.g. method=grpo_rm,seed=0 (any dotted config path)")
     s.add_argument("--data-root", default=None, help="datasets folder (wins over the suite's data_root and $BENCH_DATA_ROOT)")
     s.add_argument("--max-runs", type=int, default=None, metavar="N",
-                   help=f"refuse a suite that expands to more runs than this (default $BENCH_MAX_RUNS, else {MAX_RUNS:,})")
+                   help=f"refuse a suite that expands to more runs than this (default $BENCH_MAX_RUNS, else {MAX_RUNS_HELP})")
 
 
 def _at_least_one(text: str) -> int:
@@ -252,6 +344,7 @@ def _at_least_one(text: str) -> int:
 
 def _registries() -> dict[str, Callable[[], list[tuple[str, str]]]]:
     """What `bench ls` lists: (name, one-line description) per registered component."""
+    from bench.data import DATASETS
     from bench.evaluate import EVALUATIONS
     from bench.methods import METHODS
     from bench.models import BACKBONES
@@ -265,32 +358,34 @@ def _registries() -> dict[str, Callable[[], list[tuple[str, str]]]]:
         "datasets": lambda: [(n, DATASETS.get(n).description) for n in DATASETS.names()],
         "evaluations": lambda: [(n, doc(EVALUATIONS.get(n))) for n in EVALUATIONS.names()],
         "executors": lambda: [(n, {"debug": "in this process, one run after another", "local": "subprocesses (submitit LocalExecutor)",
-                                   "slurm": "Slurm job arrays (submitit)"}.get(n, "")) for n in LAUNCHERS.names()],
+                                   "slurm": "Slurm job arrays (submitit)"}.get(n, "")) for n in EXECUTORS],
     }
 
 
-def cmd_ls(args: argparse.Namespace, console: Console) -> int:
+def cmd_ls(args: argparse.Namespace, console: "Console") -> int:
     kinds = _registries()
     for kind in [args.kind] if args.kind else list(kinds):
         console.print(f"{kind}:", markup=False)
         for name, text in kinds[kind]():
             console.print(f"  {name:<28} {text}", markup=False, soft_wrap=True)
-    return 0
+    return Exit.OK
 
 
-def cmd_config(args: argparse.Namespace, console: Console) -> int:
+def cmd_config(args: argparse.Namespace, console: "Console") -> int:
     """The resolved config of a run (default: the first), as YAML: what would run, defaults filled."""
     import yaml
+
+    from bench.runner import describe
 
     suite, specs = _specs(args)
     chosen = [s for s in specs if args.run is None or s.run_id.startswith(args.run)]
     if not chosen:
-        console.print(f"{args.suite}: no run id starts with {args.run!r} (`bench validate {args.suite}` lists them)", style="red", markup=False)
-        return 2
+        console.print(f"{args.suite}: no run id starts with {args.run!r} (`bench validate {args.suite} --list` lists them)", style="red", markup=False)
+        return Exit.USAGE
     spec = chosen[0]
     console.print(f"# run {spec.run_id} ({describe(spec)}), stage {spec.stage}, profile {spec.profile}", markup=False)
     console.print(yaml.safe_dump(spec.config.canonical(), sort_keys=True), markup=False, soft_wrap=True)
-    return 0
+    return Exit.OK
 
 
 def version() -> str:
@@ -302,8 +397,15 @@ def version() -> str:
         return "unknown (not installed)"
 
 
+def exit_code_help() -> str:
+    return "exit codes:\n" + "\n".join(f"  {int(code):<4} {text}" for code, text in EXIT_HELP.items())
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bench", description="GRPO-RM vs SFT benchmark harness")
+    p = argparse.ArgumentParser(
+        prog="bench", description="GRPO-RM vs SFT benchmark harness", formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=exit_code_help() + "\n\nshell completion (bash/zsh): eval \"$(register-python-argcomplete bench)\"",
+    )
     p.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list what exists: methods, backbones, datasets, evaluations, executors")
@@ -316,7 +418,7 @@ def parser() -> argparse.ArgumentParser:
     config.set_defaults(fn=cmd_config)
     data = sub.add_parser("data", help="datasets: list the registry, check a suite's data on disk")
     data_sub = data.add_subparsers(dest="data_command", required=True)
-    check = data_sub.add_parser("check", help="check every dataset split a suite needs (exit 1 if any is missing)")
+    check = data_sub.add_parser("check", help="check every dataset split a suite needs (exit 3 if any is missing)")
     _suite_arguments(check)
     check.set_defaults(fn=cmd_data_check)
     data_sub.add_parser("list", help="registered datasets and their protocol facts").set_defaults(fn=cmd_data_list)
@@ -326,31 +428,70 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--results", type=Path, default=Path("results"), help="result store root (default: results/)")
         s.add_argument("--reports", type=Path, default=Path("reports"), help="report output root (default: reports/)")
         if name == "reproduce":
-            s.add_argument("--executor", choices=["auto", *LAUNCHERS.names()], default="auto", help="auto: slurm when sbatch is on PATH, else local")
+            s.add_argument("--executor", choices=["auto", *EXECUTORS], default="auto", help="auto: slurm when sbatch is on PATH, else local")
             s.add_argument("--allow-cpu", action="store_true", help="launch even without a GPU (the paper grid then takes days)")
         if name in ("run", "reproduce"):
             s.add_argument("--parallel", type=_at_least_one, default=1, help="local executor: runs at once (≥ 1)")
             s.add_argument("--wait", action="store_true", help="slurm executor: block until all jobs end")
         if name == "run":
-            s.add_argument("--executor", choices=LAUNCHERS.names(), default="debug",
+            s.add_argument("--executor", choices=EXECUTORS, default="debug",
                            help="debug: in this process (default; runs share in-memory caches); local: subprocesses; slurm: job arrays")
-            s.add_argument("--dry-run", action="store_true", help="print the runs, what is done, resources and sbatch scripts; submit nothing")
+            s.add_argument("--dry-run", action="store_true", help="summarise the runs, what is done, resources and sbatch scripts; submit nothing")
             s.add_argument("--force", action="store_true", help="rerun runs that are already done")
-            s.add_argument("--skip-data-check", action="store_true", help="launch without checking the data on this machine first")
+            s.add_argument("--skip-data-check", action="store_true",
+                           help="launch without checking data and pretrained weights on this machine first (only compute nodes see them)")
+        if name in ("run", "validate"):
+            s.add_argument("--list", action="store_true", help="one line per run instead of the summary")
+        if name == "status":
+            s.add_argument("--json", action="store_true", help="counts and runs as JSON")
+            s.add_argument("--wide", action="store_true", help="every column, including empty ones")
         s.set_defaults(fn=fn)
+    _complete_suite_files(p)
     return p
 
 
+def _complete_suite_files(p: argparse.ArgumentParser) -> None:
+    """Shell completion offers YAML files for the suite argument (argcomplete reads ``.completer``)."""
+    def yaml_files(prefix: str, **_: Any) -> list[str]:
+        folder, _, start = prefix.rpartition("/")
+        base = Path(folder or ".")
+        try:
+            entries = sorted(base.iterdir())
+        except OSError:
+            return []
+        out = [str(Path(folder) / e.name) if folder else e.name for e in entries if e.name.startswith(start) and not e.name.startswith(".")]
+        return [f + "/" if Path(f).is_dir() else f for f in out if Path(f).is_dir() or f.endswith((".yaml", ".yml"))]
+
+    stack = [p]
+    while stack:
+        parser_ = stack.pop()
+        for action in parser_._actions:
+            if action.dest == "suite":
+                action.completer = yaml_files  # type: ignore[attr-defined]
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions: answer and exit
+        import argcomplete
+
+        argcomplete.autocomplete(p)
+    args = p.parse_args(argv)
+    from rich.console import Console
+
     # logs and pipes have no width: without one, rich truncates tables to 80 columns
     console = Console() if sys.stdout.isatty() else Console(width=200)
     saved = os.environ.get("BENCH_MAX_RUNS")
     try:
-        return args.fn(args, console)
+        return int(args.fn(args, console))
     except SuiteError as exc:
         console.print(str(exc), markup=False, style="red", soft_wrap=True)
-        return 2
+        return Exit.USAGE
+    except KeyboardInterrupt:  # runs record 'interrupted' themselves; the rerun resumes them
+        console.print(INTERRUPTED, markup=False)
+        return Exit.INTERRUPTED
     finally:  # --max-runs reaches this command's own subprocesses and jobs, not the caller
         if saved is None:
             os.environ.pop("BENCH_MAX_RUNS", None)

@@ -6,7 +6,9 @@ and a description, so it is visible, overridable from a suite, and recorded in e
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 import fnmatch
 import hashlib
 import json
@@ -116,9 +118,9 @@ class DataConfig(Strict):
         if self.train_split is not None and self.train_split not in entry.splits:
             raise ValueError(f"data.train_split: {self.name} has no split {self.train_split!r}{_split_hint(self.train_split, entry.splits)}")
         for pattern in self.eval_splits or ():
-            if not fnmatch.filter(entry.splits, pattern) and fnmatch.fnmatchcase(HELDOUT, pattern):
+            if not _matching_splits(self.name, (pattern,)) and fnmatch.fnmatchcase(HELDOUT, pattern):
                 raise ValueError(f"data.eval_splits: {pattern!r} names the held-out split, which only the 'heldout' evaluation scores (add it to evaluations)")
-            if not fnmatch.filter(entry.splits, pattern):
+            if not _matching_splits(self.name, (pattern,)):
                 raise ValueError(f"data.eval_splits: {self.name} has no split matching {pattern!r}{_split_hint(pattern, entry.splits)}")
         return self
 
@@ -139,18 +141,25 @@ class DataConfig(Strict):
 
     def resolved_eval_splits(self) -> tuple[str, ...]:
         """Patterns expanded against the dataset's splits, in the order written, no repeats."""
-        entry = DATASETS.get(self.name)
         if self.eval_splits is None:
-            return entry.default_eval_splits
-        chosen: dict[str, None] = {}
-        for pattern in self.eval_splits:
-            for split in entry.splits:
-                if fnmatch.fnmatchcase(split, pattern):
-                    chosen[split] = None
-        return tuple(chosen)
+            return DATASETS.get(self.name).default_eval_splits
+        return _matching_splits(self.name, tuple(self.eval_splits))
 
     def transform(self, img_size: int) -> ClassificationTransform:
         return dataset_transform(self.name, img_size, self.crop_pct, self.train_aug)
+
+
+@functools.lru_cache(maxsize=4096)
+def _matching_splits(dataset: str, patterns: tuple[str, ...]) -> tuple[str, ...]:
+    """The dataset's splits matching the patterns, in the order written, no repeats. Cached: a
+    10,000-run suite names the same few patterns 10,000 times, against up to ~100 splits each."""
+    splits = DATASETS.get(dataset).splits
+    chosen: dict[str, None] = {}
+    for pattern in patterns:
+        for split in splits:
+            if fnmatch.fnmatchcase(split, pattern):
+                chosen[split] = None
+    return tuple(chosen)
 
 
 def dataset_transform(name: str, img_size: int, crop_pct: float | None = None, train_aug: TrainAug | None = None) -> ClassificationTransform:
@@ -235,6 +244,9 @@ class TransferConfig(Strict):
     knn_temperature: float = Field(0.07, gt=0, description="vote weight exp(sim / T) (DINOv2: 0.07)")
     sr_cs: tuple[float, ...] = Field((1e-3, 1e-2, 1e-1, 1.0, 10.0), min_length=1, description="inverse L2 strengths swept (our choice)")
     sr_holdout: float = Field(0.1, gt=0, lt=1, description="share of the train split held out to choose C, then refit on all")
+    sr_solver: Literal["torch", "sklearn"] = Field(
+        "torch", description="Softmax Regression solver: torch (full-batch L-BFGS on the run's device, bench.probe) or sklearn (LogisticRegression lbfgs on CPU, the reference); same objective"
+    )
 
 
 class MethodConfig(Strict):
@@ -246,7 +258,7 @@ class MethodConfig(Strict):
         METHODS.check(self.name)
         params_cls = METHODS.get(self.name).Params
         try:
-            params_cls(**self.params)
+            self.resolved_params()
         except ValidationError as exc:
             e = exc.errors()[0]
             key = ".".join(str(p) for p in e["loc"])
@@ -260,7 +272,29 @@ class MethodConfig(Strict):
 
     def resolved_params(self) -> dict[str, Any]:
         """All parameters including defaults: what the run really used."""
-        return METHODS.get(self.name).Params(**self.params).model_dump()
+        key = (self.name, repr(self.params))  # YAML data: equal reprs are equal values
+        resolved = _RESOLVED_PARAMS.get(key)
+        if resolved is None:
+            resolved = METHODS.get(self.name).Params(**self.params).model_dump()
+            if len(_RESOLVED_PARAMS) > 4096:
+                _RESOLVED_PARAMS.clear()
+            _RESOLVED_PARAMS[key] = resolved
+        return dict(resolved)  # a new mapping per caller (the values are scalars or read-only)
+
+
+def copy_tree(node: Any) -> Any:
+    """A copy of a plain-data tree (mappings and lists are new, scalar leaves shared: immutable).
+    ``copy.deepcopy`` does the same with memo bookkeeping that costs seconds per 10,000 runs."""
+    if isinstance(node, dict):
+        return {k: copy_tree(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [copy_tree(v) for v in node]
+    return node if isinstance(node, (str, int, float, bool, type(None))) else copy.deepcopy(node)
+
+
+# (method, repr(params)) → validated parameters with defaults: each run of a large suite resolves
+# its method's parameters several times (validation, consistency, identity), nearly always the same few
+_RESOLVED_PARAMS: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 class RunConfig(Strict):

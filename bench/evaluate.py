@@ -19,14 +19,17 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from bench.data.holdout import HELDOUT
+from bench.lazy import lazy, no_grad
 from bench.registry import Registry
 
+torch = lazy("torch")  # validating a suite imports this module; scoring a split needs torch
+F = lazy("torch.nn.functional")
+
 if TYPE_CHECKING:  # evaluation runs on a built job; the config module imports this one
+    from torch import Tensor
+
     from bench.config import RunConfig
     from bench.job import Job
     from bench.store import RunDir
@@ -36,23 +39,42 @@ Metrics = dict[str, Any]
 
 class Protocol:
     """One evaluation protocol. Subclasses say which splits they score; ``evaluate`` scores each
-    with the job's model and head and tags the entry with the protocol and the split's facts."""
+    with the job's model and head and tags the entry with the protocol and the split's facts.
+
+    A protocol scores *units* one at a time (a split; for transfer, a target dataset). Each unit's
+    scores are kept in the run directory as soon as they exist (:meth:`RunDir.save_evaluation`),
+    so an evaluation interrupted after k of n units resumes at unit k + 1; ``done`` is called after
+    each unit (progress)."""
 
     name: ClassVar[str]
 
     def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
         raise NotImplementedError
 
+    def units(self, cfg: "RunConfig") -> tuple[str, ...]:
+        """What this protocol scores one at a time: progress counts these, resumption skips them."""
+        return self.splits(cfg)
+
+    def score(self, job: "Job", run_dir: "RunDir", unit: str) -> tuple[dict[str, Metrics], dict[str, dict[str, Any]]]:
+        """(metric entries, per-image arrays by split) of one unit."""
+        scores = job.score(unit)
+        per_image = scores.pop("per_image", None)
+        return {unit: {**scores, "shift": job.entry.is_shift(unit), "protocol": self.name}}, ({unit: per_image} if per_image is not None else {})
+
     def evaluate(self, job: "Job", run_dir: "RunDir", done: Callable[[str], None] | None = None) -> dict[str, Metrics]:
-        out = {}
-        for split in self.splits(job.cfg):
-            scores = job.score(split)
-            per_image = scores.pop("per_image", None)
-            if per_image is not None:
-                job.per_image[split] = per_image  # saved beside result.json (predictions.npz)
-            out[split] = {**scores, "shift": job.entry.is_shift(split), "protocol": self.name}
+        out: dict[str, Metrics] = {}
+        for unit in self.units(job.cfg):
+            saved = run_dir.saved_evaluation(unit) if job.ctx.is_main else None
+            if saved is None:
+                metrics, per_image = self.score(job, run_dir, unit)
+                if job.ctx.is_main:
+                    run_dir.save_evaluation(unit, metrics, per_image)
+            else:
+                metrics, per_image = saved
+            job.per_image.update(per_image)  # saved beside result.json (predictions.npz)
+            out.update(metrics)
             if done:
-                done(split)
+                done(unit)
         return out
 
 
@@ -93,10 +115,14 @@ class Transfer(Protocol):
     def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
         return ()
 
-    def evaluate(self, job: "Job", run_dir: "RunDir", done: Callable[[str], None] | None = None) -> dict[str, Metrics]:
+    def units(self, cfg: "RunConfig") -> tuple[str, ...]:
+        return tuple(f"transfer/{target.name}" for target in cfg.transfer.targets)
+
+    def score(self, job: "Job", run_dir: "RunDir", unit: str) -> tuple[dict[str, Metrics], dict[str, dict[str, Any]]]:
         from bench.transfer import evaluate_transfer
 
-        return evaluate_transfer(job, run_dir)
+        name = unit.removeprefix("transfer/")
+        return evaluate_transfer(job, run_dir, [t for t in job.cfg.transfer.targets if t.name == name]), {}
 
 
 def _entry(cfg: "RunConfig"):
@@ -132,7 +158,7 @@ def expected_calibration_error(count: Tensor, conf_sum: Tensor, correct_sum: Ten
     return float((correct_sum - conf_sum).abs().sum() / count.sum())
 
 
-@torch.no_grad()
+@no_grad
 def evaluate_split(
     logits_fn: Callable[[Tensor], Tensor],
     batches: Iterable[Tensor],

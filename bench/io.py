@@ -10,12 +10,16 @@ import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
+from bench.lazy import lazy
+
+torch = lazy("torch")
 
 
 def cache_dir(*parts: str) -> Path:
-    """``$BENCH_CACHE`` (default ``~/.cache/grpo-rm-bench``)/parts, created on demand."""
-    root = Path(os.environ.get("BENCH_CACHE", Path.home() / ".cache" / "grpo-rm-bench"))
+    """``$BENCH_CACHE``/parts, created on demand; without it ``$XDG_CACHE_HOME/grpo-rm-bench``
+    (the XDG base-directory rule: a user who moved their caches expects ours there too), else
+    ``~/.cache/grpo-rm-bench``."""
+    root = Path(os.environ.get("BENCH_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "grpo-rm-bench")
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path

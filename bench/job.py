@@ -31,7 +31,8 @@ from bench.provenance import git_state, host, versions
 from bench.seeding import derive_seed, seed_everything
 from bench.segment import evaluate_segmentation, train_pairs
 from bench.store import RunDir, RunHeld, RunLock
-from bench.train import ProgressFn, train
+from bench.progress import ProgressFn, RunProgress
+from bench.train import train
 
 
 def resolve_device(name: str) -> torch.device:
@@ -117,7 +118,8 @@ class Job:
         if self.dense:
             data = cfg.data.load(split)
             s = cfg.seg
-            scores = evaluate_segmentation(self.logits, data, self.entry.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device)
+            scores = evaluate_segmentation(self.logits, data, self.entry.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device,
+                                           num_workers=cfg.data.num_workers)
             return {**scores, "split_facts": data.meta}
         inputs = self.inputs(split)
         scores = evaluate_split(self.logits, inputs.sequential(cfg.train.eval_batch_size), inputs.labels, self.device, inputs.split.label_space)
@@ -215,8 +217,19 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         ctx.barrier()
         return {}
     metrics: dict[str, Any] = {}
+    units = [(name, unit) for name in cfg.evaluations for unit in EVALUATIONS.get(name).units(cfg)]
+    scored = 0
+
+    def done(unit: str) -> None:  # after each split / transfer target: status.json and the live view
+        nonlocal scored
+        scored += 1
+        run_dir.update_status(phase="evaluate", evaluated=scored, evaluations=len(units), last_evaluated=unit)
+        if progress:
+            progress(RunProgress("evaluate", scored, len(units), detail=unit))
+
+    run_dir.update_status(phase="evaluate", evaluated=0, evaluations=len(units))
     for name in cfg.evaluations:
-        metrics.update(EVALUATIONS.get(name).evaluate(job, run_dir))
+        metrics.update(EVALUATIONS.get(name).evaluate(job, run_dir, done))
     if job.per_image:  # per-image correctness for paired tests over images (bench.report.stats)
         atomic_write(run_dir.predictions, lambda tmp: _save_npz(tmp, _flat(job.per_image)))
     wall = trained.prior_wall_s + time.time() - started

@@ -23,11 +23,11 @@ from typing import Any, Callable
 import submitit
 from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
 from bench.config import RunConfig
 from bench.registry import Registry
 from bench.runner import RunOutcome, run_local
+from bench.status import run_rows, status_table
 from bench.store import RunDir, RunHeld, RunLock, held_message
 from bench.suite import ResourceProfile, RunSpec, Suite
 
@@ -149,33 +149,6 @@ def sbatch_preview(suite: str, profile_name: str, profile: ResourceProfile, size
     )
 
 
-def status_table(specs: list[RunSpec], results_root: Path, scheduler_states: dict[str, str] | None = None) -> Table:
-    table = Table("run", "stage", "method", "seed", "dataset", "profile", "state", "attempts", "job", "scheduler", "progress", "error")
-    for spec in specs:
-        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        st = run_dir.read_status()
-        problem = run_dir.corruption()
-        state = "corrupt" if problem else run_dir.effective_state()
-        steps = run_dir.metrics_line_count()
-        progress = f"{steps}/{st['total_steps']}" if st.get("total_steps") else ""
-        error = f"{problem.path.name}: {problem.reason}" if problem else (st.get("error") or "")
-        job = str(st.get("executor_job_id") or "")
-        sched = (scheduler_states or {}).get(job, "")
-        table.add_row(
-            spec.run_id, _stage_label(spec), spec.config.method.name, str(spec.config.seed), spec.config.data.name, spec.profile,
-            state, str(st.get("attempts", 0)), job, sched, progress, error[:60],
-        )
-    return table
-
-
-def _stage_label(spec: RunSpec) -> str:
-    """'tune lr=0.0001' for a tuning run, 'final' otherwise."""
-    if spec.stage != "tune":
-        return spec.stage
-    values = json.loads(spec.record).get("tuned_values", {})
-    return "tune " + " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
-
-
 def job_outcome(spec: RunSpec, job: Any) -> RunOutcome:
     """Wait for a submitit job (every task, i.e. every DDP rank) and say how it ended; the
     traceback itself is in the run's status.json."""
@@ -196,7 +169,7 @@ def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, paralle
     executor.update_parameters(timeout_min=24 * 60)
     queue, running, outcomes = list(specs), {}, []
     threads = max(1, (os.cpu_count() or 1) // max(1, parallel))
-    with Live(status_table(specs, results_root), console=console, refresh_per_second=1) as live:
+    with Live(status_table(run_rows(specs, results_root)), console=console, refresh_per_second=1) as live:
         while queue or running:
             while queue and len(running) < parallel:
                 spec = queue.pop(0)
@@ -206,7 +179,7 @@ def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, paralle
                 if job.done():
                     del running[run_id]
                     outcomes.append(job_outcome(spec, job))
-            live.update(status_table(specs, results_root))
+            live.update(status_table(run_rows(specs, results_root)))
             time.sleep(0.5)
     return outcomes
 
@@ -240,22 +213,20 @@ def launch_slurm(suite: Suite, specs: list[RunSpec], results_root: Path, wait: b
 
 
 def scheduler_states(job_ids: list[str]) -> dict[str, str]:
-    """Slurm's view of jobs via sacct ({} when Slurm is not reachable)."""
+    """Slurm's view of jobs ({} when Slurm is not reachable): one sacct call, parsed by submitit's
+    own reader (array ranges such as '180_[0-3%16]' expand to one entry per task)."""
     import subprocess
+
+    from submitit.slurm.slurm import SlurmInfoWatcher
 
     if not job_ids:
         return {}
-    try:
-        out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)], capture_output=True, text=True, timeout=30)
+    try:  # our call rather than the watcher's: it needs a timeout, and -X (allocations only)
+        out = subprocess.run(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(job_ids)], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return {}
-    states = {}
-    for line in out.stdout.splitlines():
-        if "|" in line:
-            job, state = line.split("|", 1)
-            for task in array_tasks(job):
-                states[task] = state.split()[0] if state else ""
-    return states
+    info = SlurmInfoWatcher().read_info(out.stdout) if out.returncode == 0 else {}
+    return {job: (stats.get("State") or "").split()[0] if stats.get("State") else "" for job, stats in info.items()}
 
 
 def active_job_ids() -> set[str] | None:
@@ -272,15 +243,13 @@ def active_job_ids() -> set[str] | None:
 
 
 def array_tasks(job: str) -> list[str]:
-    """sacct lists an array's pending tasks as one range, '180_[0-3,7%16]': one id per task."""
-    base, _, rest = job.partition("_[")
-    if not rest:
-        return [job]
+    """One id per task of a Slurm job id as squeue/sacct print it ('180_[0-3,7%16]'), read with
+    submitit's parser of those ids."""
+    from submitit.slurm.slurm import read_job_id
+
     tasks = []
-    for part in rest.rstrip("]").split("%")[0].split(","):
-        low, _, high = part.partition("-")
-        if low.isdigit():
-            tasks += [f"{base}_{i}" for i in range(int(low), int(high or low) + 1)]
+    for part in read_job_id(job):
+        tasks += [f"{part[0]}_{i}" for i in range(int(part[1]), int(part[2]) + 1)] if len(part) >= 3 else ["_".join(part)]
     return tasks
 
 

@@ -31,6 +31,7 @@ class Readiness:
     data_problems: list[str]  # data check lines for missing splits ([] = all present)
     gpu: str | None  # what will train: "slurm", "cuda", or None
     why_not: list[str]  # reasons nothing can be launched ([] = ready)
+    data_missing: bool = False  # no data root, or splits missing under it (exit code 3, not 2)
 
 
 def configured_root(specs: list[RunSpec]) -> str | None:
@@ -81,7 +82,7 @@ def readiness(suite: Suite, specs: list[RunSpec], executor: str, allow_cpu: bool
     gpu, why_no_gpu = compute(executor, any(suite.resource(s.profile).gpus for s in specs))
     if gpu is None and not allow_cpu:
         why.append(why_no_gpu)
-    return Readiness(problems, gpu, why)
+    return Readiness(problems, gpu, why, data_missing=root is None or bool(problems))
 
 
 def plan_lines(suite: Suite, suite_path: Path, specs: list[RunSpec]) -> list[str]:

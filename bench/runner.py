@@ -14,9 +14,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from bench.progress import SHOWN_STATS, PlainProgress, RunProgress
 from bench.suite import RunSpec
 from bench.store import RunDir, RunHeld
-from bench.job import run_job
 
 
 @dataclass(frozen=True)
@@ -42,20 +42,32 @@ def method_label(config) -> str:
 
 
 def run_local(specs: list[RunSpec], results_root: Path, console: Console | None = None) -> list[RunOutcome]:
+    """Each run in turn in this process. In a terminal, a live bar per run (training steps, then
+    evaluation units); otherwise plain progress lines (:class:`PlainProgress`)."""
     console = console or Console()
     outcomes: list[RunOutcome] = []
+    live = console.is_terminal
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=False, disable=not live) as progress:
         overall = progress.add_task("suite", total=len(specs), stats="")
-        for spec in specs:
+        for number, spec in enumerate(specs, 1):
             run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
             task = progress.add_task(describe(spec), total=None, stats="")
-
-            def report(step: int, total: int, stats: dict[str, float], task=task) -> None:
-                shown = " ".join(f"{k}={stats[k]:.3f}" for k in ("loss", "accuracy", "reward_mean") if k in stats)
-                progress.update(task, completed=step, total=total, stats=shown)
-
+            if live:
+                def report(event: RunProgress, task=task) -> None:
+                    if event.phase == "resume":
+                        progress.console.print(f"{describe(spec)}: {event.describe()}", markup=False, soft_wrap=True)
+                        return
+                    label = "" if event.phase == "train" else f"evaluating {event.detail}"
+                    shown = " ".join(f"{k}={event.stats[k]:.3f}" for k in SHOWN_STATS if k in event.stats)
+                    progress.update(task, completed=event.step, total=event.total, stats=label or shown,
+                                    description=describe(spec) + (" · eval" if event.phase == "evaluate" else ""))
+            else:
+                console.print(f"run {number}/{len(specs)}: {describe(spec)}", markup=False, soft_wrap=True)
+                report = PlainProgress(f"  {spec.run_id}", console.file)
             try:
+                from bench.job import run_job  # torch and the model code: imported when a run starts
+
                 result = run_job(spec.config, run_dir, spec.suite, report, stage=spec.stage_record)
                 outcomes.append(RunOutcome(spec, "done"))
                 accs = " ".join(f"{split}={100 * m.get('top1', m.get('mIoU', float('nan'))):.1f}" for split, m in result["metrics"].items())

@@ -5,6 +5,8 @@ cat_max_ratio, flip), seeded per (seed, epoch, image) like classification augmen
 Evaluation follows the DINOv2 linear protocol as mmsegmentation runs it: keep-ratio resize to
 the test scale, sliding-window logits, bilinear upsampling to the label's own size, argmax, and
 dataset-level accumulation of intersection and union (:class:`bench.seg_metrics.IoUAccumulator`).
+Decoding and resizing run in DataLoader workers ahead of the model (``num_workers``); inference
+stays one image at a time, since images (and so their window grids) differ in size.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ from typing import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from bench.data import Split, to_model_input
 from bench.data.seg_transforms import SegTrainTransform, keep_ratio_resize, slide_inference
-from bench.features import load_batches, sample_generator
+from bench.features import load_batches, pin_memory, sample_generator
 from bench.seg_metrics import IoUAccumulator
 
 
@@ -40,15 +42,42 @@ def train_pairs(split: Split, transform: SegTrainTransform, indices: Sequence[Te
     yield from load_batches(_Pairs(split, transform, augment), indices, num_workers)
 
 
+class _EvalImages(Dataset):
+    """(image resized to the test scale and normalised, label at its own size) for index ``i``:
+    the per-image work that workers do ahead of the model."""
+
+    def __init__(self, split: Split, test_scale: tuple[int, int]) -> None:
+        self.split, self.test_scale = split, test_scale
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        label = torch.from_numpy(self.split.mask(i).astype("int64"))
+        return keep_ratio_resize(to_model_input(self.split.image(i)), self.test_scale), label
+
+
+def eval_images(split: Split, test_scale: tuple[int, int], num_workers: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """(image, label) per test image, in order; with workers, decoded while the model runs.
+
+    Items are not collated (``batch_size=None``): sizes differ from image to image.
+    """
+    dataset = _EvalImages(split, test_scale)
+    if num_workers == 0:
+        yield from (dataset[i] for i in range(len(dataset)))
+    else:
+        yield from DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory())
+
+
 @torch.no_grad()
 def evaluate_segmentation(
     logits_fn: Callable[[Tensor], Tensor], split: Split, num_classes: int, ignore_index: int,
-    test_scale: tuple[int, int], crop: int, stride: int, device: torch.device,
+    test_scale: tuple[int, int], crop: int, stride: int, device: torch.device, num_workers: int = 0,
 ) -> dict[str, float | list[float] | int]:
+    """mIoU / aAcc / per-class IoU over ``split``; the same numbers for any ``num_workers``."""
     acc = IoUAccumulator(num_classes, ignore_index)
-    for i in range(len(split)):
-        label = torch.from_numpy(split.mask(i).astype("int64"))
-        image = keep_ratio_resize(to_model_input(split.image(i)), test_scale)[None].to(device)
+    for image, label in eval_images(split, test_scale, num_workers):
+        image = image[None].to(device, non_blocking=True)
         logits = slide_inference(lambda x: logits_fn(x).float(), image, num_classes, (crop, crop), (stride, stride))
         logits = F.interpolate(logits, size=tuple(label.shape), mode="bilinear", align_corners=False)
         acc.update(logits.argmax(1)[0].cpu(), label)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from bench.io import atomic_write, atomic_write_json, atomic_write_text, digest_path, fsync_dir, fsync_path, sha256_file
@@ -243,6 +244,7 @@ class RunDir:
     predictions = property(lambda self: self.path / "predictions.npz")  # per-image correctness per split
 
     lock_file = property(lambda self: self.path / "lock.json")
+    evaluations_dir = property(lambda self: self.path / "evaluated")  # one file per scored split (see save_evaluation)
     prev_checkpoint = property(lambda self: self.path / "prev.pt")
     status_reserve = property(lambda self: self.path / ".status.reserve")
 
@@ -351,7 +353,7 @@ class RunDir:
     def set_status(self, state: str, **fields: Any) -> None:
         status = self._status_for_update()
         if state == "running":  # a new attempt: what the last one said no longer describes it
-            for key in ("error", "traceback", "resume_note", "resumed_from", "status_note"):
+            for key in ("error", "traceback", "resume_note", "resumed_from", "status_note", "phase", "evaluated", "evaluations", "last_evaluated"):
                 status.pop(key, None)
         status.update(fields, state=state, host=socket.gethostname(), updated=time.time())
         if state == "running":
@@ -565,6 +567,46 @@ class RunDir:
             fallback = f"trying {candidates[i + 1].name}" if i + 1 < len(candidates) else "restarting from step 0"
             self.note(f"{path.name} {problem}; moved to {aside.name}; {fallback}")
         return None, None
+
+
+    # ---- evaluation, split by split ---------------------------------------------------------
+
+    def _evaluation_file(self, unit: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in unit)
+        return self.evaluations_dir / f"{safe}-{hashlib.sha256(unit.encode()).hexdigest()[:8]}.json"
+
+    def weights_digest(self) -> str | None:
+        """The SHA-256 of the final weights (last.pt's sidecar): what an evaluation was computed from."""
+        sidecar = digest_path(self.checkpoint)
+        return sidecar.read_text().split()[0] if sidecar.is_file() and sidecar.read_text().strip() else None
+
+    def save_evaluation(self, unit: str, metrics: dict[str, Any], per_image: dict[str, dict[str, Any]]) -> None:
+        """Keep one evaluation unit's scores (a split, or a transfer target) as soon as it is done,
+        tagged with the weights it was computed from: a run interrupted during its evaluation
+        resumes at the next unit instead of scoring every split again."""
+        weights = self.weights_digest()
+        if weights is None:
+            return  # nothing to tie the scores to: they are not kept
+        arrays = {f"{split}::{name}": {"dtype": str(np.asarray(v).dtype), "values": np.asarray(v).tolist()}
+                  for split, named in per_image.items() for name, v in named.items()}
+        atomic_write_json(self._evaluation_file(unit), {"unit": unit, "weights_sha256": weights, "metrics": metrics, "per_image": arrays})
+
+    def saved_evaluation(self, unit: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]] | None:
+        """(metrics, per-image arrays) of a unit scored from the current final weights, else None
+        (never scored, scored from other weights, or unreadable: it is then simply scored again)."""
+        path = self._evaluation_file(unit)
+        weights = self.weights_digest()
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        if weights is None or not isinstance(saved, dict) or saved.get("weights_sha256") != weights or saved.get("unit") != unit:
+            return None
+        per_image: dict[str, dict[str, Any]] = {}
+        for key, values in saved.get("per_image", {}).items():
+            split, _, name = key.rpartition("::")
+            per_image.setdefault(split, {})[name] = np.asarray(values["values"], dtype=values["dtype"])
+        return saved["metrics"], per_image
 
 
 # ---- the run lock ---------------------------------------------------------------------------

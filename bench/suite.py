@@ -38,7 +38,8 @@ import typing
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
-from bench.config import SEED_LIMIT, MethodConfig, RunConfig
+from bench.config import SEED_LIMIT, MethodConfig, RunConfig, copy_tree
+from bench.errors import SuiteError
 from bench.data import DATASETS
 from bench.methods import METHODS
 from bench.yaml_lines import MAX_BYTES, Refused, decode, line_of, locate
@@ -57,10 +58,6 @@ _SAFE_SHOWN = "letters, digits and _ . , : = @ + / - [ ]"
 _EXTRA_KEY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _OVERRIDE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-class SuiteError(ValueError):
-    """A suite file that cannot be run; the message names the file, the key and the fix."""
 
 
 class ResourceProfile(BaseModel):
@@ -233,12 +230,16 @@ class RunSpec:
 
 
 def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set ``a.b.c`` in a config tree, copying each mapping on the way down: the runs of a suite
+    share the subtrees they do not change (copy on write), so a 10,000-run expansion does not
+    copy the whole defaults tree 10,000 times."""
     node = tree
     *parents, leaf = dotted.split(".")
     for key in parents:
-        child = node.setdefault(key, {})
+        child = node.get(key, {})
         if not isinstance(child, dict):
             raise SuiteError(f"{dotted}: {key!r} is not a mapping")
+        node[key] = child = dict(child)
         node = child
     node[leaf] = value
 
@@ -586,13 +587,13 @@ def _profile(suite: Suite, axes: list, combo: tuple) -> str:
 
 
 def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: Any, overrides: list[tuple[str, Any]]) -> dict[str, Any]:
-    tree: dict[str, Any] = copy.deepcopy(suite.defaults)
+    tree: dict[str, Any] = dict(suite.defaults)  # nested sections are shared until set_dotted copies them
     if suite.evaluations is not None:
         tree["evaluations"] = list(suite.evaluations)
     for (key, _), value in zip(axes, combo):
         if key == "method":
             name, variant = method_entry(value)
-            tree["method"] = {"name": name, "params": copy.deepcopy({**suite.methods.get(name, {}), **variant})}
+            tree["method"] = {"name": name, "params": copy_tree({**suite.methods.get(name, {}), **variant})}
         elif key != "profile":
             set_dotted(tree, key, value)
     own_root = isinstance(tree.get("data"), dict) and "data_root" in tree["data"]  # not a mapping: set_dotted says so
@@ -602,9 +603,9 @@ def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: A
         if key.startswith("methods."):  # -o methods.grpo_rm.epsilon=0.3: that method's runs only (checked in expand)
             _, name, param = key.split(".", 2)
             if isinstance(tree.get("method"), dict) and tree["method"].get("name") == name:
-                set_dotted(tree["method"].setdefault("params", {}), param, copy.deepcopy(value))
+                set_dotted(tree["method"].setdefault("params", {}), param, copy_tree(value))
             continue
-        set_dotted(tree, key, copy.deepcopy(value))  # parsed once; each run gets its own copy
+        set_dotted(tree, key, copy_tree(value))  # parsed once; each run gets its own copy
     return tree
 
 

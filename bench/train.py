@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from bench.config import RunConfig
 from bench.io import atomic_torch_save
 from bench.models import SplitViTClassifier
+from bench.progress import ProgressFn, RunProgress
 from bench.seeding import generator
 from bench.store import RunDir
 
@@ -32,7 +33,6 @@ LOG_EVERY = 20  # steps between appends to metrics.jsonl (a resume truncates to 
 # it at a known state instead of racing a job that may already have finished.
 HOLD_ENV = "BENCH_HOLD_AFTER_EPOCH"
 HOLD_POLL_S = 0.1
-ProgressFn = Callable[[int, int, dict[str, float]], None]
 
 
 class Diverged(RuntimeError):
@@ -104,13 +104,15 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
         model.load_state_dict(state["model"], strict=False)
         if ctx.is_main:
             run_dir.update_status(resumed_from={"complete": True, "step": state["step"]})
+        if progress:
+            progress(RunProgress("resume", state["step"], state["step"], detail=f"the final weights (step {state['step']}): training is done, evaluating"))
         return Trained(state["step"], int(state.get("train_size", len(job.train_split))), float(state.get("wall_time_s", 0.0)))
     train = job.inputs(cfg.data.resolved_train_split)
     n = len(train)
     batches_per_epoch = math.ceil(n / cfg.train.batch_size)
     total_steps = cfg.train.epochs * batches_per_epoch * method.passes
     if ctx.is_main:
-        run_dir.update_status(total_steps=total_steps)
+        run_dir.update_status(total_steps=total_steps, phase="train")
 
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.train.warmup_fraction))
@@ -123,6 +125,8 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
         start_epoch, step, prior_wall = state["epoch"], state["step"], state.get("wall_time_s", 0.0)
         if ctx.is_main:
             run_dir.update_status(resumed_from={"epoch": start_epoch, "step": step})
+        if progress:
+            progress(RunProgress("resume", step, total_steps, detail=f"epoch {start_epoch}, step {step} of {total_steps}"))
     if ctx.is_main:
         run_dir.truncate_metrics(step)
 
@@ -156,7 +160,7 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
                        "grad_norm": float(grad_norm), **stats}
                 pending.append(row)
                 if progress:
-                    progress(step, total_steps, stats)
+                    progress(RunProgress("train", step, total_steps, stats=stats))
             if len(pending) >= LOG_EVERY and ctx.is_main:
                 run_dir.append_metrics(pending)
                 pending = []
@@ -203,6 +207,7 @@ def _save_checkpoint(run_dir: RunDir, model: nn.Module, optimizer: torch.optim.O
         state = {"model": trainable_state(model), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                  "epoch": epoch, "step": step, "wall_time_s": wall_s}
     atomic_torch_save(state, run_dir.checkpoint)
+    run_dir.update_status(checkpoint={"epoch": epoch, "step": step, "complete": final})  # what a rerun resumes from
 
 
 def hold_after_epoch(run_dir: RunDir, epoch: int) -> None:

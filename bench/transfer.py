@@ -3,9 +3,12 @@
 Features are extracted once per (fine-tuned checkpoint, dataset, split, transform) and cached as
 files in the run directory (written atomically), so later evaluations reuse them. Two probes:
 
-- Softmax Regression: multinomial logistic regression (scikit-learn, lbfgs) on [CLS, mean patch]
-  features standardised with the train split's statistics. The inverse regularisation C is swept
-  on a seeded held-out slice of the train split, then the model is refit on the whole train split.
+- Softmax Regression: L2 multinomial logistic regression on [CLS, mean patch] features
+  standardised with the train split's statistics. The inverse regularisation C is swept on a
+  seeded held-out slice of the train split, then the model is refit on the whole train split.
+  Solver (``transfer.sr_solver``): ``torch`` (default), full-batch L-BFGS on the run's device
+  (:mod:`bench.probe`), or ``sklearn``, scikit-learn's LogisticRegression(lbfgs) on CPU, the
+  reference; both minimise the same objective.
 - kNN as DINOv2 evaluates it: cosine similarity on L2-normalised CLS features, the k = 20
   nearest train features vote with weight exp(sim / T), T = 0.07.
 """
@@ -27,6 +30,7 @@ from bench.data import DATASETS
 from bench.data.base import take
 from bench.features import SplitInputs, prefix_tokens
 from bench.io import atomic_torch_save
+from bench.probe import SR_SOLVERS, fit_softmax_regression
 
 if TYPE_CHECKING:
     from bench.job import Job
@@ -73,19 +77,32 @@ def knn_top1(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Ten
 
 
 def softmax_regression(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
-                       cs: tuple[float, ...], holdout: float, seed: int, max_iter: int = 1000) -> dict[str, float]:
-    """Sweep C on a held-out slice of train, refit on all of train with the best C, score test."""
+                       cs: tuple[float, ...], holdout: float, seed: int, max_iter: int = 1000, solver: str = "torch",
+                       device: torch.device | str | None = None) -> dict[str, Any]:
+    """Sweep C on a held-out slice of train, refit on all of train with the best C, score test.
+    ``solver``: "torch" (L-BFGS on ``device``, default CPU) or "sklearn" (the reference, CPU)."""
     order = np.random.default_rng(seed).permutation(len(train))
     n_val = max(1, int(round(holdout * len(train))))
     val_idx, fit_idx = order[:n_val], order[n_val:]
-    scores = [float((fit_sr(train[fit_idx], train_labels[fit_idx], c, max_iter)(train[val_idx]) == train_labels[val_idx]).mean()) for c in cs]
+    fit_x, fit_y, val_x, val_y = train[fit_idx], train_labels[fit_idx], train[val_idx], train_labels[val_idx]
+    scores = [float((fit_sr(fit_x, fit_y, c, max_iter, solver, device)(val_x) == val_y).mean()) for c in cs]
     best = cs[int(np.argmax(scores))]  # first of equal scores: the strongest regularisation
-    predict = fit_sr(train, train_labels, best, max_iter)
-    return {"top1": float((predict(test) == test_labels).mean()), "C": best, "val_top1": max(scores), "val_scores": scores}
+    predict = fit_sr(train, train_labels, best, max_iter, solver, device)
+    return {"top1": float((predict(test) == test_labels).mean()), "C": best, "val_top1": max(scores), "val_scores": scores,
+            "solver": solver}
 
 
-def fit_sr(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 1000) -> Callable[[np.ndarray], np.ndarray]:
-    """Standardise with x's statistics, fit L2 multinomial logistic regression; return predict()."""
+def fit_sr(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 1000, solver: str = "torch",
+           device: torch.device | str | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """Standardise with x's statistics, fit L2 multinomial logistic regression; return predict()
+    (numpy labels; ``predict.model`` has scikit-learn's coef_, intercept_, classes_)."""
+    if solver == "torch":
+        model = fit_softmax_regression(torch.as_tensor(x), torch.as_tensor(y), c, max_iter, device=device)
+        predict = lambda z: model.predict(torch.as_tensor(z)).cpu().numpy()  # noqa: E731
+        predict.model, predict.scaler = model, model.scaler  # type: ignore[attr-defined]
+        return predict
+    if solver != "sklearn":
+        raise ValueError(f"unknown softmax-regression solver {solver!r} (known: {', '.join(SR_SOLVERS)})")
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
@@ -96,13 +113,14 @@ def fit_sr(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 1000) -> Call
     return predict
 
 
-def evaluate_transfer(job: "Job", run_dir: "RunDir") -> dict[str, dict[str, Any]]:
-    """SR and kNN on each transfer target's features from the frozen fine-tuned backbone."""
+def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None) -> dict[str, dict[str, Any]]:
+    """SR and kNN on each transfer target's features from the frozen fine-tuned backbone
+    (``targets``: a subset of the config's, e.g. one at a time; default all)."""
     cfg, tc = job.cfg, job.cfg.transfer
     cache = FeatureCache(run_dir.path / "features")
     weights = weights_digest(job.model)  # features belong to these exact weights
     out: dict[str, dict[str, Any]] = {}
-    for target in tc.targets:
+    for target in tc.targets if targets is None else targets:
         entry = DATASETS.get(target.name)
         transform = dataset_transform(target.name, cfg.backbone.img_size)
         feats = {}
@@ -114,11 +132,12 @@ def evaluate_transfer(job: "Job", run_dir: "RunDir") -> dict[str, dict[str, Any]
         train_y, test_y = feats["train"]["labels"], feats["test"]["labels"]
         knn = knn_top1(feats["train"]["cls"], train_y, feats["test"]["cls"], test_y, entry.num_classes, tc.knn_k, tc.knn_temperature)
         sr = softmax_regression(feats["train"]["pooled"].numpy(), train_y.numpy(), feats["test"]["pooled"].numpy(), test_y.numpy(),
-                                tc.sr_cs, tc.sr_holdout, seed=cfg.seed)
+                                tc.sr_cs, tc.sr_holdout, seed=cfg.seed, solver=tc.sr_solver, device=job.device)
         common = {"n": len(test_y), "n_train": len(train_y), "shift": False, "protocol": "transfer", "dataset": target.name}
         out[f"transfer/{target.name}/knn"] = {"top1": knn, **common, "probe": "knn", "k": tc.knn_k, "temperature": tc.knn_temperature}
         out[f"transfer/{target.name}/sr"] = {"top1": sr["top1"], **common, "probe": "softmax_regression", "C": sr["C"],
-                                             "val_top1": sr["val_top1"], "C_swept": list(tc.sr_cs), "holdout": tc.sr_holdout}
+                                             "val_top1": sr["val_top1"], "C_swept": list(tc.sr_cs), "holdout": tc.sr_holdout,
+                                             "solver": sr["solver"]}
     return out
 
 

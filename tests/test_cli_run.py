@@ -45,7 +45,13 @@ def test_bench_run_writes_results_and_report_then_skips_done_runs(tmp_path, caps
 def test_failed_run_is_recorded_and_others_finish(tmp_path, capsys):
     suite = write(tmp_path, TINY_SUITE.replace("weights: random", "weights: pretrained, checkpoint: /nonexistent/dinov2.pth").replace("dinov2_tiny", "dinov2_vits14"))
     args = [str(suite), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
-    assert main(["run", *args]) == 1
+    # checked before launch: exit 3, the file named, nothing written
+    assert main(["run", *args]) == 3
+    out = capsys.readouterr().out
+    assert "/nonexistent/dinov2.pth does not exist" in out and "nothing was launched" in out
+    assert not (tmp_path / "results" / "tiny").exists()
+    # past the check (only compute nodes see the file, say), each run fails and is recorded
+    assert main(["run", *args, "--skip-data-check"]) == 1
     statuses = [json.loads(p.read_text()) for p in (tmp_path / "results" / "tiny").glob("*/status.json")]
     assert len(statuses) == 2 and all(s["state"] == "failed" for s in statuses)
     assert all("/nonexistent/dinov2.pth" in s["error"] and "Traceback" in s["traceback"] for s in statuses)

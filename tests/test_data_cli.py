@@ -40,7 +40,7 @@ def test_data_check_passes_then_names_what_is_missing(cifar_tree, tmp_path, caps
     out = capsys.readouterr().out
     assert "ok      cifar10: train, test, stl10, c/fog/1" in out and "MISSING" not in out
     (tmp_path / "data" / "CIFAR-10-C" / "fog.npy").unlink()
-    assert main(["data", "check", str(cifar_tree)]) == 1
+    assert main(["data", "check", str(cifar_tree)]) == 3  # missing data: exit 3 (bench --help lists the codes)
     out = capsys.readouterr().out
     assert "MISSING cifar10: c/fog/1, c/fog/2, c/fog/3, c/fog/4, c/fog/5" in out  # one report for the 5 severities
     assert str(tmp_path / "data" / "CIFAR-10-C" / "fog.npy") in out and "corruption file not found" in out
@@ -49,7 +49,7 @@ def test_data_check_passes_then_names_what_is_missing(cifar_tree, tmp_path, caps
 def test_run_refuses_to_launch_with_missing_data(cifar_tree, tmp_path, capsys):
     (tmp_path / "data" / "stl10_binary" / "test_X.bin").unlink()
     results = tmp_path / "results"
-    assert main(["run", str(cifar_tree), "--results", str(results)]) == 2
+    assert main(["run", str(cifar_tree), "--results", str(results)]) == 3
     out = capsys.readouterr().out
     assert "stl10_binary/test_X.bin" in out and "nothing was launched" in out
     assert not results.exists() or not any(results.rglob("status.json"))
@@ -127,5 +127,5 @@ def test_data_check_covers_transfer_targets(cifar_tree, tmp_path, capsys):
     text = CIFAR_SUITE.replace("matrix:", "evaluations: [id, transfer]\nmatrix:").replace(
         "  train: {epochs: 1, batch_size: 8}\n", "  train: {epochs: 1, batch_size: 8}\n  transfer: {targets: [{name: tiny_imagenet}]}\n")
     suite = write(tmp_path, text, name="t.yaml")
-    assert main(["data", "check", str(suite)]) == 1
+    assert main(["data", "check", str(suite)]) == 3
     assert "MISSING tiny_imagenet: train, val" in capsys.readouterr().out

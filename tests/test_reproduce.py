@@ -45,7 +45,7 @@ def mini_paper(tmp_path, monkeypatch):
 
 def test_paper_suite_without_data_root_explains_and_offers_the_demo(monkeypatch, capsys):
     monkeypatch.delenv("BENCH_DATA_ROOT", raising=False)
-    assert main(["reproduce", str(REPO / "suites" / "paper.yaml"), "--executor", "local"]) == 2
+    assert main(["reproduce", str(REPO / "suites" / "paper.yaml"), "--executor", "local"]) == 3  # no data root: missing input, nothing launched
     out = capsys.readouterr().out
     assert "nothing was launched" in out and "no data root is configured" in out and "no GPU here" in out
     assert "suite 'paper', 42 runs to tune each method on its held-out split, then 42 final runs at the chosen settings" in out
@@ -60,7 +60,7 @@ def test_paper_suite_without_data_root_explains_and_offers_the_demo(monkeypatch,
 def test_missing_splits_and_missing_gpu_are_both_named(mini_paper, tmp_path, capsys):
     (tmp_path / "data" / "stl10_binary" / "test_X.bin").unlink()
     args = ["reproduce", str(mini_paper), "--data-root", str(tmp_path / "data"), "--executor", "debug", "--results", str(tmp_path / "r")]
-    assert main(args) == 2
+    assert main(args) == 3  # data missing wins over the missing GPU: exit 3
     out = capsys.readouterr().out
     assert f"the data root {tmp_path / 'data'} lacks cifar10: stl10 (details below)" in out and "stl10_binary/test_X.bin" in out
     assert "no GPU here" in out and "--allow-cpu" in out

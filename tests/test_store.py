@@ -1,5 +1,5 @@
 """The result store under failure: concurrent launches, damaged files, full and read-only disks,
-kills at awkward moments. Each test names the guarantee it checks (README "Reliability")."""
+kills at awkward moments. Each test names the guarantee it checks (docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -150,8 +150,8 @@ def test_a_second_run_job_on_a_live_run_raises_held_and_touches_nothing(tmp_path
     a_in, b_done = tmp_path / "a_in", tmp_path / "b_done"
     errors: list[BaseException] = []
 
-    def barrier(step, total, stats):
-        if step == 1:
+    def barrier(event):
+        if event.phase == "train" and event.step == 1:
             a_in.touch()
             wait_for(b_done.exists, 120, "B to give up")
 
@@ -346,7 +346,7 @@ def test_a_kill_between_the_final_weights_and_result_json_evaluates_again_withou
     assert run_dir.read_status()["state"] == "interrupted" and not run_dir.result_file.exists()
     log = run_dir.metrics.read_bytes()
     steps: list[int] = []
-    result = run_job(cfg, run_dir, progress=lambda step, total, stats: steps.append(step))
+    result = run_job(cfg, run_dir, progress=lambda event: steps.append(event.step) if event.phase == "train" else None)
     assert steps == [] and run_dir.metrics.read_bytes() == log
     assert run_dir.read_status()["resumed_from"] == {"complete": True, "step": 6}
     assert result["metrics"] == clean["metrics"] and result["protocol"] == clean["protocol"]
@@ -408,8 +408,8 @@ def test_a_full_tmpfs_records_the_failure_and_the_run_resumes_once_space_is_free
         run_dir = RunDir(mnt / "run")
         filler = mnt / "filler"
 
-        def fill_the_disk(step, total, stats):
-            if step == 4 and not filler.exists():  # epoch 2, after epoch 1's checkpoint
+        def fill_the_disk(event):
+            if event.phase == "train" and event.step == 4 and not filler.exists():  # epoch 2, after epoch 1's checkpoint
                 with pytest.raises(OSError) as full, open(filler, "wb", buffering=0) as fh:
                     while True:
                         fh.write(b"\0" * 65536)

@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
 import numpy as np
-import torch
+from bench.lazy import lazy
+
+torch = lazy("torch")
 
 from bench.registry import Registry
 
@@ -123,11 +125,39 @@ def take(split: Split, index: np.ndarray) -> Split:
     return ImageFiles(pick(split.paths), split.labels[index], pick(split.mask_paths), split.mask_lut, split.mask_reader, pixel_fn, split.label_space, split.meta)
 
 
-def to_model_input(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) or (H, W, 3) → float (N, 3, H, W) / (3, H, W) normalised with ImageNet mean/std."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3).float().div_(255.0)
+def to_pixels(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) or (H, W, 3) → uint8 (N, 3, H, W) / (3, H, W), a view of the same memory.
+
+    Classification transforms resize and crop these uint8 pixels and convert only the final crop
+    to float (:func:`normalize`): torchvision's native uint8 bicubic resize is several times
+    faster than resizing float tensors, and a 224² crop is a fraction of a decoded photo. The
+    view is channels-last in memory (HWC), which is the layout that uint8 kernel reads directly.
+    """
+    return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3)
+
+
+def normalize(pixels: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 (…, 3, H, W) → contiguous float32 ``(x / 255 − mean) / std`` with ImageNet mean/std.
+
+    Computed in place on one float copy, with the same float operations in the same order as
+    torchvision's ``ToTensor`` + ``Normalize`` (so equal pixels give bitwise-equal inputs).
+    ``out`` (float32, the same shape) receives the result instead of a new tensor: a loader
+    worker fills its batch, allocated in shared memory, image by image.
+    """
+    if pixels.dtype != torch.uint8:
+        raise TypeError(f"normalize expects uint8 pixels, got {pixels.dtype} (already normalised?)")
     shape = (3, 1, 1)
-    return (x - torch.tensor(IMAGENET_MEAN).view(shape)) / torch.tensor(IMAGENET_STD).view(shape)
+    x = pixels.to(torch.float32, memory_format=torch.contiguous_format) if out is None else out.copy_(pixels)
+    return x.div_(255.0).sub_(torch.tensor(IMAGENET_MEAN).view(shape)).div_(torch.tensor(IMAGENET_STD).view(shape))
+
+
+def to_model_input(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, H, W, 3) or (H, W, 3) → float (N, 3, H, W) / (3, H, W) normalised with ImageNet mean/std.
+
+    For consumers that resample in float afterwards (segmentation's bilinear resizes); the
+    classification path resizes :func:`to_pixels` first and normalises last.
+    """
+    return normalize(to_pixels(images))
 
 
 @dataclass(frozen=True)

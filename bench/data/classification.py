@@ -15,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torchvision
 
 from bench.data.base import ImageArrays, ImageFiles
 from bench.data.layout import DatasetLocator, Layout, image_files
@@ -27,18 +26,20 @@ REAL_TRANSFORM = {"crop_pct": 0.875, "train_aug": "rrc_flip"}  # DINOv2: resize 
 
 # --- CIFAR ---------------------------------------------------------------------------------------
 
-class _PresentCIFAR10(torchvision.datasets.CIFAR10):
-    """torchvision's reader with presence checks instead of md5 (``check_integrity(path, None)``)."""
+@lru_cache(maxsize=None)
+def _present(name: str) -> type:
+    """torchvision's reader for ``name`` with presence checks instead of md5 (``check_integrity(path, None)``).
 
-    train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.train_list]
-    test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR10.test_list]
-    meta = {**torchvision.datasets.CIFAR10.meta, "md5": None}
+    Built on first use, so that reading a suite never imports torchvision. STL-10 lists its
+    labelled files only: ``unlabeled_X.bin`` (2.6 GB) is not needed for train/test.
+    """
+    import torchvision
 
-
-class _PresentCIFAR100(torchvision.datasets.CIFAR100):
-    train_list = [[name, None] for name, _ in torchvision.datasets.CIFAR100.train_list]
-    test_list = [[name, None] for name, _ in torchvision.datasets.CIFAR100.test_list]
-    meta = {**torchvision.datasets.CIFAR100.meta, "md5": None}
+    base = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100, "stl10": torchvision.datasets.STL10}[name]
+    attrs: dict = {key: [[f, None] for f, _ in getattr(base, key) if not f.startswith("unlabeled")] for key in ("train_list", "test_list")}
+    if name != "stl10":
+        attrs["meta"] = {**base.meta, "md5": None}
+    return type(f"_Present{base.__name__}", (base,), attrs)
 
 
 CIFAR_LAYOUTS = {
@@ -56,11 +57,10 @@ CIFAR_LAYOUTS = {
         "University of Toronto; extract it into the data root",
     ),
 }
-_CIFAR_CLASS = {"cifar10": _PresentCIFAR10, "cifar100": _PresentCIFAR100}
 
 
 def locate_cifar(name: str, split: str, data_root=None) -> Path:
-    cls = _CIFAR_CLASS[name]
+    cls = _present(name)
     loc = DatasetLocator(CIFAR_LAYOUTS[name], split, data_root)
     folder = loc.base(cls.base_folder)
     for fname, _ in cls.train_list + cls.test_list:
@@ -71,25 +71,19 @@ def locate_cifar(name: str, split: str, data_root=None) -> Path:
 
 def load_cifar(name: str, split: str, data_root=None) -> ImageArrays:
     root = locate_cifar(name, split, data_root)
-    ds = _CIFAR_CLASS[name](str(root), train=split == "train", download=False)
+    ds = _present(name)(str(root), train=split == "train", download=False)
     return ImageArrays(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64))
 
 
 def cifar_names(name: str):
     def names(data_root=None) -> tuple[str, ...]:
         root = locate_cifar(name, "test", data_root)
-        return tuple(_CIFAR_CLASS[name](str(root), train=False).classes)
+        return tuple(_present(name)(str(root), train=False).classes)
 
     return names
 
 
 # --- STL-10 --------------------------------------------------------------------------------------
-
-class _PresentSTL10(torchvision.datasets.STL10):
-    # the labelled files only: unlabeled_X.bin (2.6 GB) is not needed for train/test
-    train_list = [[name, None] for name, _ in torchvision.datasets.STL10.train_list if not name.startswith("unlabeled")]
-    test_list = [[name, None] for name, _ in torchvision.datasets.STL10.test_list]
-
 
 STL10_LAYOUT = Layout(
     "stl10",
@@ -101,14 +95,14 @@ STL10_LAYOUT = Layout(
 
 def locate_stl10(split: str, data_root=None, **_) -> Path:
     loc = DatasetLocator(STL10_LAYOUT, split, data_root)
-    folder = loc.base(_PresentSTL10.base_folder)
-    for fname, _ in _PresentSTL10.train_list + _PresentSTL10.test_list:
+    folder = loc.base(_present("stl10").base_folder)
+    for fname, _ in _present("stl10").train_list + _present("stl10").test_list:
         loc.file(folder / fname, "binary file")
     return loc.root
 
 
 def load_stl10(split: str, data_root=None) -> ImageArrays:
-    ds = _PresentSTL10(str(locate_stl10(split, data_root)), split=split, download=False)
+    ds = _present("stl10")(str(locate_stl10(split, data_root)), split=split, download=False)
     return ImageArrays(np.ascontiguousarray(ds.data.transpose(0, 2, 3, 1)), ds.labels.astype(np.int64))
 
 
@@ -204,19 +198,30 @@ IMAGENET_LAYOUT = Layout(
 IMAGENET_DIRS = ("imagenet", "ILSVRC2012", "imagenet-1k")
 
 
+def timm_info_text(filename: str) -> str:
+    """A metadata file bundled with timm (``timm/data/_info/``), read without importing timm.
+
+    Importing timm imports torch and torchvision (seconds); listing or validating datasets only
+    needs these text tables.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("timm")
+    assert spec is not None and spec.origin is not None, "timm is a dependency of this package"
+    return (Path(spec.origin).parent / "data" / "_info" / filename).read_text()
+
+
 @lru_cache(maxsize=1)
 def imagenet_wnids() -> tuple[str, ...]:
-    """The 1000 ImageNet-1k WordNet ids in class-index order (from timm's bundled metadata)."""
-    from timm.data import ImageNetInfo
-
-    return tuple(ImageNetInfo().label_names())
+    """The 1000 ImageNet-1k WordNet ids in class-index order (timm's bundled ``imagenet_synsets.txt``)."""
+    return tuple(timm_info_text("imagenet_synsets.txt").split())
 
 
 @lru_cache(maxsize=1)
 def imagenet_names() -> tuple[str, ...]:
-    from timm.data import ImageNetInfo
-
-    return tuple(d.split(",")[0] for d in ImageNetInfo().label_descriptions())
+    """The first lemma of each class (``tench``, ``goldfish``, …) in class-index order."""
+    lemmas = dict(line.split("\t", 1) for line in timm_info_text("imagenet_synset_to_lemma.txt").splitlines() if line.strip())
+    return tuple(lemmas[w].split(",")[0] for w in imagenet_wnids())
 
 
 def read_devkit_val_wnids(devkit: Path, loc: DatasetLocator) -> list[str]:

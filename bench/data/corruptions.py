@@ -15,7 +15,9 @@ from typing import Callable
 
 import numpy as np
 from PIL import Image
-from scipy.ndimage import gaussian_filter
+from bench.lazy import lazy
+
+ndimage = lazy("scipy.ndimage")
 
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 CORRUPTIONS: dict[str, Corruption] = {}
@@ -43,7 +45,7 @@ def gaussian_noise(img: np.ndarray, severity: int, rng: np.random.Generator) -> 
 @_register("gaussian_blur")
 def gaussian_blur(img: np.ndarray, severity: int, rng: np.random.Generator) -> np.ndarray:
     sigma = (0.6, 1.0, 1.5, 2.0, 3.0)[severity - 1] * img.shape[0] / 112.0
-    return _to_uint8(gaussian_filter(img / 255.0, sigma=(sigma, sigma, 0)))
+    return _to_uint8(ndimage.gaussian_filter(img / 255.0, sigma=(sigma, sigma, 0)))
 
 
 @_register("contrast")

@@ -19,7 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-import torchvision
+from bench.lazy import lazy
+
+torchvision = lazy("torchvision")
 
 from bench.data.base import DATASETS, DatasetEntry, ImageFiles
 from bench.data.layout import DatasetLocator, Layout, image_files
@@ -247,8 +249,8 @@ def _register() -> None:
         description="ADE20k (ADEChallengeData2016), 150 classes, reduce_zero_label",
     ))
     DATASETS.add("coco_stuff164k", DatasetEntry(
-        task="segmentation", num_classes=171, classes=coco_stuff_classes(), splits=("train", "val"), test_split="val",
-        build=load_coco, locate=locate_coco,
+        task="segmentation", num_classes=171, splits=("train", "val"), test_split="val",
+        build=load_coco, locate=locate_coco, names_from_disk=lambda data_root=None: coco_stuff_classes(),  # torchvision on demand only
         description="COCO-stuff 164k (171 classes; mmseg labelTrainIds or raw stuffthingmaps)",
     ))
 

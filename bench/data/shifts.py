@@ -178,9 +178,7 @@ V2_FOLDERS = {"v2": "matched-frequency", "v2-threshold0.7": "threshold0.7", "v2-
 @lru_cache(maxsize=None)
 def imagenet_subset(kind: str) -> tuple[int, ...]:
     """ImageNet-R/-A's 200 classes as ImageNet-1k indices (timm's bundled metadata)."""
-    import importlib.resources
-
-    text = importlib.resources.files("timm.data._info").joinpath(f"imagenet_{kind}_indices.txt").read_text()
+    text = cls.timm_info_text(f"imagenet_{kind}_indices.txt")
     return tuple(int(v) for v in text.split())
 
 

@@ -1,42 +1,59 @@
 """Image transforms for classification, following DINOv2's evaluation convention.
 
-Evaluation: bicubic resize of the short side to ``img_size / crop_pct`` (256 for 224 at the
-default 0.875), centre crop to ``img_size`` (a multiple of the patch size), ImageNet mean/std.
-Training adds one of: ``none``, ``flip`` (horizontal, p = 0.5) or ``rrc_flip`` (random resized
-crop, scale 0.08–1, ratio 3/4–4/3, bicubic, then flip — DINOv2's linear-eval train transform).
+Evaluation: bicubic, antialiased resize of the short side to ``img_size / crop_pct`` (256 for 224
+at the default 0.875; the long side truncated as torchvision's ``Resize(256)`` does), centre crop
+to ``img_size`` (a multiple of the patch size), ImageNet mean/std. Training adds one of: ``none``,
+``flip`` (horizontal, p = 0.5) or ``rrc_flip`` (random resized crop, scale 0.08–1, ratio 3/4–4/3,
+bicubic, then flip — DINOv2's linear-eval train transform).
 
-Everything runs on float tensors already normalised by :func:`bench.data.to_model_input` (resize
-and crop are linear, so normalising first gives the same result as torchvision's PIL pipeline up
-to uint8 rounding). Randomness comes from an explicit generator per sample, so an augmented epoch
-is identical whatever the batch size, worker count or resume point.
+Order of work, and why: resize, crop and flip run on **uint8** pixels (:func:`bench.data.base.to_pixels`)
+and only the final ``img_size`` crop is converted to float and normalised
+(:func:`bench.data.base.normalize`). Normalising first and resizing floats is mathematically the
+same map (resampling is linear) but it pays a float conversion and a float resize of the whole
+decoded photo; on ImageNet-sized JPEGs that was 2.5–2.8× slower per thread than torchvision's PIL
+pipeline, while torchvision's native uint8 bicubic kernel is faster than PIL's. It is also the
+reference's own order (PIL resamples uint8, then ``ToTensor`` + ``Normalize``): results agree
+with it to about one grey level, the two kernels' different fixed-point rounding
+(tests/test_transforms.py holds them to that).
+
+Randomness comes from an explicit generator per sample, drawn in a fixed order (crop box, then
+flip), so an augmented epoch is identical whatever the batch size, worker count or resume point.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import torch
-import torchvision.transforms.v2.functional as TF
-from torch import Tensor
-from torchvision.transforms import InterpolationMode
+from bench.data.base import normalize
+from bench.lazy import lazy
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy("torch")
+TF = lazy("torchvision.transforms.v2.functional")
+tv_transforms = lazy("torchvision.transforms")
 
 TrainAug = Literal["none", "flip", "rrc_flip"]
 RRC_SCALE = (0.08, 1.0)
 RRC_RATIO = (3 / 4, 4 / 3)
 
 
+def _require_uint8(x: Tensor) -> None:
+    # a normalised float image would be resized fine and then normalised a second time: refuse it
+    if x.dtype != torch.uint8:
+        raise TypeError(f"classification transforms take uint8 pixels (bench.data.base.to_pixels), got {x.dtype}")
+
+
 def resize_short(x: Tensor, size: int) -> Tensor:
-    """Bicubic, antialiased resize so the shorter side is ``size`` (aspect ratio kept)."""
-    h, w = x.shape[-2:]
-    if min(h, w) == size:
-        return x
-    if h == w:
-        new = (size, size)
-    else:
-        new = (size, max(1, round(w * size / h))) if h < w else (max(1, round(h * size / w)), size)
-    return TF.resize(x, list(new), interpolation=InterpolationMode.BICUBIC, antialias=True)
+    """Bicubic, antialiased resize so the shorter side is ``size``, aspect ratio kept.
+
+    torchvision's rule for ``Resize(size)``: the long side is ``int(size * long / short)``
+    (truncated), so the centre crop lands on the same pixels as the DINOv2 reference pipeline.
+    """
+    return TF.resize(x, [size], interpolation=tv_transforms.InterpolationMode.BICUBIC, antialias=True)
 
 
 def random_resized_crop_box(h: int, w: int, g: torch.Generator, scale=RRC_SCALE, ratio=RRC_RATIO) -> tuple[int, int, int, int]:
@@ -59,6 +76,8 @@ def random_resized_crop_box(h: int, w: int, g: torch.Generator, scale=RRC_SCALE,
 
 @dataclass(frozen=True)
 class ClassificationTransform:
+    """uint8 pixels (3, H, W) — or a batch for :meth:`eval` — → normalised float (…, 3, img_size, img_size)."""
+
     img_size: int
     crop_pct: float = 0.875
     train_aug: TrainAug = "none"
@@ -67,20 +86,30 @@ class ClassificationTransform:
     def resize_size(self) -> int:
         return round(self.img_size / self.crop_pct)
 
-    def eval(self, x: Tensor) -> Tensor:
-        """(…, 3, H, W) normalised → (…, 3, img_size, img_size); works on one image or a batch."""
+    def eval_pixels(self, x: Tensor) -> Tensor:
+        """The eval geometry alone: uint8 (…, 3, H, W) → uint8 (…, 3, img_size, img_size)."""
+        _require_uint8(x)
         return TF.center_crop(resize_short(x, self.resize_size), [self.img_size, self.img_size])
 
-    def train(self, x: Tensor, g: torch.Generator) -> Tensor:
-        """One image (3, H, W) → augmented (3, img_size, img_size)."""
+    def train_pixels(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """The train geometry alone: one uint8 image (3, H, W) → augmented uint8 (3, img_size, img_size)."""
+        _require_uint8(x)
         if self.train_aug == "rrc_flip":
             top, left, h, w = random_resized_crop_box(x.shape[-2], x.shape[-1], g)
-            x = TF.resized_crop(x, top, left, h, w, [self.img_size, self.img_size], interpolation=InterpolationMode.BICUBIC, antialias=True)
+            x = TF.resized_crop(x, top, left, h, w, [self.img_size, self.img_size], interpolation=tv_transforms.InterpolationMode.BICUBIC, antialias=True)
         else:
-            x = self.eval(x)
+            x = self.eval_pixels(x)
         if self.train_aug in ("flip", "rrc_flip") and float(torch.rand(1, generator=g)) < 0.5:
             x = x.flip(-1)
         return x
+
+    def eval(self, x: Tensor) -> Tensor:
+        """uint8 (…, 3, H, W) → normalised float (…, 3, img_size, img_size); one image or a batch."""
+        return normalize(self.eval_pixels(x))
+
+    def train(self, x: Tensor, g: torch.Generator) -> Tensor:
+        """One uint8 image (3, H, W) → augmented, normalised float (3, img_size, img_size)."""
+        return normalize(self.train_pixels(x, g))
 
     @property
     def augments(self) -> bool:

@@ -11,11 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
-import torch
-from pydantic import BaseModel, ConfigDict
-from torch import Tensor
+from typing import TYPE_CHECKING
 
+from pydantic import BaseModel, ConfigDict
+
+from bench.lazy import lazy, no_grad
 from bench.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy("torch")  # a suite's method params validate without torch; losses import it
 
 IGNORE_INDEX = -100
 """Default label that marks a question (pixel) as unlabelled; segmentation data passes 255."""
@@ -124,7 +130,7 @@ def full_precision(x: Tensor) -> Tensor:
     return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 
-@torch.no_grad()
+@no_grad
 def policy_stats(logits: Tensor, labels: Tensor) -> dict[str, float]:
     """What the policy looks like on (flattened, labelled) questions, per step: entropy, accuracy,
     the probability of the true class, the logits' L2 norm and the top-1 − top-2 logit margin.
@@ -161,7 +167,7 @@ def question_chunks(logits: Tensor, labels: Tensor):
 DIAGNOSTIC_QUESTIONS = 1 << 16
 
 
-@torch.no_grad()
+@no_grad
 def sampled_diagnostics(logits: Tensor, labels: Tensor, ignore_index: int) -> dict[str, float]:
     """p_true, logit norm and margin of :func:`policy_stats` on at most 65,536 questions: all of
     them for classification batches, every k-th pixel of a dense batch (one cheap strided view,
@@ -178,7 +184,7 @@ def sampled_diagnostics(logits: Tensor, labels: Tensor, ignore_index: int) -> di
     return {k: stats[k] for k in ("p_true", "logit_norm", "margin")}
 
 
-@torch.no_grad()
+@no_grad
 def dense_policy_stats(logits: Tensor, labels: Tensor, ignore_index: int) -> dict[str, float]:
     """:func:`policy_stats` over labelled pixels, chunk by chunk (no full-size temporaries);
     p_true, logit norm and margin from :func:`sampled_diagnostics`."""

@@ -19,14 +19,17 @@ A/p_old collapses because Σ A_i = 0).
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
-import torch
 from pydantic import Field, model_validator
-from torch import Tensor
 
-from bench.methods.grpo_rm_fused import fused_grpo_rm_loss
+from bench.lazy import lazy, no_grad
 from bench.methods.base import IGNORE_INDEX, METHODS, LossOutput, MethodBase, MethodParams, Rollout, flatten_questions, full_precision, policy_stats
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+torch = lazy("torch")  # params validate without torch; the loss imports it
 
 
 class GRPORMParams(MethodParams):
@@ -153,7 +156,7 @@ class GRPORM(MethodBase):
         """The chunked closed-form path (grpo_rm_fused) serves the paper's setting."""
         return self.params.group == "all" and self.params.beta == 0.0 and self.params.adv_norm == "group_std"
 
-    @torch.no_grad()
+    @no_grad
     def rollout(self, logits: Tensor, labels: Tensor, ref_logits: Tensor | None) -> Rollout:
         if self.fused and logits.dim() > 2:  # dense: keep the logits themselves (a view, no copy)
             return Rollout(old_logits=logits.detach())
@@ -174,6 +177,8 @@ class GRPORM(MethodBase):
         if rollout.dense is not None or rollout.old_logits is not None:
             keep = {} if self.params.mu > 1 and rollout.dense is None else None
             old = rollout.dense if rollout.dense is not None else rollout.old_logits
+            from bench.methods.grpo_rm_fused import fused_grpo_rm_loss  # defines a torch.autograd.Function
+
             loss, stats = fused_grpo_rm_loss(logits, old, labels, self.params, keep)
             if keep:  # later passes read the stored reduction; the rollout logits can go
                 rollout.dense, rollout.old_logits = keep["dense"], None

@@ -19,10 +19,14 @@ from __future__ import annotations
 import math
 from typing import ClassVar, Literal
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field
-from torch import Tensor
 
 from bench.methods.base import IGNORE_INDEX, METHODS, LossOutput, MethodBase, MethodParams, Rollout, flatten_questions, full_precision, policy_stats
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 class MarginParams(MethodParams):

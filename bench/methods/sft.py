@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-import torch.nn.functional as F
 from pydantic import Field
-from torch import Tensor
+
+from bench.lazy import lazy
 
 from bench.methods.base import IGNORE_INDEX, METHODS, LossOutput, MethodBase, MethodParams, Rollout, dense_policy_stats, flatten_questions, full_precision, policy_stats
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+F = lazy("torch.nn.functional")
 
 
 class SFTParams(MethodParams):

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import timm
-import torch
-from timm.models.vision_transformer import VisionTransformer
-from torch import nn
-
+from bench.lazy import lazy
 from bench.registry import Registry
+
+if TYPE_CHECKING:
+    from torch import nn
+
+# the registry is read when a suite is validated; building a backbone is what needs timm and torch
+torch = lazy("torch")
+timm = lazy("timm")
 
 RANDOM_INIT_LABEL = "random init"
 
@@ -118,24 +121,11 @@ def official_resample(pos_embed: torch.Tensor, grid: tuple[int, int], num_prefix
     return torch.cat([prefix, patches], dim=1)
 
 
-class DINOv2ViT(VisionTransformer):
-    """timm's VisionTransformer holding the checkpoint's own 37 × 37 position embeddings (the
-    trainable parameter, as in the official model) and resampling them per input with
-    :func:`official_resample`. Any multiple of 14 per side is accepted."""
-
-    def _pos_embed(self, x: torch.Tensor) -> torch.Tensor:
-        b, h, w, c = x.shape  # dynamic_img_size: patch tokens arrive as (B, H, W, C)
-        prefix = 0 if self.no_embed_class else self.num_prefix_tokens
-        pos_embed = official_resample(self.pos_embed, (h, w), prefix)
-        x = x.view(b, -1, c)
-        to_cat = [t.expand(b, -1, -1) for t in (self.cls_token, self.reg_token) if t is not None]
-        if self.no_embed_class:  # register variants: positions for patches only (CLS position folded into cls_token)
-            x = x + pos_embed
-            return self.pos_drop(torch.cat([*to_cat, x], dim=1))
-        return self.pos_drop(torch.cat([*to_cat, x], dim=1) + pos_embed)
-
-
 def _as_dinov2(model: nn.Module) -> nn.Module:
+    from timm.models.vision_transformer import VisionTransformer
+
+    from bench.models.vit import DINOv2ViT
+
     if not isinstance(model, VisionTransformer) or not model.dynamic_img_size:
         raise TypeError(f"expected a timm VisionTransformer built with dynamic_img_size, got {type(model).__name__}")
     model.__class__ = DINOv2ViT  # same parameters and modules; only the position resampling differs
@@ -150,7 +140,7 @@ def create_backbone(
     dynamic_img_size: bool = False,
 ) -> LoadedBackbone:
     """Build a named backbone. Every backbone keeps the checkpoint's native position grid and
-    resamples it per input the official DINOv2 way (:class:`DINOv2ViT`), so any multiple of 14
+    resamples it per input the official DINOv2 way (:class:`bench.models.vit.DINOv2ViT`), so any multiple of 14
     per side works (segmentation windows, test resizes); ``img_size`` and ``dynamic_img_size``
     are kept for callers that state their input size.
 

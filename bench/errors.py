@@ -1,0 +1,36 @@
+"""What every ``bench`` command can end with: the error types its stages raise and one exit-code
+table, so that a script (or a Slurm dependency) can tell a failed run from a typo from missing data.
+
+The table is printed in ``bench --help``; each command returns one of these codes and nothing else.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Exit(IntEnum):
+    """Exit codes of the ``bench`` command (listed in ``bench --help``)."""
+
+    OK = 0  # everything asked for is done (or, for status: no run failed)
+    RUNS_FAILED = 1  # at least one run failed, diverged or is corrupt
+    USAGE = 2  # bad arguments or a suite file that cannot run (argparse uses 2 as well)
+    MISSING_INPUT = 3  # data or pretrained weights not on this machine; nothing was launched
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); rerunning the same command resumes
+
+
+EXIT_HELP = {
+    Exit.OK: "ok",
+    Exit.RUNS_FAILED: "runs failed (or, for status, some run failed or is corrupt)",
+    Exit.USAGE: "usage or suite error",
+    Exit.MISSING_INPUT: "missing data or pretrained weights (nothing launched)",
+    Exit.INTERRUPTED: "interrupted (Ctrl-C): rerun the same command to resume",
+}
+
+
+class SuiteError(ValueError):
+    """A suite file that cannot be run; the message names the file, the key and the fix."""
+
+
+class MissingInput(RuntimeError):
+    """Data or weights a run needs are not on this machine; the message says where they go."""

@@ -1,0 +1,95 @@
+"""What ``bench status`` (and the local executor's live view) shows: one row per run, read from
+the result store and, when given, the scheduler's states; counts per state; a compact table.
+
+Rows are plain dicts so that ``bench status --json`` prints exactly what the table shows.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from bench.store import RunDir
+
+if TYPE_CHECKING:
+    from bench.suite import RunSpec
+
+FAILED_STATES = ("failed", "corrupt")
+STATE_ORDER = ("done", "running", "interrupted", "pending", "failed", "corrupt")
+
+
+def stage_label(spec: "RunSpec") -> str:
+    """'tune lr=0.0001' for a tuning run, 'final' otherwise."""
+    if spec.stage != "tune":
+        return spec.stage
+    values = json.loads(spec.record).get("tuned_values", {})
+    return "tune " + " ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in values.items())
+
+
+def progress_text(status: dict[str, Any], logged_steps: int, state: str) -> str:
+    """'train 40/90', 'eval 3/16' or '' (done, or not started)."""
+    if state == "done":
+        return ""
+    if status.get("phase") == "evaluate" and status.get("evaluations"):
+        return f"eval {status.get('evaluated', 0)}/{status['evaluations']}"
+    if status.get("total_steps"):
+        return f"train {logged_steps}/{status['total_steps']}"
+    return ""
+
+
+def run_rows(specs: list["RunSpec"], results_root: Path, scheduler: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """One dict per run: identity, state, progress, attempts, scheduler job and state, error."""
+    rows = []
+    for spec in specs:
+        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+        status = run_dir.read_status()
+        problem = run_dir.corruption()
+        state = "corrupt" if problem else run_dir.effective_state()
+        job = str(status.get("executor_job_id") or "")
+        rows.append({
+            "run": spec.run_id, "stage": stage_label(spec), "method": spec.config.method.name, "seed": spec.config.seed,
+            "dataset": spec.config.data.name, "profile": spec.profile, "state": state,
+            "progress": progress_text(status, run_dir.metrics_line_count(), state),
+            "attempts": int(status.get("attempts", 0)), "job": job, "scheduler": (scheduler or {}).get(job, ""),
+            "error": f"{problem.path.name}: {problem.reason}" if problem else (status.get("error") or "") if state != "done" else "",
+        })
+    return rows
+
+
+def state_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts = Counter(row["state"] for row in rows)
+    return {state: counts[state] for state in (*STATE_ORDER, *sorted(set(counts) - set(STATE_ORDER))) if counts[state]}
+
+
+def summary_line(rows: list[dict[str, Any]]) -> str:
+    """'6 runs: 4 done, 1 running, 1 failed'."""
+    counts = state_counts(rows)
+    return f"{len(rows)} runs: " + (", ".join(f"{n} {state}" for state, n in counts.items()) or "none")
+
+
+def status_table(rows: list[dict[str, Any]], wide: bool = False) -> Table:
+    """The compact view: columns that say something for these runs only (no scheduler columns
+    without a scheduler, no profile column for a one-profile suite, ...); ``wide`` shows all."""
+    columns = ["run", "stage", "method", "seed", "dataset", "profile", "state", "progress", "attempts", "job", "scheduler", "error"]
+    if not wide:
+        always = {"run", "method", "seed", "state"}
+        informative = {
+            "stage": any(r["stage"] != "final" for r in rows),
+            "dataset": len({r["dataset"] for r in rows}) > 1,
+            "profile": len({r["profile"] for r in rows}) > 1,
+            "progress": any(r["progress"] for r in rows),
+            "attempts": any(r["attempts"] > 1 for r in rows),
+            "job": any(r["scheduler"] for r in rows),  # a scheduler knows the job: its id is what scancel and logs need
+            "scheduler": any(r["scheduler"] for r in rows),
+            "error": any(r["error"] for r in rows),
+        }
+        columns = [c for c in columns if c in always or informative.get(c)]
+    table = Table(*columns)
+    table.columns[columns.index("state")].no_wrap = True  # 'interrupted' in full
+    for row in rows:
+        table.add_row(*(str(row[c])[:80] if c == "error" else str(row[c]) for c in columns))
+    return table
