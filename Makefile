@@ -51,8 +51,11 @@ demo: install
 	$(VENV)/bin/bench run suites/demo.yaml
 	$(VENV)/bin/bench run suites/demo_seg.yaml
 
+# pytest-xdist: most of the suite's wall time is waiting (Slurm jobs, subprocesses, Chromium,
+# pdflatex), so a few workers overlap it even on 2 cores; TEST_WORKERS=0 runs in one process
+TEST_WORKERS ?= 3
 test: install $(CHROMIUM) $(PDFLATEX) slurm-up
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
 
 # The paper's grid (suites/paper.yaml), then its tables with expected vs actual. Without a data root
 # or GPUs it launches nothing and says what it would run (exit 3 without data, 2 without GPUs; `bench --help` lists the exit codes).
@@ -72,6 +75,7 @@ clean:
 
 # Speed/memory benchmarks (tables on stdout; not part of the tests)
 bench-perf: install
+	$(PY) benchmarks/cli_latency.py
 	$(PY) benchmarks/step_time.py
 	$(PY) benchmarks/seg_loss.py
 	$(PY) benchmarks/sr_probe.py

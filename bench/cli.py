@@ -162,7 +162,8 @@ def _resume_lines(specs, results: Path) -> list[str]:
         run_dir = RunDir.of(results, spec.suite, spec.run_id)
         where = run_dir.read_status().get("checkpoint") if run_dir.checkpoint.is_file() else None
         if isinstance(where, dict):
-            at = "its final weights: evaluation only" if where.get("complete") else f"epoch {where.get('epoch')}, step {where.get('step')}"
+            batch = f", batch {where['batch']}" if where.get("batch") else ""
+            at = "its final weights: evaluation only" if where.get("complete") else f"epoch {where.get('epoch')}{batch}, step {where.get('step')}"
             lines.append(f"resuming {describe(spec)} from {at}")
     return lines
 

@@ -200,6 +200,11 @@ class TrainConfig(Strict):
     eval_batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = Field(True, description="bf16 autocast on CUDA (ignored on CPU)")
+    checkpoint_every_min: float = Field(
+        10.0, ge=0,
+        description="minutes of training between mid-epoch checkpoints (last.pt is also written at every epoch end); 0: epoch ends "
+        "only; a value below one batch's time checkpoints after every batch (tests). Not part of a run's identity",
+    )
 
 
 class SegConfig(Strict):
@@ -375,6 +380,7 @@ class RunConfig(Strict):
         transform = self.data.transform(self.backbone.img_size)
         dump["data"]["crop_pct"], dump["data"]["train_aug"] = transform.crop_pct, transform.train_aug
         del dump["data"]["data_root"], dump["data"]["num_workers"]  # where files live and how they load do not change what a run is
+        del dump["train"]["checkpoint_every_min"]  # how often progress is saved does not change what a run computes
         return dump
 
     def run_id(self) -> str:

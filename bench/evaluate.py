@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # evaluation runs on a built job; the config module imports t
     from torch import Tensor
 
     from bench.config import RunConfig
+    from bench.distributed import DistContext
     from bench.job import Job
     from bench.store import RunDir
 
@@ -44,7 +45,13 @@ class Protocol:
     A protocol scores *units* one at a time (a split; for transfer, a target dataset). Each unit's
     scores are kept in the run directory as soon as they exist (:meth:`RunDir.save_evaluation`),
     so an evaluation interrupted after k of n units resumes at unit k + 1; ``done`` is called after
-    each unit (progress)."""
+    each unit (progress).
+
+    With several processes every rank scores every unit together (each its share of the images:
+    :mod:`bench.distributed`), so every rank must take the same path: rank 0 alone reads and
+    writes the run directory, and whether a unit is scored or read back from its saved scores is
+    rank 0's decision, broadcast. Ranks other than 0 return the units they scored (whole-split
+    numbers, like rank 0's) and nothing for units rank 0 read back; only rank 0's are recorded."""
 
     name: ClassVar[str]
 
@@ -63,14 +70,15 @@ class Protocol:
 
     def evaluate(self, job: "Job", run_dir: "RunDir", done: Callable[[str], None] | None = None) -> dict[str, Metrics]:
         out: dict[str, Metrics] = {}
+        ctx = job.ctx
         for unit in self.units(job.cfg):
-            saved = run_dir.saved_evaluation(unit) if job.ctx.is_main else None
-            if saved is None:
+            saved = run_dir.saved_evaluation(unit) if ctx.is_main else None
+            if ctx.from_main(saved is None):  # a collective: all ranks score, or none does
                 metrics, per_image = self.score(job, run_dir, unit)
-                if job.ctx.is_main:
+                if ctx.is_main:
                     run_dir.save_evaluation(unit, metrics, per_image)
             else:
-                metrics, per_image = saved
+                metrics, per_image = saved if saved is not None else ({}, {})
             job.per_image.update(per_image)  # saved beside result.json (predictions.npz)
             out.update(metrics)
             if done:
@@ -165,22 +173,36 @@ def evaluate_split(
     labels: np.ndarray,
     device: torch.device,
     label_space: Sequence[int] | None = None,
+    *,
+    index: Sequence[Tensor] | None = None,
+    ctx: DistContext | None = None,
 ) -> dict[str, Any]:
-    """top-1 / top-5 / NLL / ECE / Brier over a split fed as sequential ``batches`` aligned with
-    ``labels``, plus per-image correctness and true-class probability (``per_image``, numpy
-    arrays: what paired tests over images need; not stored in result.json).
+    """top-1 / top-5 / NLL / ECE / Brier over a split fed as ``batches`` of inputs whose labels
+    are ``labels``, plus per-image correctness and true-class probability (``per_image``, numpy
+    arrays in image order: what paired tests over images need; not stored in result.json).
 
     ``label_space`` restricts predictions to a class subset (ImageNet-R/-A's 200 classes, the 9
     classes CIFAR-10 shares with STL-10): other logits are set to −inf before top-k and softmax.
     ECE uses the top-1 probability in 15 equal-width bins; Brier is the multi-class score
     Σ_k (p_k − 1[k = y])², averaged over images.
+
+    ``index`` gives each batch's image indices; without it the batches are the split's images
+    in order. With several processes (``ctx`` active) every rank passes its share of the split
+    (:func:`bench.distributed.eval_batches`, possibly none) and ``index``. Each batch becomes a
+    record (top-1/top-5 counts, NLL and Brier sums, calibration bins, per-image arrays); the
+    records of all ranks are gathered and added up in the order of their first image, which is
+    the order one process adds the same batches in. So every rank returns what one process
+    returns: counts exactly, float sums bitwise whenever each batch's logits are (the same batch
+    on the same kind of device), rather than up to the reordering an all-reduce of partial sums
+    would bring. The records are a few numbers and two arrays per batch; the gather is one call
+    per split, made by every rank after its batches.
     """
     y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
-    correct1 = correct5 = seen = 0
-    nll = brier = 0.0
+    n = len(y_all)
     outside = None
-    bins = [torch.zeros(ECE_BINS, dtype=torch.float64) for _ in range(3)]
-    correct_all, p_true_all = [], []
+    records: list[dict[str, Any]] = []
+    positions = iter(index) if index is not None else None
+    seen = 0
     for x in batches:
         logits = logits_fn(x.to(device, non_blocking=True)).float().cpu()
         if label_space is not None:
@@ -188,31 +210,54 @@ def evaluate_split(
                 outside = torch.ones(logits.shape[-1], dtype=torch.bool)
                 outside[list(label_space)] = False
             logits = logits.masked_fill(outside, float("-inf"))
-        y = y_all[seen : seen + len(logits)]
+        pos = torch.arange(seen, seen + len(logits)) if positions is None else next(positions, None)
+        if pos is None or len(pos) != len(logits):
+            raise ValueError(f"a batch of {len(logits)} inputs for {'no' if pos is None else len(pos)} indices")
         seen += len(logits)
+        if not len(logits):
+            continue
+        if int(pos.max()) >= n:
+            raise ValueError(f"evaluated inputs beyond the {n} labels")
+        y = y_all[pos]
         k = min(5, logits.shape[-1] if label_space is None else len(label_space))
         topk = logits.topk(k, dim=-1).indices
         hit = topk[:, 0] == y
-        correct1 += int(hit.sum())
-        correct5 += int((topk == y[:, None]).any(-1).sum())
-        nll += float(F.cross_entropy(logits, y, reduction="sum"))
         p = logits.softmax(-1)
         p_true = p.gather(1, y[:, None])[:, 0]
-        brier += float(((p**2).sum(-1) - 2 * p_true + 1).sum())
-        for total, part in zip(bins, calibration_bins(p.max(-1).values, hit)):
+        records.append({
+            "pos": pos.numpy(), "correct1": int(hit.sum()), "correct5": int((topk == y[:, None]).any(-1).sum()),
+            "nll": float(F.cross_entropy(logits, y, reduction="sum")), "brier": float(((p**2).sum(-1) - 2 * p_true + 1).sum()),
+            "bins": calibration_bins(p.max(-1).values, hit), "correct": hit.numpy(), "p_true": p_true.numpy(),
+        })
+    if positions is not None and next(positions, None) is not None:
+        raise ValueError("fewer batches than index tensors")
+    if ctx is not None and ctx.active:
+        records = ctx.gather(records)
+    records.sort(key=lambda r: int(r["pos"][0]))
+    correct1 = correct5 = 0
+    nll = brier = 0.0
+    bins = [torch.zeros(ECE_BINS, dtype=torch.float64) for _ in range(3)]
+    for r in records:  # one process's order of addition, whoever scored each batch
+        correct1 += r["correct1"]
+        correct5 += r["correct5"]
+        nll += r["nll"]
+        brier += r["brier"]
+        for total, part in zip(bins, r["bins"]):
             total += part
-        correct_all.append(hit.numpy())
-        p_true_all.append(p_true.numpy())
-    if seen != len(y_all):
-        raise ValueError(f"evaluated {seen} inputs for {len(y_all)} labels")
-    n = len(y_all)
+    pos = np.concatenate([r["pos"] for r in records]) if records else np.zeros(0, np.int64)
+    if len(pos) != n or not np.array_equal(np.sort(pos), np.arange(n)):
+        raise ValueError(f"evaluated {len(pos)} inputs for {n} labels" + (" (some twice)" if len(pos) == n else ""))
+    correct = np.zeros(n, bool)
+    p_true_all = np.zeros(n, np.float32)
+    if records:
+        correct[pos] = np.concatenate([r["correct"] for r in records])
+        p_true_all[pos] = np.concatenate([r["p_true"] for r in records])
     count, conf_sum, correct_sum = bins
     out: dict[str, Any] = {
         "top1": correct1 / n, "top5": correct5 / n, "nll": nll / n, "n": n,
         "ece": expected_calibration_error(count, conf_sum, correct_sum), "brier": brier / n,
         "calibration": {"bins": ECE_BINS, "count": count.long().tolist(), "confidence_sum": conf_sum.tolist(), "correct_sum": correct_sum.tolist()},
-        "per_image": {"correct": np.concatenate(correct_all) if correct_all else np.zeros(0, bool),
-                      "p_true": np.concatenate(p_true_all).astype(np.float32) if p_true_all else np.zeros(0, np.float32)},
+        "per_image": {"correct": correct, "p_true": p_true_all},
     }
     if label_space is not None:
         out["label_space_size"] = len(label_space)

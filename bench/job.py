@@ -11,7 +11,7 @@ import copy
 import time
 import traceback
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -20,18 +20,19 @@ from torch import Tensor, nn
 from bench.config import RunConfig
 from bench.data import DATASETS
 from bench.data.seg_transforms import SegTrainTransform
-from bench.distributed import DistContext, current
+from bench.distributed import DistContext, check_batch_size, current, eval_batches
 from bench.evaluate import EVALUATIONS, evaluate_split
 from bench.features import SplitInputs, prefix_cache_fits, prefix_tokens
 from bench.io import atomic_write
 from bench.methods import build_method
 from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
-from bench.models.heads import full_precision_head
+from bench.models.heads import full_precision_head, sync_batchnorm
 from bench.provenance import git_state, host, versions
 from bench.seeding import derive_seed, seed_everything
 from bench.segment import evaluate_segmentation, train_pairs
 from bench.store import RunDir, RunHeld, RunLock
-from bench.progress import ProgressFn, RunProgress
+from bench import train as train_module
+from bench.progress import ProgressFn, RunLog, RunProgress, TensorBoardScalars, fan_out
 from bench.train import train
 
 
@@ -51,6 +52,7 @@ class Job:
         self.device = resolve_device(cfg.train.device)
         if self.device.type == "cuda" and ctx.active:
             self.device = torch.device("cuda", ctx.local_rank)
+        check_batch_size(cfg.train.batch_size, ctx)  # equal training shards (bench.distributed)
         seed_everything(cfg.seed)
         self.entry = DATASETS.get(cfg.data.name)
         self.dense = cfg.task == "segmentation"
@@ -60,6 +62,8 @@ class Job:
         torch.manual_seed(derive_seed(cfg.seed, "head"))
         if self.dense:
             self.model = ViTSegmenter(backbone.model, self.entry.num_classes, cfg.seg.layers, trainable).to(self.device)
+            if ctx.active:  # the head's BatchNorm normalises with the global batch's statistics
+                self.model = sync_batchnorm(self.model)
             s = cfg.seg
             self.seg_transform = SegTrainTransform((s.crop, s.crop), s.scale, s.ratio_range, s.cat_max_ratio, ignore_index=self.entry.ignore_index)
         else:
@@ -113,17 +117,33 @@ class Job:
             yield x, labels[index]
 
     def score(self, split: str) -> dict[str, Any]:
-        """The model + head's metrics on one of the run's own splits, with the split's facts."""
-        cfg = self.cfg
+        """The model + head's metrics on one of the run's own splits, with the split's facts.
+
+        With several processes every rank calls this for every split and scores its share
+        (:mod:`bench.distributed`), from pixels: the frozen-prefix cache would embed the whole
+        split on every rank, and a process of a multi-process job runs one run, so no other run
+        reuses those tokens. Every rank returns the whole split's numbers."""
+        cfg, ctx = self.cfg, self.ctx
         if self.dense:
             data = cfg.data.load(split)
             s = cfg.seg
             scores = evaluate_segmentation(self.logits, data, self.entry.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device,
-                                           num_workers=cfg.data.num_workers)
+                                           num_workers=cfg.data.num_workers, ctx=ctx)
             return {**scores, "split_facts": data.meta}
-        inputs = self.inputs(split)
-        scores = evaluate_split(self.logits, inputs.sequential(cfg.train.eval_batch_size), inputs.labels, self.device, inputs.split.label_space)
-        return {**scores, "split_facts": inputs.split.meta}
+        if not ctx.active:
+            inputs = self.inputs(split)
+            scores = evaluate_split(self.logits, inputs.sequential(cfg.train.eval_batch_size), inputs.labels, self.device, inputs.split.label_space)
+            return {**scores, "split_facts": inputs.split.meta}
+        data = self.train_split if split == cfg.data.resolved_train_split else cfg.data.load(split)
+        inputs = SplitInputs(data, self.transform, cfg.data.num_workers)
+        index = eval_batches(len(inputs), cfg.train.eval_batch_size, ctx)
+
+        def from_pixels(x: Tensor) -> Tensor:
+            with self.autocast:
+                return self.model(x)
+
+        scores = evaluate_split(from_pixels, inputs.batches(index), inputs.labels, self.device, data.label_space, index=index, ctx=ctx)
+        return {**scores, "split_facts": data.meta}
 
     def logits(self, x: Tensor, model: nn.Module | None = None) -> Tensor:
         model = model or self.model
@@ -171,6 +191,8 @@ def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressF
     notes = run_dir.prepare(since=lock.info["start"]) if main and lock else []
     if lock and lock.took_over:
         notes.insert(0, f"took over a stale lock ({lock.took_over})")
+    # rank 0's own record of the run, whoever launched it: run.log and TensorBoard (bench.progress)
+    log = RunLog(run_dir.run_log, train_module.LOG_EVERY, _unit_metrics(run_dir)) if main else None
     # done already: another launcher finished it while this one waited, or only bookkeeping
     # (status.json, metrics.jsonl) was damaged and has just been repaired
     if _from_rank0(ctx, main and run_dir.effective_state() == "done"):
@@ -178,23 +200,52 @@ def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressF
             return {}
         if notes:
             run_dir.set_status("done", resume_note="; ".join(notes))
+            log.close_attempt("already done; repaired: " + "; ".join(notes))
         return run_dir.read_result()
+    board = None
     if main:
         run_dir.write_config(cfg.canonical())
         run_dir.set_status("running", world_size=ctx.world, **({"resume_note": "; ".join(notes)} if notes else {}), **status_fields)
+        log.start_attempt(int(run_dir.read_status().get("attempts", 1)), ctx.world, run_id=cfg.run_id(), job=status_fields.get("executor_job_id"),
+                          checkpoint_every_min=cfg.train.checkpoint_every_min)
+        for note in notes:
+            log.line(f"repaired: {note}")
+        board = TensorBoardScalars(run_dir.tensorboard_dir, log.line, log.metrics_of)
+        progress = fan_out(progress, log, board)
     try:
         result = _train_and_evaluate(cfg, run_dir, suite, progress, ctx, stage)
     except Exception as exc:
         if main:
+            log.close_attempt(f"failed: {exc.__class__.__name__}: {exc}")
             run_dir.set_status("failed", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
         raise
     except BaseException as exc:  # killed, timed out, pre-empted: resumable from last.pt, not a failure
         if main:
+            log.close_attempt(f"interrupted: {exc.__class__.__name__}: {exc}".rstrip(": "))
             run_dir.set_status("interrupted", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
         raise
+    finally:
+        if board is not None:
+            board.close()
     if main:
+        log.close_attempt(f"done: result.json written ({result.get('wall_time_s')} s of wall time over all attempts)")
         run_dir.set_status("done")
     return result
+
+
+def _unit_metrics(run_dir: RunDir) -> Callable[[str], dict[str, Any]]:
+    """An evaluation unit's metric entries as saved (RunDir.save_evaluation runs before a unit's
+    progress event), for the run log and TensorBoard; {} when none were kept. The last unit read
+    is remembered: both listeners ask for it in turn."""
+    last: dict[str, Any] = {}
+
+    def metrics_of(unit: str) -> dict[str, Any]:
+        if last.get("unit") != unit:
+            saved = run_dir.saved_evaluation(unit)
+            last.update(unit=unit, metrics=saved[0] if saved else {})
+        return last["metrics"]
+
+    return metrics_of
 
 
 def _from_rank0(ctx: DistContext, value: Any) -> Any:
@@ -213,9 +264,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     job = Job(cfg, ctx)
     trained = train(job, run_dir, progress)
     job.model.eval()
-    if not ctx.is_main:  # rank 0 evaluates the (identical) model and writes the result
-        ctx.barrier()
-        return {}
+    # every rank scores its share of every split (bench.distributed); rank 0 alone writes
     metrics: dict[str, Any] = {}
     units = [(name, unit) for name in cfg.evaluations for unit in EVALUATIONS.get(name).units(cfg)]
     scored = 0
@@ -223,13 +272,18 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     def done(unit: str) -> None:  # after each split / transfer target: status.json and the live view
         nonlocal scored
         scored += 1
-        run_dir.update_status(phase="evaluate", evaluated=scored, evaluations=len(units), last_evaluated=unit)
+        if ctx.is_main:
+            run_dir.update_status(phase="evaluate", evaluated=scored, evaluations=len(units), last_evaluated=unit)
         if progress:
             progress(RunProgress("evaluate", scored, len(units), detail=unit))
 
-    run_dir.update_status(phase="evaluate", evaluated=0, evaluations=len(units))
+    if ctx.is_main:
+        run_dir.update_status(phase="evaluate", evaluated=0, evaluations=len(units))
     for name in cfg.evaluations:
         metrics.update(EVALUATIONS.get(name).evaluate(job, run_dir, done))
+    if not ctx.is_main:  # rank 0 writes the result; the others wait for it (RunTask reads it)
+        ctx.barrier()
+        return {}
     if job.per_image:  # per-image correctness for paired tests over images (bench.report.stats)
         atomic_write(run_dir.predictions, lambda tmp: _save_npz(tmp, _flat(job.per_image)))
     wall = trained.prior_wall_s + time.time() - started

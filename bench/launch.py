@@ -11,6 +11,7 @@ or preemption it asks to be requeued as itself, and the requeued job resumes fro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -169,7 +170,9 @@ def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, paralle
     executor.update_parameters(timeout_min=24 * 60)
     queue, running, outcomes = list(specs), {}, []
     threads = max(1, (os.cpu_count() or 1) // max(1, parallel))
-    with Live(status_table(run_rows(specs, results_root)), console=console, refresh_per_second=1) as live:
+    live = Live(status_table(run_rows(specs, results_root)), console=console, refresh_per_second=1) if console.is_terminal else None
+    shown: dict[str, tuple[str, str]] = {}  # without a terminal: a plain line when a run's state or phase moves on
+    with live or contextlib.nullcontext():
         while queue or running:
             while queue and len(running) < parallel:
                 spec = queue.pop(0)
@@ -179,9 +182,26 @@ def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, paralle
                 if job.done():
                     del running[run_id]
                     outcomes.append(job_outcome(spec, job))
-            live.update(status_table(run_rows(specs, results_root)))
+            rows = run_rows(specs, results_root)
+            if live is not None:
+                live.update(status_table(rows))
+            else:
+                for row in rows:
+                    now = (row["state"], _coarse(row["progress"]))
+                    if row["state"] != "pending" and shown.get(row["run"]) != now:
+                        shown[row["run"]] = now
+                        console.print(f"  {row['run']} {row['method']} seed={row['seed']}: {row['state']} {row['progress']}".rstrip(), markup=False)
             time.sleep(0.5)
     return outcomes
+
+
+def _coarse(progress: str) -> str:
+    """'train 37/90' → 'train 3' (tenths), 'eval 3/16' as is: how often a log line is due."""
+    phase, _, count = progress.partition(" ")
+    done, _, total = count.partition("/")
+    if phase == "train" and done.isdigit() and total.isdigit() and int(total):
+        return f"train {10 * int(done) // int(total)}"
+    return progress
 
 
 def launch_slurm(suite: Suite, specs: list[RunSpec], results_root: Path, wait: bool, console: Console) -> list[RunOutcome]:

@@ -1,35 +1,49 @@
-"""Where a run is: one event type for every phase, and the two ways it is shown.
+"""Where a run is: one event type for every phase, and the ways it is shown and kept.
 
 A run reports :class:`RunProgress` events — ``resume`` (once, when it continues a checkpoint),
-``train`` (each optimiser step) and ``evaluate`` (each split or transfer target scored, k of n) —
-to whatever callback its launcher passes. In a terminal they drive a live bar; in a log (stdout not
-a terminal: ``make demo > log``, a Slurm job's output) :class:`PlainProgress` prints a plain line
-at each tenth of training, at most every ``every_s`` seconds, and at each evaluation unit, so a
-log never sits silent through a long evaluation.
+``train`` (each optimiser step), ``checkpoint`` (each ``last.pt`` written) and ``evaluate`` (each
+split or transfer target scored, k of n) — to whatever callback its launcher passes. In a terminal
+they drive a live bar; in a log (stdout not a terminal: ``make demo > log``, a Slurm job's output)
+:class:`PlainProgress` prints a plain line at each tenth of training, at most every ``every_s``
+seconds, and at each evaluation unit, so a log never sits silent through a long evaluation.
+
+Rank 0 of every run also keeps its own record, whoever launched it (:func:`fan_out`, wired in
+:func:`bench.job.run_job`): :class:`RunLog` appends plain lines to ``<run dir>/run.log`` across
+attempts, and :class:`TensorBoardScalars` writes the training statistics and each evaluation
+unit's main metric as TensorBoard scalars to ``<run dir>/tensorboard/`` (optional package
+``tensorboard``). Neither can stop a run: a write that fails is said once and given up.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Mapping, TextIO
+from pathlib import Path
+from typing import Any, Callable, Literal, Mapping, TextIO
 
-Phase = Literal["resume", "train", "evaluate"]
+Phase = Literal["resume", "train", "checkpoint", "evaluate"]
 SHOWN_STATS = ("loss", "accuracy", "reward_mean")
+MAIN_METRICS = ("top1", "mIoU")  # an evaluation entry's headline number (classification / segmentation), as in the report
 
 
 @dataclass(frozen=True)
 class RunProgress:
     phase: Phase
-    step: int = 0  # train: optimiser steps done; evaluate: units scored
+    step: int = 0  # train, checkpoint: optimiser steps done; evaluate: units scored
     total: int = 0
-    detail: str = ""  # evaluate: the unit just scored; resume: where from
-    stats: Mapping[str, float] = field(default_factory=dict)
+    detail: str = ""  # evaluate: the unit just scored; resume: where from; checkpoint: where it is
+    stats: Mapping[str, float] = field(default_factory=dict)  # train: the step's logged numbers (lr, grad_norm, the method's)
 
     def describe(self) -> str:
         """One short phrase: 'train 40/90 loss=0.412', 'evaluate 3/16 (shift_palette)'."""
         if self.phase == "resume":
             return f"resumed from {self.detail}"
+        if self.phase == "checkpoint":
+            return f"checkpoint at {self.detail}"
         shown = " ".join(f"{k}={self.stats[k]:.3f}" for k in SHOWN_STATS if k in self.stats)
         text = f"{self.phase} {self.step}/{self.total}"
         if self.detail:
@@ -51,6 +65,8 @@ class PlainProgress:
         self._last_tenth = -1
 
     def __call__(self, event: RunProgress) -> None:
+        if event.phase == "checkpoint":  # every few minutes: run.log has them, a job's stdout need not
+            return
         if event.phase == "train":
             tenth = 10 * event.step // max(1, event.total)
             due = tenth > self._last_tenth or time.monotonic() - self._last_print >= self.every_s
@@ -60,3 +76,189 @@ class PlainProgress:
         self.out.write(f"{self.label}: {event.describe()}\n")
         self.out.flush()
         self._last_print = time.monotonic()
+
+
+UnitMetrics = Callable[[str], Mapping[str, Mapping[str, Any]]]
+"""An evaluation unit's metric entries (entry name → its numbers), read after the unit is scored."""
+
+
+def fan_out(launcher: ProgressFn | None, *listeners: ProgressFn) -> ProgressFn:
+    """One callback for the training loop: every event to the run's own ``listeners`` (run log,
+    TensorBoard), and to the ``launcher``'s callback all but ``checkpoint`` events — launchers'
+    displays (live bars, tests' recorders) know resume, train and evaluate, and a checkpoint every
+    few minutes is no news to them. The launcher's callback is called last, so an exception it
+    raises (a test's barrier, Ctrl-C) finds the run's own record already written."""
+
+    def send(event: RunProgress) -> None:
+        for listener in listeners:
+            listener(event)
+        if launcher is not None and event.phase != "checkpoint":
+            launcher(event)
+
+    return send
+
+
+def main_metrics(entries: Mapping[str, Mapping[str, Any]]) -> dict[str, tuple[str, float]]:
+    """entry → (metric name, value) of its headline metric; entries with none are left out."""
+    out: dict[str, tuple[str, float]] = {}
+    for entry, metrics in entries.items():
+        name = next((m for m in MAIN_METRICS if isinstance(metrics, Mapping) and isinstance(metrics.get(m), (int, float))), None)
+        if name is not None:
+            out[entry] = (name, float(metrics[name]))
+    return out
+
+
+def _numbers(stats: Mapping[str, float]) -> str:
+    return " ".join(f"{k}={v:.6g}" for k, v in stats.items() if isinstance(v, (int, float)))
+
+
+# the last line of an attempt that ended with a word (RunLog.close_attempt): anything else last
+# means the process was killed before it could say so
+_TERMINAL = re.compile(r"^\S+ (done|failed:|interrupted:|already done)")
+
+
+class RunLog:
+    """``<run dir>/run.log``: what happened to a run, one plain line per event, for people (the
+    numbers of record are metrics.jsonl and result.json). Appended across attempts, so the whole
+    history of a pre-empted, requeued run reads top to bottom: each attempt's start (host, pid,
+    world size), where it resumed, each checkpoint, training every ``every`` steps (and the last)
+    with its statistics, each evaluation unit with its main metric, and how the attempt ended
+    (done, or the exception line). A line is written and closed at once (a SIGKILL loses at most
+    the line being written); a write that fails (full disk) is dropped: this log never stops a run.
+    """
+
+    def __init__(self, path: Path, every: int, metrics_of: UnitMetrics | None = None) -> None:
+        self.path, self.every, self.metrics_of = Path(path), max(1, every), metrics_of
+
+    def line(self, message: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        text = " | ".join(part.strip() for part in str(message).splitlines() if part.strip())
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(f"{stamp} {text}\n")
+        except OSError:
+            pass
+
+    def start_attempt(self, attempt: int, world_size: int, **facts: Any) -> None:
+        """The first line of an attempt; before it, a note when the previous attempt's last line
+        is not an ending (it was killed: SIGKILL, out of memory, node lost, pre-empted without
+        grace)."""
+        last = self._last_line()
+        if last is not None and not _TERMINAL.match(last):
+            self.line(f"attempt {attempt - 1} ended without a last word (killed: SIGKILL, out of memory, node failure or pre-emption)")
+        shown = " ".join(f"{k}={v}" for k, v in facts.items() if v is not None)
+        self.line(f"attempt {attempt} started on host={socket.gethostname()} pid={os.getpid()} world_size={world_size} {shown}".rstrip())
+
+    def close_attempt(self, how: str) -> None:
+        """The attempt's last line: 'done …', 'failed: <exception line>' or 'interrupted: …'."""
+        self.line(how)
+
+    def _last_line(self) -> str | None:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(0, os.SEEK_END)
+                fh.seek(max(0, fh.tell() - 8192))
+                lines = fh.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return None
+        return lines[-1] if lines else None
+
+    def __call__(self, event: RunProgress) -> None:
+        if event.phase == "train":
+            if event.step % self.every == 0 or event.step == event.total:
+                self.line(f"train step {event.step}/{event.total} {_numbers(event.stats)}".rstrip())
+        elif event.phase == "resume":
+            self.line(f"resumed from {event.detail}")
+        elif event.phase == "checkpoint":
+            self.line(f"checkpoint at {event.detail}")
+        elif event.phase == "evaluate":
+            scores = main_metrics(self.metrics_of(event.detail)) if self.metrics_of else {}
+            shown = ", ".join(f"{entry} {name}={value:.4f}" for entry, (name, value) in scores.items())
+            self.line(f"evaluated {event.step}/{event.total} {event.detail}" + (f": {shown}" if shown else ""))
+
+
+_EVENT_FILE = re.compile(r"^events\.out\.tfevents\.(\d+)\.")
+MAX_ORDER_WAIT_S = 5.0
+
+
+class TensorBoardScalars:
+    """TensorBoard event files in ``folder`` (``<run dir>/tensorboard/``), written by rank 0:
+    ``train/<stat>`` at every optimiser step (lr, grad_norm and the method's statistics: what
+    metrics.jsonl logs) and ``eval/<entry>/<top1|mIoU>`` for each evaluation unit at the final
+    step. ``tensorboard --logdir results/<suite>`` shows every run of a suite side by side.
+
+    Resumed runs: the writer opens at the attempt's first step with ``purge_step`` there, so
+    TensorBoard hides what an earlier attempt logged past its checkpoint and every step shows once;
+    each checkpoint flushes the events, so a SIGKILL loses none a resume will not log again.
+    Without the ``tensorboard`` package (``pip install 'grpo-rm-bench[tensorboard]'``) this says
+    so once in the run log (``note``) and does nothing; a failing write is said once and given up.
+    """
+
+    def __init__(self, folder: Path, note: Callable[[str], None] | None = None, metrics_of: UnitMetrics | None = None) -> None:
+        self.folder, self.note, self.metrics_of = Path(folder), note or (lambda message: print(message, file=sys.stderr)), metrics_of
+        self.step = 0  # the training step evaluation scalars are logged at
+        self._writer: Any = None
+        self._off = False
+
+    def _open(self, purge_step: int | None) -> Any:
+        if self._writer is None and not self._off:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                self._off = True
+                self.note(f"tensorboard is not installed ({exc}): no TensorBoard event files; pip install 'grpo-rm-bench[tensorboard]' to get them")
+                return None
+            self._after_earlier_files()
+            self._writer = SummaryWriter(str(self.folder), purge_step=purge_step)
+        return self._writer
+
+    def _after_earlier_files(self) -> None:
+        """TensorBoard reads a folder's event files in name order, and a file's name begins with
+        the second it was opened in (then host, pid): this attempt's file must sort after every
+        earlier attempt's, or the purge this one records would hide its own scalars. Two attempts
+        within one second (tests) wait for the next second; an earlier file far in this host's
+        future (clock skew between hosts) is said instead of waited for."""
+        seconds = [int(m.group(1)) for f in self.folder.glob("events.out.tfevents.*") if (m := _EVENT_FILE.match(f.name))]
+        wait = max(seconds, default=0) + 1 - time.time()
+        if 0 < wait <= MAX_ORDER_WAIT_S:
+            time.sleep(wait)
+        elif wait > MAX_ORDER_WAIT_S:
+            self.note(f"an earlier event file in {self.folder} is from {wait:.0f} s in this host's future (clock skew?): "
+                      "TensorBoard may order this attempt's scalars before it")
+
+    def __call__(self, event: RunProgress) -> None:
+        if self._off:
+            return
+        try:
+            self._record(event)
+        except Exception as exc:  # noqa: BLE001 — tracking must never end a training run
+            self._off = True
+            self.note(f"TensorBoard writing failed ({exc.__class__.__name__}: {exc}): no more scalars this attempt")
+
+    def _record(self, event: RunProgress) -> None:
+        if event.phase == "resume":
+            self.step = event.step
+        elif event.phase == "train":
+            self.step = event.step
+            writer = self._open(purge_step=event.step)  # the attempt's first step: hide an earlier attempt's later ones
+            if writer is not None:
+                for key, value in event.stats.items():
+                    writer.add_scalar(f"train/{key}", float(value), event.step)
+        elif event.phase == "checkpoint":
+            if self._writer is not None:
+                self._writer.flush()
+        elif event.phase == "evaluate" and self.metrics_of is not None:
+            scores = main_metrics(self.metrics_of(event.detail))
+            writer = self._open(purge_step=None) if scores else None
+            if writer is not None:
+                for entry, (name, value) in scores.items():
+                    writer.add_scalar(f"eval/{entry}/{name}", value, self.step)
+                writer.flush()
+
+    def close(self) -> None:
+        if self._writer is not None:
+            try:
+                self._writer.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._writer = None

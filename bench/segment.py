@@ -11,17 +11,22 @@ stays one image at a time, since images (and so their window grids) differ in si
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from bench.data import Split, to_model_input
+from bench.data.base import take
 from bench.data.seg_transforms import SegTrainTransform, keep_ratio_resize, slide_inference
 from bench.features import load_batches, pin_memory, sample_generator
 from bench.seg_metrics import IoUAccumulator
+
+if TYPE_CHECKING:
+    from bench.distributed import DistContext
 
 
 class _Pairs(Dataset):
@@ -73,12 +78,23 @@ def eval_images(split: Split, test_scale: tuple[int, int], num_workers: int) -> 
 def evaluate_segmentation(
     logits_fn: Callable[[Tensor], Tensor], split: Split, num_classes: int, ignore_index: int,
     test_scale: tuple[int, int], crop: int, stride: int, device: torch.device, num_workers: int = 0,
+    ctx: DistContext | None = None,
 ) -> dict[str, float | list[float] | int]:
-    """mIoU / aAcc / per-class IoU over ``split``; the same numbers for any ``num_workers``."""
+    """mIoU / aAcc / per-class IoU over ``split``; the same numbers for any ``num_workers``.
+
+    With several processes (``ctx`` active) rank r scores images r, r + world, … (images differ
+    in size, so round robin spreads the work better than blocks), and the per-class intersection
+    and area sums are all-reduced before the metrics are computed. They are pixel counts, held
+    exactly in float64, so every rank returns exactly what one process returns, for any world
+    size; a rank without images (fewer images than ranks) adds zeros.
+    """
     acc = IoUAccumulator(num_classes, ignore_index)
-    for image, label in eval_images(split, test_scale, num_workers):
+    mine = split if ctx is None or not ctx.active else take(split, np.arange(ctx.rank, len(split), ctx.world))
+    for image, label in eval_images(mine, test_scale, num_workers):
         image = image[None].to(device, non_blocking=True)
         logits = slide_inference(lambda x: logits_fn(x).float(), image, num_classes, (crop, crop), (stride, stride))
         logits = F.interpolate(logits, size=tuple(label.shape), mode="bilinear", align_corners=False)
         acc.update(logits.argmax(1)[0].cpu(), label)
+    if ctx is not None and ctx.active:
+        acc.intersect, acc.area_pred, acc.area_label = ctx.sum(torch.stack([acc.intersect, acc.area_pred, acc.area_label])).unbind(0)
     return {**acc.compute(), "n": len(split)}

@@ -3,10 +3,12 @@
 Files: ``config.yaml`` (the resolved config), ``status.json`` (pending → running → done | failed |
 interrupted; pending with an ``executor_job_id`` means queued on a scheduler; interrupted = killed,
 timed out or pre-empted, resumable),
-``metrics.jsonl`` (one line per optimiser step), ``last.pt`` (resumable checkpoint; ``prev.pt`` the
-one before it; each with a ``.sha256`` sidecar), ``lock.json`` (held while a process trains the
-run) and ``result.json`` (written last, atomically, with a ``digest`` of its content: a run is done
-exactly when a verified one exists). Failures are recorded in ``status.json`` with their traceback
+``metrics.jsonl`` (one line per optimiser step), ``last.pt`` (resumable checkpoint, written every
+``train.checkpoint_every_min`` minutes and at every epoch end; ``prev.pt`` the one before it; each
+with a ``.sha256`` sidecar), ``lock.json`` (held while a process trains the run), ``run.log`` (plain
+lines for people, appended across attempts), ``tensorboard/`` (event files, with the optional
+``tensorboard`` package) and ``result.json`` (written last, atomically, with a ``digest`` of its
+content: a run is done exactly when a verified one exists). Failures are recorded in ``status.json`` with their traceback
 and never count as results.
 
 Nothing read from here is trusted blindly: :class:`RunDir` is the one place that parses these
@@ -187,11 +189,15 @@ def _metrics_problem(path: Path) -> CorruptFile | None:
 
 def _check_checkpoint(state: Any) -> None:
     """A checkpoint is a dict with the trained weights and a step; a resumable one also has the
-    optimiser, schedule and epoch. Anything else did not come from :func:`bench.train.train`."""
+    optimiser, schedule and epoch (and, written mid-epoch, the batches of that epoch already done:
+    ``batch``). Anything else did not come from :func:`bench.train.train`."""
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict) or not isinstance(state.get("step"), int):
         raise ValueError("not a checkpoint (no 'model' dict and integer 'step')")
     if "optimizer" in state and not all(k in state for k in ("schedule", "epoch")):
         raise ValueError("a resumable checkpoint without 'schedule' or 'epoch'")
+    batch = state.get("batch", 0)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 0:
+        raise ValueError(f"a checkpoint whose 'batch' is {batch!r}, not a whole number of batches done")
 
 
 def _verify_digest(path: Path) -> tuple[str | None, bool]:
@@ -242,6 +248,8 @@ class RunDir:
     checkpoint = property(lambda self: self.path / "last.pt")
     result_file = property(lambda self: self.path / "result.json")
     predictions = property(lambda self: self.path / "predictions.npz")  # per-image correctness per split
+    run_log = property(lambda self: self.path / "run.log")  # for people: one line per event, every attempt (bench.progress.RunLog)
+    tensorboard_dir = property(lambda self: self.path / "tensorboard")  # event files (bench.progress.TensorBoardScalars)
 
     lock_file = property(lambda self: self.path / "lock.json")
     evaluations_dir = property(lambda self: self.path / "evaluated")  # one file per scored split (see save_evaluation)
@@ -353,7 +361,8 @@ class RunDir:
     def set_status(self, state: str, **fields: Any) -> None:
         status = self._status_for_update()
         if state == "running":  # a new attempt: what the last one said no longer describes it
-            for key in ("error", "traceback", "resume_note", "resumed_from", "status_note", "phase", "evaluated", "evaluations", "last_evaluated"):
+            for key in ("error", "traceback", "resume_note", "resumed_from", "status_note", "phase", "evaluated", "evaluations", "last_evaluated",
+                        "held_after_epoch", "held_after_step"):  # a barrier a killed attempt held at is not this one's
                 status.pop(key, None)
         status.update(fields, state=state, host=socket.gethostname(), updated=time.time())
         if state == "running":
@@ -527,7 +536,7 @@ class RunDir:
 
     def keep_previous_checkpoint(self) -> None:
         """Before a new last.pt is written, the current one becomes prev.pt, so a last.pt damaged
-        later still leaves an epoch to resume from. prev.pt's digest is written before the rename:
+        later still leaves the checkpoint before to resume from. prev.pt's digest is written before the rename:
         at every moment last.pt is intact or prev.pt matches its sidecar."""
         last, prev = self.checkpoint, self.prev_checkpoint
         if not last.is_file():

@@ -2,22 +2,32 @@
 
 Building the model, method and data is :class:`bench.job.Job`'s job; scoring is the evaluation
 protocols'; this module only trains: it resumes from ``last.pt``, appends per-step metrics to
-``metrics.jsonl`` and writes a checkpoint at every epoch end.
+``metrics.jsonl`` and writes a checkpoint at every epoch end and, between batches, every
+``train.checkpoint_every_min`` minutes.
+
+A mid-epoch checkpoint resumes to the numbers an uninterrupted run computes: the epoch's order is
+a seeded permutation (the batches already done are skipped), augmentation draws from per-sample
+generators keyed by (seed, epoch, index), and the checkpoint holds every random state the loop
+draws from (torch, CUDA, Python, NumPy and the method's sampling generator, per rank), the
+optimiser and the LR schedule. It is written between batches only, after all μ passes of one.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from bench.config import RunConfig
+from bench.distributed import steps_per_epoch
 from bench.io import atomic_torch_save
 from bench.models import SplitViTClassifier
 from bench.progress import ProgressFn, RunProgress
@@ -33,6 +43,11 @@ LOG_EVERY = 20  # steps between appends to metrics.jsonl (a resume truncates to 
 # it at a known state instead of racing a job that may already have finished.
 HOLD_ENV = "BENCH_HOLD_AFTER_EPOCH"
 HOLD_POLL_S = 0.1
+# The same at step level, for mid-epoch checkpoints: '<step>:<file>' pauses the run after every
+# checkpoint at or past optimiser step <step> while <file> exists (status 'held_after_step').
+# With train.checkpoint_every_min below one batch's time (say 1e-6) every batch ends in a
+# checkpoint, so a test can hold a run right after the mid-epoch checkpoint of a known step.
+STEP_HOLD_ENV = "BENCH_HOLD_AFTER_STEP"
 
 
 class Diverged(RuntimeError):
@@ -62,6 +77,29 @@ class Trained:
     steps: int
     train_size: int
     prior_wall_s: float
+
+
+class CheckpointTimer:
+    """When a mid-epoch checkpoint is due: ``minutes`` of training since the last checkpoint (or
+    since this attempt's loop began). Pre-emption then costs at most that much recomputation
+    instead of up to an epoch (a COCO-stuff epoch is ~15k steps). 0 disables it: epoch ends only.
+    A monotonic clock, so a wall-clock jump (NTP) neither triggers nor delays one; ``clock`` is
+    injectable so the rule is tested without waiting."""
+
+    def __init__(self, minutes: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = 60.0 * minutes
+        self.clock = clock
+        self.last = clock()
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval_s > 0
+
+    def due(self) -> bool:
+        return self.enabled and self.clock() - self.last >= self.interval_s
+
+    def reset(self) -> None:
+        self.last = self.clock()
 
 
 def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
@@ -109,7 +147,7 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
         return Trained(state["step"], int(state.get("train_size", len(job.train_split))), float(state.get("wall_time_s", 0.0)))
     train = job.inputs(cfg.data.resolved_train_split)
     n = len(train)
-    batches_per_epoch = math.ceil(n / cfg.train.batch_size)
+    batches_per_epoch = steps_per_epoch(n, cfg.train.batch_size, ctx.world)  # the last-batch rule (bench.distributed)
     total_steps = cfg.train.epochs * batches_per_epoch * method.passes
     if ctx.is_main:
         run_dir.update_status(total_steps=total_steps, phase="train")
@@ -117,26 +155,37 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
     optimizer = torch.optim.AdamW(param_groups(model, cfg))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.train.warmup_fraction))
     trainable = [p for p in model.parameters() if p.requires_grad]
-    start_epoch, step, prior_wall = 0, 0, 0.0
+    step_hold = parse_step_hold(os.environ.get(STEP_HOLD_ENV))  # a typo fails now, not after hours
+    start_epoch, start_batch, step, prior_wall = 0, 0, 0, 0.0
+    rng: dict[str, Any] | None = None
     if state is not None:
         model.load_state_dict(state["model"], strict=False)
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
-        start_epoch, step, prior_wall = state["epoch"], state["step"], state.get("wall_time_s", 0.0)
+        start_epoch, start_batch, step = state["epoch"], state.get("batch", 0), state["step"]
+        prior_wall, rng = state.get("wall_time_s", 0.0), own_rng_state(state.get("rng"), ctx.rank)
         if ctx.is_main:
-            run_dir.update_status(resumed_from={"epoch": start_epoch, "step": step})
+            mid_epoch = {"batch": start_batch} if start_batch else {}  # an epoch end reads as it always has
+            run_dir.update_status(resumed_from={"epoch": start_epoch, **mid_epoch, "step": step})
         if progress:
-            progress(RunProgress("resume", step, total_steps, detail=f"epoch {start_epoch}, step {step} of {total_steps}"))
+            where = position(start_epoch, start_batch, batches_per_epoch)
+            progress(RunProgress("resume", step, total_steps, detail=f"{where}, step {step} of {total_steps}"))
     if ctx.is_main:
         run_dir.truncate_metrics(step)
+    if rng is not None:
+        restore_rng(rng, device)
+    timer = CheckpointTimer(cfg.train.checkpoint_every_min)
 
     pending: list[dict[str, Any]] = []
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
         method.generator = generator(cfg.seed, "groups", epoch)
         order = torch.randperm(n, generator=generator(cfg.seed, "order", epoch))
-        batches = [ctx.shard(order[b * cfg.train.batch_size : (b + 1) * cfg.train.batch_size]) for b in range(batches_per_epoch)]
-        for x, y in job.train_batches(train, batches, epoch):
+        batches = ctx.train_shards(order, cfg.train.batch_size)  # equal shards; the last-batch rule: bench.distributed
+        skip = start_batch if epoch == start_epoch else 0  # the batches a mid-epoch checkpoint covers
+        if skip and rng is not None and rng.get("groups") is not None:
+            method.generator.set_state(rng["groups"].cpu())  # where the epoch's sampling stood
+        for b, (x, y) in enumerate(job.train_batches(train, batches[skip:], epoch), start=skip):
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             ref_logits = None
             if job.reference is not None:
@@ -160,19 +209,33 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
                        "grad_norm": float(grad_norm), **stats}
                 pending.append(row)
                 if progress:
-                    progress(RunProgress("train", step, total_steps, stats=stats))
+                    progress(RunProgress("train", step, total_steps, stats={"lr": row["lr"], "grad_norm": row["grad_norm"], **stats}))
             if len(pending) >= LOG_EVERY and ctx.is_main:
                 run_dir.append_metrics(pending)
                 pending = []
+            # between batches, after all μ passes: the only place a checkpoint captures the loop's whole state
+            if timer.enabled and b + 1 < len(batches) and main_decides(ctx, device, ctx.is_main and timer.due()):
+                check_parameters(step, model)
+                states = gather_rng_states(ctx, device, method)
+                if ctx.is_main:
+                    run_dir.append_metrics(pending)
+                    pending = []
+                    _save_checkpoint(run_dir, model, optimizer, schedule, epoch, step, prior_wall + time.time() - started, n, False, batch=b + 1, rng=states)
+                    _checkpointed(run_dir, progress, step, total_steps, position(epoch, b + 1, len(batches)), step_hold)
+                timer.reset()
         check_parameters(step, model)
+        final = epoch + 1 == cfg.train.epochs
+        states = None if final else gather_rng_states(ctx, device, method)
+        timer.reset()
         if not ctx.is_main:
             pending = []
             continue
         run_dir.append_metrics(pending)
         pending = []
-        final = epoch + 1 == cfg.train.epochs
-        _save_checkpoint(run_dir, model, optimizer, schedule, epoch + 1, step, prior_wall + time.time() - started, n, final)
+        _save_checkpoint(run_dir, model, optimizer, schedule, epoch + 1, step, prior_wall + time.time() - started, n, final, rng=states)
+        _checkpointed(run_dir, progress, step, total_steps, position(epoch + 1, 0, len(batches)) + (" (final weights)" if final else ""), None)
         hold_after_epoch(run_dir, epoch + 1)
+        hold_after_step(run_dir, step, step_hold)
     if ctx.is_main and start_epoch >= cfg.train.epochs:  # resumed from the last epoch's full checkpoint
         _save_checkpoint(run_dir, model, optimizer, schedule, start_epoch, step, prior_wall + time.time() - started, n, True)
 
@@ -196,18 +259,90 @@ def _load_checkpoint(run_dir: RunDir, ctx: Any, device: torch.device) -> dict[st
 
 
 def _save_checkpoint(run_dir: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, epoch: int, step: int,
-                     wall_s: float, train_size: int, final: bool) -> None:
+                     wall_s: float, train_size: int, final: bool, batch: int = 0, rng: list[dict[str, Any]] | None = None) -> None:
     """Write last.pt (with its digest; the one before kept as prev.pt). After the last epoch it is
-    the weights only, marked complete: the mark that training is over (see train())."""
+    the weights only, marked complete: the mark that training is over (see train()). Otherwise
+    ``epoch`` whole epochs and ``batch`` batches of the next are done (0 at an epoch end), and
+    ``rng`` holds each rank's random states (:func:`rng_state`), so a resume draws what this
+    attempt would have drawn next."""
     run_dir.sync_metrics()  # the log of every step the checkpoint covers is on disk before it
     run_dir.keep_previous_checkpoint()
     if final:
         state = {"model": trainable_state(model), "step": step, "epoch": epoch, "complete": True, "train_size": train_size, "wall_time_s": wall_s}
     else:
         state = {"model": trainable_state(model), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                 "epoch": epoch, "step": step, "wall_time_s": wall_s}
+                 "epoch": epoch, "batch": batch, "step": step, "wall_time_s": wall_s, "rng": rng}
     atomic_torch_save(state, run_dir.checkpoint)
-    run_dir.update_status(checkpoint={"epoch": epoch, "step": step, "complete": final})  # what a rerun resumes from
+    run_dir.update_status(checkpoint={"epoch": epoch, "batch": batch, "step": step, "complete": final})  # what a rerun resumes from
+
+
+def _checkpointed(run_dir: RunDir, progress: ProgressFn | None, step: int, total_steps: int, where: str, step_hold: tuple[int, Path] | None) -> None:
+    """After a checkpoint: tell the run's listeners (the run log says it; TensorBoard flushes, so a
+    kill now loses no scalar a resume will not log again), then the test barrier."""
+    if progress:
+        progress(RunProgress("checkpoint", step, total_steps, detail=f"{where}, step {step} of {total_steps}"))
+    hold_after_step(run_dir, step, step_hold)
+
+
+def position(epoch: int, batch: int, batches_per_epoch: int) -> str:
+    """'epoch 2' (two whole epochs done) or 'epoch 1, batch 4 of 9' (one epoch and 4 batches of the next)."""
+    return f"epoch {epoch}" if batch == 0 else f"epoch {epoch}, batch {batch} of {batches_per_epoch}"
+
+
+def rng_state(device: torch.device, method: Any) -> dict[str, Any]:
+    """Every random state the training loop may draw from on this rank: torch's (CPU, and the
+    training GPU's), Python's, NumPy's, and the method's sampling generator (GRPO-RM's sampled
+    groups; re-seeded per epoch, so only a mid-epoch checkpoint needs it)."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    if getattr(method, "generator", None) is not None:
+        state["groups"] = method.generator.get_state()
+    return state
+
+
+def gather_rng_states(ctx: Any, device: torch.device, method: Any) -> list[dict[str, Any]]:
+    """Each rank's :func:`rng_state`, in rank order (a collective: every rank calls it). Ranks'
+    states differ (a rank samples groups for its own shard), and rank 0 alone writes the file."""
+    mine = rng_state(device, method)
+    if not ctx.active:
+        return [mine]
+    import torch.distributed as dist
+
+    states: list[Any] = [None] * ctx.world
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def own_rng_state(saved: Any, rank: int) -> dict[str, Any] | None:
+    """This rank's states from a checkpoint's list (None: a checkpoint from before they were kept).
+    Resumed with fewer ranks than it was written with, a rank takes rank 0's; identical numbers
+    after a resume need the same world size anyway (the shards differ otherwise)."""
+    if not isinstance(saved, list) or not saved:
+        return None
+    return saved[rank] if rank < len(saved) else saved[0]
+
+
+def restore_rng(state: dict[str, Any], device: torch.device) -> None:
+    """Set the global random states a checkpoint recorded (the method's generator is set per
+    epoch, in train()). torch.load mapped the state tensors to ``device``: they go back to the CPU."""
+    torch.set_rng_state(state["torch"].cpu())
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    if "cuda" in state and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+
+
+def main_decides(ctx: Any, device: torch.device, decision: bool) -> bool:
+    """Rank 0's decision on every rank: each rank reading its own clock could disagree, and every
+    rank takes part in a checkpoint (check_parameters, the RNG gather)."""
+    if not ctx.active:
+        return decision
+    import torch.distributed as dist
+
+    flag = torch.tensor([int(decision)], device=device)
+    dist.broadcast(flag, src=0)
+    return bool(flag.item())
 
 
 def hold_after_epoch(run_dir: RunDir, epoch: int) -> None:
@@ -221,7 +356,34 @@ def hold_after_epoch(run_dir: RunDir, epoch: int) -> None:
     run_dir.update_status(held_after_epoch=None)
 
 
+def parse_step_hold(value: str | None) -> tuple[int, Path] | None:
+    """``$BENCH_HOLD_AFTER_STEP`` ('<step>:<file>') parsed; None when unset."""
+    if not value:
+        return None
+    at, sep, hold = value.partition(":")
+    if not sep or not at.strip().isdigit() or not hold:
+        raise ValueError(f"${STEP_HOLD_ENV}={value!r}: expected '<step>:<file>', e.g. '8:/tmp/hold'")
+    return int(at), Path(hold)
+
+
+def hold_after_step(run_dir: RunDir, step: int, hold: tuple[int, Path] | None) -> None:
+    """After a checkpoint at optimiser step ``step``: wait while the ``$BENCH_HOLD_AFTER_STEP``
+    file exists, if ``step`` is at or past the step it names (see STEP_HOLD_ENV); else a no-op."""
+    if hold is None or step < hold[0] or not hold[1].exists():
+        return
+    run_dir.update_status(held_after_step=step)
+    while hold[1].exists():
+        time.sleep(HOLD_POLL_S)
+    run_dir.update_status(held_after_step=None)
+
+
 def trainable_state(model: nn.Module) -> dict[str, Tensor]:
-    """The fine-tuned part of the state dict (frozen weights come back from the backbone source)."""
+    """The fine-tuned part of the state dict: trainable parameters and the buffers of the modules
+    that hold them (a BatchNorm's running statistics are trained too: without them a run resumed
+    from its final weights would evaluate with fresh statistics). Frozen weights come back from
+    the backbone source."""
     names = {name for name, p in model.named_parameters() if p.requires_grad}
+    for prefix, module in model.named_modules():
+        if any(p.requires_grad for p in module.parameters(recurse=False)):
+            names |= {f"{prefix}.{b}" if prefix else b for b, _ in module.named_buffers(recurse=False)}
     return {k: v for k, v in model.state_dict().items() if k in names}

@@ -28,6 +28,7 @@ from torch import Tensor
 from bench.config import dataset_transform
 from bench.data import DATASETS
 from bench.data.base import take
+from bench.distributed import DistContext, eval_batches
 from bench.features import SplitInputs, prefix_tokens
 from bench.io import atomic_torch_save
 from bench.probe import SR_SOLVERS, fit_softmax_regression
@@ -49,13 +50,20 @@ class FeatureCache:
         key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
         return self.folder / f"{identity.get('dataset', 'features')}_{identity.get('split', '')}_{key}.pt".replace("/", "-")
 
-    def get(self, identity: dict[str, Any], extract: ExtractFn) -> dict[str, Tensor]:
+    def get(self, identity: dict[str, Any], extract: ExtractFn, ctx: DistContext | None = None) -> dict[str, Tensor]:
+        """With several processes (``ctx`` active) extraction is collective (:func:`_extract`), so
+        whether the file is there is rank 0's answer, followed by all; rank 0 alone writes it, and
+        the others read the file rank 0 found (the run directory is shared, as for checkpoints)."""
         path = self.path(identity)
-        if path.is_file():
+        cached = path.is_file() if ctx is None or ctx.is_main else None
+        if ctx is not None:
+            cached = ctx.from_main(cached)
+        if cached:
             return torch.load(path, map_location="cpu", weights_only=True)
         features = extract()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        atomic_torch_save(features, path)
+        if ctx is None or ctx.is_main:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            atomic_torch_save(features, path)
         return features
 
 
@@ -128,7 +136,7 @@ def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None
                                    ("test", target.test_split or entry.test_split, target.test_limit)):
             identity = {"dataset": target.name, "split": split, "params": target.params, "limit": limit,
                         "transform": [transform.img_size, transform.crop_pct], "weights": weights}
-            feats[role] = cache.get(identity, lambda split=split, limit=limit: _extract(job, entry, target, split, limit, transform))
+            feats[role] = cache.get(identity, lambda split=split, limit=limit: _extract(job, entry, target, split, limit, transform), getattr(job, "ctx", None))
         train_y, test_y = feats["train"]["labels"], feats["test"]["labels"]
         knn = knn_top1(feats["train"]["cls"], train_y, feats["test"]["cls"], test_y, entry.num_classes, tc.knn_k, tc.knn_temperature)
         sr = softmax_regression(feats["train"]["pooled"].numpy(), train_y.numpy(), feats["test"]["pooled"].numpy(), test_y.numpy(),
@@ -143,22 +151,42 @@ def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None
 
 @torch.no_grad()
 def _extract(job: "Job", entry, target, split: str, limit: int | None, transform) -> dict[str, Tensor]:
+    """CLS and [CLS, mean patch] features of every image of ``split`` (first ``limit`` of a seeded
+    permutation), in image order.
+
+    With several processes each rank embeds its share of the split's batches
+    (:func:`bench.distributed.eval_batches`, from pixels: a prefix cache would embed the whole split
+    on every rank) and the rows are gathered, so every rank holds all the features — the features
+    one process extracts from the same batches. The probes (kNN, Softmax Regression) then run on
+    every rank alike: no rank waits in a collective while rank 0 fits them alone (a long wait hits
+    NCCL's timeout), and rank 0's numbers are the ones recorded.
+    """
     data = entry.load(split, job.cfg.data.data_root, **target.params)
     if limit is not None and limit < len(data):
         data = take(data, np.sort(np.random.default_rng(0).permutation(len(data))[:limit]))
     inputs = SplitInputs(data, transform, job.cfg.data.num_workers)
     model = job.model.eval()
-    embedded = job.use_prefix_cache  # frozen prefix: its tokens are shared by every run of this backbone
+    ctx = getattr(job, "ctx", None)
+    distributed = ctx is not None and ctx.active
+    embedded = job.use_prefix_cache and not distributed  # frozen prefix: its tokens are shared by every run of this backbone
+    bs = job.cfg.train.eval_batch_size
     if embedded:
         key = job.prefix_key(target.name, target.params, split, transform, limit)
-        inputs.tokens = prefix_tokens(model, inputs, job.cfg.train.eval_batch_size, job.device, key)
+        inputs.tokens = prefix_tokens(model, inputs, bs, job.device, key)
+    index = eval_batches(len(inputs), bs, ctx) if distributed else [torch.arange(s, min(s + bs, len(inputs))) for s in range(0, len(inputs), bs)]
     cls, pooled = [], []
-    for x in inputs.sequential(job.cfg.train.eval_batch_size):
+    for x in inputs.batches(index):
         with job.autocast:
             tokens = model.final_tokens(x.to(job.device), embedded=embedded).float()
         cls.append(tokens[:, 0].cpu())
         pooled.append(torch.cat([tokens[:, 0], tokens[:, model.vit.num_prefix_tokens :].mean(1)], -1).cpu())
-    return {"cls": torch.cat(cls), "pooled": torch.cat(pooled), "labels": torch.from_numpy(np.asarray(data.labels, dtype=np.int64))}
+    dim = model.vit.embed_dim
+    cls_rows = torch.cat(cls) if cls else torch.zeros(0, dim)
+    pooled_rows = torch.cat(pooled) if pooled else torch.zeros(0, 2 * dim)
+    if distributed:
+        rows = torch.cat(index) if index else torch.zeros(0, dtype=torch.long)
+        cls_rows, pooled_rows = ctx.gather_rows(cls_rows, rows, len(inputs)), ctx.gather_rows(pooled_rows, rows, len(inputs))
+    return {"cls": cls_rows, "pooled": pooled_rows, "labels": torch.from_numpy(np.asarray(data.labels, dtype=np.int64))}
 
 
 def weights_digest(model: torch.nn.Module) -> str:

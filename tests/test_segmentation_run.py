@@ -37,3 +37,21 @@ def test_segmentation_suite_reports_miou(tmp_path):
     assert steps and all("adv_std" in s and "entropy" in s for s in steps)  # per-pixel GRPO-RM statistics logged
     miou = (tmp_path / "reports" / "seg-tiny" / "table_miou.md").read_text()
     assert "| fmnist_composites_seg (random init) | id | test |" in miou and "OOD average (shift sets)" in miou
+
+
+def test_a_segmentation_run_evaluated_again_from_its_final_weights_scores_the_same(tmp_path):
+    """The head's BatchNorm running statistics are part of the checkpoint: a run whose result is
+    lost (or whose evaluation was interrupted) evaluates again from last.pt to the same numbers."""
+    suite = write(tmp_path, SEG_SUITE.replace("method: [sft, grpo_rm]", "method: [sft]"))
+    results = tmp_path / "results"
+    args = ["run", str(suite), "--results", str(results), "--reports", str(tmp_path / "reports")]
+    assert main(args) == 0
+    run_dir = next((results / "seg-tiny").glob("*/result.json")).parent
+    first = json.loads((run_dir / "result.json").read_text())["metrics"]
+    (run_dir / "result.json").unlink()
+    for saved in (run_dir / "evaluated").glob("*.json"):
+        saved.unlink()  # score every split again, from the checkpoint alone
+    assert main(args) == 0
+    again = json.loads((run_dir / "result.json").read_text())
+    assert again["metrics"] == first
+    assert "running_mean" in " ".join(__import__("torch").load(run_dir / "last.pt", weights_only=False)["model"])

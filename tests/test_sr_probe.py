@@ -21,7 +21,7 @@ from bench.transfer import evaluate_transfer, fit_sr, softmax_regression
 CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)  # TransferConfig's default sweep
 
 
-def problem(n=4000, n_test=2000, d=96, k=10, seed=0):
+def problem(n=2400, n_test=2000, d=64, k=10, seed=0):
     """Gaussian classes that overlap (test top-1 ≈ 0.89, not 1), noise with shared low-rank nuisance
     directions (so the best C is not the strongest: the sweep has an interior optimum), features on
     uneven scales and offsets (so standardising matters)."""

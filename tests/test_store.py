@@ -294,7 +294,7 @@ def test_damaged_status_result_and_metrics_mark_their_runs_corrupt_in_status_and
     metrics_dir.metrics.write_bytes(b"\n".join(lines))
     args = [str(path), "--results", str(results), "--reports", str(tmp_path / "reports")]
 
-    assert main(["status", *args]) == 0
+    assert main(["status", *args]) == 1  # corrupt runs: status exits 1
     out = capsys.readouterr().out
     for damaged in (status_dir.status_file, result_dir.result_file, metrics_dir.metrics):
         assert f"is corrupt: {damaged}:" in out
@@ -319,7 +319,7 @@ def test_bench_run_moves_a_damaged_result_aside_and_evaluates_again_without_trai
     run_dir.result_file.write_bytes(run_dir.result_file.read_bytes()[:-40])  # a torn result.json
     capsys.readouterr()
 
-    assert main(["status", *args]) == 0
+    assert main(["status", *args]) == 1  # a corrupt run: status exits 1
     assert f"is corrupt: {run_dir.result_file}: not valid JSON" in capsys.readouterr().out
     assert main(["run", *args]) == 0
     status = run_dir.read_status()

@@ -55,6 +55,73 @@ class LinearSegHead(nn.Module):
         return nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
 
 
+class SyncBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm2d whose training statistics are those of the global batch, over all ranks.
+
+    What :class:`torch.nn.SyncBatchNorm` computes, on any backend: torch 2.11's SyncBatchNorm
+    raises ``ValueError`` for CPU input in training ("expected input tensor to be on GPU …"), so a
+    gloo run on CPU could not use it; one implementation for both backends also means the code the
+    CPU tests check is the code GPU runs run. Each rank's per-channel count, sum and centred sum of
+    squares (computed in the input's precision, stably, then in float64) are all-reduced with
+    autograd (:func:`torch.distributed.nn.functional.all_reduce`: its backward all-reduces the
+    gradients), so the forward normalises with the global batch's mean and biased variance and the
+    backward is the global batch's; the running statistics take the global unbiased variance, so
+    they are equal on every rank. In eval mode, or without a process group of more than one rank,
+    this is BatchNorm2d (same parameters and buffers: checkpoints load either way).
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        import torch.distributed as dist
+
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(input)
+        from torch.distributed.nn.functional import all_reduce
+
+        self._check_input_dim(input)
+        dims = (0, 2, 3)
+        count = input.new_tensor(float(input.numel() // max(1, input.shape[1])), dtype=torch.float64)
+        local_sum = input.sum(dims)
+        local_mean = local_sum / count.clamp_min(1).to(input.dtype)
+        centred = (input - local_mean[None, :, None, None]).pow(2).sum(dims)
+        # [count, Σx, Σ(x − x̄_r)² + n_r·x̄_r²] per rank: summed, they give N, Σx and Σx² globally
+        stats = torch.cat([count.reshape(1), local_sum.double(), centred.double() + count * local_mean.double() ** 2])
+        stats = all_reduce(stats)
+        n = stats[0].detach()  # a count: no gradient
+        if float(n) < 2:
+            raise ValueError(f"batch statistics need more than one value per channel over all ranks, got {int(n)}")
+        c = input.shape[1]
+        mean = stats[1 : 1 + c] / n
+        var = (stats[1 + c :] / n - mean**2).clamp_min(0)
+        if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - momentum).add_(mean.to(self.running_mean.dtype), alpha=momentum)
+                self.running_var.mul_(1 - momentum).add_((var * n / (n - 1)).to(self.running_var.dtype), alpha=momentum)
+        scale = (var + self.eps).rsqrt().to(input.dtype)
+        out = (input - mean.to(input.dtype)[None, :, None, None]) * scale[None, :, None, None]
+        if self.affine:
+            out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return out
+
+
+def sync_batchnorm(module: nn.Module) -> nn.Module:
+    """Replace every BatchNorm2d in ``module`` by a :class:`SyncBatchNorm2d` holding the same
+    parameters and buffers (what ``torch.nn.SyncBatchNorm.convert_sync_batchnorm`` does); for
+    runs of several processes, before DistributedDataParallel wraps the model."""
+    if type(module) is nn.BatchNorm2d:
+        like = next(iter(module.state_dict().values()), torch.empty(0))
+        sync = SyncBatchNorm2d(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats, device=like.device)
+        sync.load_state_dict(module.state_dict())
+        sync.train(module.training)
+        for p_new, p_old in zip(sync.parameters(), module.parameters()):
+            p_new.requires_grad_(p_old.requires_grad)
+        return sync
+    for name, child in module.named_children():
+        setattr(module, name, sync_batchnorm(child))
+    return module
+
+
 def full_precision_head(model: nn.Module) -> None:
     """Compute the head in float32 under bf16 autocast. GRPO-RM with μ > 1 divides the current
     policy by the rollout one: a bf16 head adds ~0.4 % noise to ρ, a visible share of ε = 0.2, so
