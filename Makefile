@@ -51,11 +51,12 @@ demo: install
 	$(VENV)/bin/bench run suites/demo.yaml
 	$(VENV)/bin/bench run suites/demo_seg.yaml
 
-# pytest-xdist: most of the suite's wall time is waiting (Slurm jobs, subprocesses, Chromium,
-# pdflatex), so a few workers overlap it even on 2 cores; TEST_WORKERS=0 runs in one process
-TEST_WORKERS ?= 3
+# pytest-xdist: much of the suite's wall time is waiting (Slurm jobs, subprocesses, Chromium,
+# pdflatex), so 4 workers overlap it even on 2 cores (one math thread each: tests/conftest.py);
+# work stealing keeps them busy to the end. TEST_WORKERS=0 runs in one process.
+TEST_WORKERS ?= 4
 test: install $(CHROMIUM) $(PDFLATEX) slurm-up
-	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS))
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 
 # The paper's grid (suites/paper.yaml), then its tables with expected vs actual. Without a data root
 # or GPUs it launches nothing and says what it would run (exit 3 without data, 2 without GPUs; `bench --help` lists the exit codes).

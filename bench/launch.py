@@ -285,7 +285,7 @@ def cancel(specs: list[RunSpec], results_root: Path) -> list[str]:
         if run_dir.is_done() or not job or st.get("executor") != "slurm":
             continue
         subprocess.run(["scancel", str(job)], check=False)
-        run_dir.set_status("failed", error="cancelled by `bench cancel`")
+        run_dir.set_status("failed", error="cancelled by `bench cancel`", cancelled=True)
         cancelled.append(str(job))
     return cancelled
 

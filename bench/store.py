@@ -362,8 +362,13 @@ class RunDir:
         status = self._status_for_update()
         if state == "running":  # a new attempt: what the last one said no longer describes it
             for key in ("error", "traceback", "resume_note", "resumed_from", "status_note", "phase", "evaluated", "evaluations", "last_evaluated",
-                        "held_after_epoch", "held_after_step"):  # a barrier a killed attempt held at is not this one's
+                        "held_after_epoch", "held_after_step", "cancelled", "state_after_cancel"):  # a barrier a killed attempt held at is not this one's
                 status.pop(key, None)
+        elif status.get("cancelled") and state in ("failed", "interrupted"):
+            # `bench cancel` said why first; the job dying of its SIGTERM afterwards (a DataLoader
+            # worker killed, an interrupt) must not replace that with its symptom
+            fields = {**fields, "state_after_cancel": f"{state}: {fields.get('error', '')}".rstrip(": "), "error": status.get("error")}
+            state = "failed"
         status.update(fields, state=state, host=socket.gethostname(), updated=time.time())
         if state == "running":
             status["pid"] = os.getpid()  # lets `bench status` tell a live run from a killed one

@@ -20,7 +20,8 @@ matrix:
 """
 
 
-def test_bench_run_writes_results_and_report_then_skips_done_runs(tmp_path, capsys):
+def test_bench_run_writes_results_and_report_then_skips_done_runs(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("BENCH_REPORT_FIGURES", "1")  # the whole user path, figures included
     suite = write(tmp_path, TINY_SUITE)
     args = [str(suite), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
     assert main(["run", *args]) == 0

@@ -217,6 +217,10 @@ def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, capsys):
     assert "run 1/1: sft seed=0" in out
     assert ": train 2/2" in out  # 32 images, batch 16, 1 epoch (minus the held-out tenth: still 2 batches)
     assert ": evaluate 1/4 (test)" in out and ": evaluate 4/4 (shift_corruption)" in out
+    # $BENCH_REPORT_FIGURES=0 (tests/conftest.py): tables and page, no figures, and the page says so
+    report = tmp_path / "reports" / "tiny"
+    assert (report / "report.html").is_file() and not list(report.glob("*.png"))
+    assert "Figures: not drawn ($BENCH_REPORT_FIGURES=0)" in (report / "report.md").read_text()
 
 
 def test_an_interrupted_evaluation_resumes_at_the_next_split_with_identical_numbers(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.store import RunDir
+from bench.store import RunDir, _alive
 from bench.suite import expand, load_suite
 from test_suite import write
 
@@ -46,28 +46,35 @@ def test_local_executor_runs_subprocesses_in_parallel(tmp_path):
 
 
 def test_kill_9_mid_training_then_rerun_gives_identical_numbers(tmp_path):
-    suite = write(tmp_path, SUITE % (30, "grpo_rm"))
+    """The run is held right after its first epoch's checkpoint (a file barrier, not a race with
+    the clock), then the training process and the launcher are SIGKILLed: the rerun resumes and
+    logs exactly what an uninterrupted run logs."""
+    suite = write(tmp_path, SUITE % (3, "grpo_rm"))
     spec = expand(load_suite(suite), suite)[0]
     clean = bench_run(suite, tmp_path / "clean")
     assert clean.wait(timeout=600) == 0
     clean_dir = RunDir.of(tmp_path / "clean", spec.suite, spec.run_id)
 
-    proc = bench_run(suite, tmp_path / "killed", start_new_session=True)
+    hold = tmp_path / "hold"
+    hold.touch()
+    proc = bench_run(suite, tmp_path / "killed", start_new_session=True, env={**os.environ, "BENCH_HOLD_AFTER_EPOCH": str(hold)})
     run_dir = RunDir.of(tmp_path / "killed", spec.suite, spec.run_id)
     deadline = time.time() + 300
-    while not (run_dir.checkpoint.is_file() and run_dir.read_status().get("pid")):
-        assert time.time() < deadline and proc.poll() is None, "no checkpoint appeared"
+    while run_dir.read_status().get("held_after_epoch") != 1:
+        assert time.time() < deadline and proc.poll() is None, "the run never reached the barrier"
         time.sleep(0.1)
     job_pid = run_dir.read_status()["pid"]
     os.kill(job_pid, signal.SIGKILL)  # the training process itself…
     os.killpg(proc.pid, signal.SIGKILL)  # …and the launcher
     proc.wait(timeout=30)
-    time.sleep(0.5)
+    hold.unlink()
+    while _alive(job_pid):  # SIGKILL is delivered, not yet done: wait for the process to be gone
+        assert time.time() < deadline, "the killed training process did not exit"
+        time.sleep(0.05)
     assert not run_dir.is_done()
     assert run_dir.read_status()["state"] == "running"  # it never got to say otherwise
     assert run_dir.effective_state() == "interrupted"
-    epoch_at_kill = __import__("torch").load(run_dir.checkpoint, weights_only=False)["epoch"]
-    assert 1 <= epoch_at_kill < 30
+    assert __import__("torch").load(run_dir.checkpoint, weights_only=False)["epoch"] == 1
 
     rerun = bench_run(suite, tmp_path / "killed")
     out, _ = rerun.communicate(timeout=600)

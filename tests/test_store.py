@@ -445,3 +445,18 @@ def test_read_only_or_unusable_output_folders_are_refused_before_training(tmp_pa
         assert not list((tmp_path / "results").rglob("status.json"))  # nothing trained
     finally:
         umount(ro)
+
+
+def test_a_cancelled_run_keeps_saying_so_when_the_job_then_dies_of_its_sigterm(tmp_path):
+    """`bench cancel` writes 'cancelled' first; the job, killed by that cancel, then records its own
+    failure (a DataLoader worker terminated, an interrupt): the reason the user sees stays the cancel."""
+    run_dir = RunDir(tmp_path / "run")
+    run_dir.path.mkdir()
+    run_dir.set_status("running")
+    run_dir.set_status("failed", error="cancelled by `bench cancel`", cancelled=True)
+    run_dir.set_status("interrupted", error="RuntimeError: DataLoader worker (pid 1) is killed by signal: Terminated.")
+    status = run_dir.read_status()
+    assert status["state"] == "failed" and status["error"] == "cancelled by `bench cancel`"
+    assert "DataLoader worker" in status["state_after_cancel"]
+    run_dir.set_status("running")  # a new attempt (`bench run` again) is not cancelled
+    assert "cancelled" not in run_dir.read_status() and run_dir.read_status()["state"] == "running"
