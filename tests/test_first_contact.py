@@ -263,8 +263,11 @@ def test_ctrl_c_prints_one_line_and_the_rerun_says_where_it_resumes(tmp_path):
     hold.touch()
     results = tmp_path / "results"
     args = ["run", str(suite), "--results", str(results), "--reports", str(tmp_path / "reports")]
+    # a shell's background jobs (`make test &`, CI runners) start with SIGINT ignored, and a process
+    # inherits that: restore the default so that Python installs its KeyboardInterrupt handler
     proc = subprocess.Popen([PYTHON, "-m", "bench.cli", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "BENCH_HOLD_AFTER_EPOCH": str(hold)})
+                            env={**os.environ, "BENCH_HOLD_AFTER_EPOCH": str(hold)},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         status = next(iter(results.glob("tiny/*/status.json")), None)
