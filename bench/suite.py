@@ -560,7 +560,8 @@ def expand(
     except SuiteError as exc:
         raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',)) or 1}: {exc}") from None
     if suite.select is None:
-        specs = [RunSpec(suite.name, c.run_id(), c, run.profile) for run in trees for c in [build_config(suite, path, run.tree, run.where, overrides)]]
+        shared: dict[str, tuple[dict, Any]] = {}
+        specs = [RunSpec(suite.name, c.run_id(), c, run.profile) for run in trees for c in [build_config(suite, path, run.tree, run.where, overrides, shared)]]
     else:
         from bench.select import plan_selection  # the selection stages read finished tuning results
 
@@ -609,11 +610,26 @@ def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: A
     return tree
 
 
-def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: str, overrides: list[str] | None = None) -> RunConfig:
+_SECTIONS = ("backbone", "model", "data", "train", "transfer", "seg")
+
+
+def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: str, overrides: list[str] | None = None,
+                 shared: dict[str, tuple[dict, Any]] | None = None) -> RunConfig:
     """The validated run config of a matrix point; errors as ``file:line: key: reason``, or as
-    ``-o key=value: reason`` when the rejected key came from a command-line override."""
+    ``-o key=value: reason`` when the rejected key came from a command-line override.
+
+    ``shared`` (one per expansion) remembers each config section validated so far together with the
+    very mapping it came from: a run whose section is that same, unchanged mapping (``set_dotted``
+    copies what it changes) reuses the validated section, so a 10,000-run suite validates its
+    common sections once. Checks across sections still run for every run."""
+    original = tree
+    if shared:
+        tree = {**tree, **{k: v[1] for k, v in shared.items() if original.get(k) is v[0]}}
     try:
-        return RunConfig(**tree)
+        config = RunConfig(**tree)
+        if shared is not None:
+            shared.update({k: (original[k], getattr(config, k)) for k in _SECTIONS if isinstance(original.get(k), dict)})
+        return config
     except ValidationError as exc:
         given = tree.get("method")
         method = str(given.get("name", "")) if isinstance(given, dict) else ""  # defaults.method may be anything

@@ -60,7 +60,8 @@ def evaluation_lines(specs: list["RunSpec"]) -> list[str]:
     groups: dict[tuple, list["RunSpec"]] = {}
     for spec in specs:
         c = spec.config
-        key = (spec.stage, c.data.name, c.evaluations, tuple(json.loads(spec.record).get("final_evaluations") or ()),
+        final = tuple(json.loads(spec.record).get("final_evaluations") or ()) if spec.stage == "tune" else ()  # finals record none
+        key = (spec.stage, c.data.name, c.evaluations, final,
                tuple(c.data.eval_splits or ()), c.data.val_fraction, tuple(t.name for t in c.transfer.targets))
         groups.setdefault(key, []).append(spec)
     lines = []
