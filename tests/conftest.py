@@ -47,9 +47,15 @@ def figures(request):
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_cache(tmp_path_factory):
-    """Generated data and converted weights go to a per-session folder, never the user's cache."""
+    """Generated data and converted weights go to a per-session folder, never the user's cache.
+    Under pytest-xdist the workers of one session share it (their base folders sit side by side):
+    each composite split is generated, and the demo weights converted, once rather than once per
+    worker; every cache file is written atomically, so two workers filling one entry is harmless."""
     mp = pytest.MonkeyPatch()
-    mp.setenv("BENCH_CACHE", str(tmp_path_factory.mktemp("bench-cache")))
+    base = tmp_path_factory.getbasetemp()
+    folder = base.parent / "bench-cache" if os.environ.get("PYTEST_XDIST_WORKER") else base / "bench-cache"
+    folder.mkdir(exist_ok=True)
+    mp.setenv("BENCH_CACHE", str(folder))
     yield
     mp.undo()
 
