@@ -142,7 +142,8 @@ def cmd_dry_run(args: argparse.Namespace, suite, specs, console: "Console") -> i
         console.print(status_table(run_rows(specs, args.results)))
     else:
         console.print("\n".join(summary_lines(suite, specs)), markup=False, soft_wrap=True)
-    todo = [s for s in specs if args.force or not RunDir.of(args.results, s.suite, s.run_id).is_done()]
+    stored = {s.suite for s in specs if (Path(args.results) / s.suite).is_dir()}  # a suite never run has nothing done
+    todo = [s for s in specs if args.force or s.suite not in stored or not RunDir.of(args.results, s.suite, s.run_id).is_done()]
     console.print(f"{len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run with --executor {args.executor}", markup=False)
     for name in dict.fromkeys(s.profile for s in todo):
         group = [s for s in todo if s.profile == name]
@@ -169,12 +170,11 @@ def _resume_lines(specs, results: Path) -> list[str]:
 
 
 def cmd_run(args: argparse.Namespace, console: "Console") -> int:
+    suite, specs = _specs(args)
+    if args.dry_run:  # before the launcher's imports (submitit, rich's live view): a dry run needs none
+        return cmd_dry_run(args, suite, specs, console)
     from bench.launch import LaunchOptions, launch_suite
     from bench.store import RunDir, unwritable
-
-    suite, specs = _specs(args)
-    if args.dry_run:
-        return cmd_dry_run(args, suite, specs, console)
     for name, folder in (("results", args.results), ("reports", args.reports)):
         why = unwritable(folder)  # refused now, not after hours of training
         if why:

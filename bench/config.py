@@ -88,6 +88,9 @@ class ModelConfig(Strict):
     cache_frozen_prefix: bool = Field(True, description="compute the frozen blocks once per image (no augmentation) and reuse")
 
 
+_PASSED_DATA_CHECKS: set[tuple] = set()  # (name, repr(params), eval_splits, train_split) of data sections that passed
+
+
 class DataConfig(Strict):
     name: str = Field("fmnist_composites", description="registered dataset name (`bench data list`)")
     params: dict[str, Any] = Field(default_factory=dict, description="dataset parameters (see the dataset entry)")
@@ -106,6 +109,11 @@ class DataConfig(Strict):
 
     @model_validator(mode="after")
     def _known(self) -> "DataConfig":
+        # pydantic re-runs this for an already-validated section passed into a RunConfig, once per
+        # run of a suite; the facts checked depend on these fields alone, so a passed check is kept
+        key = (self.name, repr(self.params), self.eval_splits, self.train_split)
+        if key in _PASSED_DATA_CHECKS:
+            return self
         if self.name not in DATASETS:
             raise ValueError(f"data.name: {DATASETS.unknown_message(self.name)}")
         entry = DATASETS.get(self.name)
@@ -122,6 +130,9 @@ class DataConfig(Strict):
                 raise ValueError(f"data.eval_splits: {pattern!r} names the held-out split, which only the 'heldout' evaluation scores (add it to evaluations)")
             if not _matching_splits(self.name, (pattern,)):
                 raise ValueError(f"data.eval_splits: {self.name} has no split matching {pattern!r}{_split_hint(pattern, entry.splits)}")
+        if len(_PASSED_DATA_CHECKS) > 4096:
+            _PASSED_DATA_CHECKS.clear()
+        _PASSED_DATA_CHECKS.add(key)
         return self
 
     @property
