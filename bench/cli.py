@@ -257,8 +257,10 @@ def cmd_status(args: argparse.Namespace, console: "Console") -> int:
     from bench.store import RunDir
 
     suite, specs = _specs(args)
-    jobs = [str(RunDir.of(args.results, s.suite, s.run_id).read_status().get("executor_job_id") or "") for s in specs]
-    rows = run_rows(specs, args.results, scheduler_states([j for j in jobs if j]))
+    rows = run_rows(specs, args.results)  # each run's files read once; the scheduler's view joins by job id
+    scheduler = scheduler_states([row["job"] for row in rows if row["job"]])
+    for row in rows:
+        row["scheduler"] = scheduler.get(row["job"], "")
     plan = read_selection(args.results / suite.name) if has_selection(suite) else {}
     failed = any(row["state"] in FAILED_STATES for row in rows)
     if args.json:

@@ -175,7 +175,7 @@ def run_job(
             lock = RunLock.acquire(run_dir, status_fields.get("executor_job_id"))
         except RunHeld as exc:
             held = exc.holder
-    held = _from_rank0(ctx, held)  # every rank stops, or none does
+    held = ctx.from_main(held)  # every rank stops, or none does
     if held is not None:
         raise RunHeld(run_dir.path, held)
     try:
@@ -195,7 +195,7 @@ def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressF
     log = RunLog(run_dir.run_log, train_module.LOG_EVERY, _unit_metrics(run_dir)) if main else None
     # done already: another launcher finished it while this one waited, or only bookkeeping
     # (status.json, metrics.jsonl) was damaged and has just been repaired
-    if _from_rank0(ctx, main and run_dir.effective_state() == "done"):
+    if ctx.from_main(main and run_dir.effective_state() == "done"):
         if not main:
             return {}
         if notes:
@@ -246,17 +246,6 @@ def _unit_metrics(run_dir: RunDir) -> Callable[[str], dict[str, Any]]:
         return last["metrics"]
 
     return metrics_of
-
-
-def _from_rank0(ctx: DistContext, value: Any) -> Any:
-    """Rank 0's ``value`` on every rank (a decision only rank 0 can make: it alone reads the store)."""
-    if not ctx.active:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
 
 
 def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None, ctx: DistContext, stage: dict[str, Any]) -> dict[str, Any]:

@@ -248,14 +248,11 @@ def _load_checkpoint(run_dir: RunDir, ctx: Any, device: torch.device) -> dict[st
     every rank resumes from the same step."""
     if not ctx.active:
         return run_dir.load_checkpoint(device)[0]
-    import torch.distributed as dist
-
     state, path = run_dir.load_checkpoint(device) if ctx.is_main else (None, None)
-    chosen = [str(path) if path else None]
-    dist.broadcast_object_list(chosen, src=0)
-    if ctx.is_main or chosen[0] is None:
+    chosen = ctx.from_main(str(path) if path else None)
+    if ctx.is_main or chosen is None:
         return state
-    return torch.load(chosen[0], map_location=device, weights_only=False)
+    return torch.load(chosen, map_location=device, weights_only=False)
 
 
 def _save_checkpoint(run_dir: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, epoch: int, step: int,
