@@ -29,18 +29,36 @@ def tiny_config(method: str = "grpo_rm", seed: int = 0, **overrides) -> RunConfi
     return RunConfig(**tree)
 
 
-# Reports built on the way (every `bench run` ends with one) skip their figures: drawing them is
-# most of a small report's cost, and the figures have tests of their own (test_report*.py turn them
-# back on with the `figures` fixture below). Subprocesses inherit this.
+def run_in_this_process(spec, folder, threads: int = 1):
+    """``spec`` trained and evaluated here, uninterrupted, into ``folder``/<run id>: the reference a
+    run through an executor (a subprocess, a Slurm job: one math thread each) must equal, number
+    for number. Returns its RunDir."""
+    import torch
+
+    from bench.job import run_job
+    from bench.store import RunDir
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        run_dir = RunDir(folder / spec.run_id)
+        run_job(spec.config, run_dir)
+        return run_dir
+    finally:
+        torch.set_num_threads(before)
+
+
+# Reports skip their figures unless a test is marked `figures`: drawing and saving them (PNG and
+# PDF) is most of a small report's cost, and only the tests that look at figures need them.
+# Subprocesses inherit this.
 os.environ.setdefault("BENCH_REPORT_FIGURES", "0")
 
 
-@pytest.fixture(autouse=True, scope="module")
+@pytest.fixture(autouse=True)
 def figures(request):
-    """Report tests (modules named test_report*) draw figures, module fixtures included; every
-    other module skips them."""
+    """A test marked ``figures`` (itself or its module) builds its reports with figures."""
     with pytest.MonkeyPatch.context() as mp:
-        if request.module.__name__.startswith("test_report"):
+        if request.node.get_closest_marker("figures") is not None:
             mp.setenv("BENCH_REPORT_FIGURES", "1")
         yield
 
@@ -60,23 +78,64 @@ def _isolated_cache(tmp_path_factory):
     mp.undo()
 
 
-# The longest tests (tens of seconds: subprocess runs, a Slurm time limit, torch.compile) start
-# first, so that under `make test`'s parallel workers they overlap the many short ones instead of
-# running alone at the end. Order changes nothing else: every test sets up its own state.
-LONGEST_FIRST = (
-    "test_time_limit_triggers_checkpoint_and_resume",
-    "test_compiled_chunk_kernel_matches_eager",
-    "test_kill_9_mid_training_then_rerun_gives_identical_numbers",
-    "test_two_process_ddp_over_gloo_matches_single_process_training",
-    "test_ctrl_c_prints_one_line_and_the_rerun_says_where_it_resumes",
-    "test_local_executor_runs_subprocesses_in_parallel",
-    "test_requeued_job_resumes_from_checkpoint_with_identical_numbers",
-    "test_two_concurrent_bench_runs_train_the_run_once",
-    "test_bench_run_writes_results_and_report_then_skips_done_runs",
-    "test_with_data_it_runs_the_grid_and_renders_expected_vs_actual",
-)
+# The longest tests (tens of seconds: subprocess runs, a Slurm time limit, torch.compile), with
+# their seconds under `make test` (4 workers on 2 cores; measured with --durations), and the
+# modules whose module-scoped fixture is long (each worker that runs one of their tests builds it
+# again). They start first and on different workers, so that they overlap the many short ones
+# instead of queueing behind each other. pytest-xdist's work stealing hands worker k the k-th of n
+# contiguous slices of the collected order (sizes len // n, then the rest likewise) and later moves
+# tests only from the ends of slices; so each long unit is put at the head of a slice, longest
+# first, each into the slice with the least long-unit time so far. Order changes nothing else:
+# every test sets up its own state.
+LONG_TESTS = {
+    "test_time_limit_triggers_checkpoint_and_resume": 80,  # mostly waiting for Slurm's signal
+    "test_two_process_ddp_over_gloo_matches_single_process_training": 45,
+    "test_kill_9_mid_training_then_rerun_gives_identical_numbers": 40,
+    "test_distributed.py": 30,  # two_ranks: two spawned processes run every scenario
+    "test_local_executor_runs_subprocesses_in_parallel": 25,
+    "test_two_task_ddp_job_on_slurm": 22,
+    "test_two_concurrent_bench_runs_train_the_run_once": 22,
+    "test_bench_run_writes_results_and_report_then_skips_done_runs": 20,
+    "test_ctrl_c_prints_one_line_and_the_rerun_says_where_it_resumes": 20,
+    "test_report_verdict.py": 20,  # known: a report with figures; test_new_latex_tables_compile
+    "test_requeued_job_resumes_from_checkpoint_with_identical_numbers": 18,
+    "test_model_selection_on_slurm_needs_no_second_submission": 17,
+    "test_reproduce_submits_once_then_renders_expected_vs_actual": 12,
+    "test_a_run_killed_right_after_a_mid_epoch_checkpoint_resumes_to_identical_numbers": 12,
+    "test_with_data_it_runs_the_grid_and_renders_expected_vs_actual": 10,
+    "test_compiled_chunk_kernel_matches_eager": 10,
+}
+
+
+def spread_over_slices(items: list, seconds: dict[str, float], workers: int) -> list:
+    """``items`` reordered so that the long units (a test by name, parametrisations included, or a
+    whole module by file name) head the ``workers`` slices that work stealing starts from,
+    balanced greedily (longest first, into the least-loaded slice); the other tests keep their
+    order and fill the slices to the sizes work stealing gives them."""
+
+    def unit(item) -> str | None:
+        return next((key for key in (item.path.name, item.originalname) if key in seconds), None)
+
+    units: dict[str, list] = {}
+    for item in items:
+        if (key := unit(item)) is not None:
+            units.setdefault(key, []).append(item)
+    rest = [item for item in items if unit(item) is None]
+    heads: list[list] = [[] for _ in range(workers)]
+    load = [0.0] * workers
+    for key in sorted(units, key=lambda k: -seconds[k]):
+        k = load.index(min(load))
+        heads[k] += units[key]
+        load[k] += seconds[key]
+    ordered, left = [], len(items)
+    for k in range(workers):
+        fill = max(0, left // (workers - k) - len(heads[k]))
+        ordered += heads[k] + rest[:fill]
+        rest = rest[fill:]
+        left -= len(heads[k]) + fill
+    return ordered + rest
 
 
 def pytest_collection_modifyitems(config, items):
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.originalname, len(rank)))  # stable: the rest keep their order
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
+    items[:] = spread_over_slices(items, LONG_TESTS, workers)
