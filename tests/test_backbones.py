@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import onnx
 import pytest
 import torch
 import torch.nn.functional as F
@@ -65,6 +64,7 @@ def test_split_classifier_prefix_plus_suffix_equals_forward():
 
 def test_imgfocus_conversion_matches_onnxruntime(tmp_path):
     """The converted checkpoint, loaded through timm, reproduces the ONNX backbone's hidden states."""
+    import onnx  # imported here: ~1 s, and only this test needs it
     import onnxruntime as ort
 
     onnx_file = imgfocus.onnx_path()

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.store import RunDir, _alive
 from bench.suite import expand, load_suite
+from conftest import run_in_this_process
 from test_suite import write
 
 SUITE = """
@@ -51,9 +52,7 @@ def test_kill_9_mid_training_then_rerun_gives_identical_numbers(tmp_path):
     logs exactly what an uninterrupted run logs."""
     suite = write(tmp_path, SUITE % (3, "grpo_rm"))
     spec = expand(load_suite(suite), suite)[0]
-    clean = bench_run(suite, tmp_path / "clean")
-    assert clean.wait(timeout=600) == 0
-    clean_dir = RunDir.of(tmp_path / "clean", spec.suite, spec.run_id)
+    clean_dir = run_in_this_process(spec, tmp_path / "clean")  # the local executor's job: one thread (2 CPUs, 2 in parallel)
 
     hold = tmp_path / "hold"
     hold.touch()
@@ -87,16 +86,17 @@ def test_kill_9_mid_training_then_rerun_gives_identical_numbers(tmp_path):
 
 def test_two_process_ddp_over_gloo_matches_single_process_training(tmp_path):
     """2 CPU processes, each on half of every batch: DDP's averaged gradient equals the
-    single-process one, so the losses track the single-process run to float rounding."""
+    single-process one, so the losses track the single-process run (here, in this process) to
+    float rounding."""
     base = SUITE % (2, "sft")
     ddp = write(tmp_path, base.replace("matrix:", "resources:\n  default: {tasks: 2}\nmatrix:"), "ddp.yaml")
+    proc = bench_run(ddp, tmp_path / "ddp")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, out
     single = write(tmp_path, base, "single.yaml")
-    for suite, results in ((ddp, tmp_path / "ddp"), (single, tmp_path / "single")):
-        proc = bench_run(suite, results)
-        out, _ = proc.communicate(timeout=600)
-        assert proc.returncode == 0, out
     spec = expand(load_suite(single), single)[0]
-    ddp_dir, single_dir = (RunDir.of(tmp_path / r, spec.suite, spec.run_id) for r in ("ddp", "single"))
+    ddp_dir = RunDir.of(tmp_path / "ddp", spec.suite, spec.run_id)
+    single_dir = run_in_this_process(spec, tmp_path / "single")
     assert ddp_dir.read_result()["protocol"]["world_size"] == 2
     assert single_dir.read_result()["protocol"]["world_size"] == 1
     assert ddp_dir.read_status()["world_size"] == 2

@@ -224,6 +224,7 @@ def test_expected_table_in_the_report_files(tmp_path):
     assert "## Expected vs actual" in report.markdown and (out / "expected.tex").is_file()
 
 
+@pytest.mark.figures
 def test_only_files_an_earlier_report_listed_are_removed(tmp_path):
     """Stale artefacts go (a figure whose data is gone) but only those the previous report's own
     manifest names: a user's files in the folder — figures and tables included — are never
@@ -245,6 +246,7 @@ def test_only_files_an_earlier_report_listed_are_removed(tmp_path):
             assert out / f"{name}.{ext}" in report.files and (out / f"{name}.{ext}").stat().st_size > 1000
 
 
+@pytest.mark.figures
 def test_config_variants_are_aggregated_apart_never_pooled_as_seeds(tmp_path):
     text = SUITE.replace("  seed: [0, 1, 2]", "  seed: [0, 1, 2]\n  train.lr: [1.0e-4, 2.0e-4]")
     path, specs = write_suite(tmp_path, text=text)
@@ -263,6 +265,7 @@ def test_config_variants_are_aggregated_apart_never_pooled_as_seeds(tmp_path):
     assert "No bars figure" not in md and "drawing it failed" not in md
 
 
+@pytest.mark.figures
 def test_a_failing_figure_is_reported_and_costs_nothing_else(tmp_path, monkeypatch):
     import bench.report.plots as plots
 
@@ -303,6 +306,7 @@ def write_sweep(tmp_path):
     return path, specs
 
 
+@pytest.mark.figures
 def test_an_epsilon_mu_sweep_gives_one_row_and_one_delta_per_config(tmp_path):
     path, specs = write_sweep(tmp_path)
     long = with_averages(long_table(specs, tmp_path / "results"))
@@ -407,6 +411,7 @@ def write_tuned(tmp_path, tune_leak: float = 0.01):
     return path, specs
 
 
+@pytest.mark.figures
 def test_tuning_runs_reach_only_the_sweep_figure_and_finals_pair_across_chosen_lrs(tmp_path):
     from bench.report.aggregate import finished_results, selection_table, sweep_table, training_log
 

@@ -71,6 +71,7 @@ def number(text: str) -> float:
     return float(text.replace("−", "-"))
 
 
+@pytest.mark.figures
 def test_html_report_renders_in_chromium_and_its_tables_equal_the_csvs(tmp_path):
     text = SUITE + "expected:\n  - {quantity: delta, split: ood_avg, value: 4.26, tolerance: 1.0, source: paper}\n"
     path, specs = write_suite(tmp_path, skip={("grpo_rm", 2)}, fail={("sft", 1)}, text=text)

@@ -189,7 +189,9 @@ def write_known(root, with_predictions: bool = True, corrupt: set[tuple[str, int
 def known(tmp_path_factory):
     root = tmp_path_factory.mktemp("known")
     path, specs = write_known(root)
-    report = build_report(load_suite(path), specs, root / "results", root / "reports", path)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BENCH_REPORT_FIGURES", "1")  # the forest plot, reliability diagram and curves are checked below
+        report = build_report(load_suite(path), specs, root / "results", root / "reports", path)
     return root, report
 
 
@@ -366,6 +368,7 @@ def test_config_labels_name_what_differs_from_the_defaults():
     assert config_label("sft", {"label_smoothing": 0.1}) == "SFT label_smoothing=0.1"
 
 
+@pytest.mark.figures
 def test_ablation_ranks_every_config_against_the_plain_sft(tmp_path):
     path, specs = write_ablation(tmp_path)
     report = build_report(load_suite(path), specs, tmp_path / "results", tmp_path / "reports", path, BootstrapSettings(replicates=500))

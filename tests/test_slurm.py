@@ -19,8 +19,8 @@ from rich.console import Console
 from bench.launch import LaunchOptions, launch, scheduler_states
 from bench.store import RunDir
 from bench.suite import expand, load_suite
-from bench.job import run_job
 from bench.train import HOLD_ENV
+from conftest import run_in_this_process
 from test_suite import write
 
 
@@ -63,12 +63,7 @@ def make_suite(tmp_path, name="s", img=28, blocks=1, train=32, epochs=2, time_mi
 
 def reference_metrics(spec, tmp_path) -> dict:
     """The same run in this process, with the thread count a 1-CPU Slurm job uses."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return run_job(spec.config, RunDir(tmp_path / "reference" / spec.run_id))["metrics"]
-    finally:
-        torch.set_num_threads(threads)
+    return run_in_this_process(spec, tmp_path / "reference").read_result()["metrics"]
 
 
 def job_id_of(run_dir: RunDir) -> str:
