@@ -163,13 +163,20 @@ def job_outcome(spec: RunSpec, job: Any) -> RunOutcome:
         return RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {str(exc)[:200]}")
 
 
+def local_threads(parallel: int) -> int:
+    """Math threads per local run: the machine's cores shared by the ``parallel`` runs at once, so
+    that they do not oversubscribe it. A run's numbers can depend on its thread count (how a sum is
+    split), so a reference for a local run must use the same."""
+    return max(1, (os.cpu_count() or 1) // max(1, parallel))
+
+
 def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, parallel: int, console: Console) -> list[RunOutcome]:
     """Each run in a subprocess (submitit LocalExecutor), at most ``parallel`` at once; a profile
     with several processes per run starts that many (DDP over gloo on CPU)."""
     executor = submitit.LocalExecutor(folder=submitit_folder(results_root, specs[0].suite) if specs else results_root)
     executor.update_parameters(timeout_min=24 * 60)
     queue, running, outcomes = list(specs), {}, []
-    threads = max(1, (os.cpu_count() or 1) // max(1, parallel))
+    threads = local_threads(parallel)
     live = Live(status_table(run_rows(specs, results_root)), console=console, refresh_per_second=1) if console.is_terminal else None
     shown: dict[str, tuple[str, str]] = {}  # without a terminal: a plain line when a run's state or phase moves on
     with live or contextlib.nullcontext():

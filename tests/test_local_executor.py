@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from bench.launch import local_threads
 from bench.store import RunDir, _alive
 from bench.suite import expand, load_suite
 from conftest import run_in_this_process
@@ -27,10 +28,11 @@ matrix:
   seed: [0]
 """
 BENCH = [sys.executable, "-m", "bench.cli"]
+PARALLEL = 2  # runs at once: each local job gets local_threads(PARALLEL) math threads
 
 
 def bench_run(suite: Path, results: Path, **popen) -> subprocess.Popen:
-    cmd = [*BENCH, "run", str(suite), "--executor", "local", "--parallel", "2", "--results", str(results), "--reports", str(results / "reports")]
+    cmd = [*BENCH, "run", str(suite), "--executor", "local", "--parallel", str(PARALLEL), "--results", str(results), "--reports", str(results / "reports")]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **popen)
 
 
@@ -52,7 +54,7 @@ def test_kill_9_mid_training_then_rerun_gives_identical_numbers(tmp_path):
     logs exactly what an uninterrupted run logs."""
     suite = write(tmp_path, SUITE % (3, "grpo_rm"))
     spec = expand(load_suite(suite), suite)[0]
-    clean_dir = run_in_this_process(spec, tmp_path / "clean")  # the local executor's job: one thread (2 CPUs, 2 in parallel)
+    clean_dir = run_in_this_process(spec, tmp_path / "clean", threads=local_threads(PARALLEL))  # as many threads as bench_run's jobs
 
     hold = tmp_path / "hold"
     hold.touch()
