@@ -8,8 +8,9 @@ import pytest
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs several pytest-xdist workers on a 2-core machine: one math thread each (and
-    # in the processes they start), or their thread pools spin against each other. Set before any
-    # test module imports torch, which reads it once.
+    # in the processes they start, except local-executor jobs, which get launch.local_threads), or
+    # their thread pools spin against each other. Set before any test module imports torch, which
+    # reads it once.
     os.environ["OMP_NUM_THREADS"] = "1"
 
 from bench.config import RunConfig
@@ -29,10 +30,11 @@ def tiny_config(method: str = "grpo_rm", seed: int = 0, **overrides) -> RunConfi
     return RunConfig(**tree)
 
 
-def run_in_this_process(spec, folder, threads: int = 1):
+def run_in_this_process(spec, folder, threads: int):
     """``spec`` trained and evaluated here, uninterrupted, into ``folder``/<run id>: the reference a
-    run through an executor (a subprocess, a Slurm job: one math thread each) must equal, number
-    for number. Returns its RunDir."""
+    run through an executor must equal, number for number. ``threads`` must be the executor's
+    (a 1-CPU Slurm job: 1; a local job: ``launch.local_threads``): a sum split over another
+    number of threads can round differently. Returns its RunDir."""
     import torch
 
     from bench.job import run_job
@@ -109,33 +111,43 @@ LONG_TESTS = {
 
 def spread_over_slices(items: list, seconds: dict[str, float], workers: int) -> list:
     """``items`` reordered so that the long units (a test by name, parametrisations included, or a
-    whole module by file name) head the ``workers`` slices that work stealing starts from,
-    balanced greedily (longest first, into the least-loaded slice); the other tests keep their
-    order and fill the slices to the sizes work stealing gives them."""
+    whole module by file name) lead the ``workers`` slices that work stealing starts from,
+    balanced greedily (longest first, into the least-loaded slice that has room for the whole
+    unit); the other tests keep their order and fill the slices to the sizes work stealing gives
+    them. A unit no slice has room for (a small selection) runs first among the others."""
 
     def unit(item) -> str | None:
-        return next((key for key in (item.path.name, item.originalname) if key in seconds), None)
+        return next((key for key in (item.path.name, getattr(item, "originalname", None) or item.name) if key in seconds), None)
 
+    sizes, left = [], len(items)
+    for k in range(workers):
+        sizes.append(left // (workers - k))
+        left -= sizes[-1]
     units: dict[str, list] = {}
     for item in items:
         if (key := unit(item)) is not None:
             units.setdefault(key, []).append(item)
-    rest = [item for item in items if unit(item) is None]
     heads: list[list] = [[] for _ in range(workers)]
     load = [0.0] * workers
+    overflow: list = []
     for key in sorted(units, key=lambda k: -seconds[k]):
-        k = load.index(min(load))
+        room = [k for k in range(workers) if len(heads[k]) + len(units[key]) <= sizes[k]]
+        if not room:
+            overflow += units[key]
+            continue
+        k = min(room, key=lambda k: load[k])
         heads[k] += units[key]
         load[k] += seconds[key]
-    ordered, left = [], len(items)
+    rest = overflow + [item for item in items if unit(item) is None]
+    ordered = []
     for k in range(workers):
-        fill = max(0, left // (workers - k) - len(heads[k]))
+        fill = sizes[k] - len(heads[k])
         ordered += heads[k] + rest[:fill]
         rest = rest[fill:]
-        left -= len(heads[k]) + fill
-    return ordered + rest
+    return ordered
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m have deselected: the slices are cut from what runs
 def pytest_collection_modifyitems(config, items):
     workers = getattr(config, "workerinput", {}).get("workercount", 1)
     items[:] = spread_over_slices(items, LONG_TESTS, workers)

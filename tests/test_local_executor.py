@@ -98,7 +98,7 @@ def test_two_process_ddp_over_gloo_matches_single_process_training(tmp_path):
     single = write(tmp_path, base, "single.yaml")
     spec = expand(load_suite(single), single)[0]
     ddp_dir = RunDir.of(tmp_path / "ddp", spec.suite, spec.run_id)
-    single_dir = run_in_this_process(spec, tmp_path / "single")
+    single_dir = run_in_this_process(spec, tmp_path / "single", threads=local_threads(PARALLEL))
     assert ddp_dir.read_result()["protocol"]["world_size"] == 2
     assert single_dir.read_result()["protocol"]["world_size"] == 1
     assert ddp_dir.read_status()["world_size"] == 2

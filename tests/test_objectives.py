@@ -313,16 +313,32 @@ def test_compiled_chunk_kernel_matches_eager(monkeypatch):
     """At segmentation scale the later-pass kernel runs through torch.compile; force it on a
     small batch (one chunk shape, one compile) and compare with the eager kernel.
 
-    Inductor is told to trust the vector extensions the CPU reports rather than prove each one by
-    building a probe and loading it in a fresh Python that imports torch: ten such processes were
-    20 of this test's 30 s. The kernels are still generated for, compiled with and run on the
-    extensions the CPU has; a toolchain without them fails the compile, and so the test."""
+    Inductor proves each vector extension the CPU reports by building a probe library and loading
+    it in a fresh Python that imports torch: ten such processes were 20 of this test's 30 s. Here
+    the probes are still built, by the same compiler and flags, and loaded with ctypes in this
+    process instead (a probe only defines functions: loading runs none of them). The choice of
+    extensions, and any fallback, stays inductor's."""
+    import ctypes
+    import subprocess
+    from types import SimpleNamespace
+
     from torch._inductor import cpu_vec_isa
 
     from bench.methods import base, build_method
     from bench.methods import grpo_rm_fused as fused
 
-    monkeypatch.setattr(cpu_vec_isa.VecISA, "check_build", lambda self, code: True)
+    before, after = cpu_vec_isa.VecISA._avx_py_load.split("__lib_path__")
+
+    def load_probe_here(command: list[str], **_) -> int:
+        code = command[-1]
+        assert command[-2] == "-c" and code.startswith(before) and code.endswith(after), command
+        try:
+            ctypes.CDLL(code[len(before): len(code) - len(after)])
+        except OSError as exc:
+            raise subprocess.CalledProcessError(1, command) from exc
+        return 0
+
+    monkeypatch.setattr(cpu_vec_isa, "subprocess", SimpleNamespace(check_call=load_probe_here, DEVNULL=subprocess.DEVNULL))
     monkeypatch.setattr(base, "QUESTION_CHUNK", 35)  # 5×7 pixels per image: every chunk has one shape
     logits, labels = _dense_batch(seed=6)
     logits = logits.float()

@@ -259,6 +259,7 @@ def test_missing_or_stale_predictions_keep_the_seed_level_interval_and_say_so(tm
     assert delta.at[("c/fog/1", "top1"), "ci_method"] == "bootstrap"
 
 
+@pytest.mark.figures  # drawn by the module fixture `known`
 def test_forest_plot_has_every_delta_per_evaluation_set(known):
     from bench.report import _prediction_paths
     from bench.report.stats import load_predictions
@@ -278,6 +279,7 @@ def test_forest_plot_has_every_delta_per_evaluation_set(known):
     assert list(frame["significant"]) == [True, False, True, True, True, True]
 
 
+@pytest.mark.figures  # drawn by the module fixture `known`
 def test_calibration_table_and_reliability_diagram(known):
     root, report = known
     out = root / "reports" / "syn"
@@ -305,6 +307,7 @@ def test_calibration_table_and_reliability_diagram(known):
     assert out / "reliability.png" in report.files and (out / "reliability.png").stat().st_size > 1000
 
 
+@pytest.mark.figures  # drawn by the module fixture `known`
 def test_curves_draw_exactly_the_quantities_that_vary(known):
     from bench.report.aggregate import training_log
     from bench.report.plots import CURVE_PANELS, curve_panels

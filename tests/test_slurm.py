@@ -63,7 +63,7 @@ def make_suite(tmp_path, name="s", img=28, blocks=1, train=32, epochs=2, time_mi
 
 def reference_metrics(spec, tmp_path) -> dict:
     """The same run in this process, with the thread count a 1-CPU Slurm job uses."""
-    return run_in_this_process(spec, tmp_path / "reference").read_result()["metrics"]
+    return run_in_this_process(spec, tmp_path / "reference", threads=1).read_result()["metrics"]
 
 
 def job_id_of(run_dir: RunDir) -> str:

@@ -1,6 +1,6 @@
 """The test suite's own schedule (conftest.spread_over_slices), checked against pytest-xdist's
-work-stealing scheduler itself: each long unit must start on its own worker, not queue behind
-another long one."""
+work-stealing scheduler itself: the long units must lead the workers' first batches, spread over
+them, instead of queueing on one worker."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from xdist.scheduler.worksteal import WorkStealingScheduling
 from conftest import spread_over_slices
 
 LONG = {"test_a": 80, "test_b": 45, "test_c": 40, "test_mod.py": 30, "test_d": 25, "test_e": 10}
+MODULE = ["test_m0", "test_m1", "test_m2"]
 
 
 class FakeWorker:
@@ -34,8 +35,9 @@ def collected(n_short: int = 90) -> list[SimpleNamespace]:
     """Long tests scattered through the collection, a module of three tests, and short ones."""
     items = [SimpleNamespace(path=Path(f"tests/test_{i % 7}.py"), originalname=f"test_short{i}") for i in range(n_short)]
     for at, name in ((5, "test_e"), (20, "test_a"), (33, "test_d"), (60, "test_c"), (61, "test_b")):
-        items.insert(at, SimpleNamespace(path=Path("tests/test_x.py"), originalname=name))
-    items[40:40] = [SimpleNamespace(path=Path("tests/test_mod.py"), originalname=f"test_m{j}") for j in range(3)]
+        items.insert(min(at, len(items)), SimpleNamespace(path=Path("tests/test_x.py"), originalname=name))
+    at = min(40, len(items))
+    items[at:at] = [SimpleNamespace(path=Path("tests/test_mod.py"), originalname=name) for name in MODULE]
     for item in items:
         item.nodeid = f"{item.path}::{item.originalname}"
     return items
@@ -53,6 +55,19 @@ def first_batches(items: list, workers: int) -> list[list[str]]:
     return [[items[i].originalname for i in node.received] for node in nodes]
 
 
+def is_short(name: str) -> bool:
+    return name.startswith("test_short")
+
+
+# The long units each worker's first batch starts with, worked out by hand: longest first, each
+# into the worker with the least long-unit seconds so far (ties: the lower worker).
+EXPECTED_HEADS = {
+    2: [["test_a", *MODULE, "test_e"], ["test_b", "test_c", "test_d"]],  # 80+30+10 | 45+40+25
+    3: [["test_a"], ["test_b", "test_d", "test_e"], ["test_c", *MODULE]],  # 80 | 45+25+10 | 40+30
+    4: [["test_a"], ["test_b"], ["test_c", "test_e"], [*MODULE, "test_d"]],  # 80 | 45 | 40+10 | 30+25
+}
+
+
 @pytest.mark.parametrize("workers", [2, 3, 4])
 def test_each_worker_starts_with_its_share_of_the_long_units(workers):
     items = collected()
@@ -60,21 +75,29 @@ def test_each_worker_starts_with_its_share_of_the_long_units(workers):
     assert sorted(map(id, ordered)) == sorted(map(id, items))  # a reordering: nothing lost or repeated
     batches = first_batches(ordered, workers)
     assert sum(map(len, batches)) == len(items)  # the first hand-out covers the whole collection
-    heads = [b[0] for b in batches]
-    assert heads == ["test_a", "test_b", "test_c", "test_m0"][:workers]  # the longest units, one per worker
-    # every long unit sits at the start of a worker's batch, before any short test
-    for batch in batches:
-        shorts_from = next(i for i, n in enumerate(batch) if n.startswith("test_short"))
-        assert not any(n.startswith("test_short") for n in batch[:shorts_from])
-        assert not any(not n.startswith("test_short") for n in batch[shorts_from:]), batch
-    # the module's tests stay together on one worker, so its module fixture is built once
-    assert sum(any(n.startswith("test_m") for n in b) for b in batches) == 1
-    # greedy balance: no worker's long-unit time exceeds another's by more than the longest unit
-    load = [sum(LONG.get(n, 0) + (LONG["test_mod.py"] if n == "test_m0" else 0) for n in b) for b in batches]
-    assert max(load) - min(load) <= max(LONG.values())
-    # the short tests keep their collected order
-    short = [i.originalname for i in items if i.originalname.startswith("test_short")]
-    assert [n for b in batches for n in b if n.startswith("test_short")] == short
+    heads = [[name for name in batch if not is_short(name)] for batch in batches]
+    assert heads == EXPECTED_HEADS[workers]
+    for batch, head in zip(batches, heads):
+        assert batch[: len(head)] == head  # the long units come before any short test
+    short = [i.originalname for i in items if is_short(i.originalname)]
+    assert [n for b in batches for n in b if is_short(n)] == short  # the short tests keep their order
+
+
+SMALL = {
+    # 11 tests: slices of 2, 3, 3, 3. The module (3 tests) fits only the last slice, which is empty;
+    # test_d and test_e then go to the least-loaded slices that still have room.
+    3: [["test_a", "test_short0"], ["test_b", "test_e", "test_short1"], ["test_c", "test_d", "test_short2"], MODULE],
+    # 8 tests: slices of 2. No slice has room for the module: its tests fill the slices' second
+    # places first, in order, and test_e joins test_d (the least-loaded slice with room).
+    0: [["test_a", "test_m0"], ["test_b", "test_m1"], ["test_c", "test_m2"], ["test_d", "test_e"]],
+}
+
+
+@pytest.mark.parametrize("n_short", [3, 0])
+def test_small_selections_keep_xdists_slice_sizes(n_short):
+    """`pytest -n 4 tests/test_slurm.py`, say: slices of 2 or 3 tests. A unit goes only where it
+    fits whole; one that fits nowhere runs first among the rest."""
+    assert first_batches(spread_over_slices(collected(n_short), LONG, 4), 4) == SMALL[n_short]
 
 
 def test_without_spreading_the_long_tests_queue_on_one_worker():

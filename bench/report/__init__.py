@@ -116,7 +116,7 @@ def _id_calibration(results: list, runs: pd.DataFrame) -> pd.DataFrame:
 def figures_wanted() -> bool:
     """$BENCH_REPORT_FIGURES=0 writes tables, CSVs and the page without drawing figures (drawing is
     most of a small report's cost: ~3 s of ~4 on 2 cores) — for quick iterations, and for the tests
-    of everything but the figures (tests/conftest.py; the report tests draw them)."""
+    of everything but the figures (tests/conftest.py; tests marked `figures` draw them)."""
     return os.environ.get("BENCH_REPORT_FIGURES", "1").strip().lower() not in ("0", "off", "no", "false")
 
 
