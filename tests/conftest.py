@@ -105,7 +105,7 @@ LONG_TESTS = {
     "test_reproduce_submits_once_then_renders_expected_vs_actual": 12,
     "test_a_run_killed_right_after_a_mid_epoch_checkpoint_resumes_to_identical_numbers": 12,
     "test_with_data_it_runs_the_grid_and_renders_expected_vs_actual": 10,
-    "test_compiled_chunk_kernel_matches_eager": 10,
+    "test_compiled_chunk_kernel_matches_eager": 20,  # with a cold inductor cache (a fresh machine)
 }
 
 
