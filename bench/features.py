@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from collections import OrderedDict
 from typing import Hashable, Iterator, Sequence
 
@@ -103,6 +104,27 @@ def pin_memory() -> bool:
     return torch.cuda.is_available()
 
 
+def data_loader(dataset: Dataset, **kwargs) -> DataLoader:
+    """Every DataLoader of a run: output pinned where there is a GPU, and worker processes that
+    leave the job's scheduler signals to this process (:func:`leave_scheduler_signals_to_main`)."""
+    return DataLoader(dataset, pin_memory=pin_memory(), worker_init_fn=leave_scheduler_signals_to_main, **kwargs)
+
+
+def leave_scheduler_signals_to_main(worker_id: int) -> None:
+    """DataLoader worker start: ignore the signals submitit handles in the main process.
+
+    Slurm signals every process of a job step, and forked DataLoader workers hold the main
+    process's handlers. A worker that ran submitit's time-limit/preemption handler would
+    checkpoint and requeue the job as well, racing the main process for submitit's checkpoint
+    file: seen as "A temporary saved file already exists" and a job that failed instead of being
+    requeued. The main process checkpoints; its workers end with it.
+    """
+    for sig in signal.valid_signals():
+        handler = signal.getsignal(sig)
+        if callable(handler) and getattr(handler, "__module__", "").startswith("submitit"):
+            signal.signal(sig, signal.SIG_IGN)
+
+
 def sample_generator(augment: AugmentKey, i: int) -> torch.Generator:
     """Sample ``i``'s augmentation randomness for (seed, epoch): the same whoever loads it."""
     seed, epoch = augment
@@ -119,7 +141,7 @@ def load_batches(dataset: Dataset, indices: Sequence[Tensor], num_workers: int) 
         yield from (default_collate([dataset[int(i)] for i in index]) for index in indices)
     else:
         batches = [index.tolist() for index in indices]
-        yield from DataLoader(dataset, batch_sampler=batches, num_workers=num_workers, pin_memory=pin_memory())
+        yield from data_loader(dataset, batch_sampler=batches, num_workers=num_workers)
 
 
 class SplitInputs:
@@ -170,13 +192,10 @@ class SplitInputs:
         if workers == 0 or len(keys) == 1:
             yield from (self._samples[key] for key in keys)
         elif self._loader_busy:
-            yield from DataLoader(self._samples, batch_size=None, sampler=keys, num_workers=workers, pin_memory=pin_memory())
+            yield from data_loader(self._samples, batch_size=None, sampler=keys, num_workers=workers)
         else:
             if self._loader is None or self._loader.num_workers < workers:  # (re)sized for the largest pass so far
-                self._loader = DataLoader(
-                    self._samples, batch_size=None, sampler=self._plan, num_workers=workers,
-                    pin_memory=pin_memory(), persistent_workers=True,
-                )
+                self._loader = data_loader(self._samples, batch_size=None, sampler=self._plan, num_workers=workers, persistent_workers=True)
             self._plan.keys = keys
             self._loader_busy = True
             try:

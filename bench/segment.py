@@ -17,12 +17,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from bench.data import Split, to_model_input
 from bench.data.base import take
 from bench.data.seg_transforms import SegTrainTransform, keep_ratio_resize, slide_inference
-from bench.features import load_batches, pin_memory, sample_generator
+from bench.features import data_loader, load_batches, sample_generator
 from bench.seg_metrics import IoUAccumulator
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ def eval_images(split: Split, test_scale: tuple[int, int], num_workers: int) -> 
     if num_workers == 0:
         yield from (dataset[i] for i in range(len(dataset)))
     else:
-        yield from DataLoader(dataset, batch_size=None, num_workers=num_workers, pin_memory=pin_memory())
+        yield from data_loader(dataset, batch_size=None, num_workers=num_workers)
 
 
 @torch.no_grad()

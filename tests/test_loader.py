@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import signal
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from bench.data import DATASETS, ImageArrays, ImageFiles
 from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, to_model_input, to_pixels
 from bench.data.seg_transforms import keep_ratio_resize, slide_inference
 from bench.data.transforms import ClassificationTransform
-from bench.features import SplitInputs, sample_generator
+from bench.features import SplitInputs, data_loader, sample_generator
 from bench.seg_metrics import IoUAccumulator
 from bench.segment import evaluate_segmentation
 import data_fixtures as fx
@@ -200,3 +201,47 @@ def test_pool_has_at_most_one_worker_per_batch():
     short = list(inputs.batches([torch.arange(0, 6), torch.arange(6, 12)]))
     assert len(_children() - before) == 2 and torch.equal(torch.cat(short), torch.cat(expected))
     assert _equal(list(inputs.sequential(4)), expected) and len(_children() - before) >= 3
+
+
+SIGNALS = {"USR2": signal.SIGUSR2, "TERM": signal.SIGTERM, "USR1": signal.SIGUSR1}
+
+
+class HandlersSeen(torch.utils.data.Dataset):
+    """One item: what each signal's handler is in the process that loads it."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, i: int) -> dict[str, str]:
+        def name(handler) -> str:
+            return "ignored" if handler == signal.SIG_IGN else getattr(handler, "__qualname__", repr(handler))
+
+        return {key: name(signal.getsignal(sig)) for key, sig in SIGNALS.items()}
+
+
+def test_loader_workers_leave_submitits_signal_handlers_to_the_main_process():
+    """Slurm signals every process of a job step. DataLoader workers are forked with submitit's
+    handlers; one that ran the time-limit handler raced the main process for submitit's
+    checkpoint file, and the job failed instead of being requeued. Workers now ignore submitit's
+    signals (the handlers installed here are the bound methods submitit installs) and keep any
+    other handler."""
+    from submitit.core.job_environment import SignalHandler
+
+    submitits = SignalHandler.__new__(SignalHandler)  # only its bound methods are needed
+
+    def our_own(signum, frame) -> None:
+        pass
+
+    previous = {sig: signal.getsignal(sig) for sig in SIGNALS.values()}
+    try:
+        signal.signal(signal.SIGUSR2, submitits.checkpoint_and_try_requeue)
+        signal.signal(signal.SIGTERM, submitits.bypass)
+        signal.signal(signal.SIGUSR1, our_own)
+        here = HandlersSeen()[0]
+        (in_worker,) = data_loader(HandlersSeen(), batch_size=None, num_workers=1)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    assert here == {"USR2": "SignalHandler.checkpoint_and_try_requeue", "TERM": "SignalHandler.bypass",
+                    "USR1": f"{our_own.__qualname__}"}
+    assert in_worker == {"USR2": "ignored", "TERM": "ignored", "USR1": here["USR1"]}
