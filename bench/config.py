@@ -88,9 +88,6 @@ class ModelConfig(Strict):
     cache_frozen_prefix: bool = Field(True, description="compute the frozen blocks once per image (no augmentation) and reuse")
 
 
-_PASSED_DATA_CHECKS: set[tuple] = set()  # (name, repr(params), eval_splits, train_split) of data sections that passed
-
-
 class DataConfig(Strict):
     name: str = Field("fmnist_composites", description="registered dataset name (`bench data list`)")
     params: dict[str, Any] = Field(default_factory=dict, description="dataset parameters (see the dataset entry)")
@@ -107,13 +104,15 @@ class DataConfig(Strict):
     )
     val_seed: int = Field(0, ge=0, lt=SEED_LIMIT, strict=True, description="seed of the held-out carve (shared by every run of a comparison, independent of the run's seed)")
 
-    @model_validator(mode="after")
-    def _known(self) -> "DataConfig":
-        # pydantic re-runs this for an already-validated section passed into a RunConfig, once per
-        # run of a suite; the facts checked depend on these fields alone, so a passed check is kept
-        key = (self.name, repr(self.params), self.eval_splits, self.train_split)
-        if key in _PASSED_DATA_CHECKS:
-            return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _known(cls, value: Any, handler: Any) -> "DataConfig":
+        # pydantic would re-run an "after" check on an already-built section passed into a
+        # RunConfig (once per run of a suite, each matching split patterns); a built DataConfig
+        # was checked when it was built and is frozen, so it passes as it is
+        if isinstance(value, cls):
+            return value
+        self = handler(value)
         if self.name not in DATASETS:
             raise ValueError(f"data.name: {DATASETS.unknown_message(self.name)}")
         entry = DATASETS.get(self.name)
@@ -130,9 +129,6 @@ class DataConfig(Strict):
                 raise ValueError(f"data.eval_splits: {pattern!r} names the held-out split, which only the 'heldout' evaluation scores (add it to evaluations)")
             if not _matching_splits(self.name, (pattern,)):
                 raise ValueError(f"data.eval_splits: {self.name} has no split matching {pattern!r}{_split_hint(pattern, entry.splits)}")
-        if len(_PASSED_DATA_CHECKS) > 4096:
-            _PASSED_DATA_CHECKS.clear()
-        _PASSED_DATA_CHECKS.add(key)
         return self
 
     @property
