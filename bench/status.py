@@ -41,8 +41,9 @@ def progress_text(status: dict[str, Any], logged_steps: int, state: str) -> str:
     return ""
 
 
-def run_rows(specs: list["RunSpec"], results_root: Path, scheduler: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """One dict per run: identity, state, progress, attempts, scheduler job and state, error."""
+def run_rows(specs: list["RunSpec"], results_root: Path) -> list[dict[str, Any]]:
+    """One dict per run: identity, state, progress, attempts, scheduler job, error; the scheduler's
+    state of that job is left empty for the caller that asks the scheduler (`bench status`)."""
     rows = []
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
@@ -54,7 +55,7 @@ def run_rows(specs: list["RunSpec"], results_root: Path, scheduler: dict[str, st
             "run": spec.run_id, "stage": stage_label(spec), "method": spec.config.method.name, "seed": spec.config.seed,
             "dataset": spec.config.data.name, "profile": spec.profile, "state": state,
             "progress": progress_text(status, run_dir.metrics_line_count(), state),
-            "attempts": int(status.get("attempts", 0)), "job": job, "scheduler": (scheduler or {}).get(job, ""),
+            "attempts": int(status.get("attempts", 0)), "job": job, "scheduler": "",
             "error": f"{problem.path.name}: {problem.reason}" if problem else (status.get("error") or "") if state != "done" else "",
         })
     return rows

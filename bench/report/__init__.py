@@ -121,11 +121,10 @@ def figures_wanted() -> bool:
 
 
 def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None,
-                 bootstrap: stats.BootstrapSettings | None = None, figures_on: bool | None = None) -> Report:
+                 bootstrap: stats.BootstrapSettings | None = None) -> Report:
     """Write ``reports/<suite>/``. ``bootstrap``: how Δ intervals over seeds and test images are
     formed (:class:`bench.report.stats.BootstrapSettings`; B = 2,000, rng seed 0 by default).
-    ``figures_on``: draw the figures (default: :func:`figures_wanted`)."""
-    figures_on = figures_wanted() if figures_on is None else figures_on
+    Figures are drawn unless :func:`figures_wanted` says otherwise."""
     out = Path(reports_root) / suite.name
     boot = bootstrap or stats.BootstrapSettings()
     states = run_states(specs, results_root)
@@ -206,7 +205,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
                 skipped.append("Training curves: not drawn, constant over training in every run: " + "; ".join(flat) + ".")
     if not sweeps.empty:  # a suite that tunes nothing has no sweep to miss
         draw["sweep"] = lambda: plots.sweep(sweeps, out / "sweep", title)
-    if not figures_on and draw:
+    if draw and not figures_wanted():
         skipped.append("Figures: not drawn ($BENCH_REPORT_FIGURES=0); unset it and run `bench report` to draw them.")
         draw = {}
     for key, make in draw.items():
