@@ -1,5 +1,5 @@
 """What ``bench status`` (and the local executor's live view) shows: one row per run, read from
-the result store and, when given, the scheduler's states; counts per state; a compact table.
+the result store (``bench status`` joins the scheduler's states by job id); counts per state; a compact table.
 
 Rows are plain dicts so that ``bench status --json`` prints exactly what the table shows.
 """

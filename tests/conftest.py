@@ -99,13 +99,13 @@ LONG_TESTS = {
     "test_two_concurrent_bench_runs_train_the_run_once": 22,
     "test_bench_run_writes_results_and_report_then_skips_done_runs": 20,
     "test_ctrl_c_prints_one_line_and_the_rerun_says_where_it_resumes": 20,
+    "test_compiled_chunk_kernel_matches_eager": 20,  # with a cold inductor cache (a fresh machine)
     "test_report_verdict.py": 20,  # known: a report with figures; test_new_latex_tables_compile
     "test_requeued_job_resumes_from_checkpoint_with_identical_numbers": 18,
     "test_model_selection_on_slurm_needs_no_second_submission": 17,
     "test_reproduce_submits_once_then_renders_expected_vs_actual": 12,
     "test_a_run_killed_right_after_a_mid_epoch_checkpoint_resumes_to_identical_numbers": 12,
     "test_with_data_it_runs_the_grid_and_renders_expected_vs_actual": 10,
-    "test_compiled_chunk_kernel_matches_eager": 20,  # with a cold inductor cache (a fresh machine)
 }
 
 
