@@ -140,6 +140,32 @@ class Expectation(BaseModel):
         return v if v is None else DATASETS.check(v)
 
 
+class Primary(BaseModel):
+    """The suite's pre-specified primary endpoint: the one comparison tested alone at α (no
+    multiplicity correction), on which an ``expected:`` claim with the same split and metric is
+    judged and on which adaptive seeds (``seeds: {until: primary}``) stop. Everything else in the
+    report is a secondary endpoint, corrected within its family."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    split: str = Field("ood_avg", description="an evaluation split or a derived average ('ood_avg', 'transfer_avg/sr', ...)")
+    metric: Literal["top1", "top5", "nll", "mIoU", "aAcc", "mAcc"] = "top1"
+    treatment: str = "grpo_rm"
+    control: str = "sft"
+    across: Literal["each", "mean"] = Field("mean", description="mean: one test of the mean over the suite's datasets; each: one per dataset (Holm-corrected among themselves)")
+
+    @field_validator("treatment", "control")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        return METHODS.check(v)
+
+
+MIN_EFFECT_DEFAULTS = {"top1": 0.5, "top5": 0.5, "mIoU": 0.5, "aAcc": 0.5, "mAcc": 0.5, "ece": 0.5, "nll": 0.01, "brier": 0.005}
+"""The smallest Δ worth a † per metric, in the report's units (points for accuracy, mIoU and
+ECE; nats for NLL; the Brier score as it is): a Δ whose CI excludes 0 but whose size is below it is
+too small to matter (a 1.5e-5-point ECE difference), not a finding."""
+
+
 class Selection(BaseModel):
     """Model selection on the held-out split: each method (per dataset, backbone and every other
     matrix value) runs the ``tune`` grid on ``seeds``, scored on split ``heldout`` only; the best
@@ -184,6 +210,9 @@ class Suite(BaseModel):
     profile: str = Field(DEFAULT_PROFILE, description="resource profile of runs unless the matrix has a 'profile' axis")
     evaluations: list[str] | None = Field(None, description="evaluation protocols for every run (default: id, shift)")
     expected: list[Expectation] = Field(default_factory=list, description="figures to reproduce, shown as expected vs actual")
+    primary: Primary | None = Field(None, description="the pre-specified primary endpoint, tested alone at α (see Primary)")
+    min_effect: dict[Literal["top1", "top5", "mIoU", "aAcc", "mAcc", "ece", "nll", "brier"], Annotated[float, Field(ge=0, strict=False)]] = Field(
+        default_factory=dict, description="smallest Δ worth a † per metric (report units); unset metrics keep MIN_EFFECT_DEFAULTS")
     data_root: str | None = Field(None, description="datasets folder for every run (relative: to this file); --data-root overrides, $BENCH_DATA_ROOT is the fallback")
     select: Selection | None = Field(None, description="tune each method on the held-out split before the final runs (see Selection)")
     include: list[str] = Field(default_factory=list, description="other suite files (relative to this one) whose runs join this suite, stored under their own results/<suite>/; their resource profiles become '<suite>/<profile>'")
@@ -198,6 +227,10 @@ class Suite(BaseModel):
             if not _PROFILE_NAME.fullmatch(name):
                 raise ValueError(f"profile name {name!r}: use letters, digits, '_', '.' and '-' only (it becomes a Slurm job name)")
         return v
+
+    def min_effects(self) -> dict[str, float]:
+        """Per metric, the smallest Δ worth a † (the suite's values over the defaults)."""
+        return {**MIN_EFFECT_DEFAULTS, **self.min_effect}
 
     def resource(self, name: str) -> ResourceProfile:
         """The named profile (validated to exist when the suite is expanded)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from scipy import stats as sps
 
 from bench.report import build_report
 from bench.report.aggregate import long_table, paired_delta, seed_summary, severity_summary, t_interval, with_averages
@@ -194,7 +195,10 @@ def test_expected_vs_actual_judges_tolerance_per_dataset_and_over_datasets(tmp_p
         Expectation(quantity="value", method="sft", split="shift_x", value=50.0, tolerance=2.0),  # no such split
     ]
     table = compare(expected, both)
-    assert list(table["verdict"]) == ["inconclusive", "inconclusive", "contradicted", "missing"]
+    # Δ 3, 1, 2 vs 2.5 ± 1: nothing rejects; mean over datasets 3.5, 1.5, 2.5 vs 4.26 ± 0.5: shortfall p = t.cdf((2.5 − 3.76)·√3, 2)
+    # = 0.08, undecided; SFT 80, 82, 84 vs 90 ± 2: shortfall p = t.cdf((82 − 88)·√3/2, 2) = 0.016
+    assert list(table["verdict"]) == ["undecided", "undecided", "smaller than claimed", "missing"]
+    assert table["p_shortfall"].iloc[1] == pytest.approx(sps.ttest_1samp([3.5, 1.5, 2.5], 3.76, alternative="less").pvalue)
     assert table["ci_high"].iloc[2] == pytest.approx(82 + 4.302652729911275 * 2 / math.sqrt(3))
     assert table["actual"].iloc[0] == pytest.approx(100 * statistics.mean(diffs))
     # over datasets: per seed the mean of cifar10's and cifar100's Δ, then over seeds
@@ -220,7 +224,9 @@ def test_expected_table_in_the_report_files(tmp_path):
     # per seed Δ 1.83, −0.17, 0.83 points (s = 1): CI +0.83 ± 2.48 = [−1.65, +3.32] overlaps [3.26, 5.26] and is wider
     diffs = [100 * (ood("grpo_rm", s) - ood("sft", s)) for s in range(3)]
     assert diffs == pytest.approx([11 / 6, -1 / 6, 5 / 6]) and table["ci_high"].iloc[0] == pytest.approx(actual + half(diffs))
-    assert table["verdict"].iloc[0] == "inconclusive"
+    # shortfall against 3.26: t = (0.83 − 3.26)·√3 = −4.2 with 2 df, p = 0.026 → smaller than claimed
+    assert table["verdict"].iloc[0] == "smaller than claimed"
+    assert table["p_shortfall"].iloc[0] == pytest.approx(sps.ttest_1samp(diffs, 3.26, alternative="less").pvalue)
     assert "## Expected vs actual" in report.markdown and (out / "expected.tex").is_file()
 
 
@@ -495,40 +501,71 @@ VERDICT_LONG = {
 
 
 @pytest.mark.parametrize("dataset, expected, tolerance, verdict", [
-    ("cifar10", 2.0, 3.0, "reproduced"),  # [−0.48, 4.48] inside [−1, 5]
-    ("cifar10", 4.0, 2.5, "consistent"),  # overlaps [1.5, 6.5], not inside, width 4.97 ≤ 5
-    ("cifar10", 4.26, 1.5, "inconclusive"),  # overlaps [2.76, 5.76] but 4.97 wide > 3
-    ("cifar10", 8.0, 1.0, "contradicted"),  # 4.48 < 7: no overlap, though the CI is wider than the band
-    ("cifar10", -3.0, 1.0, "contradicted"),  # −0.48 > −2: the band lies below the CI
-    ("cifar10", 2.0, 2.4, "inconclusive"),  # the mean is the claim, yet the CI sticks out of [−0.4, 4.4] and is wider
-    ("cifar100", 2.0, 1.0, "inconclusive"),  # one seed: the point estimate alone never decides
-    ("stl10", 2.0, 1.0, "inconclusive"),  # zero-width CI at 2.00 inside [1, 3]: measures nothing
-    ("tiny_imagenet", 3.0, 2.5, "reproduced"),  # [0.52, 5.48] inside [0.5, 5.5]
+    # cifar10: Δ 1, 2, 3 points (seed-level t: no predictions): mean 2, SE 1/√3, df 2
+    ("cifar10", 2.0, 3.0, "reproduced"),  # TOST against [−1, 5]: both one-sided p = t.sf(5.196, 2) = 0.0175 < 0.05
+    ("cifar10", 4.26, 1.5, "undecided"),  # shortfall p = t.cdf((2 − 2.76)·√3, 2) = 0.16: nothing rejects
+    ("cifar10", 8.0, 1.0, "smaller than claimed"),  # shortfall p = t.cdf((2 − 7)·√3, 2) = 0.0065
+    ("cifar10", -3.0, 1.0, "larger than claimed"),  # excess p = t.sf((2 + 2)·√3, 2) = 0.010
+    ("cifar10", 2.0, 1.2, "undecided"),  # the mean is the claim, but TOST p = t.sf(1.2·√3, 2) = 0.11
+    ("cifar100", 2.0, 1.0, "no interval"),  # one seed: the point estimate alone never decides
+    ("stl10", 2.0, 1.0, "no interval"),  # the same Δ on every seed: a zero-width interval measures nothing
+    ("tiny_imagenet", 3.0, 2.5, "reproduced"),  # Δ 2, 3, 4: TOST p = t.sf(2.5·√3, 2) = 0.025
     ("svhn", 3.0, 1.0, "missing"),
 ])
-def test_claim_verdicts_from_the_paired_confidence_interval(dataset, expected, tolerance, verdict):
-    from bench.report.expected import verdict as judge
-
-    claim = Expectation(quantity="delta", split="test", value=expected, tolerance=tolerance)
+def test_claim_verdicts_are_one_sided_and_equivalence_tests(dataset, expected, tolerance, verdict):
+    """Each verdict word on a constructed case; the p-values against scipy's one-sample t-test
+    (an independent implementation) with the one-sided alternatives."""
+    claim = Expectation(quantity="delta", split="test", value=expected, tolerance=tolerance, dataset=None if dataset == "svhn" else None)
+    if verdict == "missing":
+        claim = Expectation(quantity="delta", split="test", value=expected, tolerance=tolerance, dataset="cifar10", metric="top5")
+        assert compare([claim], synthetic_long(VERDICT_LONG))["verdict"].tolist() == ["missing"]
+        return
     table = compare([claim], synthetic_long(VERDICT_LONG))
     row = table[table["dataset"] == dataset]
-    if verdict == "missing":
-        assert row.empty and judge(0, math.nan, math.nan, expected, tolerance) == "missing"
-        return
     assert row["verdict"].iloc[0] == verdict
-    if dataset == "cifar10":  # the hand-computed interval the verdict came from
+    a, b = VERDICT_LONG[dataset]
+    x = [100 * (t - c) for t, c in zip(b, a)]
+    if len(x) > 1 and len(set(x)) > 1:
+        low, high = expected - tolerance, expected + tolerance
+        assert row["p_shortfall"].iloc[0] == pytest.approx(sps.ttest_1samp(x, low, alternative="less").pvalue)
+        assert row["p_excess"].iloc[0] == pytest.approx(sps.ttest_1samp(x, high, alternative="greater").pvalue)
+        tost = max(sps.ttest_1samp(x, low, alternative="greater").pvalue, sps.ttest_1samp(x, high, alternative="less").pvalue)
+        assert row["p_equivalence"].iloc[0] == pytest.approx(tost)
+        assert row["p_superiority"].iloc[0] == pytest.approx(sps.ttest_1samp(x, 0.0, alternative="greater").pvalue)
+    if dataset == "cifar10":  # the hand-computed 95% interval
         assert (row["ci_low"].iloc[0], row["ci_high"].iloc[0]) == pytest.approx((2 - 4.3027 / math.sqrt(3), 2 + 4.3027 / math.sqrt(3)), abs=1e-3)
 
 
+def test_undecided_claims_say_how_many_more_seeds_decide_them_or_that_none_can():
+    """cifar10 against 4.26 ± 1.5 is undecided at 3 seeds; with the same mean and per-seed spread
+    the shortfall test rejects once t.cdf((2 − 2.76)·√n, n − 1) < 0.05 (found by hand with scipy).
+    An estimate whose image floor alone keeps the SE at 2 points never decides a ±1.5 band."""
+    from bench.report.claims import ClaimTest, seeds_to_decide
+    from bench.report.stats import Components, DeltaEstimate
+
+    table = compare([Expectation(quantity="delta", split="test", value=4.26, tolerance=1.5)], synthetic_long(VERDICT_LONG))
+    row = table[table["dataset"] == "cifar10"].iloc[0]
+    assert row["verdict"] == "undecided"
+    by_hand = next(n for n in range(3, 100) if sps.t.cdf((2 - 2.76) * math.sqrt(n), n - 1) < 0.05)
+    assert row["more_seeds"] == by_hand - 3
+    comps = Components(3, 0.0, (1600.0,), (0.0,), (400,), 0.0)  # image variance 1600 points² over 400 images: floor SE 2 points
+    est = DeltaEstimate(3.0, math.sqrt(comps.variance()), comps.df(), 3, "crossed", comps)
+    assert est.floor == pytest.approx(2.0)
+    assert ClaimTest(est, 4.26, 1.5).verdict == "undecided" and seeds_to_decide(est, 4.26, 1.5) is None
+
+
 def test_verdict_definitions_and_caption():
+    from bench.report.claims import VERDICT_MEANING
     from bench.report.expected import CAPTION, verdict
 
-    assert verdict(3, 1.0, 2.0, 1.5, 0.5) == "reproduced"  # touching both edges is inside
-    assert verdict(3, 2.0, 3.0, 1.0, 1.0) == "consistent"  # touching the upper edge: overlap
-    assert verdict(3, 2.0, 3.0, 0.5, 1.0) == "contradicted"
-    assert verdict(3, 2.0, 2.0, 2.0, 1.0) == "inconclusive"
-    for word in ("reproduced", "contradicted", "consistent", "inconclusive", "missing", "never decides"):
+    assert verdict(3, 1.0, 2.0, 1.5, 0.5) == "reproduced"  # a 95% CI touching both edges: the 90% CI (TOST at 5%) is inside
+    assert verdict(3, 2.0, 3.0, 0.5, 1.0) == "larger than claimed"
+    assert verdict(3, 2.0, 2.0, 2.0, 1.0) == "no interval" and verdict(0, math.nan, math.nan, 1, 1) == "missing"
+    for word in ("reproduced", "smaller than claimed", "larger than claimed", "undecided"):
         assert word in CAPTION
+    docs = (Path(__file__).parents[1] / "docs" / "reports.md").read_text()
+    for word in VERDICT_MEANING:  # every reachable word is defined in the docs
+        assert f"**{word}**" in docs, word
 
 
 def test_a_zero_width_delta_is_never_marked_significant():

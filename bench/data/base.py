@@ -9,6 +9,8 @@ Both answer ``image(i)`` / ``mask(i)`` and carry ``labels``, so everything downs
 
 from __future__ import annotations
 
+import fnmatch
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
@@ -187,6 +189,10 @@ class DatasetEntry:
     names_from_disk: Callable[..., tuple[str, ...]] | None = None  # class names read from the data
     transform_defaults: dict[str, Any] = field(default_factory=dict)  # e.g. crop_pct, train_aug
     facts: dict[str, Any] = field(default_factory=dict)  # label maps, subsets: recorded with results
+    # splits (fnmatch patterns) made of the test split's own images in the test split's order, e.g.
+    # CIFAR-10-C's c/*/*: their per-image errors are correlated with the test split's, so the
+    # report resamples them jointly (bench.report.stats); gen/*/* always are (generated from test)
+    same_images: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.classes is not None and len(self.classes) != self.num_classes:
@@ -198,6 +204,15 @@ class DatasetEntry:
 
     def is_shift(self, split: str) -> bool:
         return split in self.shift_splits
+
+    def image_source(self, split: str) -> str:
+        """The name of the images ``split`` is built from: the test split for splits made of its
+        images in its order (generated corruptions, and what the dataset declares in
+        ``same_images``), else the split itself. Splits with one source share images, image i
+        being the same source image in each: their noise is not independent."""
+        if split.startswith("gen/") or any(fnmatch.fnmatchcase(split, p) for p in self.same_images):
+            return self.test_split
+        return split
 
     def _params(self, split: str, params: dict[str, Any]) -> dict[str, Any]:
         if split not in self.splits:

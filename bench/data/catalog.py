@@ -57,6 +57,7 @@ def _register() -> None:
             name, own, shifted, ("test", *extra, *shifts.corruption_split_names("c", shifts.BENCHMARK_CORRUPTIONS)),
             task="classification", num_classes=num, classes=classes,
             names_from_disk=None if classes else cls.cifar_names(name),
+            same_images=("c/*/*",),  # CIFAR-10/100-C: each severity block is the test set in its order
             description=f"{display} (python pickle batches), 32×32; shifts: {display}-C"
             + (", CIFAR-10.1, STL-10 (9 shared classes)" if extra else "") + ", generated corruptions",
             facts={"stl10_to_cifar10": shifts.STL_TO_CIFAR} if extra else {},

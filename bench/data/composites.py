@@ -159,6 +159,7 @@ DATASETS.add(
         splits=(*RECIPES, *GENERATED),
         shift_splits=(*OWN_SHIFTS, *GENERATED),
         default_eval=("test", *OWN_SHIFTS),
+        same_images=OWN_SHIFTS,  # each shift split re-renders the test split's garments and placements, in order
         build=load_classification,
         description="Fashion-MNIST garments on scikit-image photos/textures; shifts: background, palette, corruption",
         params=dict(img_size=112, train_size=2000, eval_size=500, seed=0, severity=3),

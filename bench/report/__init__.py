@@ -91,7 +91,7 @@ def _variants_markdown(legend: dict[str, dict]) -> str:
 
 
 def _prediction_paths(specs: list[RunSpec], results_root: Path, final: pd.DataFrame) -> dict[str, Path]:
-    """run_id → predictions.npz path of every finished final run (the bootstrap's input)."""
+    """run_id → predictions.npz path of every finished final run (the per-image input of the Δ intervals)."""
     wanted = set(final["run_id"])
     return {s.run_id: RunDir.of(results_root, s.suite, s.run_id).predictions for s in specs if s.run_id in wanted}
 
@@ -113,6 +113,13 @@ def _id_calibration(results: list, runs: pd.DataFrame) -> pd.DataFrame:
     return bins.join(runs[["model", "arm", "method", "random_init"]], on="run_id")
 
 
+def claim_bands(suite: Suite, ends: "verdict.Endpoints") -> list[tuple[str, float, float, str]]:
+    """(split, low, high, label) of each ``expected:`` Δ claim of the compared pair in the headline
+    metric, for the forest plot's claim bands."""
+    return [(e.split, e.value - e.tolerance, e.value + e.tolerance, f"claim {e.value:+.2f} ± {e.tolerance:.2f}") for e in suite.expected
+            if e.quantity == "delta" and e.method == ends.treatment and e.baseline == ends.control and e.metric in ("top1", "mIoU")]
+
+
 def figures_wanted() -> bool:
     """$BENCH_REPORT_FIGURES=0 writes tables, CSVs and the page without drawing figures (drawing is
     most of a small report's cost: ~3 s of ~4 on 2 cores) — for quick iterations, and for the tests
@@ -120,22 +127,35 @@ def figures_wanted() -> bool:
     return os.environ.get("BENCH_REPORT_FIGURES", "1").strip().lower() not in ("0", "off", "no", "false")
 
 
-def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None,
-                 bootstrap: stats.BootstrapSettings | None = None) -> Report:
-    """Write ``reports/<suite>/``. ``bootstrap``: how Δ intervals over seeds and test images are
-    formed (:class:`bench.report.stats.BootstrapSettings`; B = 2,000, rng seed 0 by default).
-    Figures are drawn unless :func:`figures_wanted` says otherwise."""
+def load_final(specs: list[RunSpec], results_root: Path) -> tuple[pd.DataFrame, stats.Predictions, dict[str, str]]:
+    """The final runs' long table (with per-run averages), their per-image predictions, and why
+    any run has none: what every Δ, claim and stopping decision is computed from."""
+    final = finals(with_averages(long_from(finished_results(specs, results_root))))
+    predictions, unread = stats.load_predictions(_prediction_paths(specs, results_root, final)) if not final.empty else ({}, {})
+    return final, predictions, unread
+
+
+def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None) -> Report:
+    """Write ``reports/<suite>/``. Every Δ interval, p-value and MDE comes from the one
+    uncertainty model (:func:`bench.report.stats.delta_estimate`); the primary endpoint, the
+    minimum practical effects and the claims come from the suite. Figures are drawn unless
+    :func:`figures_wanted` says otherwise."""
+    from bench.report import claims as claims_module
+
     out = Path(reports_root) / suite.name
-    boot = bootstrap or stats.BootstrapSettings()
+    ends = verdict.Endpoints.of(suite)
     states = run_states(specs, results_root)
     results = finished_results(specs, results_root)
     long = with_averages(long_from(results))  # tuning runs included (stage 'tune'): the record keeps them
     final = finals(long)  # what every table, Δ, figure but the sweep, and claim is made of
-    summary, delta = seed_summary(final), paired_delta(final)
+    summary, delta = seed_summary(final), paired_delta(final, ends.treatment, ends.control)
     predictions, unread = stats.load_predictions(_prediction_paths(specs, results_root, final)) if not final.empty else ({}, {})
-    delta = stats.with_bootstrap(delta, final, predictions, unread, boot)  # top-1 Δs: seeds and test images where predictions exist
-    verdict_rows = verdict.verdict_frame(delta, final) if not final.empty else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)
-    ablation_rows = verdict.ablation_frame(final, predictions, unread, boot)
+    delta = stats.with_intervals(delta, final, predictions, unread, min_effect=ends.min_effect)  # seeds × images where predictions exist
+    alpha = claims_module.report_alpha(suite, results_root)
+    comparison = compare(list(suite.expected), final, predictions, unread, alpha)
+    primary = verdict.primary_estimates(ends, final, predictions, unread)
+    verdict_rows = verdict.verdict_frame(delta, final, ends, primary) if not final.empty else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)
+    ablation_rows = verdict.ablation_frame(final, predictions, unread, ends)
     selections = selection_table(results)
     tables = build_tables(summary, delta, selections) if not final.empty else []
     extra_tables = [t for t in (verdict.ablation_table(ablation_rows), verdict.wall_time_table(final) if not final.empty else None) if t is not None]
@@ -169,7 +189,6 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     for t in extra_tables:
         extra_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
                                 write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]))
-    comparison = compare(list(suite.expected), final)
     if not comparison.empty:
         write("expected.csv", comparison.to_csv(index=False))
         write("expected.md", expected_markdown(comparison))
@@ -187,11 +206,11 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         if not log.empty:
             log = log.assign(model=log["run_id"].map(runs["model"]), arm=log["run_id"].map(runs["arm"])).dropna(subset=["model"])
         labelled_sev = sev.assign(model=model_labels(sev), arm=arm_labels(sev)) if not sev.empty else sev
-        forest_rows = verdict.forest_frame(delta, final)
+        forest_rows = verdict.forest_frame(delta, final, ends)
         calibration = _id_calibration(results, runs)
         draw = {
             "bars": lambda: plots.bars(by_model, out / "bars", title),
-            "forest": lambda: plots.forest(forest_rows, out / "forest", title),
+            "forest": lambda: plots.forest(forest_rows, out / "forest", title, claim_bands(suite, ends)),
             "id_vs_ood": lambda: plots.id_vs_ood(labelled, by_model, out / "id_vs_ood", title),
             "curves": lambda: plots.curves(log, out / "curves", title, bool(final["random_init"].astype(bool).any())),
             "severity": lambda: plots.severity(labelled_sev, out / "severity", title),
@@ -231,7 +250,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     tuning = tuning_note(selections)
     if tuning:
         head.append(tuning + "\n")
-    box = [verdict.verdict_markdown(verdict_rows, boot)] if not final.empty else []
+    box = [verdict.verdict_markdown(verdict_rows, ends, comparison)] if not final.empty else []
     main = [to_markdown(t) for t in tables if not TABLES.get(t.key).detail]
     detail = [to_markdown(t) for t in tables if TABLES.get(t.key).detail] + [to_markdown(t) for t in extra_tables]
     legend = variant_legend(results)
@@ -241,7 +260,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     write("report.md", markdown)
     page = html.render(
         title=title, description=suite.description, tables=[*table_files, *extra_files],
-        verdict=verdict.verdict_context(verdict_rows, boot),
+        verdict=verdict.verdict_context(verdict_rows, ends, comparison),
         expected=html.expected_context(comparison, EXPECTED_CAPTION), figures=figures, skipped_figures=skipped, states=states,
         suite_files=suite_files(suite, suite_path), variants=legend, long=long, downloads=long_files, tuning=tuning,
         variants_intro=VARIANTS_INTRO,

@@ -1,56 +1,52 @@
-"""Expected vs actual: a suite's stated figures (e.g. the paper's claims) against its results.
+"""Expected vs actual: a suite's stated figures (e.g. the paper's claims) judged as tests.
 
-An expectation is judged on the per-seed values of the long table (final runs only): for a delta,
-the paired difference method − baseline per seed between runs of one setting (same pair key;
-every config variant of the method gets its own row), over the suite's datasets first when
-``across: mean``; then the mean and 95% CI over seeds.
-
-The verdict compares the CI [lo, hi] with the claim band [expected − tolerance, expected +
-tolerance]; the point estimate alone never decides. In this order:
-
-- ``missing``: no finished run provides the quantity.
-- ``inconclusive``: no interval — one seed, or a zero-width CI (every seed gave the same value,
-  so the interval measures nothing).
-- ``contradicted``: the CI lies entirely outside the band (no overlap), however wide it is.
-- ``reproduced``: the CI lies entirely inside the band.
-- ``inconclusive``: the CI overlaps the band but is wider than it, so no result of this
-  precision could be inside: more seeds are needed.
-- ``consistent``: the CI overlaps the band, is not inside it and is no wider than it.
+An ``expected:`` entry "Δ = value ± tolerance" is estimated on the suite's final runs by
+:func:`bench.report.claims.quantity_estimates` (paired per seed between runs of one setting;
+seeds × test images crossed where per-image predictions exist; over the suite's datasets when
+``across: mean``) and judged by :class:`bench.report.claims.ClaimTest`: shortfall, excess and
+equivalence (TOST) tests at α, plus superiority (is there any effect in the claimed direction).
+The verdict words and what precision each needs are defined in docs/reports.md; the point
+estimate alone never decides. A ``value`` claim (a method's own mean) keeps the seed-level
+interval and is judged by the same words.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import pandas as pd
 
-from bench.report.aggregate import GROUP_COLUMNS, finals, t_interval, variant_descriptions, zero_width
-from bench.report.tables import METRIC_NAMES, arm_text, method_name, method_order, model_labels
+from bench.report.claims import ALPHA, VERDICT_MEANING, ClaimTest, Quantity, quantity_estimates
+from bench.report.stats import Predictions, seed_estimate
+from bench.report.tables import METRIC_NAMES, method_name
 from bench.suite import Expectation
 
-COLUMNS = ["expectation", "dataset", "metric", "expected", "tolerance", "actual", "ci_low", "ci_high", "n", "verdict", "source"]
-VERDICTS = ("reproduced", "consistent", "inconclusive", "contradicted", "missing")
-CAPTION = ("Actual: mean over seeds in percent (points for a Δ, paired per seed) with its 95% t-interval [lo, hi], judged "
-           "against the band expected ± tolerance: reproduced = the CI lies inside the band; contradicted = the CI lies "
-           "entirely outside it; consistent = the CI overlaps the band, is not inside it and is no wider than it; "
-           "inconclusive = one seed, a zero-width CI, or a CI that overlaps the band but is wider than it; missing = no "
-           "finished run provides it. The point estimate alone never decides.")
+COLUMNS = ["expectation", "dataset", "metric", "expected", "tolerance", "actual", "ci_low", "ci_high", "ci90_low", "ci90_high", "n", "alpha",
+           "p_superiority", "p_shortfall", "p_excess", "p_equivalence", "verdict", "effect_shown", "more_seeds", "mde", "ci_method", "ci_note",
+           "source"]
+VERDICTS = tuple(VERDICT_MEANING)
+CAPTION = ("Each claim Δ = expected ± tolerance is tested, not eyeballed: shortfall (H0: Δ ≥ expected − tolerance; rejected = smaller "
+           "than claimed), excess (H0: Δ ≤ expected + tolerance; rejected = larger than claimed) and equivalence (TOST, both one-sided "
+           "tests against the band's edges; rejected = reproduced, i.e. the 90% CI lies inside the band), each at α; undecided = none "
+           "rejects (with the seeds expected to decide it, or none when the test set's noise floor prevents it); effect = superiority "
+           "(H0: Δ ≤ 0) rejected. Actual: mean over seeds with its 95% CI (seeds × test images crossed where per-image predictions "
+           "exist). Definitions: docs/reports.md.")
 
 
 def verdict(n: int, low: float, high: float, expected: float, tolerance: float) -> str:
-    """The verdict on one claim from the CI [low, high] of ``n`` seeds (see the module docstring)."""
+    """The verdict of a claim from a seed-level t-interval [low, high] of ``n`` seeds (kept for
+    callers with only an interval; the report uses :class:`ClaimTest` on the full estimate)."""
+    from bench.report.claims import verdict_of
+    from bench.report.stats import DeltaEstimate
+    from scipy import stats as sps
+
     if n == 0:
         return "missing"
-    if n < 2 or not (math.isfinite(low) and math.isfinite(high)) or zero_width(low, high):
-        return "inconclusive"
-    band_low, band_high = expected - tolerance, expected + tolerance
-    if high < band_low or low > band_high:
-        return "contradicted"
-    if band_low <= low and high <= band_high:
-        return "reproduced"
-    if high - low > band_high - band_low:
-        return "inconclusive"
-    return "consistent"
+    if n < 2 or not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return "no interval"
+    se = (high - low) / 2 / float(sps.t.ppf(0.975, n - 1))
+    return verdict_of(DeltaEstimate((low + high) / 2, se, float(n - 1), n, "t"), expected, tolerance)
 
 
 def _label(e: Expectation) -> str:
@@ -61,59 +57,53 @@ def _label(e: Expectation) -> str:
     return f"{method_name(e.method)}, {what}"
 
 
-def per_seed(e: Expectation, long: pd.DataFrame) -> pd.DataFrame:
-    """(dataset label, seed, value in percent) the expectation is judged on. A dataset run in
-    several settings (backbones, inits, config variants) or method configs gets one label per
-    comparison, the same row label as in the tables, '(random init)' included."""
-    long = finals(long)
-    rows = long[(long["split"] == e.split) & (long["metric"] == e.metric)]
+def _value_estimates(e: Expectation, long: pd.DataFrame) -> list[tuple[str, "object", str]]:
+    """A ``value`` claim: the method's own per-seed values per model (seed-level t model)."""
+    from bench.report.aggregate import finals
+    from bench.report.tables import model_labels
+
+    rows = finals(long)
+    rows = rows[(rows["split"] == e.split) & (rows["metric"] == e.metric) & (rows["method"] == e.method)]
     if e.dataset is not None:
         rows = rows[rows["dataset"] == e.dataset]
-    descs = variant_descriptions(long)
-    cols = [*GROUP_COLUMNS, "seed", "variant", "value"]
-    values = rows.loc[rows["method"] == e.method, cols]
-    if e.quantity == "delta":
-        base = rows.loc[rows["method"] == e.baseline, cols].rename(columns={"variant": "base_variant", "value": "base"})
-        values = values.merge(base, on=[*GROUP_COLUMNS, "seed"])
-        values["value"] = values["value"] - values["base"]
-        values = values.dropna(subset=["value"])
-    order = method_order([e.baseline, e.method]) if e.quantity == "delta" else [e.method]
-
-    def arm(r) -> str:
-        own = {e.method: r.variant, **({e.baseline: r.base_variant} if e.quantity == "delta" else {})}
-        return ", ".join(t for t in (arm_text(m, descs.get(own[m], "")) for m in order) if t)
-
-    values = values.assign(value=100 * values["value"].astype(float))
-    values["arm"] = [arm(r) for r in values.itertuples()] if not values.empty else ""
-    random_init = bool(values["random_init"].astype(bool).any())
-    values["dataset"] = model_labels(values, values["arm"]) if not values.empty else values["dataset"]  # the tables' row labels
-    if e.across == "mean" and not values.empty:
-        # per method config: a seed counts only when every model has it, so each seed's mean covers
-        # the same models; configs are never averaged as if they were datasets
-        out = []
-        for arm_name, part in values.groupby("arm", sort=False):
-            n = part["dataset"].nunique()
-            full = part.groupby("seed")["dataset"].transform("nunique") == n
-            label = f"mean of {n} datasets" + (f" · {arm_name}" if arm_name else "") + (" (random init)" if random_init else "")
-            out.append(part[full].groupby("seed", as_index=False)["value"].mean().assign(dataset=label))
-        values = pd.concat(out, ignore_index=True)
-    return values[["dataset", "seed", "value"]]
+    if rows.empty:
+        return []
+    rows = rows.assign(label=model_labels(rows))
+    scale = 1.0 if e.metric == "nll" else 100.0
+    return [(label, seed_estimate(list(scale * part["value"].astype(float))), "") for label, part in rows.groupby("label", sort=False)]
 
 
-def compare(expected: list[Expectation], long: pd.DataFrame) -> pd.DataFrame:
-    """One row per (expectation, dataset) with expected, actual, CI, n and verdict."""
+def compare(expected: list[Expectation], long: pd.DataFrame, predictions: Predictions | None = None,
+            problems: Mapping[str, str] | None = None, alpha: float = ALPHA) -> pd.DataFrame:
+    """One row per (expectation, comparison) with the estimate, the three one-sided tests, the
+    verdict at ``alpha`` and what more seeds would do."""
     rows = []
     for e in expected:
-        values = per_seed(e, long) if not long.empty else pd.DataFrame(columns=["dataset", "seed", "value"])
-        datasets = list(dict.fromkeys(values["dataset"])) or [e.dataset or ("all datasets" if e.across == "mean" else "—")]
-        for dataset in datasets:
-            x = values.loc[values["dataset"] == dataset, "value"]
-            n = len(x)
-            actual = float(x.mean()) if n else float("nan")
-            low, high = t_interval(x)
-            rows.append({"expectation": _label(e), "dataset": dataset, "metric": e.metric, "expected": e.value, "tolerance": e.tolerance,
-                         "actual": actual, "ci_low": low, "ci_high": high, "n": n, "verdict": verdict(n, low, high, e.value, e.tolerance),
-                         "source": e.source})
+        if long.empty:
+            found = []
+        elif e.quantity == "delta":
+            q = Quantity(e.method, e.baseline, e.split, e.metric, e.dataset, e.across)
+            found = [(x.label, x.estimate, x.note) for x in quantity_estimates(q, long, predictions or {}, problems)]
+        else:
+            found = _value_estimates(e, long)
+        if not found:
+            rows.append({"expectation": _label(e), "dataset": e.dataset or ("all datasets" if e.across == "mean" else "—"), "metric": e.metric,
+                         "expected": e.value, "tolerance": e.tolerance, "actual": math.nan, "ci_low": math.nan, "ci_high": math.nan,
+                         "ci90_low": math.nan, "ci90_high": math.nan, "n": 0, "alpha": alpha, "p_superiority": math.nan, "p_shortfall": math.nan,
+                         "p_excess": math.nan, "p_equivalence": math.nan, "verdict": "missing", "effect_shown": False, "more_seeds": math.nan,
+                         "mde": math.nan, "ci_method": "", "ci_note": "", "source": e.source})
+            continue
+        for label, est, note in found:
+            test = ClaimTest(est, e.value, e.tolerance, alpha)
+            low, high = est.interval(0.95)
+            low90, high90 = est.interval(1 - 2 * alpha)
+            more = test.more_seeds()
+            rows.append({"expectation": _label(e), "dataset": label, "metric": e.metric, "expected": e.value, "tolerance": e.tolerance,
+                         "actual": est.mean, "ci_low": low, "ci_high": high, "ci90_low": low90, "ci90_high": high90, "n": est.n_seeds,
+                         "alpha": alpha, "p_superiority": test.p_superiority, "p_shortfall": test.p_shortfall, "p_excess": test.p_excess,
+                         "p_equivalence": test.p_equivalence, "verdict": test.verdict, "effect_shown": test.effect_shown,
+                         "more_seeds": math.nan if more is None else more, "mde": est.mde(alpha=alpha), "ci_method": est.method,
+                         "ci_note": note, "source": e.source})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -125,15 +115,36 @@ def actual_text(r) -> str:
     return f"{r.actual:+.2f}{ci} (n={r.n})".replace("-", "−")
 
 
+def tests_text(r) -> str:
+    """'shortfall p = 0.009; equivalence p = 0.97; effect not shown'."""
+    if r.n < 2 or pd.isna(r.p_shortfall):
+        return "—"
+    effect = "effect shown" if r.effect_shown else "no effect shown"
+    return (f"shortfall p = {r.p_shortfall:.2g}; excess p = {r.p_excess:.2g}; equivalence p = {r.p_equivalence:.2g}; "
+            f"{effect} (p = {r.p_superiority:.2g})")
+
+
+def verdict_text(r) -> str:
+    """The verdict word, with the seeds expected to decide an undecided claim."""
+    if r.verdict != "undecided":
+        return r.verdict
+    if pd.isna(r.more_seeds):
+        return "undecided — no number of seeds decides it with this test set"
+    return f"undecided at this precision — about {int(r.more_seeds)} more seeds expected to decide"
+
+
 def expected_markdown(table: pd.DataFrame) -> str:
     if table.empty:
         return ""
-    lines = ["## Expected vs actual", "", CAPTION, "",
-             "| claim | dataset | expected (± tolerance) | actual [95% CI] | verdict | source |", "|---|---|---:|---:|---|---|"]
+    alpha = float(table["alpha"].iloc[0])
+    lines = ["## Expected vs actual", "", CAPTION + f" α = {alpha:.4g}.", "",
+             "| claim | dataset | expected (± tolerance) | actual [95% CI] | tests | verdict | MDE (80%) | source |",
+             "|---|---|---:|---:|---|---|---:|---|"]
     for r in table.itertuples():
         actual = actual_text(r)
-        shown = "missing" if r.verdict == "missing" else f"**{r.verdict}**"
-        lines.append(f"| {r.expectation} | {r.dataset} | {r.expected:+.2f} ± {r.tolerance:.2f} | {actual} | {shown} | {r.source} |")
+        shown = "missing" if r.verdict == "missing" else f"**{verdict_text(r)}**"
+        mde = "" if pd.isna(r.mde) else f"{r.mde:.2g}"
+        lines.append(f"| {r.expectation} | {r.dataset} | {r.expected:+.2f} ± {r.tolerance:.2f} | {actual} | {tests_text(r)} | {shown} | {mde} | {r.source} |")
     return "\n".join(lines) + "\n"
 
 
@@ -144,6 +155,6 @@ def expected_latex(table: pd.DataFrame, label: str) -> str:
              r"\begin{tabular}{llrrl}", r"\toprule", r"claim & dataset & expected & actual & verdict \\", r"\midrule"]
     for r in table.itertuples():
         actual = actual_text(r)
-        lines.append(" & ".join(latex_escape(x) for x in (r.expectation, str(r.dataset), f"{r.expected:+.2f} ± {r.tolerance:.2f}", actual, r.verdict)) + r" \\")
+        lines.append(" & ".join(latex_escape(x) for x in (r.expectation, str(r.dataset), f"{r.expected:+.2f} ± {r.tolerance:.2f}", actual, verdict_text(r))) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
     return "\n".join(lines) + "\n"

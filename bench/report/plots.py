@@ -255,14 +255,23 @@ def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list
 FOREST_COLORS = {"ID": "#1f77b4", "OOD set": "#ff7f0e", "OOD average": "#d62728", "transfer": "#2ca02c"}
 
 
-def forest(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
-    """Every Δ GRPO-RM − SFT (``bench.report.verdict.forest_frame``) as a point with its 95% CI
-    against a zero line; filled where the CI excludes 0. One row per (comparison, evaluation set)."""
+def forest(frame: pd.DataFrame, stem: Path, title: str, bands: list[tuple[str, float, float, str]] | None = None) -> list[Path]:
+    """Every paired Δ (``bench.report.verdict.forest_frame``) as a point with its 95% CI against a
+    zero line; filled where it earns a † (CI excludes 0, |Δ| ≥ the minimum practical effect). One
+    row per (comparison, evaluation set). ``bands``: (split, low, high, label) of each claim, drawn
+    as a shaded band behind the rows of that split."""
     if frame.empty:
         return []
     n = len(frame)
     fig, ax = plt.subplots(figsize=(8.0, 1.4 + 0.3 * n))
     y = np.arange(n)[::-1].astype(float)
+    labelled = set()
+    for split, low, high, label in bands or []:
+        rows = y[(frame["split"] == split).to_numpy()] if "split" in frame else []
+        for row in rows:
+            ax.fill_betweenx([row - 0.45, row + 0.45], low, high, color="tab:orange", alpha=0.25, lw=0,
+                             label=label if label not in labelled else None, zorder=0)
+            labelled.add(label)
     for kind, color in FOREST_COLORS.items():
         mask = (frame["kind"] == kind).to_numpy()
         if not mask.any():
@@ -284,13 +293,22 @@ def forest(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     ax.set_yticks(y, [f"{s} — {e}" if i == 0 or settings[i - 1] != s else e for i, (s, e) in enumerate(zip(settings, frame["evaluation"]))],
                   fontsize=7)
     metrics = " / ".join(METRIC_NAMES.get(m, m) for m in dict.fromkeys(frame["metric"]))
-    ax.set_xlabel(f"Δ GRPO-RM − SFT, {metrics} (points), 95% CI; filled: CI excludes 0")
+    ax.set_xlabel(f"Δ {frame_pair(frame)}, {metrics} (points), 95% CI; filled: † (CI excludes 0, |Δ| ≥ min. effect)")
     ax.grid(axis="x", alpha=0.3)
     ax.set_ylim(-0.8, n - 0.2)
     ax.legend(fontsize=7, loc="best")
     suptitle(fig, f"{title}: every paired Δ with its 95% CI")
     fig.tight_layout()
     return save(fig, stem)
+
+
+def frame_pair(frame: pd.DataFrame) -> str:
+    """'GRPO-RM − SFT' from a frame's treatment/control columns (the default pair without them)."""
+    from bench.report.tables import method_name
+
+    t = str(frame["treatment"].iloc[0]) if "treatment" in frame and len(frame) else "grpo_rm"
+    c = str(frame["control"].iloc[0]) if "control" in frame and len(frame) else "sft"
+    return f"{method_name(t)} − {method_name(c)}"
 
 
 def reliability(bins: pd.DataFrame, stem: Path, title: str) -> list[Path]:
@@ -326,7 +344,7 @@ def reliability(bins: pd.DataFrame, stem: Path, title: str) -> list[Path]:
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             ax.set_ylabel("accuracy", fontsize=8)
-            ax.set_title(textwrap.fill(f"{model} · {arm} · ECE {100 * ece:.2f}%", width=48), fontsize=8)
+            ax.set_title(textwrap.fill(f"{model} · {arm} · ECE of bins pooled over seeds {100 * ece:.2f}%", width=48), fontsize=8)
             ax.grid(alpha=0.3)
             plt.setp(ax.get_xticklabels(), visible=False)
             if c == 0:
@@ -480,13 +498,16 @@ FIGURES.add("curves", FigureInfo("Training statistics per optimiser step, mean o
                                  "is 0 on a batch's first pass at μ = 1 and its normalised advantages have a fixed spread: flat lines), "
                                  "and any quantity constant over training in every run (named below the figures).",
                                  "no training logs (metrics.jsonl) with a quantity that varies among the finished runs."))
-FIGURES.add("forest", FigureInfo("Every paired Δ GRPO-RM − SFT (against the plain SFT) per setting and evaluation set with its 95% CI "
-                                 "(the paired bootstrap over seeds and test images where per-image predictions exist, else the "
-                                 "seed-level t-interval); filled markers: the CI excludes 0.",
+FIGURES.add("forest", FigureInfo("Every paired Δ of the compared methods (against the plain control) per setting and evaluation set with "
+                                 "its 95% CI (seeds × test images crossed where per-image predictions exist, else the seed-level "
+                                 "t-interval; the same intervals as the tables and the verdict box); filled markers: † (the CI excludes 0 "
+                                 "and |Δ| ≥ the minimum practical effect); shaded: a claim's band, expected ± tolerance.",
                                  "no GRPO-RM and SFT runs of one setting and seed."))
 FIGURES.add("reliability", FigureInfo("Reliability diagrams of the ID split per method config: accuracy per confidence bin (bars) and the "
                                       "bin's mean confidence (dots) from bin sums pooled over seeds, against the diagonal of perfect "
-                                      "calibration; the images per bin underneath.",
+                                      "calibration; the images per bin underneath. The ECE in each panel's title is that of the pooled "
+                                      "bins; the calibration table's ECE is the mean of each seed's own ECE (both with 15 equal-width bins), "
+                                      "which is larger when seeds are miscalibrated in different bins.",
                                       "no result carries calibration bins (segmentation results have none; classification results written before calibration was recorded)."))
 FIGURES.add("ablation", FigureInfo("Each method config's Δ against the plain SFT of its setting on the ID split and the OOD average, "
                                    "ranked, with 95% CIs; † the CI excludes 0.",

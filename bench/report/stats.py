@@ -1,42 +1,46 @@
-"""Significance of a paired Δ that accounts for seed noise *and* test-set noise.
+"""One uncertainty model for every paired Δ: seeds and test images, crossed.
 
-Why: the seed-level t-interval (:func:`bench.report.aggregate.paired_delta`) treats each seed's
-accuracy as exact. It is not: every seed is scored on the same finite test set, so a Δ can look
-certain (three seeds, the same +2 points each: a zero-width interval) while the images that
-produce it are few enough to be chance. Each run's ``predictions.npz`` holds per image whether
-top-1 was right (``<split>::correct``); both methods score the same images in the same order, so
-the per-image difference ``d = correct_treatment − correct_control`` ∈ {−1, 0, 1} is paired.
+Why: every seed of a comparison is scored on the same finite test set, so a Δ has two sources of
+noise — which seeds trained (seed noise) and which images happened to be in the test set (image
+noise) — and the two are *crossed*, not nested: the same images serve every seed. The earlier
+bootstrap counted the seed × image interaction twice (once inside the per-seed spread, once in
+the image resampling) and resampled shift splits that are built from the same source images as
+if they were independent. This module replaces it with a variance-components estimate that is
+right by construction and has no Monte-Carlo error.
 
-The bootstrap (:func:`paired_bootstrap`), B replicates (2,000 by default), each:
+The model. Seed pair j = 1..n (treatment and control trained with seed j), image i = 1..N of an
+*image group* g (splits that share source images, aligned by index: the demo's shift and
+generated-corruption splits of its test garments; CIFAR-10-C with CIFAR-10 test; see
+:meth:`bench.data.base.DatasetEntry.image_source`). The paired per-image difference of a
+quantity (top-1 correctness, or per-image NLL) is combined over the group's splits with the
+quantity's split weights, z_gji = Σ_{s∈g} w_s d_jsi, and the quantity is Δ̂ = (1/n) Σ_j T_j with
+T_j = Σ_g mean_i z_gji. Writing z_gji = μ_g + a_gj + b_gi + e_gji (seed effect, image effect,
+interaction), the variance of Δ̂ over new seeds *and* a new test set is
 
-1. *images*: the test images are resampled with replacement — the same indices for both methods
-   (the difference is per image) and, by default (``images="shared"``), for every seed as well:
-   all seeds are scored on one test set, so its sampling error is shared by them (seeds and images
-   are crossed, not nested). ``images="per_seed"`` draws each seed's images independently (a
-   nested design; it shrinks the test-set noise by up to the number of seeds when the seeds err
-   on the same images). Each OOD split is resampled on its own; an average (``ood_avg``, a
-   corruption set's mean, a transfer average) is recombined from its splits with the same
-   weights as :func:`bench.report.aggregate.with_averages`.
-2. *seeds*: by default (``seed_level="student_t"``) the seed-to-seed spread enters as
-   s/√n · T with T ~ Student t(n − 1) and s the standard deviation of the per-seed Δ: resampling
-   three seeds with replacement gives only ten distinct means, and its percentile interval is the
-   range of the seeds — about a 75% interval, not a 95% one. With no image noise this level alone
-   reproduces the seed-level t-interval exactly; with no seed spread the images alone decide.
-   ``seed_level="resample"`` resamples the seed pairs with replacement instead (fine for many
-   seeds; too narrow for few).
+    V(n) = σ²_seed / n + Σ_g σ²_img,g / N_g + Σ_g σ²_int,g / (n · N_g).
 
-The CI is the percentile interval of the replicates; the two-sided p-value is
-2 · min((1 + #{Δ* ≤ 0}) / (B + 1), (1 + #{Δ* ≥ 0}) / (B + 1)), capped at 1. One generator,
-``numpy.random.default_rng(seed)`` (seed 0), is started per comparison, so a comparison's interval
-does not depend on which other comparisons a report holds. A zero-width interval is never
-significant and gets no p-value; with one seed there is no interval (seed noise unmeasured).
+The components are estimated by the two-way ANOVA mean squares of each group (method of moments,
+each truncated at 0): S_A = sample variance of T_j over seeds, S_B,g = sample variance over
+images of the seed-averaged z̄_g·i, MS_E,g = the residual mean square, so that
+σ̂²_int,g = MS_E,g, σ̂²_img,g = max(0, S_B,g − MS_E,g / n), σ̂²_seed = max(0, S_A − Σ_g MS_E,g / N_g).
+Untruncated, V̂(n) = S_A/n + Σ_g S_B,g/N_g − Σ_g MS_E,g/(n N_g), an unbiased estimate.
+The interval is Δ̂ ± t_{df} · √V̂ with Satterthwaite's degrees of freedom for that linear
+combination of mean squares (df → n − 1 when seeds dominate, → large when images do). Its
+coverage is checked by simulation with a known true Δ (tests/test_stats_coverage.py), with and
+without shared images across splits, at 3, 5 and 10 seeds.
 
-Image resampling is drawn per distinct *pattern* (a column of d over seeds; at most 3^seeds of
-them) from a multinomial with the patterns' frequencies: the same distribution as drawing n image
-indices, at a cost independent of the number of images.
+What follows from the components, with no resampling:
+- p-values of two-sided and one-sided tests against any null value (claims, equivalence);
+- the minimum detectable effect at 80 % power, MDE(n) = (t_{1−α/2,df} + t_{0.8,df}) · √V̂(n);
+- V̂ for any other number of seeds n′ (planning), and its floor as n′ → ∞, Σ_g σ̂²_img,g / N_g,
+  which only a larger test set lowers.
 
-Where a run's predictions are missing (older results), unreadable, or disagree with its
-result.json, the Δ keeps the seed-level t-interval, and the report says so (``ci_method``).
+A quantity without per-image data (transfer probes, ECE, Brier, mIoU) has only its per-seed
+values: the seed-level Student-t model (V̂ = s²/n, df = n − 1), whose seed spread then carries
+the test-set noise as well; its floor is unknown. Such Δs are marked ``ci_method = "t"``.
+
+The one entry point is :func:`delta_interval` (and :func:`delta_estimate`, which returns the
+whole estimate); the verdict box, the claims, the forest plot and the tables all call it.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ import math
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -53,41 +57,261 @@ from scipy import stats as sps
 
 from bench.report.aggregate import CONFIDENCE, FINAL, GROUP_COLUMNS, significant, stage_of, zero_width
 
-B_DEFAULT = 2000
-SEED_DEFAULT = 0
-BOOTSTRAP, T_INTERVAL = "bootstrap", "t"  # the ci_method of a Δ
-CORRECT = "correct"  # predictions.npz: <split>::correct
-MATCH_TOL = 1e-9  # |mean(correct) − top1 of result.json| above this: the predictions are not this result's
+CROSSED, T_INTERVAL = "crossed", "t"  # the ci_method of a Δ: seeds × images, or seeds only
+POWER = 0.8  # the power a minimum detectable effect is stated at
+DF_BOUND = 0.75  # Satterthwaite's seed weight at this upper confidence bound of S_A (small-sample correction, Components.df)
+CORRECT, P_TRUE = "correct", "p_true"  # predictions.npz: <split>::correct, <split>::p_true
+MATCH_TOL = {"top1": 1e-9, "nll": 1e-4}  # |per-image mean − result.json| above this: not this result's predictions
+PER_IMAGE_METRICS = tuple(MATCH_TOL)  # metrics that are a mean over images, so the crossed model applies
 
-Predictions = dict[str, dict[str, np.ndarray]]  # run_id → split → per-image top-1 correctness (bool)
+Predictions = dict[str, dict[str, dict[str, np.ndarray]]]  # run_id → split → array name → per-image values
+
+
+# ---- the estimate ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Components:
+    """Estimated variance components of a paired Δ (see the module docstring): ``seed_total`` is
+    S_A's expectation part σ²_seed + Σ_g σ²_int,g / N_g at the seeds run (the variance of a seed's
+    total over seeds, test set fixed); ``image`` and ``interaction`` are per image group,
+    ``sizes`` the images per group."""
+
+    n_seeds: int
+    seed: float
+    image: tuple[float, ...]
+    interaction: tuple[float, ...]
+    sizes: tuple[int, ...]
+    seed_total: float = math.nan
+
+    def _seed_ms(self, n: int) -> float:
+        """S_A, the variance of per-seed totals over seeds: observed at the seeds run, else its
+        expectation σ²_seed + Σ_g σ²_int,g / N_g (it does not depend on n)."""
+        if n == self.n_seeds and math.isfinite(self.seed_total):
+            return self.seed_total
+        return self.seed + sum(e / m for e, m in zip(self.interaction, self.sizes))
+
+    def variance(self, n_seeds: int | None = None) -> float:
+        """V(n) = S_A / n + Σ_g σ²_img,g / N_g: the spread of per-seed totals (seed noise and the
+        seed × image interaction, each once) plus the test set's shared image noise."""
+        n = self.n_seeds if n_seeds is None else n_seeds
+        return self._seed_ms(n) / n + sum(b / m for b, m in zip(self.image, self.sizes))
+
+    def df(self, n_seeds: int | None = None, bounded: bool = True) -> float:
+        """Satterthwaite's degrees of freedom of :meth:`variance`: S_A / n has n − 1; each image
+        component (S_B,g − MS_E,g / n) / N_g is a difference of mean squares with N_g − 1 and
+        (n − 1)(N_g − 1); a component estimated at 0 contributes no term. ``bounded``: the seed
+        term weighted at its upper confidence bound (what intervals and tests use); unbounded, the
+        plain approximation of how much V̂ itself varies (what power depends on)."""
+        n = self.n_seeds if n_seeds is None else n_seeds
+        if n < 2:
+            return math.nan
+        # the seed term's weight at the one-sided 75 % upper confidence bound of S_A: with 2-4
+        # seed df, Satterthwaite's df from the estimate itself is liberal (a by-chance small S_A
+        # inflates df: 92.3 % coverage at 3 seeds when seeds dominate); this bound restores
+        # 94.9-96.2 % at 3 seeds and leaves 10 seeds at 95.0-95.2 % (simulated, see DF_BOUND)
+        inflate = (n - 1) / float(sps.chi2.ppf(1 - DF_BOUND, n - 1)) if bounded else 1.0
+        terms = [(self._seed_ms(n) * inflate / n, n - 1)]
+        for b, e, m in zip(self.image, self.interaction, self.sizes):
+            if b > 0:
+                terms.append(((b + e / n) / m, m - 1))
+                terms.append((-e / (n * m), (n - 1) * (m - 1)))
+        total = sum(c for c, _ in terms)
+        denom = sum(c * c / d for c, d in terms if d > 0)
+        return float(total * total / denom) if denom > 0 else math.inf
+
+    @property
+    def floor(self) -> float:
+        """The standard error no number of seeds goes below: the test set's own sampling error."""
+        return math.sqrt(sum(v / m for v, m in zip(self.image, self.sizes)))
 
 
 @dataclass(frozen=True)
-class BootstrapSettings:
-    """How the paired bootstrap runs; the defaults are the report's (see the module docstring)."""
+class DeltaEstimate:
+    """A paired Δ with its standard error, degrees of freedom and, for the crossed model, the
+    variance components (None for the seed-level t model)."""
 
-    replicates: int = B_DEFAULT
-    seed: int = SEED_DEFAULT
-    seed_level: Literal["student_t", "resample"] = "student_t"
-    images: Literal["shared", "per_seed"] = "shared"
-    confidence: float = CONFIDENCE
+    mean: float
+    se: float
+    df: float
+    n_seeds: int
+    method: str  # CROSSED or T_INTERVAL
+    components: Components | None = None
 
-    def describe(self) -> str:
-        """One sentence for captions and the verdict box."""
-        images = ("images resampled with replacement, the same images for both methods and every seed" if self.images == "shared"
-                  else "images resampled with replacement per seed, the same images for both methods")
-        seeds = ("seed spread as Student t(n − 1)" if self.seed_level == "student_t" else "seeds resampled with replacement")
-        return f"paired bootstrap over test images and seeds ({images}; {seeds}; B = {self.replicates}, rng seed {self.seed})"
+    @property
+    def defined(self) -> bool:
+        """An interval exists: two or more seeds and a positive standard error (a zero-width
+        interval measures nothing)."""
+        return self.n_seeds >= 2 and math.isfinite(self.se) and self.se > 0 and math.isfinite(self.df)
+
+    def interval(self, confidence: float = CONFIDENCE) -> tuple[float, float]:
+        if self.n_seeds < 2 or not math.isfinite(self.se):
+            return math.nan, math.nan
+        if self.se == 0:
+            return self.mean, self.mean
+        half = float(sps.t.ppf(0.5 + confidence / 2, self.df)) * self.se
+        return self.mean - half, self.mean + half
+
+    def p_two_sided(self, null: float = 0.0) -> float:
+        if not self.defined:
+            return math.nan
+        return float(2 * sps.t.sf(abs(self.mean - null) / self.se, self.df))
+
+    def p_greater(self, null: float) -> float:
+        """One-sided p of H0: Δ ≤ null (evidence that Δ > null)."""
+        return float(sps.t.sf((self.mean - null) / self.se, self.df)) if self.defined else math.nan
+
+    def p_less(self, null: float) -> float:
+        """One-sided p of H0: Δ ≥ null (evidence that Δ < null)."""
+        return float(sps.t.cdf((self.mean - null) / self.se, self.df)) if self.defined else math.nan
+
+    def se_at(self, n_seeds: int) -> float:
+        """The standard error expected with ``n_seeds`` seeds and the same test set."""
+        if self.components is not None:
+            return math.sqrt(self.components.variance(n_seeds))
+        return self.se * math.sqrt(self.n_seeds / n_seeds) if self.n_seeds else math.nan
+
+    def df_at(self, n_seeds: int, bounded: bool = True) -> float:
+        return self.components.df(n_seeds, bounded) if self.components is not None else float(n_seeds - 1)
+
+    def mde(self, n_seeds: int | None = None, alpha: float = 1 - CONFIDENCE, power: float = POWER) -> float:
+        """Minimum detectable effect of the two-sided t-test at ``alpha`` with ``power``, at this
+        or another number of seeds: δ · SE where the non-central t with df degrees of freedom and
+        non-centrality δ exceeds the critical value with probability ``power``. (The normal
+        shortcut (t_{1−α/2} + t_power) · SE under-states it at few df: 64 % power at 3 seeds.)"""
+        n = self.n_seeds if n_seeds is None else n_seeds
+        if n < 2 or self.n_seeds < 2 or not math.isfinite(self.se):
+            return math.nan
+        return noncentral_effect(self.df_at(n), alpha, power, self.df_at(n, bounded=False)) * self.se_at(n)
+
+    @property
+    def floor(self) -> float:
+        """The SE floor of more seeds (NaN when unknown: seed-level model)."""
+        return self.components.floor if self.components is not None else math.nan
+
+    def scaled(self, factor: float) -> "DeltaEstimate":
+        """The same estimate in other units (×100: fractions to points)."""
+        comps = self.components
+        if comps is not None:
+            f2 = factor * factor
+            comps = Components(comps.n_seeds, comps.seed * f2, tuple(v * f2 for v in comps.image), tuple(v * f2 for v in comps.interaction),
+                               comps.sizes, comps.seed_total * f2)
+        return DeltaEstimate(self.mean * factor, self.se * abs(factor), self.df, self.n_seeds, self.method, comps)
+
+
+def noncentral_effect(df: float, alpha: float = 1 - CONFIDENCE, power: float = POWER, df_variance: float | None = None) -> float:
+    """The non-centrality δ at which a two-sided t-test with critical value t_{1−α/2, df} rejects
+    with probability ``power`` when its SE estimate varies like a χ² with ``df_variance`` degrees of
+    freedom (default ``df``): an effect of δ standard errors."""
+    from scipy.optimize import brentq
+
+    dv = df if df_variance is None else df_variance
+    if not math.isfinite(df) or df > 1e6:
+        return float(sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power))
+    crit = float(sps.t.ppf(1 - alpha / 2, df))
+    dv = min(dv, 1e6) if math.isfinite(dv) else 1e6
+
+    def shortfall(delta: float) -> float:
+        p = float(sps.nct.sf(crit, dv, delta) + sps.nct.cdf(-crit, dv, delta))
+        return (1.0 if math.isnan(p) else p) - power  # far in the tail scipy can return NaN: power is 1 there
+
+    return float(brentq(shortfall, 0.0, 4 * crit + 10, xtol=1e-6))
+
+
+def _group_matrix(diffs: Sequence[Mapping[str, np.ndarray]], splits: list[str], weights: Mapping[str, float]) -> np.ndarray:
+    """z (seeds × images) of one image group: Σ over its splits of weight · difference."""
+    sizes = {len(np.asarray(diffs[0][s])) for s in splits}
+    if len(sizes) != 1:
+        raise ValueError(f"splits {', '.join(splits)} share images but have different image counts {sorted(sizes)}")
+    z = np.zeros((len(diffs), sizes.pop()))
+    for j, d in enumerate(diffs):
+        for s in splits:
+            z[j] += weights[s] * np.asarray(d[s], dtype=np.float64)
+    return z
+
+
+def delta_estimate(diffs: Sequence[Mapping[str, np.ndarray]], weights: Mapping[str, float], shared: Mapping[str, str] | None = None) -> DeltaEstimate:
+    """The crossed seeds × images estimate of Δ = mean over seeds of Σ_split w · mean over images of d.
+
+    ``diffs[j][split]``: seed pair j's per-image difference (treatment − control) on ``split``;
+    every seed has the same images per split, in the same order. ``weights``: split → weight of the
+    quantity (1 for one split, 1/k for a mean of k). ``shared``: split → image-source key; splits
+    with the same key are built from the same source images, aligned by index, and are resampled
+    jointly (default: every split its own source)."""
+    n = len(diffs)
+    if n == 0:
+        raise ValueError("no seed pairs")
+    source = {s: (shared or {}).get(s, s) for s in weights}
+    groups: dict[str, list[str]] = {}
+    for s in weights:
+        groups.setdefault(source[s], []).append(s)
+    zs = [_group_matrix(diffs, splits, weights) for splits in groups.values()]
+    if any(z.shape[1] < 2 for z in zs):
+        raise ValueError("an image group with fewer than 2 images")
+    per_seed = sum(z.mean(axis=1) for z in zs)
+    mean = float(np.mean(per_seed))
+    if n < 2:
+        return DeltaEstimate(mean, math.nan, math.nan, n, CROSSED)
+    s_a = float(np.var(per_seed, ddof=1))
+    image, interaction, sizes = [], [], []
+    for z in zs:
+        m = z.shape[1]
+        col = z.mean(axis=0)
+        resid = z - z.mean(axis=1, keepdims=True) - col + z.mean()
+        ms_e = float((resid**2).sum() / ((n - 1) * (m - 1)))
+        image.append(max(0.0, float(np.var(col, ddof=1)) - ms_e / n))
+        interaction.append(ms_e)
+        sizes.append(m)
+    seed = max(0.0, s_a - sum(e / m for e, m in zip(interaction, sizes)))
+    comps = Components(n, seed, tuple(image), tuple(interaction), tuple(sizes), s_a)
+    variance = comps.variance()
+    return DeltaEstimate(mean, math.sqrt(variance), comps.df() if variance > 0 else math.inf, n, CROSSED, comps)
+
+
+def delta_interval(diffs: Sequence[Mapping[str, np.ndarray]], weights: Mapping[str, float], shared: Mapping[str, str] | None = None,
+                   confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The two-sided ``confidence`` interval (low, high) of a paired Δ from per-seed, per-split,
+    per-image differences: the project's one uncertainty model (see the module docstring and
+    :func:`delta_estimate` for the arguments). (nan, nan) with one seed."""
+    return delta_estimate(diffs, weights, shared).interval(confidence)
+
+
+def seed_estimate(values: Sequence[float]) -> DeltaEstimate:
+    """The seed-level t model for a Δ known only per seed (no per-image data)."""
+    x = np.asarray([v for v in values if not pd.isna(v)], dtype=float)
+    n = len(x)
+    if n == 0:
+        return DeltaEstimate(math.nan, math.nan, math.nan, 0, T_INTERVAL)
+    if n < 2:
+        return DeltaEstimate(float(x.mean()), math.nan, math.nan, n, T_INTERVAL)
+    return DeltaEstimate(float(x.mean()), float(x.std(ddof=1) / math.sqrt(n)), float(n - 1), n, T_INTERVAL)
+
+
+def holm(p_values: Sequence[float], alpha: float = 1 - CONFIDENCE) -> list[bool]:
+    """Holm's step-down: which hypotheses are rejected with family-wise error ≤ ``alpha`` over all
+    of them. A missing p (no interval) counts in the family and is never rejected."""
+    p = np.array([1.0 if pd.isna(x) else float(x) for x in p_values])
+    m = len(p)
+    reject = [False] * m
+    for rank, i in enumerate(np.argsort(p, kind="stable")):
+        if p[i] > alpha / (m - rank):
+            break
+        reject[int(i)] = True
+    return reject
 
 
 # ---- reading predictions ----------------------------------------------------------------------
 
-def read_predictions(path: Path) -> dict[str, np.ndarray]:
-    """split → per-image top-1 correctness from one predictions.npz; ValueError when unreadable
-    (a damaged file must cost its run the bootstrap, never the report)."""
+def read_predictions(path: Path) -> dict[str, dict[str, np.ndarray]]:
+    """split → {correct, p_true} per image from one predictions.npz; ValueError when unreadable
+    (a damaged file must cost its run the crossed interval, never the report)."""
     try:
+        out: dict[str, dict[str, np.ndarray]] = {}
         with np.load(path, allow_pickle=False) as npz:
-            return {key.rsplit("::", 1)[0]: np.asarray(npz[key], dtype=bool) for key in npz.files if key.endswith(f"::{CORRECT}")}
+            for key in npz.files:
+                split, _, name = key.rpartition("::")
+                if name in (CORRECT, P_TRUE):
+                    out.setdefault(split, {})[name] = np.asarray(npz[key])
+        return out
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise ValueError(f"{path}: {exc.__class__.__name__}: {exc}") from exc
 
@@ -108,100 +332,15 @@ def load_predictions(paths: Mapping[str, Path]) -> tuple[Predictions, dict[str, 
     return found, problems
 
 
-# ---- the bootstrap ---------------------------------------------------------------------------
-
-def _patterns(d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct columns of ``d`` (seeds × images) and how many images have each: each seed's
-    values coded as small integers, the codes combined per image (fast where np.unique(axis=0)
-    sorts rows of floats)."""
-    code = np.zeros(d.shape[1], dtype=np.int64)
-    size = 1  # how many codes there can be so far
-    for row in d:
-        values, inverse = np.unique(row, return_inverse=True)
-        size *= len(values)
-        if size > 2**62:  # too many distinct values to code in int64: the general (slower) path
-            return np.unique(d.T, axis=0, return_counts=True)
-        code = code * len(values) + inverse
-    _, first, counts = np.unique(code, return_index=True, return_counts=True)
-    return d[:, first].T, counts
-
-
-def paired_bootstrap(
-    diffs: Sequence[Mapping[str, np.ndarray]], weights: Mapping[str, float], *, replicates: int = B_DEFAULT,
-    rng: np.random.Generator | None = None, seed_level: str = "student_t", images: str = "shared",
-) -> np.ndarray:
-    """B bootstrap replicates of Δ = mean over seeds of Σ_split w · mean over images of d.
-
-    ``diffs[j][split]``: seed pair j's per-image difference (treatment − control) on ``split``;
-    every seed must have the same images per split. ``weights``: split → weight of the quantity
-    (1 for a single split; 1/k for a mean of k splits). See the module docstring for the scheme."""
-    if seed_level not in ("student_t", "resample") or images not in ("shared", "per_seed"):
-        raise ValueError(f"unknown bootstrap scheme seed_level={seed_level!r}, images={images!r}")
-    rng = rng if rng is not None else np.random.default_rng(SEED_DEFAULT)
-    n_seeds, b = len(diffs), int(replicates)
-    if n_seeds == 0:
-        raise ValueError("no seed pairs")
-    # which seed each of a replicate's n_seeds slots holds
-    slots = rng.integers(0, n_seeds, size=(b, n_seeds)) if seed_level == "resample" else np.broadcast_to(np.arange(n_seeds), (b, n_seeds))
-    per_slot = np.zeros((b, n_seeds))
-    for split, weight in weights.items():
-        d = np.stack([np.asarray(x[split], dtype=np.float64) for x in diffs])  # seeds × images
-        n = d.shape[1]
-        if n == 0:
-            raise ValueError(f"split {split!r} has no images")
-        if images == "shared":
-            patterns, counts = _patterns(d)  # distinct columns of d, patterns × seeds
-            draws = rng.multinomial(n, counts / n, size=b)  # replicates × patterns
-            per_seed = draws @ patterns / n  # replicates × seeds: each seed's mean d on the replicate's images
-            per_slot += weight * np.take_along_axis(per_seed, slots, axis=1)
-        else:
-            values, inverse = np.unique(d, return_inverse=True)
-            inverse = inverse.reshape(d.shape)
-            probs = np.stack([np.bincount(row, minlength=len(values)) / n for row in inverse])  # seeds × values
-            draws = rng.multinomial(n, probs[slots])  # replicates × slots × values: independent images per slot
-            per_slot += weight * (draws @ values) / n
-    out = per_slot.mean(axis=1)
-    if seed_level == "student_t" and n_seeds > 1:
-        point = np.array([sum(w * np.mean(x[s]) for s, w in weights.items()) for x in diffs])
-        spread = float(np.std(point, ddof=1))
-        if spread > 0:
-            out = out + spread / math.sqrt(n_seeds) * rng.standard_t(n_seeds - 1, size=b)
-    return out
-
-
-def percentile_ci(replicates: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    low, high = np.quantile(replicates, [(1 - confidence) / 2, (1 + confidence) / 2])
-    return float(low), float(high)
-
-
-def bootstrap_p(replicates: np.ndarray) -> float:
-    """Two-sided: 2 · min(P(Δ* ≤ 0), P(Δ* ≥ 0)), each with the +1 correction (never exactly 0)."""
-    b = len(replicates)
-    below = (1 + int(np.sum(replicates <= 0))) / (b + 1)
-    above = (1 + int(np.sum(replicates >= 0))) / (b + 1)
-    return min(1.0, 2 * min(below, above))
-
-
-def t_p_value(mean: float, std: float, n: int) -> float:
-    """Two-sided one-sample t-test p of the per-seed Δ; NaN for one seed or no spread (an
-    interval of zero width measures nothing)."""
-    if pd.isna(mean) or pd.isna(std) or n < 2 or std <= 0:
-        return math.nan
-    t = abs(float(mean)) / (float(std) / math.sqrt(n))
-    return float(2 * sps.t.sf(t, n - 1))
-
-
-def holm(p_values: Sequence[float], alpha: float = 1 - CONFIDENCE) -> list[bool]:
-    """Holm's step-down: which hypotheses are rejected with family-wise error ≤ ``alpha`` over all
-    of them. A missing p (no interval) counts in the family and is never rejected."""
-    p = np.array([1.0 if pd.isna(x) else float(x) for x in p_values])
-    m = len(p)
-    reject = [False] * m
-    for rank, i in enumerate(np.argsort(p, kind="stable")):
-        if p[i] > alpha / (m - rank):
-            break
-        reject[int(i)] = True
-    return reject
+def per_image(arrays: Mapping[str, np.ndarray], metric: str) -> np.ndarray | None:
+    """A split's per-image values of ``metric`` (their mean is the split's value): top-1
+    correctness, or NLL = −log p(true class). None when the file lacks them."""
+    if metric == "top1" and CORRECT in arrays:
+        return np.asarray(arrays[CORRECT], dtype=np.float64)
+    if metric == "nll" and P_TRUE in arrays:
+        with np.errstate(divide="ignore"):
+            return -np.log(np.asarray(arrays[P_TRUE], dtype=np.float64))
+    return None
 
 
 # ---- which splits make a quantity -------------------------------------------------------------
@@ -227,90 +366,175 @@ def composition(rows: pd.DataFrame, split: str) -> dict[str, float] | None:
     return None
 
 
-# ---- Δ rows with the bootstrap ---------------------------------------------------------------
+# ---- building a Δ's per-image differences from finished runs --------------------------------
+
+class Unavailable(ValueError):
+    """Why a Δ keeps the seed-level model: no or unreadable predictions, splits that do not
+    recombine, runs that disagree with their predictions."""
+
+
+def image_sources(dataset: str, splits: Iterable[str]) -> dict[str, str]:
+    """split → the key of the source images it is built from, as the dataset declares it
+    (:meth:`bench.data.base.DatasetEntry.image_source`); a dataset unknown here keeps every split
+    its own source (independent images: the conservative reading for none of them)."""
+    from bench.data import DATASETS  # the registry only; no data is read
+
+    entry = DATASETS.get(dataset) if dataset in DATASETS else None
+    return {s: (entry.image_source(s) if entry is not None else s) for s in splits}
+
 
 def _run_values(long: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
     rows = long[long["metric"] == metric]
     return {run: part for run, part in rows.groupby("run_id", sort=False)}
 
 
-def _row_bootstrap(row: Any, runs: pd.DataFrame, values: dict[str, pd.DataFrame], predictions: Predictions,
-                   problems: Mapping[str, str], settings: BootstrapSettings) -> tuple[np.ndarray | None, str]:
-    """The replicates of one Δ row, or None and why the t-interval stays."""
+@dataclass(frozen=True)
+class Member:
+    """One dataset's pair of runs at one seed, and its weight in the quantity (1 for a single
+    comparison; 1/D for a mean over D datasets)."""
+
+    treatment: str
+    control: str
+    weight: float = 1.0
+    dataset: str = ""  # the registered dataset (which splits share images); "" = read it from the run
+    prefix: str = ""  # what tells this member's splits from another member's in a mean over models
+
+
+def paired_diffs(members: Sequence[Sequence[Member]], split: str, metric: str, values: Mapping[str, pd.DataFrame],
+                 predictions: Predictions, problems: Mapping[str, str]) -> tuple[list[dict[str, np.ndarray]], dict[str, float], dict[str, str]]:
+    """(diffs, weights, shared) for :func:`delta_estimate` from finished runs: ``members[j]`` are
+    seed j's pairs of runs (one per dataset of the quantity). Each run's value of ``split`` must
+    recombine from its measured splits (:func:`composition`) and each measured split's per-image
+    mean must equal result.json's value; else :class:`Unavailable` says why."""
+    runs = [r for seed in members for m in seed for r in (m.treatment, m.control)]
+    missing = [r for r in runs if r not in predictions]
+    if missing:
+        reasons = sorted({problems.get(r, "no predictions.npz") for r in missing})
+        raise Unavailable(f"{'; '.join(reasons)} ({len(missing)} of {len(runs)} runs)")
+    tol = MATCH_TOL[metric]
+    diffs: list[dict[str, np.ndarray]] = []
+    weights: dict[str, float] = {}
+    shared: dict[str, str] = {}
+    for seed in members:
+        d: dict[str, np.ndarray] = {}
+        for m in seed:
+            pair = []
+            for run in (m.treatment, m.control):
+                run_rows = values.get(run)
+                w = composition(run_rows, split) if run_rows is not None else None
+                if w is None:
+                    raise Unavailable(f"{split} is not made of measured splits")
+                key = {k: f"{m.prefix}::{k}" if m.prefix else k for k in w}
+                if any(key[k] in weights and not math.isclose(weights[key[k]], m.weight * wt) for k, wt in w.items()) or \
+                        (weights and not m.prefix and set(key.values()) != set(weights)):
+                    raise Unavailable(f"{split} is averaged over different splits in the paired runs")
+                measured = run_rows[~run_rows["derived"].astype(bool)].set_index("split")["value"]
+                derived = run_rows.set_index("split")["value"]
+                if not math.isclose(sum(wt * measured[k] for k, wt in w.items()), float(derived[split]), abs_tol=tol):
+                    raise Unavailable(f"{split} does not recombine from its splits")
+                arrays = {}
+                for k in w:
+                    values_k = per_image(predictions[run].get(k, {}), metric)
+                    if values_k is None:
+                        raise Unavailable(f"split {k} not in predictions.npz")
+                    if not np.all(np.isfinite(values_k)) or abs(float(np.mean(values_k)) - float(measured[k])) > tol:
+                        raise Unavailable(f"predictions.npz disagrees with result.json on {k}")
+                    arrays[k] = values_k
+                pair.append(arrays)
+            t, c = pair
+            if set(t) != set(c) or any(len(t[k]) != len(c[k]) for k in t):
+                raise Unavailable("the paired runs scored different images")
+            sources = image_sources(m.dataset, t) if m.dataset else image_sources_of_run(values.get(m.treatment), t)
+            for k, wt in composition(values[m.treatment], split).items():
+                name = f"{m.prefix}::{k}" if m.prefix else k
+                d[name] = t[k] - c[k]
+                weights[name] = m.weight * wt
+                shared[name] = f"{m.prefix}::{sources[k]}" if m.prefix else sources[k]
+        if diffs and set(d) != set(diffs[0]):
+            raise Unavailable("the seeds' runs cover different splits")
+        diffs.append(d)
+    return diffs, weights, shared
+
+
+def image_sources_of_run(rows: pd.DataFrame | None, splits: Iterable[str]) -> dict[str, str]:
+    """:func:`image_sources` for the dataset of a run's rows."""
+    dataset = str(rows["dataset"].iloc[0]) if rows is not None and len(rows) else ""
+    return image_sources(dataset, splits)
+
+
+# ---- Δ rows ------------------------------------------------------------------------------------
+
+def row_members(row: Any, runs: pd.DataFrame) -> list[list[Member]]:
+    """Seed by seed, the (treatment, control) runs of one paired-Δ row of the same setting."""
     group = np.ones(len(runs), dtype=bool)
     for col in GROUP_COLUMNS:
         group &= (runs[col].astype(str) == str(getattr(row, col))).to_numpy()
     mine = runs[group]
     treated = mine[(mine["method"] == row.treatment) & (mine["variant"] == row.treatment_variant)].set_index("seed")["run_id"]
     control = mine[(mine["method"] == row.control) & (mine["variant"] == row.control_variant)].set_index("seed")["run_id"]
-    seeds = sorted(set(treated.index) & set(control.index))
-    if len(seeds) < 2:
-        return None, "one seed: no interval"
-    missing = [r for s in seeds for r in (treated[s], control[s]) if r not in predictions]
-    if missing:
-        reasons = sorted({problems.get(r, "no predictions.npz") for r in missing})
-        return None, f"{'; '.join(reasons)} ({len(missing)} of {2 * len(seeds)} runs)"
-    diffs, weights = [], None
-    for s in seeds:
-        pair = []
-        for run in (treated[s], control[s]):
-            run_rows = values.get(run)
-            w = composition(run_rows, row.split) if run_rows is not None else None
-            if w is None:
-                return None, f"{row.split} is not made of measured splits"
-            if weights is None:
-                weights = w
-            elif set(w) != set(weights) or any(not math.isclose(w[k], weights[k]) for k in w):
-                return None, f"{row.split} is averaged over different splits in the paired runs"
-            measured = run_rows[~run_rows["derived"].astype(bool)].set_index("split")["value"]
-            derived = run_rows.set_index("split")["value"]
-            if not math.isclose(sum(wt * measured[k] for k, wt in w.items()), float(derived[row.split]), abs_tol=MATCH_TOL):
-                return None, f"{row.split} does not recombine from its splits"
-            arrays = predictions[run]
-            for k in w:
-                if k not in arrays:
-                    return None, f"split {k} not in predictions.npz"
-                if abs(float(np.mean(arrays[k])) - float(measured[k])) > MATCH_TOL:
-                    return None, f"predictions.npz disagrees with result.json on {k}"
-            pair.append(arrays)
-        t, c = pair
-        if any(len(t[k]) != len(c[k]) for k in weights):
-            return None, "the paired runs scored different numbers of images"
-        diffs.append({k: t[k].astype(np.int8) - c[k].astype(np.int8) for k in weights})
-    rng = np.random.default_rng(settings.seed)
-    reps = paired_bootstrap(diffs, weights, replicates=settings.replicates, rng=rng, seed_level=settings.seed_level, images=settings.images)
-    return reps, ""
+    return [[Member(treated[s], control[s])] for s in sorted(set(treated.index) & set(control.index))]
 
 
-def with_bootstrap(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predictions, problems: Mapping[str, str] | None = None,
-                   settings: BootstrapSettings = BootstrapSettings(), metric: str = "top1") -> pd.DataFrame:
-    """``delta`` (:func:`bench.report.aggregate.paired_delta` rows) with the bootstrap CI and p in
-    ``ci_low``/``ci_high``/``p_value``/``significant`` for every ``metric`` row whose runs all have
-    matching predictions; other rows keep the seed-level t-interval with its t-test p. Added:
-    ``ci_method`` (bootstrap | t), ``ci_note`` (why a ``metric`` row kept the t-interval) and
-    ``t_ci_low``/``t_ci_high`` (the seed-only interval, for comparison)."""
+ESTIMATE_COLUMNS = ["se", "df", "mde", "se_floor", "p_value", "ci_method", "ci_note", "t_ci_low", "t_ci_high"]
+
+
+def estimate_of_row(row: Any, runs: pd.DataFrame, values: Mapping[str, pd.DataFrame], predictions: Predictions,
+                    problems: Mapping[str, str]) -> tuple[DeltaEstimate, str]:
+    """The Δ estimate of one :func:`bench.report.aggregate.paired_delta` row: crossed seeds ×
+    images where the metric is a per-image mean and every run's predictions match, else the
+    seed-level t model with the reason."""
+    seed_level = DeltaEstimate(float(row.mean), float(row.std) / math.sqrt(row.n) if row.n >= 2 else math.nan,
+                               float(row.n - 1) if row.n >= 2 else math.nan, int(row.n), T_INTERVAL)
+    if row.metric not in PER_IMAGE_METRICS:
+        return seed_level, ""
+    members = row_members(row, runs)
+    if len(members) < 2:
+        return seed_level, "one seed: no interval"
+    try:
+        diffs, weights, shared = paired_diffs(members, row.split, row.metric, values, predictions, problems)
+        return delta_estimate(diffs, weights, shared), ""
+    except Unavailable as why:
+        return seed_level, str(why)
+    except ValueError as why:
+        return seed_level, f"per-image data unusable ({why})"
+
+
+def scale_of(metric: str) -> float:
+    """Report units: accuracy-like metrics in points (×100), NLL and Brier as they are."""
+    return 1.0 if metric in ("nll", "brier") else 100.0
+
+
+def with_intervals(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predictions, problems: Mapping[str, str] | None = None,
+                   confidence: float = CONFIDENCE, min_effect: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """``delta`` (:func:`bench.report.aggregate.paired_delta` rows) with every row's interval from
+    :func:`delta_estimate` — the crossed seeds × images model for per-image metrics (top-1, NLL)
+    whose runs all have matching predictions, the seed-level t model otherwise — in
+    ``ci_low``/``ci_high``, its ``p_value`` (two-sided against 0), ``se``, ``df``, ``mde`` (80 %
+    power, two-sided 5 %), ``se_floor`` (the SE more seeds cannot remove; NaN when unknown),
+    ``significant``, ``ci_method`` (crossed | t), ``ci_note`` (why a per-image metric kept the t
+    model) and ``t_ci_low``/``t_ci_high`` (the seed-only interval, for comparison). ``significant``
+    (the † of the tables) also needs |Δ| ≥ ``min_effect[metric]`` (report units: points, nats)."""
     out = delta.copy()
     out["t_ci_low"], out["t_ci_high"] = out["ci_low"], out["ci_high"]
-    out["p_value"] = [t_p_value(m, s, n) for m, s, n in zip(out["mean"], out["std"], out["n"])]
+    for col in ("se", "df", "mde", "se_floor", "p_value"):
+        out[col] = math.nan
     out["ci_method"], out["ci_note"] = T_INTERVAL, ""
     if out.empty:
         return out
     runs = long.drop_duplicates("run_id")[["run_id", "method", "variant", "seed", *GROUP_COLUMNS]]
-    values = _run_values(long, metric)
+    values = {m: _run_values(long, m) for m in PER_IMAGE_METRICS}
     problems = problems or {}
     for i, row in zip(out.index, out.itertuples()):
-        if row.metric != metric:
-            continue
-        reps, why = _row_bootstrap(row, runs, values, predictions, problems, settings)
-        if reps is None:
-            out.at[i, "ci_note"] = why
-            continue
-        low, high = percentile_ci(reps, settings.confidence)
-        flat = zero_width(low, high)
+        est, why = estimate_of_row(row, runs, values.get(row.metric, {}), predictions, problems)
+        low, high = est.interval(confidence)
         out.at[i, "ci_low"], out.at[i, "ci_high"] = low, high
-        out.at[i, "p_value"] = math.nan if flat else bootstrap_p(reps)
-        out.at[i, "significant"] = significant(low, high)
-        out.at[i, "ci_method"] = BOOTSTRAP
+        flat = pd.isna(low) or zero_width(low, high)
+        out.at[i, "se"], out.at[i, "df"], out.at[i, "se_floor"] = est.se, est.df, est.floor
+        out.at[i, "mde"] = math.nan if flat else est.mde()
+        out.at[i, "p_value"] = math.nan if pd.isna(low) or zero_width(low, high) else est.p_two_sided()
+        floor = (min_effect or {}).get(row.metric, 0.0) / scale_of(row.metric)
+        out.at[i, "significant"] = significant(low, high) and abs(est.mean) >= floor
+        out.at[i, "ci_method"], out.at[i, "ci_note"] = est.method, why
     out["significant"] = out["significant"].astype(bool)
     return out
 
@@ -346,5 +570,6 @@ def pooled_ece(count: np.ndarray, confidence_sum: np.ndarray, correct_sum: np.nd
     return float(np.abs(np.asarray(correct_sum, dtype=float) - np.asarray(confidence_sum, dtype=float)).sum() / total)
 
 
-__all__ = ["BootstrapSettings", "paired_bootstrap", "percentile_ci", "bootstrap_p", "t_p_value", "holm", "composition",
-           "with_bootstrap", "load_predictions", "read_predictions", "calibration_bins", "pooled_ece", "BOOTSTRAP", "T_INTERVAL"]
+__all__ = ["Components", "DeltaEstimate", "delta_estimate", "delta_interval", "seed_estimate", "holm", "composition", "paired_diffs",
+           "Member", "Unavailable", "with_intervals", "image_sources", "load_predictions", "read_predictions", "per_image",
+           "calibration_bins", "pooled_ece", "CROSSED", "T_INTERVAL", "POWER", "scale_of"]

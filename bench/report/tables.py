@@ -175,7 +175,7 @@ def comparison(
     pairs = {"grpo_rm_variant", "sft_variant"} <= set(wide.columns)
     d = delta[delta["metric"] == metric] if pairs and not delta.empty else pd.DataFrame()
     if not d.empty:
-        extra = [c for c in DELTA_EXTRA if c in d.columns]  # how the CI was formed (bench.report.stats.with_bootstrap)
+        extra = [c for c in DELTA_EXTRA if c in d.columns]  # how the CI was formed (bench.report.stats.with_intervals)
         d = d[[*ROW_KEYS, "treatment_variant", "control_variant", *STATS, "significant", *extra]]
         d = d.rename(columns={"treatment_variant": "grpo_rm_variant", "control_variant": "sft_variant", "significant": "delta_significant",
                               **{c: f"delta_{c}" for c in (*STATS, *extra)}})
@@ -216,7 +216,7 @@ def comparison(
     caption = (f"{METRIC_NAMES.get(metric, metric)}{unit}, mean ± half-width of the 95% t-interval over seeds; "
                f"bold: best method mean per row; Δ = GRPO-RM − SFT paired over matching seeds, † where its 95% CI excludes 0 "
                f"(never for a zero-width CI: the same difference on every seed).")
-    caption += bootstrap_note(wide)
+    caption += interval_note(wide)
     if (wide["protocol"] == IN_DOMAIN_PROBE).any():
         caption += " In-domain probe: the transfer probes on the source dataset itself, in no transfer or OOD average."
     shown = {tuple(model): [m for m in methods if part[f"{m}_mean"].notna().any()]
@@ -229,19 +229,22 @@ def comparison(
     return Table(key, title, caption, ["dataset", "protocol", "evaluation"], methods, frame)
 
 
-DELTA_EXTRA = ("p_value", "ci_method")  # carried from a Δ frame with bootstrap intervals when present
+DELTA_EXTRA = ("p_value", "ci_method")  # carried from a Δ frame with its intervals when present
 
 
-def bootstrap_note(wide: pd.DataFrame) -> str:
-    """The caption's sentence on Δ intervals formed by the paired bootstrap over seeds and test
-    images (bench.report.stats), shown as [lo, hi] because they need not be symmetric; '' when no
-    row of the table has one (then every Δ interval is the seed-level t-interval)."""
-    if "delta_ci_method" not in wide or not (wide["delta_ci_method"] == "bootstrap").any():
+def interval_note(wide: pd.DataFrame) -> str:
+    """The caption's sentence on how the Δ intervals were formed (bench.report.stats.delta_estimate):
+    seeds × test images crossed where per-image predictions exist, else seeds only."""
+    if "delta_ci_method" not in wide or not wide["delta_mean"].notna().any():
         return ""
-    boot = int((wide["delta_ci_method"] == "bootstrap").sum())
+    crossed = int((wide["delta_ci_method"] == "crossed").sum())
     shown = int(wide["delta_mean"].notna().sum())
-    rest = "" if boot == shown else "; the other Δs have the seed-level t-interval (no per-image predictions), shown as ± half-width"
-    return (f" Δ with [lo, hi]: 95% paired bootstrap interval over seeds and test images ({boot} of {shown} Δs{rest}).")
+    if not crossed:
+        return ""  # the caption's own words describe the seed-level t-interval
+    rest = "" if crossed == shown else "; the others the seed-level t-interval (no per-image values)"
+    return (f" Δ intervals: seeds × test images crossed, variance components with Satterthwaite df, shared source images jointly "
+            f"({crossed} of {shown} Δs{rest}); † also needs |Δ| ≥ the minimum practical effect; no multiplicity correction here "
+            "(the verdict box corrects within families: this table's Δs belong to the ID, OOD or transfer family).")
 
 
 # ---- how the compared configs were tuned ----------------------------------------------------
@@ -317,7 +320,7 @@ def signed_text(value: float) -> str:
 def cell_text(mean: float, low: float, high: float, n, modal_n: int | None, signed: bool = False, mark: bool = False,
               bounds: bool = False) -> str:
     """'72.67 ± 1.29', '+2.00 ± 1.41 †', '81.00 (n=1)', '+10.00 [+7.00, +13.00] †' (``bounds``: an
-    interval that need not be symmetric, e.g. a bootstrap percentile interval); '—' when absent.
+    interval given by its bounds); "—" when absent.
     ``mark``: the † of a significant Δ, decided on the unrounded interval
     (:func:`bench.report.aggregate.significant`)."""
     if pd.isna(mean):
@@ -375,7 +378,7 @@ def row_cells(table: Table | TextTable) -> list[tuple[list[str], list[str], set[
         bold = {i for i, m in enumerate(table.methods) if m in best}
         if table.has_delta:
             values.append(cell_text(row["delta_mean"], row["delta_ci_low"], row["delta_ci_high"], row["delta_n"], n, signed=True,
-                                    mark=bool(row.get("delta_significant", False)), bounds=row.get("delta_ci_method") == "bootstrap"))
+                                    mark=bool(row.get("delta_significant", False))))
         out.append(([str(row[c]) for c in table.labels], values, bold))
     return out
 

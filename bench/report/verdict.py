@@ -1,18 +1,22 @@
-"""What the report answers first: is GRPO-RM better than SFT, where, and how sure are we.
+"""What the report answers first: which method is better, where, how sure, and could we tell.
 
-- The verdict box (:func:`verdict_frame`): per setting (and GRPO-RM config), Δ GRPO-RM − SFT of
-  the headline metric on the ID split, the OOD average and the transfer averages, each with its
-  95% CI and p-value (the paired bootstrap over seeds and images where per-image predictions
-  exist, :mod:`bench.report.stats`), and how many are significant — raw and after Holm's
-  correction, because a box of a dozen comparisons at 5% each will call one "significant" by
-  chance more often than not.
+- The headline (:func:`headline`): one sentence per endpoint family and per claim, each saying
+  only what its test supports ("better" / "worse" needs a rejected null after the family's
+  correction; otherwise "no difference shown", with the effect the comparison could have
+  detected).
+- The verdict box (:func:`verdict_frame`): the pre-specified *primary* endpoint (``primary:`` in
+  the suite), tested alone at α; then the secondary endpoints in *families*, each corrected
+  within itself by Holm's step-down: **ID** (the headline metric on the ID split), **OOD** (each
+  OOD set, and the OOD average unless it is the primary), **transfer** (transfer averages, or the
+  single targets) and **calibration** (NLL and ECE on the ID split and the OOD average). Every Δ
+  has its 95 % CI, two-sided p and minimum detectable effect at 80 % power (MDE) from
+  :func:`bench.report.stats.delta_estimate`. † = the CI excludes 0 *and* |Δ| ≥ the suite's
+  minimum practical effect; ‡ = still so after Holm within the family (the primary: at α alone).
 - The forest plot's rows (:func:`forest_frame`): the same Δs for every evaluation set.
-- The ablation ranking (:func:`ablation_frame`): every method config against the plain SFT of its
-  setting (label_smoothing 0), labelled with what differs from the method's defaults.
-- Wall time per method config (:func:`wall_time_table`).
+- The ablation ranking (:func:`ablation_frame`): every method config against the plain control.
 
-The baseline of every comparison here is the *plain* SFT of the setting — SFT with its default
-parameters (no label smoothing) — so that an SFT label-smoothing variant is one of the ablated
+The baseline of every comparison here is the *plain* control of the setting — its default
+parameters (no label smoothing) — so that a label-smoothing variant is one of the ablated
 configs, not a second baseline.
 """
 
@@ -20,19 +24,48 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import pandas as pd
 
 from bench.report.aggregate import GROUP_COLUMNS, finals, paired_delta, param_name, short_number, variant_descriptions
-from bench.report.stats import BOOTSTRAP, BootstrapSettings, Predictions, holm, with_bootstrap
+from bench.report.claims import ALPHA, Estimated, Quantity, quantity_estimates, scale_of
+from bench.report.stats import CROSSED, Predictions, holm, with_intervals
 from bench.report.tables import (METRIC_NAMES, TextTable, arm_text, cell_text, method_name, method_order, model_labels, signed_text,
                                  split_label)
+from bench.suite import MIN_EFFECT_DEFAULTS
 
-TREATMENT, CONTROL = "grpo_rm", "sft"
-ALPHA = 0.05
-VERDICT_COLUMNS = [*GROUP_COLUMNS, "treatment_variant", "control_variant", "setting", "quantity", "split", "metric", "mean", "ci_low",
-                   "ci_high", "n", "p_value", "ci_method", "ci_note", "significant", "holm_significant"]
+TREATMENT, CONTROL = "grpo_rm", "sft"  # the comparison when a suite declares no primary endpoint
+LOWER_IS_BETTER = ("nll", "ece", "brier")
+FAMILIES = ("primary", "ID", "OOD", "transfer", "calibration")
+VERDICT_COLUMNS = ["family", *GROUP_COLUMNS, "treatment", "control", "treatment_variant", "control_variant", "setting", "quantity", "split",
+                   "metric", "mean", "ci_low", "ci_high", "n", "p_value", "mde", "se_floor", "ci_method", "ci_note", "significant",
+                   "family_significant"]
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """What the verdict box tests: the compared methods, the primary endpoint (None: none
+    declared), the minimum practical effect per metric (report units) and α."""
+
+    treatment: str = TREATMENT
+    control: str = CONTROL
+    primary: Quantity | None = None
+    min_effect: Mapping[str, float] = field(default_factory=lambda: dict(MIN_EFFECT_DEFAULTS))
+    alpha: float = ALPHA
+
+    @classmethod
+    def of(cls, suite: Any) -> "Endpoints":
+        from bench.report.claims import primary_quantity
+
+        q = primary_quantity(suite)
+        treatment, control = (q.treatment, q.control) if q is not None else (TREATMENT, CONTROL)
+        return cls(treatment, control, q, suite.min_effects())
+
+    def floor(self, metric: str) -> float:
+        """The minimum practical effect of ``metric`` in raw units (fractions for accuracy)."""
+        return self.min_effect.get(metric, 0.0) / scale_of(metric)
 
 
 # ---- what a config is ------------------------------------------------------------------------
@@ -62,19 +95,19 @@ def config_label(method: str, params: dict[str, Any]) -> str:
     return f"{method_name(method)} {text}".strip()
 
 
-def plain_controls(long: pd.DataFrame) -> set[str]:
-    """Variants of the plain SFT: SFT without label smoothing — the baseline every Δ here is
+def plain_controls(long: pd.DataFrame, control: str = CONTROL) -> set[str]:
+    """Variants of the plain control: without label smoothing — the baseline every Δ here is
     taken against."""
-    sft = long[long["method"] == CONTROL].drop_duplicates("variant")
-    return {v for v, p in zip(sft["variant"], sft["method_params"]) if float(_params(p).get("label_smoothing", 0.0) or 0.0) == 0.0}
+    rows = long[long["method"] == control].drop_duplicates("variant")
+    return {v for v, p in zip(rows["variant"], rows["method_params"]) if float(_params(p).get("label_smoothing", 0.0) or 0.0) == 0.0}
 
 
-def _against_plain(delta: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
-    """Δ rows whose control is the plain SFT of their setting; a setting without a plain SFT keeps
-    all its controls (each is then a comparison of its own)."""
+def _against_plain(delta: pd.DataFrame, long: pd.DataFrame, control: str = CONTROL) -> pd.DataFrame:
+    """Δ rows whose control is the plain control of their setting; a setting without a plain one
+    keeps all its controls (each is then a comparison of its own)."""
     if delta.empty:
         return delta
-    plain = plain_controls(long)
+    plain = plain_controls(long, control)
     keys = list(zip(*(delta[c].astype(str) for c in GROUP_COLUMNS)))
     has_plain = {k for k, v in zip(keys, delta["control_variant"]) if v in plain}
     keep = [v in plain or k not in has_plain for k, v in zip(keys, delta["control_variant"])]
@@ -82,7 +115,7 @@ def _against_plain(delta: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
 
 
 def _scale(metric: str) -> float:
-    return 1.0 if metric in ("nll", "brier") else 100.0
+    return scale_of(metric)
 
 
 def _headline(rows: pd.DataFrame) -> str | None:
@@ -97,157 +130,276 @@ def _id_split(rows: pd.DataFrame) -> str | None:
     return "test" if (ids["split"] == "test").any() else str(ids["split"].iloc[0])
 
 
-def _arms(frame: pd.DataFrame, long: pd.DataFrame) -> pd.Series:
+def _arms(frame: pd.DataFrame, long: pd.DataFrame, treatment: str = TREATMENT) -> pd.Series:
     descs = variant_descriptions(long)
-    return pd.Series([arm_text(TREATMENT, descs.get(v, "")) for v in frame["treatment_variant"]], index=frame.index)
+    return pd.Series([arm_text(treatment, descs.get(v, "")) for v in frame["treatment_variant"]], index=frame.index)
 
 
 # ---- the verdict -----------------------------------------------------------------------------
 
-def _quantities(rows: pd.DataFrame) -> list[tuple[str, str]]:
-    """(quantity label, split) the verdict reports for one comparison's Δ rows of one metric."""
+def _ood_sets(rows: pd.DataFrame) -> list[str]:
+    """Each OOD set's split: a natural shift split, or a corruption benchmark's mean."""
+    shift = rows[rows["protocol"] == "shift"]
+    own = shift[(shift["split"] == shift["ood_set"]) & ~shift["derived"].astype(bool)]["split"]
+    means = shift[shift["split"] == shift["ood_set"] + "/mean"]["split"]
+    return list(dict.fromkeys([*own, *means]))
+
+
+def _quantities(rows: pd.DataFrame, metric: str, ends: Endpoints) -> list[tuple[str, str, str, str]]:
+    """(family, quantity label, split, metric) the verdict box reports for one comparison's Δ rows."""
     out = []
-    first = _id_split(rows)
+    headline = rows[rows["metric"] == metric]
+    first = _id_split(headline)
     if first is not None:
-        out.append((f"ID ({first})", first))
-    if (rows["split"] == "ood_avg").any():
-        out.append(("OOD average", "ood_avg"))
-    averages = sorted(s for s in set(rows["split"]) if s.startswith("transfer_avg/"))
+        out.append(("ID", f"ID ({first})", first, metric))
+    primary_split = ends.primary.split if ends.primary is not None and ends.primary.metric == metric else None
+    for split in _ood_sets(headline):
+        out.append(("OOD", _set_label(split, str(rows["dataset"].iloc[0])), split, metric))
+    if (headline["split"] == "ood_avg").any() and primary_split != "ood_avg":
+        out.append(("OOD", "OOD average", "ood_avg", metric))
+    averages = sorted(s for s in set(headline["split"]) if s.startswith("transfer_avg/"))
     if averages:
-        out += [(split_label(s, "", {}), s) for s in averages]
+        out += [("transfer", split_label(s, "", {}), s, metric) for s in averages]
     else:  # one transfer target per probe: the target stands for the transfer result
-        single = rows[(rows["protocol"] == "transfer") & ~rows["derived"].astype(bool)]
-        out += [(f"transfer · {split_label(s, '', {})}", s) for s in dict.fromkeys(single["split"])]
+        single = headline[(headline["protocol"] == "transfer") & ~headline["derived"].astype(bool)]
+        out += [("transfer", f"transfer · {split_label(s, '', {})}", s, metric) for s in dict.fromkeys(single["split"])]
+    for cal in ("nll", "ece"):
+        mine = rows[rows["metric"] == cal]
+        if first is not None and (mine["split"] == first).any():
+            out.append(("calibration", f"{METRIC_NAMES.get(cal, cal)} · ID", first, cal))
+        if (mine["split"] == "ood_avg").any():
+            out.append(("calibration", f"{METRIC_NAMES.get(cal, cal)} · OOD average", "ood_avg", cal))
     return out
 
 
-def _comparisons(delta: pd.DataFrame, long: pd.DataFrame):
-    """(headline metric, its Δ rows) per comparison of GRPO-RM against the setting's plain SFT:
-    what the verdict box and the forest plot both walk through."""
-    d = delta[(delta["treatment"] == TREATMENT) & (delta["control"] == CONTROL)] if not delta.empty else delta
-    d = _against_plain(d, long)
+def _set_label(split: str, dataset: str) -> str:
+    if split.endswith("/mean"):
+        return f"{dataset}-C (mean)" if split.startswith("c/") else "generated corruptions (mean)"
+    return split_label(split, dataset, {})
+
+
+def _comparisons(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endpoints()):
+    """(headline metric, all its Δ rows) per comparison of the treatment against the setting's
+    plain control: what the verdict box and the forest plot both walk through."""
+    d = delta[(delta["treatment"] == ends.treatment) & (delta["control"] == ends.control)] if not delta.empty else delta
+    d = _against_plain(d, long, ends.control)
     if d.empty:
         return
     for _, part in d.groupby([*GROUP_COLUMNS, "treatment_variant", "control_variant"], sort=False, dropna=False):
         metric = _headline(part)
         if metric is not None:
-            yield metric, part[part["metric"] == metric]
+            yield metric, part
 
 
-def verdict_frame(delta: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
-    """One row per (comparison, quantity): Δ GRPO-RM − SFT in points of the setting's headline
-    metric with CI, p, whether significant and whether still so after Holm's correction over all
-    rows. ``delta``: :func:`bench.report.stats.with_bootstrap` rows; ``long``: final runs."""
-    comparisons = list(_comparisons(delta, long))
-    if not comparisons:
-        return pd.DataFrame(columns=VERDICT_COLUMNS)
+def _mark(mean: float, low: float, high: float, floor: float) -> bool:
+    """† : the CI excludes 0 and the effect is at least the minimum practical effect."""
+    from bench.report.aggregate import significant
+
+    return bool(significant(low, high) and abs(mean) >= floor)
+
+
+def verdict_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endpoints(), primary: list[Estimated] | None = None) -> pd.DataFrame:
+    """One row per (family, comparison, quantity) in report units with CI, p, MDE, † and ‡ (see
+    the module docstring). ``delta``: :func:`bench.report.stats.with_intervals` rows; ``long``:
+    final runs; ``primary``: the primary endpoint's estimates (:func:`primary_estimates`)."""
     rows = []
-    for metric, mine in comparisons:
-        for label, split in _quantities(mine):
-            r = mine[mine["split"] == split].iloc[0]
-            scale = _scale(metric)
-            rows.append({**{c: r[c] for c in GROUP_COLUMNS}, "treatment_variant": r["treatment_variant"],
-                         "control_variant": r["control_variant"], "quantity": label, "split": split, "metric": metric,
-                         "mean": scale * r["mean"], "ci_low": scale * r["ci_low"], "ci_high": scale * r["ci_high"], "n": int(r["n"]),
-                         "p_value": r.get("p_value", math.nan), "ci_method": r.get("ci_method", "t"), "ci_note": r.get("ci_note", ""),
-                         "significant": bool(r["significant"])})
+    for item in primary or []:
+        est = item.estimate
+        low, high = est.interval(1 - ends.alpha)
+        q = ends.primary
+        assert q is not None
+        floor = ends.min_effect.get(q.metric, 0.0)
+        sig = _mark(est.mean, low, high, floor)
+        rows.append({"family": "primary", **{c: None for c in GROUP_COLUMNS}, "treatment": q.treatment, "control": q.control,
+                     "treatment_variant": None, "control_variant": None, "setting": item.label,
+                     "quantity": f"{_split_words(q.split)}, {METRIC_NAMES.get(q.metric, q.metric)}", "split": q.split, "metric": q.metric,
+                     "mean": est.mean, "ci_low": low, "ci_high": high, "n": est.n_seeds, "p_value": est.p_two_sided() if est.defined else math.nan,
+                     "mde": est.mde(alpha=ends.alpha), "se_floor": est.floor, "ci_method": est.method, "ci_note": item.note,
+                     "significant": sig, "family_significant": sig})
+    for metric, mine in _comparisons(delta, long, ends):
+        for family, label, split, m in _quantities(mine, metric, ends):
+            found = mine[(mine["split"] == split) & (mine["metric"] == m)]
+            if found.empty:
+                continue
+            r = found.iloc[0]
+            scale = _scale(m)
+            mean, low, high = scale * r["mean"], scale * r["ci_low"], scale * r["ci_high"]
+            rows.append({"family": family, **{c: r[c] for c in GROUP_COLUMNS}, "treatment": r["treatment"], "control": r["control"],
+                         "treatment_variant": r["treatment_variant"], "control_variant": r["control_variant"], "quantity": label,
+                         "split": split, "metric": m, "mean": mean, "ci_low": low, "ci_high": high, "n": int(r["n"]),
+                         "p_value": r.get("p_value", math.nan), "mde": scale * r.get("mde", math.nan),
+                         "se_floor": scale * r.get("se_floor", math.nan), "ci_method": r.get("ci_method", "t"),
+                         "ci_note": r.get("ci_note", ""), "significant": _mark(mean, low, high, ends.min_effect.get(m, 0.0))})
     out = pd.DataFrame(rows)
     if out.empty:
         return pd.DataFrame(columns=VERDICT_COLUMNS)
-    labels = model_labels(out, _arms(out, long))
-    several = out["metric"].nunique() > 1  # classification and segmentation in one suite: say which
-    out["setting"] = [f"{lab} ({METRIC_NAMES.get(m, m)})" if several else lab for lab, m in zip(labels, out["metric"])]
-    out["holm_significant"] = [bool(h and s) for h, s in zip(holm(list(out["p_value"]), ALPHA), out["significant"])]
-    return out[VERDICT_COLUMNS]
+    secondary = out["family"] != "primary"
+    if secondary.any():
+        part = out[secondary]
+        labels = model_labels(part, _arms(part, long, ends.treatment))
+        several = part["metric"].isin(["top1", "top5"]).any() and part["metric"].isin(["mIoU", "aAcc", "mAcc"]).any()
+        out.loc[secondary, "setting"] = [f"{lab} ({'classification' if m in ('top1', 'nll', 'ece') else 'segmentation'})" if several else lab
+                                         for lab, m in zip(labels, part["metric"])]
+    # Holm within each family (the primary: several comparisons only when it is run per dataset)
+    out["family_significant"] = False
+    for family, part in out.groupby("family", sort=False):
+        rejected = holm(list(part["p_value"]), ends.alpha)
+        out.loc[part.index, "family_significant"] = [bool(h and s) for h, s in zip(rejected, part["significant"])]
+    order = {f: i for i, f in enumerate(FAMILIES)}
+    out = out.assign(_f=out["family"].map(order)).sort_values("_f", kind="stable").drop(columns="_f")
+    return out[VERDICT_COLUMNS].reset_index(drop=True)
+
+
+def _split_words(split: str) -> str:
+    return {"ood_avg": "OOD average"}.get(split, split_label(split, "", {}))
+
+
+def primary_estimates(ends: Endpoints, final: pd.DataFrame, predictions: Predictions, problems: Mapping[str, str]) -> list[Estimated]:
+    return quantity_estimates(ends.primary, final, predictions, problems) if ends.primary is not None and not final.empty else []
 
 
 def p_text(p: float) -> str:
     return "" if pd.isna(p) else f"p = {p:.2g}"
 
 
+def unit_of(metric: str) -> str:
+    return {"nll": "nats", "brier": ""}.get(metric, "points")
+
+
 def verdict_cell(r: Any) -> str:
-    """'+2.00 [−0.48, +4.48] †‡, p = 0.004'; '+3.00 (n=1, no CI)'."""
+    """'+2.00 [−0.48, +4.48] †‡'; '+3.00 (n=1, no CI)'."""
     if pd.isna(r.ci_low):
         return f"{signed_text(r.mean)} (n={r.n}, no CI)"
-    marks = ("†" if r.significant else "") + ("‡" if r.holm_significant else "")
-    text = f"{signed_text(r.mean)} [{signed_text(r.ci_low)}, {signed_text(r.ci_high)}]" + (f" {marks}" if marks else "")
-    p = p_text(r.p_value)
-    return text + (f", {p}" if p else "")
+    marks = ("†" if r.significant else "") + ("‡" if r.family_significant else "")
+    return f"{signed_text(r.mean)} [{signed_text(r.ci_low)}, {signed_text(r.ci_high)}]" + (f" {marks}" if marks else "")
 
 
-def _wide(frame: pd.DataFrame) -> tuple[list[str], list[tuple[str, list[str], list[Any]]]]:
-    """Columns (quantities in order of first appearance) and per comparison (setting, cells, rows)."""
-    quantities = list(dict.fromkeys(frame["quantity"]))
-    out = []
-    for setting, part in frame.groupby("setting", sort=False):
-        by = {r.quantity: r for r in part.itertuples()}
-        out.append((setting, [verdict_cell(by[q]) if q in by else "—" for q in quantities], [by.get(q) for q in quantities]))
-    return quantities, out
+def _direction(metric: str, mean: float) -> str:
+    better = mean < 0 if metric in LOWER_IS_BETTER else mean > 0
+    return "better" if better else "worse"
 
 
-def verdict_lines(frame: pd.DataFrame, settings: BootstrapSettings) -> list[str]:
-    """The counts, the multiplicity note and how the intervals were formed, as sentences."""
+FAMILY_TITLES = {"primary": "Primary endpoint", "ID": "Accuracy in distribution", "OOD": "Accuracy out of distribution",
+                 "transfer": "Transfer (frozen backbone)", "calibration": "Calibration"}
+
+
+def family_sentence(family: str, part: pd.DataFrame, treatment: str) -> str:
+    """One sentence a test supports: '<T> better/worse' only where the family's (Holm-corrected)
+    test rejects, else 'no difference shown' with the effect the comparison could detect."""
+    name = method_name(treatment)
+    found = part[part["family_significant"]]
+    shown = "; ".join(f"{r.quantity} {verdict_cell(r)}" + (f" {unit_of(r.metric)}" if unit_of(r.metric) else "") for r in part.head(3).itertuples())
+    if not found.empty:
+        ways = {_direction(r.metric, r.mean) for r in found.itertuples()}
+        word = f"{name} {ways.pop()}" if len(ways) == 1 else f"{name} better on some, worse on others"
+        which = "; ".join(f"{r.quantity} {signed_text(r.mean)} [{signed_text(r.ci_low)}, {signed_text(r.ci_high)}]" for r in found.head(4).itertuples())
+        return f"{FAMILY_TITLES[family]}: {word} ({which}; {len(found)} of {len(part)} after Holm within the family)."
+    mde = part["mde"].dropna()
+    could = f"; could detect ≥ {mde.max():.2g} {unit_of(part['metric'].iloc[0])} at 80 % power" if len(mde) else ""
+    extra = f" and {len(part) - 3} more" if len(part) > 3 else ""
+    raw = int(part["significant"].sum())
+    after = f" after Holm within the family ({raw} uncorrected †)" if raw else ""
+    return f"{FAMILY_TITLES[family]}: no difference shown{after} ({shown}{extra}{could})."
+
+
+def headline(frame: pd.DataFrame, claims: pd.DataFrame | None = None) -> list[str]:
+    """One sentence per family of the verdict box, then one per claim (verdict and its p)."""
+    lines = []
+    if not frame.empty:
+        treatment = str(frame["treatment"].iloc[0])
+        for family in FAMILIES:
+            part = frame[frame["family"] == family]
+            if not part.empty:
+                lines.append(family_sentence(family, part, treatment))
+    if claims is not None and not claims.empty:
+        for r in claims.itertuples():
+            if r.verdict == "missing":
+                lines.append(f"Claim {r.expectation} = {r.expected:+.2f}: missing (no finished run provides it).")
+                continue
+            p = {"reproduced": r.p_equivalence, "smaller than claimed": r.p_shortfall, "larger than claimed": r.p_excess}.get(r.verdict)
+            more = f"; about {int(r.more_seeds)} more seeds expected to decide it" if r.verdict == "undecided" and not pd.isna(r.more_seeds) else (
+                "; no number of seeds decides it with this test set" if r.verdict == "undecided" else "")
+            lines.append(f"Claim {r.expectation} = {r.expected:+.2f} ± {r.tolerance:.2f} ({r.dataset}): {r.verdict}"
+                         + (f" ({p_text(p)})" if p is not None and not pd.isna(p) else "") + f"{more}.")
+    return lines
+
+
+def verdict_lines(frame: pd.DataFrame, ends: Endpoints) -> list[str]:
+    """How the box's numbers are formed, as sentences."""
+    crossed = int((frame["ci_method"] == CROSSED).sum())
     m = len(frame)
-    sig = frame[frame["significant"]]
-    up, down = int((sig["mean"] > 0).sum()), int((sig["mean"] < 0).sum())
-    holm_n = int(frame["holm_significant"].sum())
-    lines = [f"**{len(sig)} of {m} comparisons significant** (95% CI excludes 0, †: {up} favour GRPO-RM, {down} SFT); "
-             f"**{holm_n} of {m} after Holm's correction** (‡: family-wise error ≤ 5% over the {m} comparisons of this box). "
-             f"With {m} comparisons at 5% each, some raw † are expected by chance alone; the Holm count is the one to quote."]
-    boot = int((frame["ci_method"] == BOOTSTRAP).sum())
-    if boot:
-        lines.append(f"Intervals and p: {settings.describe()} for {boot} of {m}; percentile 95% CI, p = 2 · min(P(Δ* ≤ 0), P(Δ* ≥ 0)) "
-                     "with the +1 correction.")
-    rest = frame[frame["ci_method"] != BOOTSTRAP]
+    lines = []
+    if (frame["family"] == "primary").any():
+        lines.append(f"Primary endpoint: declared in the suite before the runs, tested alone at α = {ends.alpha:g} (two-sided).")
+    else:
+        lines.append("No primary endpoint is declared (`primary:` in the suite): every comparison below is secondary.")
+    lines.append("Secondary endpoints form families (ID, OOD, transfer, calibration), each Holm-corrected within itself (‡). "
+                 "† = 95 % CI excludes 0 and |Δ| ≥ the minimum practical effect ("
+                 + ", ".join(f"{METRIC_NAMES.get(k, k)} {v:g}" for k, v in ends.min_effect.items() if k in set(frame["metric"])) + ").")
+    if crossed:
+        lines.append(f"Intervals for {crossed} of {m}: seeds × test images crossed (variance components, Satterthwaite df; "
+                     "bench.report.stats.delta_estimate), shared source images resampled jointly. MDE: the Δ detectable with 80 % power "
+                     "by a two-sided test at 5 % with these seeds and this test set.")
+    rest = frame[frame["ci_method"] != CROSSED]
     if len(rest):
-        counts = rest["ci_note"].fillna("").replace("", "no per-image predictions for this metric").value_counts(sort=False)
-        why = next(iter(counts.index)) if len(counts) == 1 else "; ".join(f"{note} ({count}×)" for note, count in counts.items())
-        lines.append(f"Seed-level t-interval (seed noise only, not test-set noise) and its t-test p for {len(rest)} of {m}: {why}.")
-    lines.append("Baseline: the setting's plain SFT (no label smoothing). A zero-width interval is never significant.")
+        counts = rest["ci_note"].fillna("").replace("", "no per-image values for this metric").value_counts(sort=False)
+        why = "; ".join(f"{note} ({count}×)" for note, count in counts.items())
+        lines.append(f"Seed-level t-interval (the seed spread carries test-set noise too) for {len(rest)} of {m}: {why}.")
+    lines.append("Baseline: the setting's plain control (no label smoothing). A zero-width interval is never significant.")
     return lines
 
 
 def verdict_title(frame: pd.DataFrame) -> str:
-    metrics = list(dict.fromkeys(frame["metric"]))
-    what = " / ".join(METRIC_NAMES.get(m, m) for m in metrics)
-    return f"Verdict: Δ GRPO-RM − SFT, {what} in points, mean over seeds [95% CI]"
+    t, c = str(frame["treatment"].iloc[0]), str(frame["control"].iloc[0])
+    return f"Verdict: Δ {method_name(t)} − {method_name(c)}, mean over seeds [95% CI]"
 
 
-def verdict_markdown(frame: pd.DataFrame, settings: BootstrapSettings) -> str:
-    """The box at the top of report.md and the console."""
+def _box_rows(frame: pd.DataFrame) -> list[list[str]]:
+    return [[r.family, str(r.setting), r.quantity, verdict_cell(r), p_text(r.p_value).replace("p = ", ""),
+             "" if pd.isna(r.mde) else f"{r.mde:.2g}", str(r.n)] for r in frame.itertuples()]
+
+
+BOX_HEADER = ["family", "setting", "quantity", "Δ [95% CI]", "p", "MDE (80%)", "n"]
+
+
+def verdict_markdown(frame: pd.DataFrame, ends: Endpoints = Endpoints(), claims: pd.DataFrame | None = None) -> str:
+    """The box near the top of report.md and the console: the headline, then the table."""
     if frame.empty:
-        return "## Verdict\n\nNo GRPO-RM − SFT comparison: the finished runs hold no GRPO-RM and SFT pair of one setting and seed.\n"
-    quantities, rows = _wide(frame)
-    lines = [f"## {verdict_title(frame)}", "", "| setting | " + " | ".join(quantities) + " |", "|---|" + "---:|" * len(quantities)]
-    lines += ["| " + " | ".join([setting, *cells]) + " |" for setting, cells, _ in rows]
-    lines += [""] + [f"{x}  " for x in verdict_lines(frame, settings)]
+        return (f"## Verdict\n\nNo {method_name(ends.treatment)} − {method_name(ends.control)} comparison: the finished runs hold no "
+                f"pair of the two methods in one setting and seed.\n")
+    lines = [f"## {verdict_title(frame)}", ""]
+    lines += [f"- {x}" for x in headline(frame, claims)] + [""]
+    lines += ["| " + " | ".join(BOX_HEADER) + " |", "|---|---|---|---:|---:|---:|---:|"]
+    lines += ["| " + " | ".join(cells) + " |" for cells in _box_rows(frame)]
+    lines += [""] + [f"{x}  " for x in verdict_lines(frame, ends)]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def verdict_context(frame: pd.DataFrame, settings: BootstrapSettings) -> dict[str, Any] | None:
-    """The HTML verdict box: header, cells (class sig / holm for † / ‡), sentences."""
+def verdict_context(frame: pd.DataFrame, ends: Endpoints = Endpoints(), claims: pd.DataFrame | None = None) -> dict[str, Any] | None:
+    """The HTML verdict box: headline, header, cells (class holm for ‡, sig for †), sentences."""
     if frame.empty:
         return None
-    quantities, rows = _wide(frame)
 
     def cls(r: Any) -> str:
-        return "" if r is None else "holm" if r.holm_significant else "sig" if r.significant else ""
+        return "holm" if r.family_significant else "sig" if r.significant else ""
 
-    return {"title": verdict_title(frame), "header": ["setting", *quantities], "lines": [x.replace("**", "") for x in verdict_lines(frame, settings)],
-            "rows": [{"setting": s, "cells": [{"text": t, "cls": cls(r)} for t, r in zip(cells, found)]} for s, cells, found in rows]}
+    rows = [{"setting": cells[0], "cells": [{"text": t, "cls": cls(r) if i == 2 else ""} for i, t in enumerate(cells[1:])]}
+            for cells, r in zip(_box_rows(frame), frame.itertuples())]
+    return {"title": verdict_title(frame), "headline": headline(frame, claims), "header": BOX_HEADER,
+            "lines": verdict_lines(frame, ends), "rows": rows}
 
 
 # ---- forest plot rows ------------------------------------------------------------------------
 
 
 
-def forest_frame(delta: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
-    """Every Δ GRPO-RM − SFT (against the plain SFT) of the headline metric per comparison and
+def forest_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endpoints()) -> pd.DataFrame:
+    """Every Δ treatment − control (against the plain control) of the headline metric per comparison and
     evaluation set — the ID split(s), each OOD set (a natural shift split, or a corruption
     benchmark's mean), the OOD average and the transfer averages (single targets where a probe
     has no average) — in points, with CI and significance, in plotting order."""
-    columns = ["setting", "evaluation", "kind", "mean", "ci_low", "ci_high", "significant", "ci_method", "metric"]
-    comparisons = list(_comparisons(delta, long))
+    columns = ["setting", "evaluation", "kind", "split", "mean", "ci_low", "ci_high", "significant", "ci_method", "metric", "treatment", "control"]
+    comparisons = [(m, part[part["metric"] == m]) for m, part in _comparisons(delta, long, ends)]
     if not comparisons:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -266,14 +418,15 @@ def forest_frame(delta: pd.DataFrame, long: pd.DataFrame) -> pd.DataFrame:
                 name = f"{r.split} (ID)" if kind == "ID" else "OOD average" if kind == "OOD average" else split_label(r.split, dataset, {})
                 if r.split.endswith("/mean"):
                     name = f"{dataset}-C (mean)" if r.split.startswith("c/") else "generated corruptions (mean)"
+                mean, low, high = (_scale(metric) * x for x in (r.mean, r.ci_low, r.ci_high))
                 rows.append({**{c: getattr(r, c) for c in GROUP_COLUMNS}, "treatment_variant": r.treatment_variant, "evaluation": name,
-                             "kind": kind, "mean": _scale(metric) * r.mean, "ci_low": _scale(metric) * r.ci_low,
-                             "ci_high": _scale(metric) * r.ci_high, "significant": bool(r.significant),
-                             "ci_method": getattr(r, "ci_method", "t"), "metric": metric})
+                             "kind": kind, "split": r.split, "mean": mean, "ci_low": low, "ci_high": high,
+                             "significant": _mark(mean, low, high, ends.min_effect.get(metric, 0.0)),
+                             "ci_method": getattr(r, "ci_method", "t"), "metric": metric, "treatment": r.treatment, "control": r.control})
     out = pd.DataFrame(rows)
     if out.empty:
         return pd.DataFrame(columns=columns)
-    out["setting"] = model_labels(out, _arms(out, long))
+    out["setting"] = model_labels(out, _arms(out, long, ends.treatment))
     return out[columns].reset_index(drop=True)
 
 
@@ -299,22 +452,23 @@ def config_labels(long: pd.DataFrame) -> dict[tuple[str, str], str]:
 
 
 def ablation_frame(final: pd.DataFrame, predictions: Predictions, problems: dict[str, str] | None = None,
-                   settings: BootstrapSettings = BootstrapSettings()) -> pd.DataFrame:
+                   ends: Endpoints = Endpoints()) -> pd.DataFrame:
     """Every method config (GRPO-RM configs, linear margin, SFT with label smoothing, ...) against
     the plain SFT of its setting, on the ID split and the OOD average of the headline metric, in
-    points with CIs (the bootstrap where predictions exist), ranked per setting by Δ ID. Empty
+    points with CIs (seeds × images crossed where predictions exist), ranked per setting by Δ ID. Empty
     when there are fewer than two configs to rank."""
     final = finals(final)
     if final.empty:
         return pd.DataFrame(columns=ABLATION_COLUMNS)
-    plain = plain_controls(final)
+    control = ends.control
+    plain = plain_controls(final, control)
     labels = config_labels(final)
-    ranked = {labels[k] for k in labels if k[1] not in plain or k[0] != CONTROL}
+    ranked = {labels[k] for k in labels if k[1] not in plain or k[0] != control}
     if len(ranked) < 2:
         return pd.DataFrame(columns=ABLATION_COLUMNS)
     parts = []
     for method in method_order(final["method"]):
-        d = paired_delta(final, treatment=method, control=CONTROL)
+        d = paired_delta(final, treatment=method, control=control)
         d = d[d["control_variant"].isin(plain) & (d["treatment_variant"] != d["control_variant"])]
         if d.empty:
             continue
@@ -325,7 +479,7 @@ def ablation_frame(final: pd.DataFrame, predictions: Predictions, problems: dict
             first = _id_split(mine) if not mine.empty else None
             keep.append(mine[mine["split"].isin([first, "ood_avg"])])
         d = pd.concat(keep) if keep else d.iloc[0:0]
-        parts.append(with_bootstrap(d, final, predictions, problems, settings))
+        parts.append(with_intervals(d, final, predictions, problems))
     d = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if d.empty:
         return pd.DataFrame(columns=ABLATION_COLUMNS)
@@ -343,7 +497,7 @@ def ablation_frame(final: pd.DataFrame, predictions: Predictions, problems: dict
             for c in ("mean", "ci_low", "ci_high"):
                 row[f"{q}_{c}"] = _scale(metric) * r[c] if r is not None else math.nan
             row[f"{q}_p_value"] = r["p_value"] if r is not None else math.nan
-            row[f"{q}_significant"] = bool(r["significant"]) if r is not None else False
+            row[f"{q}_significant"] = _mark(row[f"{q}_mean"], row[f"{q}_ci_low"], row[f"{q}_ci_high"], ends.min_effect.get(metric, 0.0)) if r is not None else False
             row[f"{q}_ci_method"] = r["ci_method"] if r is not None else ""
         rows.append(row)
     out = pd.DataFrame(rows)
@@ -356,7 +510,7 @@ def ablation_frame(final: pd.DataFrame, predictions: Predictions, problems: dict
 
 
 def _delta_cell(mean: float, low: float, high: float, n: int, significant: bool, method: str) -> str:
-    return cell_text(mean, low, high, n, n, signed=True, mark=significant, bounds=method == BOOTSTRAP)
+    return cell_text(mean, low, high, n, n, signed=True, mark=significant)
 
 
 def ablation_table(frame: pd.DataFrame) -> TextTable | None:
@@ -371,9 +525,9 @@ def ablation_table(frame: pd.DataFrame) -> TextTable | None:
     metrics = " / ".join(METRIC_NAMES.get(m, m) for m in dict.fromkeys(frame["metric"]))
     caption = (f"Every method config against the plain SFT of its setting (SFT, no label smoothing): Δ {metrics} in points on the ID "
                f"split ({splits}) and the OOD average, paired over matching seeds, ranked per setting by Δ ID; a config is named by "
-               "what differs from its method's defaults. [lo, hi]: 95% paired bootstrap over seeds and test images; ± half-width: "
-               "the seed-level t-interval (no per-image predictions); † the CI excludes 0 (never for a zero-width CI). No multiplicity "
-               "correction: a ranking to read, not a test of each row.")
+               "what differs from its method's defaults. ± half-width of the 95% CI: seeds × test images crossed where per-image "
+               "predictions exist, else the seed-level t-interval; † the CI excludes 0 and |Δ| ≥ the minimum practical effect (never for "
+               "a zero-width CI). No multiplicity correction: a ranking to read, not a test of each row.")
     return TextTable("ablation", "Ablation: each config's Δ against the plain SFT", caption, ["setting", "rank", "config"],
                      ["Δ ID", "Δ OOD average", "n"], rows, frame)
 
