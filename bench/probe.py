@@ -110,7 +110,9 @@ class SoftmaxRegression:
 
     @torch.no_grad()
     def logits(self, x: Tensor) -> Tensor:
-        return torch.addmm(self.bias, self.scaler(x.to(self.weight.device, self.weight.dtype)), self.weight.T)
+        """W z + b on standardised x; one CPU thread, as the fit (a matmul's sum may be split by thread)."""
+        with one_thread():
+            return torch.addmm(self.bias, self.scaler(x.to(self.weight.device, self.weight.dtype)), self.weight.T)
 
     def predict(self, x: Tensor) -> Tensor:
         return self.classes[self.logits(x).argmax(1)]
@@ -140,9 +142,15 @@ def sr_objective(z: Tensor, target: Tensor, weight: Tensor, bias: Tensor, c: flo
 def fit_softmax_regression(x: Tensor, y: Tensor, c: float, max_iter: int = 1000, tol: float = 1e-5,
                            device: torch.device | str | None = None) -> SoftmaxRegression:
     """Standardise x with its own statistics, then minimise F by full-batch L-BFGS on ``device``
-    (default: x's). x: (n, d) features, y: (n,) integer labels (any values; K = the distinct ones)."""
+    (default: x's). x: (n, d) features, y: (n,) integer labels (any values; K = the distinct ones).
+    CPU math on one thread (:func:`one_thread`): the result is the same whatever the caller's thread count."""
     if not c > 0:
         raise ValueError(f"C must be positive, got {c}")
+    with one_thread():
+        return _fit(x, y, c, max_iter, tol, device)
+
+
+def _fit(x: Tensor, y: Tensor, c: float, max_iter: int, tol: float, device: torch.device | str | None) -> SoftmaxRegression:
     device = torch.device(device) if device is not None else x.device
     x = x.to(device, torch.float32)
     y = y.to(device)
@@ -182,7 +190,7 @@ def fit_softmax_regression(x: Tensor, y: Tensor, c: float, max_iter: int = 1000,
     converged = n_iter < max_iter and int(opt.state[weight]["func_evals"]) < max(MAX_EVAL, max_iter)
     if not converged:
         warnings.warn(f"softmax regression (torch L-BFGS, C={c}) stopped at max_iter={max_iter} (or {MAX_EVAL} evaluations) "
-                      f"before max|grad| <= {tol}; raise max_iter", ConvergenceWarning, stacklevel=2)
+                      f"before max|grad| <= {tol}; raise max_iter", ConvergenceWarning, stacklevel=3)
     return SoftmaxRegression(scaler, weight.detach(), bias.detach(), classes, c, objective, n_iter, converged)
 
 
@@ -194,3 +202,27 @@ def _no_tf32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch's CPU math on one thread, then give the caller back its thread count.
+
+    Why: with several threads, torch and MKL split some sums between threads (a matmul's inner
+    dimension when the output is small and that dimension long, as in the probe's gradient
+    Zᵀ(softmax − onehot) over n samples; a sum to one number; the dot products inside
+    ``torch.optim.LBFGS``), and the partial sums add up in a thread-dependent order. The last bits
+    then differ, L-BFGS's line search and stopping test amplify them, and the iteration count and
+    a prediction can change with the thread count. One thread gives one order of addition per
+    machine, whatever the run's thread count. It costs the parallel speed-up of the fit on CPU
+    (none on a GPU, whose kernels do not depend on the CPU thread count): docs/protocol.md.
+    """
+    saved = torch.get_num_threads()
+    if saved == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)

@@ -31,7 +31,7 @@ from bench.data.base import take
 from bench.distributed import DistContext, eval_batches
 from bench.features import SplitInputs, prefix_tokens
 from bench.io import atomic_torch_save
-from bench.probe import SR_SOLVERS, fit_softmax_regression
+from bench.probe import SR_SOLVERS, fit_softmax_regression, one_thread
 
 if TYPE_CHECKING:
     from bench.job import Job
@@ -70,17 +70,20 @@ class FeatureCache:
 @torch.no_grad()
 def knn_top1(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor, num_classes: int,
              k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
-    """Weighted kNN accuracy (DINOv2's protocol) with cosine similarity; chunked over test rows."""
-    train = F.normalize(train.float(), dim=1)
-    test = F.normalize(test.float(), dim=1)
-    k = min(k, len(train))
-    correct = 0
-    for start in range(0, len(test), chunk):
-        sim = test[start : start + chunk] @ train.T
-        top_sim, top_idx = sim.topk(k, dim=1)
-        votes = torch.zeros(len(sim), num_classes)
-        votes.scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
-        correct += int((votes.argmax(1) == test_labels[start : start + chunk]).sum())
+    """Weighted kNN accuracy (DINOv2's protocol) with cosine similarity; chunked over test rows.
+    On one CPU thread (:func:`bench.probe.one_thread`): a similarity that a split sum rounds
+    differently can reorder two neighbours or tip a vote, so the thread count must not enter."""
+    with one_thread():
+        train = F.normalize(train.float(), dim=1)
+        test = F.normalize(test.float(), dim=1)
+        k = min(k, len(train))
+        correct = 0
+        for start in range(0, len(test), chunk):
+            sim = test[start : start + chunk] @ train.T
+            top_sim, top_idx = sim.topk(k, dim=1)
+            votes = torch.zeros(len(sim), num_classes)
+            votes.scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
+            correct += int((votes.argmax(1) == test_labels[start : start + chunk]).sum())
     return correct / len(test)
 
 
