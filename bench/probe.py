@@ -55,6 +55,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bench.seeding import one_thread
+
 SR_SOLVERS = ("torch", "sklearn")
 """Softmax Regression backends: ``torch`` (this module, on the run's device) or ``sklearn`` (the reference)."""
 
@@ -203,26 +205,3 @@ def _no_tf32() -> Iterator[None]:
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
 
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch's CPU math on one thread, then give the caller back its thread count.
-
-    Why: with several threads, torch and MKL split some sums between threads (a matmul's inner
-    dimension when the output is small and that dimension long, as in the probe's gradient
-    Zᵀ(softmax − onehot) over n samples; a sum to one number; the dot products inside
-    ``torch.optim.LBFGS``), and the partial sums add up in a thread-dependent order. The last bits
-    then differ, L-BFGS's line search and stopping test amplify them, and the iteration count and
-    a prediction can change with the thread count. One thread gives one order of addition per
-    machine, whatever the run's thread count. It costs the parallel speed-up of the fit on CPU
-    (none on a GPU, whose kernels do not depend on the CPU thread count): docs/protocol.md.
-    """
-    saved = torch.get_num_threads()
-    if saved == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(saved)
