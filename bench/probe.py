@@ -37,6 +37,18 @@ and F and ∂F come out of float32 to ~1e-6 or better, below the 1e-5 gradient t
 float32 runs out first, the 1e-9 change test stops the solver. TF32 matmuls (10-bit mantissa)
 are switched off during the fit.
 
+Thread count: the fit and its predictions run on one CPU thread (:func:`bench.seeding.one_thread`,
+which gives the caller its thread count back), so the coefficients, the iteration count and every
+prediction are bitwise the same whatever the run's thread count. With several threads MKL splits
+the gradient matmul's sum over samples between threads, and torch the sums to one number and the
+dot products inside ``torch.optim.LBFGS``; the last bits then depend on the thread count and the
+line search amplifies them (600 × 768 features, 100 classes, C = 1e-3: 62 iterations at 1 thread,
+71 at 2, different coefficients). Fixing the order of every sum ourselves would mean rewriting
+L-BFGS, and float64 only makes the differences smaller, not zero. The cost is the parallel
+speed-up on CPU: ~0.1 s for the demo's whole C sweep (600 × 768, 10 classes) either way; one fit
+of 20,000 × 768, 100 classes, 2.4 s instead of 1.4 s at 2 threads (a shared 2-core machine, so
+rough). On a GPU nothing changes: its kernels do not depend on the CPU thread count.
+
 Standardisation is scikit-learn's ``StandardScaler``: mean and population standard deviation of
 the training features (float64 accumulators); a feature whose variance is within the rounding
 error of a constant (Chan, Golub & LeVeque's bound for the two-pass algorithm) is scaled by 1.
