@@ -196,7 +196,21 @@ def evaluate_split(
     on the same kind of device), rather than up to the reordering an all-reduce of partial sums
     would bring. The records are a few numbers and two arrays per batch; the gather is one call
     per split, made by every rank after its batches.
+
+    The batches are scored on one CPU thread (:func:`bench.seeding.one_thread`): on CPU, a linear
+    head's matmul on a batch splits its sum between threads (ViT-B's 1536 features, batches of
+    16 … 256), so the logits, and a near tie, would depend on the run's thread count.
     """
+    from bench.seeding import one_thread  # imports torch: only when a split is scored
+
+    with one_thread():
+        records = _score_batches(logits_fn, batches, labels, device, label_space, index)
+    return _total(records, len(labels), label_space, ctx)
+
+
+def _score_batches(logits_fn: Callable[[Tensor], Tensor], batches: Iterable[Tensor], labels: np.ndarray, device: torch.device,
+                   label_space: Sequence[int] | None, index: Sequence[Tensor] | None) -> list[dict[str, Any]]:
+    """One record per batch (counts, sums, calibration bins, per-image arrays): see evaluate_split."""
     y_all = torch.from_numpy(np.asarray(labels, dtype=np.int64))
     n = len(y_all)
     outside = None
@@ -231,6 +245,11 @@ def evaluate_split(
         })
     if positions is not None and next(positions, None) is not None:
         raise ValueError("fewer batches than index tensors")
+    return records
+
+
+def _total(records: list[dict[str, Any]], n: int, label_space: Sequence[int] | None, ctx: DistContext | None) -> dict[str, Any]:
+    """The split's metrics from every rank's batch records, added up in the order of their first image."""
     if ctx is not None and ctx.active:
         records = ctx.gather(records)
     records.sort(key=lambda r: int(r["pos"][0]))

@@ -32,7 +32,7 @@ from bench.data import ImageArrays, Split
 from bench.data.base import normalize, to_pixels
 from bench.data.transforms import ClassificationTransform
 from bench.models import SplitViTClassifier
-from bench.seeding import generator
+from bench.seeding import generator, one_thread
 
 _CACHE: OrderedDict[Hashable, Tensor] = OrderedDict()  # least recently used first
 AugmentKey = tuple[int, int]  # (seed, epoch)
@@ -220,7 +220,8 @@ def prefix_tokens(model: SplitViTClassifier, inputs: SplitInputs, batch_size: in
         return _CACHE[key]
     was_training = model.training
     model.eval()
-    chunks = [model.embed(x.to(device)).float().cpu() for x in inputs.sequential(batch_size)]
+    with one_thread():  # evaluations read these tokens: the same whatever the run's thread count
+        chunks = [model.embed(x.to(device)).float().cpu() for x in inputs.sequential(batch_size)]
     model.train(was_training)
     tokens = torch.cat(chunks)
     _CACHE[key] = tokens

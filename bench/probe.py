@@ -37,6 +37,18 @@ and F and ∂F come out of float32 to ~1e-6 or better, below the 1e-5 gradient t
 float32 runs out first, the 1e-9 change test stops the solver. TF32 matmuls (10-bit mantissa)
 are switched off during the fit.
 
+Thread count: the fit and its predictions run on one CPU thread (:func:`bench.seeding.one_thread`,
+which gives the caller its thread count back), so the coefficients, the iteration count and every
+prediction are bitwise the same whatever the run's thread count. With several threads MKL splits
+the gradient matmul's sum over samples between threads, and torch the sums to one number and the
+dot products inside ``torch.optim.LBFGS``; the last bits then depend on the thread count and the
+line search amplifies them (600 × 768 features, 100 classes, C = 1e-3: 62 iterations at 1 thread,
+71 at 2, different coefficients). Fixing the order of every sum ourselves would mean rewriting
+L-BFGS, and float64 only makes the differences smaller, not zero. The cost is the parallel
+speed-up on CPU: ~0.1 s for the demo's whole C sweep (600 × 768, 10 classes) either way; one fit
+of 20,000 × 768, 100 classes, 2.4 s instead of 1.4 s at 2 threads (a shared 2-core machine, so
+rough). On a GPU nothing changes: its kernels do not depend on the CPU thread count.
+
 Standardisation is scikit-learn's ``StandardScaler``: mean and population standard deviation of
 the training features (float64 accumulators); a feature whose variance is within the rounding
 error of a constant (Chan, Golub & LeVeque's bound for the two-pass algorithm) is scaled by 1.
@@ -54,6 +66,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+
+from bench.seeding import one_thread
 
 SR_SOLVERS = ("torch", "sklearn")
 """Softmax Regression backends: ``torch`` (this module, on the run's device) or ``sklearn`` (the reference)."""
@@ -110,7 +124,9 @@ class SoftmaxRegression:
 
     @torch.no_grad()
     def logits(self, x: Tensor) -> Tensor:
-        return torch.addmm(self.bias, self.scaler(x.to(self.weight.device, self.weight.dtype)), self.weight.T)
+        """W z + b on standardised x; one CPU thread, as the fit (a matmul's sum may be split by thread)."""
+        with one_thread():
+            return torch.addmm(self.bias, self.scaler(x.to(self.weight.device, self.weight.dtype)), self.weight.T)
 
     def predict(self, x: Tensor) -> Tensor:
         return self.classes[self.logits(x).argmax(1)]
@@ -140,9 +156,15 @@ def sr_objective(z: Tensor, target: Tensor, weight: Tensor, bias: Tensor, c: flo
 def fit_softmax_regression(x: Tensor, y: Tensor, c: float, max_iter: int = 1000, tol: float = 1e-5,
                            device: torch.device | str | None = None) -> SoftmaxRegression:
     """Standardise x with its own statistics, then minimise F by full-batch L-BFGS on ``device``
-    (default: x's). x: (n, d) features, y: (n,) integer labels (any values; K = the distinct ones)."""
+    (default: x's). x: (n, d) features, y: (n,) integer labels (any values; K = the distinct ones).
+    CPU math on one thread (:func:`one_thread`): the result is the same whatever the caller's thread count."""
     if not c > 0:
         raise ValueError(f"C must be positive, got {c}")
+    with one_thread():
+        return _fit(x, y, c, max_iter, tol, device)
+
+
+def _fit(x: Tensor, y: Tensor, c: float, max_iter: int, tol: float, device: torch.device | str | None) -> SoftmaxRegression:
     device = torch.device(device) if device is not None else x.device
     x = x.to(device, torch.float32)
     y = y.to(device)
@@ -182,7 +204,7 @@ def fit_softmax_regression(x: Tensor, y: Tensor, c: float, max_iter: int = 1000,
     converged = n_iter < max_iter and int(opt.state[weight]["func_evals"]) < max(MAX_EVAL, max_iter)
     if not converged:
         warnings.warn(f"softmax regression (torch L-BFGS, C={c}) stopped at max_iter={max_iter} (or {MAX_EVAL} evaluations) "
-                      f"before max|grad| <= {tol}; raise max_iter", ConvergenceWarning, stacklevel=2)
+                      f"before max|grad| <= {tol}; raise max_iter", ConvergenceWarning, stacklevel=3)
     return SoftmaxRegression(scaler, weight.detach(), bias.detach(), classes, c, objective, n_iter, converged)
 
 
@@ -194,3 +216,4 @@ def _no_tf32() -> Iterator[None]:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32 = saved
+

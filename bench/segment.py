@@ -24,6 +24,7 @@ from bench.data.base import take
 from bench.data.seg_transforms import SegTrainTransform, keep_ratio_resize, slide_inference
 from bench.features import data_loader, load_batches, sample_generator
 from bench.seg_metrics import IoUAccumulator
+from bench.seeding import one_thread
 
 if TYPE_CHECKING:
     from bench.distributed import DistContext
@@ -90,11 +91,12 @@ def evaluate_segmentation(
     """
     acc = IoUAccumulator(num_classes, ignore_index)
     mine = split if ctx is None or not ctx.active else take(split, np.arange(ctx.rank, len(split), ctx.world))
-    for image, label in eval_images(mine, test_scale, num_workers):
-        image = image[None].to(device, non_blocking=True)
-        logits = slide_inference(lambda x: logits_fn(x).float(), image, num_classes, (crop, crop), (stride, stride))
-        logits = F.interpolate(logits, size=tuple(label.shape), mode="bilinear", align_corners=False)
-        acc.update(logits.argmax(1)[0].cpu(), label)
+    with one_thread():  # per-pixel argmax from logits that must not depend on the thread count (evaluate_split)
+        for image, label in eval_images(mine, test_scale, num_workers):
+            image = image[None].to(device, non_blocking=True)
+            logits = slide_inference(lambda x: logits_fn(x).float(), image, num_classes, (crop, crop), (stride, stride))
+            logits = F.interpolate(logits, size=tuple(label.shape), mode="bilinear", align_corners=False)
+            acc.update(logits.argmax(1)[0].cpu(), label)
     if ctx is not None and ctx.active:
         acc.intersect, acc.area_pred, acc.area_label = ctx.sum(torch.stack([acc.intersect, acc.area_pred, acc.area_label])).unbind(0)
     return {**acc.compute(), "n": len(split)}

@@ -32,6 +32,7 @@ from bench.distributed import DistContext, eval_batches
 from bench.features import SplitInputs, prefix_tokens
 from bench.io import atomic_torch_save
 from bench.probe import SR_SOLVERS, fit_softmax_regression
+from bench.seeding import one_thread
 
 if TYPE_CHECKING:
     from bench.job import Job
@@ -68,20 +69,30 @@ class FeatureCache:
 
 
 @torch.no_grad()
+def knn_votes(train: Tensor, train_labels: Tensor, test: Tensor, num_classes: int, k: int = 20, temperature: float = 0.07,
+              chunk: int = 1024) -> Tensor:
+    """(n_test, num_classes) weighted kNN votes (DINOv2's protocol): each of the k train features
+    most cosine-similar to a test feature votes for its label with weight exp(sim / T); chunked
+    over test rows. On one CPU thread (:func:`bench.seeding.one_thread`): the similarity matmul
+    splits its sum between threads for some shapes (few train rows, long features), and a
+    similarity rounded differently can reorder two neighbours or tip a vote."""
+    with one_thread():
+        train = F.normalize(train.float(), dim=1)
+        test = F.normalize(test.float(), dim=1)
+        k = min(k, len(train))
+        votes = torch.zeros(len(test), num_classes)
+        for start in range(0, len(test), chunk):
+            sim = test[start : start + chunk] @ train.T
+            top_sim, top_idx = sim.topk(k, dim=1)
+            votes[start : start + chunk].scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
+    return votes
+
+
 def knn_top1(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor, num_classes: int,
              k: int = 20, temperature: float = 0.07, chunk: int = 1024) -> float:
-    """Weighted kNN accuracy (DINOv2's protocol) with cosine similarity; chunked over test rows."""
-    train = F.normalize(train.float(), dim=1)
-    test = F.normalize(test.float(), dim=1)
-    k = min(k, len(train))
-    correct = 0
-    for start in range(0, len(test), chunk):
-        sim = test[start : start + chunk] @ train.T
-        top_sim, top_idx = sim.topk(k, dim=1)
-        votes = torch.zeros(len(sim), num_classes)
-        votes.scatter_add_(1, train_labels[top_idx], (top_sim / temperature).exp())
-        correct += int((votes.argmax(1) == test_labels[start : start + chunk]).sum())
-    return correct / len(test)
+    """Weighted kNN accuracy: the share of test features whose :func:`knn_votes` argmax is their label."""
+    votes = knn_votes(train, train_labels, test, num_classes, k, temperature, chunk)
+    return int((votes.argmax(1) == test_labels).sum()) / len(test)
 
 
 def softmax_regression(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, test_labels: np.ndarray,
@@ -175,11 +186,12 @@ def _extract(job: "Job", entry, target, split: str, limit: int | None, transform
         inputs.tokens = prefix_tokens(model, inputs, bs, job.device, key)
     index = eval_batches(len(inputs), bs, ctx) if distributed else [torch.arange(s, min(s + bs, len(inputs))) for s in range(0, len(inputs), bs)]
     cls, pooled = [], []
-    for x in inputs.batches(index):
-        with job.autocast:
-            tokens = model.final_tokens(x.to(job.device), embedded=embedded).float()
-        cls.append(tokens[:, 0].cpu())
-        pooled.append(torch.cat([tokens[:, 0], tokens[:, model.vit.num_prefix_tokens :].mean(1)], -1).cpu())
+    with one_thread():  # the probes' input: the same features whatever the run's thread count
+        for x in inputs.batches(index):
+            with job.autocast:
+                tokens = model.final_tokens(x.to(job.device), embedded=embedded).float()
+            cls.append(tokens[:, 0].cpu())
+            pooled.append(torch.cat([tokens[:, 0], tokens[:, model.vit.num_prefix_tokens :].mean(1)], -1).cpu())
     dim = model.vit.embed_dim
     cls_rows = torch.cat(cls) if cls else torch.zeros(0, dim)
     pooled_rows = torch.cat(pooled) if pooled else torch.zeros(0, 2 * dim)
