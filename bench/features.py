@@ -20,7 +20,9 @@ from __future__ import annotations
 import math
 import os
 import signal
+import time
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Hashable, Iterator, Sequence
 
 import numpy as np
@@ -207,23 +209,51 @@ class SplitInputs:
         yield from self.batches([torch.arange(s, min(s + batch_size, len(self))) for s in range(0, len(self), batch_size)])
 
 
+@dataclass
+class CacheSpend:
+    """What one run spent on the frozen-prefix cache that runs in one process share, and what it
+    got from it: the first run of a backbone pays for embedding every split, later runs (the other
+    method, other seeds) read the tokens for free. Kept per run (``Job.cache_spend``) so a run's
+    cost can say which part of its time was such a one-off shared build, not its own per-run
+    work."""
+
+    build_s: float = 0.0  # seconds spent embedding splits that were not cached yet
+    built: int = 0  # splits this run embedded (and left in the cache)
+    reused: int = 0  # splits whose tokens another run (or this run, earlier) had already built
+
+    def add(self, other: "CacheSpend") -> "CacheSpend":
+        return CacheSpend(self.build_s + other.build_s, self.built + other.built, self.reused + other.reused)
+
+    def minus(self, earlier: "CacheSpend") -> "CacheSpend":
+        """What was spent since ``earlier`` (a copy of this object taken then)."""
+        return CacheSpend(self.build_s - earlier.build_s, self.built - earlier.built, self.reused - earlier.reused)
+
+
 def prefix_cache_fits(n: int, model: SplitViTClassifier, img_size: int) -> bool:
     tokens = (img_size // 14) ** 2 + model.vit.num_prefix_tokens
     return n * tokens * model.vit.embed_dim * 4 <= prefix_cache_budget_bytes()
 
 
 @torch.no_grad()
-def prefix_tokens(model: SplitViTClassifier, inputs: SplitInputs, batch_size: int, device: torch.device, key: Hashable) -> Tensor:
-    """Tokens after the frozen blocks for every image of a split (cached under ``key``)."""
+def prefix_tokens(model: SplitViTClassifier, inputs: SplitInputs, batch_size: int, device: torch.device, key: Hashable,
+                  spend: CacheSpend | None = None) -> Tensor:
+    """Tokens after the frozen blocks for every image of a split (cached under ``key``).
+    ``spend``, when given, is charged the build time (a miss) or counts a reuse (a hit)."""
     if key in _CACHE:
         _CACHE.move_to_end(key)
+        if spend is not None:
+            spend.reused += 1
         return _CACHE[key]
+    started = time.perf_counter()
     was_training = model.training
     model.eval()
     with one_thread():  # evaluations read these tokens: the same whatever the run's thread count
         chunks = [model.embed(x.to(device)).float().cpu() for x in inputs.sequential(batch_size)]
     model.train(was_training)
     tokens = torch.cat(chunks)
+    if spend is not None:
+        spend.build_s += time.perf_counter() - started
+        spend.built += 1
     _CACHE[key] = tokens
     # bounded by bytes, not by a count of splits: a run with many small shift splits (e.g. 5
     # severities × several corruptions) must not evict its own train split on every epoch

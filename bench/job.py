@@ -8,6 +8,7 @@ and :func:`run_job` calls them in that order and records the run's status around
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 import traceback
 from contextlib import nullcontext
@@ -22,7 +23,7 @@ from bench.data import DATASETS
 from bench.data.seg_transforms import SegTrainTransform
 from bench.distributed import DistContext, check_batch_size, current, eval_batches
 from bench.evaluate import EVALUATIONS, evaluate_split
-from bench.features import SplitInputs, prefix_cache_fits, prefix_tokens
+from bench.features import CacheSpend, SplitInputs, prefix_cache_fits, prefix_tokens
 from bench.io import atomic_write
 from bench.methods import build_method
 from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
@@ -33,7 +34,7 @@ from bench.segment import evaluate_segmentation, train_pairs
 from bench.store import RunDir, RunHeld, RunLock
 from bench import train as train_module
 from bench.progress import ProgressFn, RunLog, RunProgress, TensorBoardScalars, fan_out
-from bench.train import train
+from bench.train import Trained, peak_cuda_mb, peak_rss_mb, step_summary, train
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,6 +78,7 @@ class Job:
         self.transform = cfg.data.transform(cfg.backbone.img_size)
         self.train_split = cfg.data.load(cfg.data.resolved_train_split)
         self.per_image: dict[str, dict[str, np.ndarray]] = {}  # split → per-image arrays, filled by evaluation
+        self.cache_spend = CacheSpend()  # this run's share of the shared frozen-prefix cache: builds paid, reuses (its cost block)
         # frozen-prefix tokens are exact only without augmentation, and only kept if they fit in memory
         self.use_prefix_cache = (
             not self.dense and cfg.model.cache_frozen_prefix and not self.model.full_finetune and not self.transform.augments
@@ -97,7 +99,7 @@ class Job:
         inputs = SplitInputs(data, self.transform, cfg.data.num_workers)
         if self.use_prefix_cache:
             key = self.prefix_key(cfg.data.name, cfg.data.params, split, self.transform, cfg.data.holdout)
-            inputs.tokens = prefix_tokens(self.model, inputs, cfg.train.eval_batch_size, self.device, key)
+            inputs.tokens = prefix_tokens(self.model, inputs, cfg.train.eval_batch_size, self.device, key, self.cache_spend)
         return inputs
 
     def prefix_key(self, dataset: str, params: dict[str, Any], split: str, *extra: Any) -> tuple:
@@ -251,8 +253,11 @@ def _unit_metrics(run_dir: RunDir) -> Callable[[str], dict[str, Any]]:
 def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None, ctx: DistContext, stage: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
     job = Job(cfg, ctx)
+    if job.device.type == "cuda":  # this run's peak, not an earlier run's of the same process
+        torch.cuda.reset_peak_memory_stats(job.device)
     trained = train(job, run_dir, progress)
     job.model.eval()
+    eval_started, before_eval = time.time(), dataclasses.replace(job.cache_spend)
     # every rank scores its share of every split (bench.distributed); rank 0 alone writes
     metrics: dict[str, Any] = {}
     units = [(name, unit) for name in cfg.evaluations for unit in EVALUATIONS.get(name).units(cfg)]
@@ -270,6 +275,8 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         run_dir.update_status(phase="evaluate", evaluated=0, evaluations=len(units))
     for name in cfg.evaluations:
         metrics.update(EVALUATIONS.get(name).evaluate(job, run_dir, done))
+    eval_cache = job.cache_spend.minus(before_eval)  # evaluation and transfer splits embedded (or reused) now
+    eval_s = time.time() - eval_started - eval_cache.build_s
     if not ctx.is_main:  # rank 0 writes the result; the others wait for it (RunTask reads it)
         ctx.barrier()
         return {}
@@ -309,11 +316,35 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         "host": host(),
         "device": str(job.device),
         "wall_time_s": round(wall, 3),
+        "cost": run_cost(job, trained, eval_s, eval_cache),
         "metrics": metrics,
     }
     run_dir.write_result(result)
     ctx.barrier()
     return result
+
+
+def run_cost(job: Job, trained: Trained, eval_s: float, eval_cache: CacheSpend) -> dict[str, Any]:
+    """result.json's ``cost`` block: what the run cost, with the one-off shared cache builds apart.
+
+    ``shared_cache_s``: seconds this run spent embedding splits into the frozen-prefix cache
+    (training split and evaluation/transfer splits), which every later run of the same backbone
+    in the same process reuses; a run that found them built paid nothing (``shared_cache_reused``
+    counts those splits). ``wall_time_s − shared_cache_s`` is the run's own cost. ``train_s`` and
+    ``eval_s`` leave the builds out; ``train_s`` counts a resumed run's earlier attempts up to their
+    last checkpoint (as ``wall_time_s`` does), ``eval_s`` this attempt only (units an earlier
+    attempt saved are not scored again). What is neither is set-up: building the model, loading data.
+    Step times: :class:`bench.train.TrainCost`; peak memory: :func:`bench.train.peak_rss_mb`
+    (a process-wide high-water mark) and :func:`bench.train.peak_cuda_mb`."""
+    t = trained.cost
+    cache = t.cache.add(eval_cache)  # training's (every checkpointed attempt) and this attempt's evaluation
+    cuda = peak_cuda_mb(job.device)
+    return {
+        "shared_cache_s": round(cache.build_s, 3), "shared_cache_built": cache.built, "shared_cache_reused": cache.reused,
+        "train_s": round(t.train_s, 3), "eval_s": round(eval_s, 3), "steps": trained.steps, **step_summary(t),
+        "peak_rss_mb": round(max(t.peak_rss_mb, peak_rss_mb()), 1),
+        "peak_cuda_mb": None if cuda is None and t.peak_cuda_mb is None else round(max(t.peak_cuda_mb or 0.0, cuda or 0.0), 1),
+    }
 
 
 def _flat(per_image: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -14,11 +14,15 @@ optimiser and the LR schedule. It is written between batches only, after all μ 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
+import resource
+import statistics
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -28,6 +32,7 @@ from torch import Tensor, nn
 
 from bench.config import RunConfig
 from bench.distributed import steps_per_epoch
+from bench.features import CacheSpend
 from bench.io import atomic_torch_save
 from bench.models import SplitViTClassifier
 from bench.progress import ProgressFn, RunProgress
@@ -69,14 +74,104 @@ def check_parameters(step: int, model: nn.Module) -> None:
             raise Diverged(f"diverged at step {step}: parameter {name} holds non-finite values (lower train.lr)")
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident set size in MB (``getrusage``'s ``ru_maxrss``: KB on Linux,
+    bytes on macOS). A high-water mark of the whole process since it started, DataLoader workers
+    not included: where several runs share one process (the debug executor) it is the largest of
+    this run and every run before it, not this run's own."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def peak_cuda_mb(device: torch.device) -> float | None:
+    """Peak GPU memory allocated by tensors on ``device`` since its peak was last reset (bench.job
+    resets it when a run starts), in MB; None off CUDA. The caching allocator reserves more than
+    this; it is what the run's tensors needed."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+@dataclass(frozen=True)
+class TrainCost:
+    """Training's share of a run's cost, summed over the attempts of a resumed run as far as their
+    checkpoints kept it (as ``wall_time_s`` is): work after an attempt's last checkpoint is lost
+    and not counted.
+
+    ``train_s`` is the training phase (from entering :func:`train` to its return: data order,
+    steps, logs, checkpoints) without the shared frozen-prefix builds, which are ``cache``: a
+    one-off another run in the process reuses, so charging it to whichever run came first would
+    make that run look slower. ``step_s`` holds one duration per optimiser step, from the end of
+    the previous step's bookkeeping to the end of ``optimizer.step()`` (batch loading, rollout,
+    forward, backward, update); the first step of each attempt is left out and the first
+    attempt's kept as ``first_step_s``, since it includes warm-up (lazy initialisation, loader
+    workers starting). Peaks are the largest seen by any checkpointed attempt."""
+
+    train_s: float = 0.0
+    cache: CacheSpend = field(default_factory=CacheSpend)
+    step_s: tuple[float, ...] = ()
+    first_step_s: float | None = None
+    peak_rss_mb: float = 0.0
+    peak_cuda_mb: float | None = None
+
+    def state(self) -> dict[str, Any]:
+        """For the checkpoint (step times as one float32 tensor: a long run has ~10⁵ steps)."""
+        return {"train_s": self.train_s, "cache_build_s": self.cache.build_s, "cache_built": self.cache.built, "cache_reused": self.cache.reused,
+                "step_s": torch.tensor(self.step_s, dtype=torch.float32), "first_step_s": self.first_step_s,
+                "peak_rss_mb": self.peak_rss_mb, "peak_cuda_mb": self.peak_cuda_mb}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any] | None) -> "TrainCost":
+        """What a checkpoint recorded; nothing for a checkpoint from before costs were kept."""
+        if not state:
+            return cls()
+        steps = state.get("step_s")
+        return cls(float(state.get("train_s", 0.0)), CacheSpend(float(state.get("cache_build_s", 0.0)), int(state.get("cache_built", 0)),
+                                                                int(state.get("cache_reused", 0))),
+                   tuple(float(x) for x in (steps.tolist() if isinstance(steps, Tensor) else steps or ())), state.get("first_step_s"),
+                   float(state.get("peak_rss_mb", 0.0)), state.get("peak_cuda_mb"))
+
+
+class StepClock:
+    """Seconds per optimiser step, measured in the loop (see :class:`TrainCost`). ``lap()`` ends
+    a step; ``restart()`` after bookkeeping (logs, checkpoints) so it is no step's time. On CUDA
+    the loop synchronises every step (the finiteness check reads the gradient norm), so a step's
+    GPU work lands in it or, at worst, in the next one."""
+
+    def __init__(self) -> None:
+        self.first: float | None = None
+        self.times: list[float] = []
+        self.tick = time.perf_counter()
+
+    def restart(self) -> None:
+        self.tick = time.perf_counter()
+
+    def lap(self) -> None:
+        now = time.perf_counter()
+        if self.first is None:
+            self.first = now - self.tick
+        else:
+            self.times.append(now - self.tick)
+        self.tick = now
+
+
+def step_summary(cost: TrainCost) -> dict[str, Any]:
+    """Median and mean seconds per optimiser step (first steps left out) and how many were timed."""
+    steps = cost.step_s
+    return {"step_median_s": round(statistics.median(steps), 6) if steps else None,
+            "step_mean_s": round(statistics.fmean(steps), 6) if steps else None, "timed_steps": len(steps),
+            "first_step_s": None if cost.first_step_s is None else round(cost.first_step_s, 6)}
+
+
 @dataclass(frozen=True)
 class Trained:
-    """What training leaves for the result: optimiser steps, training-set size, and the wall time
-    spent in earlier attempts of a resumed run."""
+    """What training leaves for the result: optimiser steps, training-set size, the wall time
+    spent in earlier attempts of a resumed run, and training's cost over all attempts."""
 
     steps: int
     train_size: int
     prior_wall_s: float
+    cost: TrainCost = field(default_factory=TrainCost)
 
 
 class CheckpointTimer:
@@ -137,14 +232,26 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
     cfg, ctx = job.cfg, job.ctx
     started = time.time()
     model, method, device = job.model, job.method, job.device
+    spent_before = dataclasses.replace(job.cache_spend)  # a copy: builds of the training split are shared, not training
     state = _load_checkpoint(run_dir, ctx, device)
+    prior_cost = TrainCost.from_state(state.get("cost") if state is not None else None)
+    clock = StepClock()
+
+    def cost_now() -> TrainCost:
+        """Training's cost so far: earlier attempts' (from the checkpoint) plus this one's."""
+        mine = job.cache_spend.minus(spent_before)
+        cuda = peak_cuda_mb(device)
+        return TrainCost(prior_cost.train_s + time.time() - started - mine.build_s, prior_cost.cache.add(mine), prior_cost.step_s + tuple(clock.times),
+                         prior_cost.first_step_s if prior_cost.first_step_s is not None else clock.first, max(prior_cost.peak_rss_mb, peak_rss_mb()),
+                         cuda if prior_cost.peak_cuda_mb is None else max(prior_cost.peak_cuda_mb, cuda or 0.0))
+
     if state is not None and "optimizer" not in state:  # training finished: evaluate again only
         model.load_state_dict(state["model"], strict=False)
         if ctx.is_main:
             run_dir.update_status(resumed_from={"complete": True, "step": state["step"]})
         if progress:
             progress(RunProgress("resume", state["step"], state["step"], detail=f"the final weights (step {state['step']}): training is done, evaluating"))
-        return Trained(state["step"], int(state.get("train_size", len(job.train_split))), float(state.get("wall_time_s", 0.0)))
+        return Trained(state["step"], int(state.get("train_size", len(job.train_split))), float(state.get("wall_time_s", 0.0)), prior_cost)
     train = job.inputs(cfg.data.resolved_train_split)
     n = len(train)
     batches_per_epoch = steps_per_epoch(n, cfg.train.batch_size, ctx.world)  # the last-batch rule (bench.distributed)
@@ -175,6 +282,7 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
     if rng is not None:
         restore_rng(rng, device)
     timer = CheckpointTimer(cfg.train.checkpoint_every_min)
+    clock.restart()  # set-up (the optimiser, the training split's tokens) is no step's time
 
     pending: list[dict[str, Any]] = []
     for epoch in range(start_epoch, cfg.train.epochs):
@@ -204,6 +312,7 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
                 optimizer.step()
                 schedule.step()
                 step += 1
+                clock.lap()
                 stats = ctx.mean_stats(out.stats)
                 row = {"step": step, "epoch": epoch, "pass": p, "time": round(time.time(), 3), "lr": schedule.get_last_lr()[0],
                        "grad_norm": float(grad_norm), **stats}
@@ -220,9 +329,11 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
                 if ctx.is_main:
                     run_dir.append_metrics(pending)
                     pending = []
-                    _save_checkpoint(run_dir, model, optimizer, schedule, epoch, step, prior_wall + time.time() - started, n, False, batch=b + 1, rng=states)
+                    _save_checkpoint(run_dir, model, optimizer, schedule, epoch, step, prior_wall + time.time() - started, n, False, batch=b + 1, rng=states,
+                                     cost=cost_now())
                     _checkpointed(run_dir, progress, step, total_steps, position(epoch, b + 1, len(batches)), step_hold)
                 timer.reset()
+            clock.restart()  # logs and checkpoints are bookkeeping, not the next step's time
         check_parameters(step, model)
         final = epoch + 1 == cfg.train.epochs
         states = None if final else gather_rng_states(ctx, device, method)
@@ -232,14 +343,15 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
             continue
         run_dir.append_metrics(pending)
         pending = []
-        _save_checkpoint(run_dir, model, optimizer, schedule, epoch + 1, step, prior_wall + time.time() - started, n, final, rng=states)
+        _save_checkpoint(run_dir, model, optimizer, schedule, epoch + 1, step, prior_wall + time.time() - started, n, final, rng=states, cost=cost_now())
         _checkpointed(run_dir, progress, step, total_steps, position(epoch + 1, 0, len(batches)) + (" (final weights)" if final else ""), None)
         hold_after_epoch(run_dir, epoch + 1)
         hold_after_step(run_dir, step, step_hold)
+        clock.restart()  # an epoch's checkpoint (and a test's hold) is no step's time
     if ctx.is_main and start_epoch >= cfg.train.epochs:  # resumed from the last epoch's full checkpoint
-        _save_checkpoint(run_dir, model, optimizer, schedule, start_epoch, step, prior_wall + time.time() - started, n, True)
+        _save_checkpoint(run_dir, model, optimizer, schedule, start_epoch, step, prior_wall + time.time() - started, n, True, cost=cost_now())
 
-    return Trained(step, n, prior_wall)
+    return Trained(step, n, prior_wall, cost_now())
 
 
 def _load_checkpoint(run_dir: RunDir, ctx: Any, device: torch.device) -> dict[str, Any] | None:
@@ -256,12 +368,14 @@ def _load_checkpoint(run_dir: RunDir, ctx: Any, device: torch.device) -> dict[st
 
 
 def _save_checkpoint(run_dir: RunDir, model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Any, epoch: int, step: int,
-                     wall_s: float, train_size: int, final: bool, batch: int = 0, rng: list[dict[str, Any]] | None = None) -> None:
+                     wall_s: float, train_size: int, final: bool, batch: int = 0, rng: list[dict[str, Any]] | None = None,
+                     cost: TrainCost | None = None) -> None:
     """Write last.pt (with its digest; the one before kept as prev.pt). After the last epoch it is
     the weights only, marked complete: the mark that training is over (see train()). Otherwise
     ``epoch`` whole epochs and ``batch`` batches of the next are done (0 at an epoch end), and
     ``rng`` holds each rank's random states (:func:`rng_state`), so a resume draws what this
-    attempt would have drawn next."""
+    attempt would have drawn next. ``cost`` (:class:`TrainCost`) lets a resumed run's cost count
+    the attempts before it, as ``wall_s`` does for its wall time."""
     run_dir.sync_metrics()  # the log of every step the checkpoint covers is on disk before it
     run_dir.keep_previous_checkpoint()
     if final:
@@ -269,6 +383,8 @@ def _save_checkpoint(run_dir: RunDir, model: nn.Module, optimizer: torch.optim.O
     else:
         state = {"model": trainable_state(model), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
                  "epoch": epoch, "batch": batch, "step": step, "wall_time_s": wall_s, "rng": rng}
+    if cost is not None:
+        state["cost"] = cost.state()
     atomic_torch_save(state, run_dir.checkpoint)
     run_dir.update_status(checkpoint={"epoch": epoch, "batch": batch, "step": step, "complete": final})  # what a rerun resumes from
 

@@ -183,7 +183,7 @@ def _extract(job: "Job", entry, target, split: str, limit: int | None, transform
     bs = job.cfg.train.eval_batch_size
     if embedded:
         key = job.prefix_key(target.name, target.params, split, transform, limit)
-        inputs.tokens = prefix_tokens(model, inputs, bs, job.device, key)
+        inputs.tokens = prefix_tokens(model, inputs, bs, job.device, key, getattr(job, "cache_spend", None))
     index = eval_batches(len(inputs), bs, ctx) if distributed else [torch.arange(s, min(s + bs, len(inputs))) for s in range(0, len(inputs), bs)]
     cls, pooled = [], []
     with one_thread():  # the probes' input: the same features whatever the run's thread count

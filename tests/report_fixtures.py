@@ -82,10 +82,12 @@ def write_predictions(run_dir: RunDir, correct: dict[str, np.ndarray]) -> None:
 
 
 def write_run(root, spec: RunSpec, metrics: dict[str, dict[str, Any]], dataset: str = "cifar10", random_init: bool = True,
-              stage: dict[str, Any] | None = None, predictions: dict[str, np.ndarray] | None = None, wall_time_s: float = 1.5) -> None:
+              stage: dict[str, Any] | None = None, predictions: dict[str, np.ndarray] | None = None, wall_time_s: float = 1.5,
+              cost: dict[str, Any] | None = None) -> None:
     """One finished run in the store's formats (status, metrics.jsonl, result.json); ``stage``
     adds model-selection fields ({"stage": "tune", "tuned_values": ...} or a final's selection);
-    ``predictions`` (split → per-image top-1 correctness) writes predictions.npz."""
+    ``predictions`` (split → per-image top-1 correctness) writes predictions.npz; ``cost`` is
+    result.json's cost block (bench.job.run_cost), absent by default as in older results."""
     method, seed = spec.config.method.name, spec.config.seed
     run_dir = RunDir.of(root, spec.suite, spec.run_id)
     run_dir.set_status("running")
@@ -98,7 +100,7 @@ def write_run(root, spec: RunSpec, metrics: dict[str, dict[str, Any]], dataset: 
         "backbone": {"display": "DINOv2-tiny", "init": "random init" if random_init else "pretrained: x.pth", "random_init": random_init},
         "protocol": {"img_size": 28, "trainable_blocks": "all", "train_size": 64, "steps": 5},
         "versions": {"torch": "2.11.0", "timm": "1.0.31"}, "git": {"commit": "abc123", "dirty": False},
-        "host": "testhost", "device": "cpu", "wall_time_s": wall_time_s, "metrics": metrics,
+        "host": "testhost", "device": "cpu", "wall_time_s": wall_time_s, **({"cost": cost} if cost is not None else {}), "metrics": metrics,
     })
     run_dir.set_status("done")
 

@@ -64,6 +64,27 @@ def test_result_records_provenance_and_random_init(tmp_path):
     assert run_dir.result_file.stat().st_mode & 0o777 == 0o666 & ~umask  # readable like any file
 
 
+def test_result_records_cost_with_the_shared_prefix_build_apart(tmp_path):
+    """A tiny run's cost block: its steps are the steps trained, every time and peak is positive,
+    and the frozen-prefix build is charged to the first run of the backbone only: the second
+    (other method, same seed, same process) reuses every split and pays nothing."""
+    clear_cache()
+    first = run_job(tiny_config("sft"), RunDir(tmp_path / "sft"))
+    second = run_job(tiny_config("grpo_rm"), RunDir(tmp_path / "grpo"))
+    for result in (first, second):
+        cost = result["cost"]
+        assert result["protocol"]["frozen_prefix_cached"] is True
+        assert cost["steps"] == result["protocol"]["steps"] == 2 * 3
+        assert cost["timed_steps"] == 2 * 3 - 1 and cost["first_step_s"] > 0  # the first step (warm-up) is apart
+        assert 0 < cost["step_median_s"] and 0 < cost["step_mean_s"] and cost["step_mean_s"] * cost["timed_steps"] <= cost["train_s"]
+        assert cost["train_s"] > 0 and cost["eval_s"] > 0
+        assert cost["train_s"] + cost["eval_s"] + cost["shared_cache_s"] <= result["wall_time_s"]
+        assert 1 < cost["peak_rss_mb"] < 2**20 and cost["peak_cuda_mb"] is None  # MB on CPU (ru_maxrss is KB), no GPU figure
+    splits = 1 + len(first["metrics"])  # the training split and every evaluated split
+    assert first["cost"]["shared_cache_built"] == splits and first["cost"]["shared_cache_s"] > 0 and first["cost"]["shared_cache_reused"] == 0
+    assert second["cost"]["shared_cache_built"] == 0 and second["cost"]["shared_cache_s"] == 0 and second["cost"]["shared_cache_reused"] == splits
+
+
 def test_mu_passes_multiply_optimizer_steps_and_clip(tmp_path):
     cfg = tiny_config("grpo_rm", method_params={"mu": 3, "epsilon": 0.05}, train={"lr": 3e-3, "head_lr": 3e-2})
     run_dir = RunDir(tmp_path / "mu")
@@ -103,6 +124,13 @@ def test_interrupted_run_resumes_to_identical_result(tmp_path, monkeypatch):
     assert _numbers(broken) == _numbers(RunDir(tmp_path / "clean"))
     final = json.loads(broken.status_file.read_text())
     assert final["attempts"] == 2 and final["state"] == "done" and "traceback" not in final
+    # cost over both attempts: 9 steps, each attempt's first step apart (6 + 3 trained: 5 + 2 timed)
+    cost = resumed["cost"]
+    assert cost["steps"] == 9 and cost["timed_steps"] == 7 and cost["first_step_s"] > 0
+    assert cost["train_s"] > cost["step_mean_s"] * 7
+    # the first attempt reused the clean run's training tokens (its checkpoint kept that count); the
+    # second, after clear_cache, built the training split and every evaluated split again
+    assert cost["shared_cache_reused"] == 1 and cost["shared_cache_built"] == 1 + len(resumed["metrics"]) and cost["shared_cache_s"] > 0
 
 
 def test_full_finetune_without_prefix_cache_trains_every_block(tmp_path):

@@ -18,6 +18,7 @@ from bench.io import atomic_write_json, atomic_write, atomic_write_text
 from bench.report import html, plots, stats, verdict
 from bench.report.aggregate import (describe_variants, finals, finished_results, long_from, paired_delta, run_states, seed_summary,
                                     selection_table, severity_summary, sweep_table, training_log, variant_legend, with_averages)
+from bench.report.cost import cost_table
 from bench.report.expected import CAPTION as EXPECTED_CAPTION
 from bench.report.expected import compare, expected_latex, expected_markdown
 from bench.report.tables import TABLES, Table, TextTable, arm_labels, build_tables, model_labels, to_csv, to_latex, to_markdown, tuning_note
@@ -158,7 +159,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     ablation_rows = verdict.ablation_frame(final, predictions, unread, ends)
     selections = selection_table(results)
     tables = build_tables(summary, delta, selections) if not final.empty else []
-    extra_tables = [t for t in (verdict.ablation_table(ablation_rows), verdict.wall_time_table(final) if not final.empty else None) if t is not None]
+    extra_tables = [t for t in (verdict.ablation_table(ablation_rows), cost_table(final) if not final.empty else None) if t is not None]
     files: list[Path] = []
 
     def write(name: str, text: str) -> Path:

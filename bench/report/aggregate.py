@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from bench.report.schema import COLUMNS, conform
+from bench.report.schema import COLUMNS, COST_COLUMNS, conform
 from bench.store import CorruptFile, RunDir
 from bench.suite import RunSpec
 
@@ -257,6 +257,7 @@ def result_rows(result: dict[str, Any], finished_utc: str | None = None) -> list
     backbone, proto = result.get("backbone", {}), result.get("protocol", {})
     versions, git = result.get("versions", {}), result.get("git", {})
     config, tuned = result.get("config"), tuned_values(result)
+    cost = result.get("cost") or {}  # absent in results from before costs were recorded: those columns stay empty
     run = {
         "suite": result.get("suite"), "run_id": result["run_id"], "method": result["method"], "dataset": result["dataset"],
         "backbone": backbone.get("display"), "init": backbone.get("init"), "random_init": bool(backbone.get("random_init")),
@@ -267,6 +268,7 @@ def result_rows(result: dict[str, Any], finished_utc: str | None = None) -> list
         "method_params": json.dumps(result.get("method_params", {}), sort_keys=True),
         "git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "torch": versions.get("torch"), "timm": versions.get("timm"),
         "host": result.get("host"), "device": result.get("device"), "wall_time_s": result.get("wall_time_s"), "finished_utc": finished_utc,
+        **{c: cost.get(c) for c in COST_COLUMNS},
     }
     rows = []
     for split, values in result["metrics"].items():

@@ -18,7 +18,7 @@ import pandas as pd
 class Column:
     name: str
     dtype: str  # a pandas dtype name: string, Int64, float64, boolean
-    role: str  # identity | protocol | measurement | provenance
+    role: str  # identity | protocol | measurement | provenance | cost
     doc: str
 
 
@@ -62,11 +62,20 @@ SCHEMA: tuple[Column, ...] = (
     Column("timm", "string", "provenance", "timm version"),
     Column("host", "string", "provenance", "host the run finished on"),
     Column("device", "string", "provenance", "torch device (cpu, cuda:0, ...)"),
-    Column("wall_time_s", "float64", "provenance", "run wall time in seconds"),
+    Column("wall_time_s", "float64", "provenance", "run wall time in seconds, summed over a resumed run's attempts up to their last checkpoint; shared cache builds included"),
     Column("finished_utc", "string", "provenance", "when the run finished (UTC, ISO 8601)"),
+    # cost: result.json's cost block (bench.job.run_cost); empty for results from before it was recorded
+    Column("shared_cache_s", "float64", "cost", "seconds this run spent building caches that later runs in its process reuse (frozen-prefix tokens); part of wall_time_s, 0 for a run that found them built"),
+    Column("train_s", "float64", "cost", "training phase in seconds, shared cache builds left out, summed over attempts like wall_time_s"),
+    Column("eval_s", "float64", "cost", "evaluation (and transfer probes) in seconds, shared cache builds left out, last attempt only"),
+    Column("step_median_s", "float64", "cost", "median seconds per optimiser step measured in the training loop, each attempt's first (warm-up) step left out"),
+    Column("step_mean_s", "float64", "cost", "mean seconds per optimiser step, as step_median_s"),
+    Column("peak_rss_mb", "float64", "cost", "peak resident memory of the run's process in MB (a process-wide high-water mark: with the in-process debug executor, the maximum of this run and every earlier run of that process)"),
+    Column("peak_cuda_mb", "float64", "cost", "peak GPU memory allocated by tensors in MB (torch.cuda.max_memory_allocated, reset when the run starts); empty off CUDA"),
 )
 
 COLUMNS: list[str] = [c.name for c in SCHEMA]
+COST_COLUMNS: list[str] = [c.name for c in SCHEMA if c.role == "cost"]  # the run-level columns read from result.json's cost block
 DTYPES: dict[str, str] = {c.name: c.dtype for c in SCHEMA}
 
 

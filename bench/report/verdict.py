@@ -544,24 +544,5 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def wall_time_table(final: pd.DataFrame) -> TextTable | None:
-    """Mean wall time per method config over its finished final runs (result.json wall_time_s):
-    what a config costs, next to what it gains."""
-    runs = finals(final).drop_duplicates("run_id")
-    runs = runs[runs["wall_time_s"].notna()]
-    if runs.empty:
-        return None
-    labels = config_labels(finals(final))
-    runs = runs.assign(config=[labels.get((m, v), method_name(m)) for m, v in zip(runs["method"], runs["variant"])])
-    order = method_order(runs["method"])
-    rows_frame = (runs.groupby(["method", "config"], sort=False)["wall_time_s"].agg(["count", "mean", "sum"]).reset_index()
-                  .rename(columns={"count": "runs", "mean": "mean_s", "sum": "total_s"}))
-    rows_frame = rows_frame.assign(_m=rows_frame["method"].map(order.index)).sort_values(["_m", "config"], kind="stable").drop(columns="_m")
-    rows = [([r.config], [str(int(r.runs)), duration_text(r.mean_s), duration_text(r.total_s)]) for r in rows_frame.itertuples()]
-    caption = "Wall time per method config, mean over its finished final runs (all settings), and the total (result.json wall_time_s)."
-    return TextTable("wall_time", "Wall time per method config", caption, ["config"], ["runs", "mean wall time", "total"], rows,
-                     rows_frame.reset_index(drop=True))
-
-
-__all__ = ["verdict_frame", "verdict_markdown", "verdict_context", "forest_frame", "ablation_frame", "ablation_table", "wall_time_table",
+__all__ = ["verdict_frame", "verdict_markdown", "verdict_context", "forest_frame", "ablation_frame", "ablation_table",
            "config_label", "config_labels", "plain_controls", "method_defaults", "duration_text"]
