@@ -389,10 +389,11 @@ def stage_message(new: list[RunSpec]) -> str:
 
 
 def unsubmitted_tuning(specs: list[RunSpec], results_root: Path) -> list[RunSpec]:
-    """Tuning runs no launcher has touched yet (no status): those a selection job found it must
-    add beyond a grid edge. A tuning run that is queued, running, done or failed already has one,
-    and is neither waited for again here nor resubmitted."""
-    return [s for s in specs if s.stage == "tune" and not RunDir.of(results_root, s.suite, s.run_id).status_file.is_file()]
+    """Tuning runs neither finished nor touched by a launcher yet (no status): those a selection job
+    found it must add beyond a grid edge. A tuning run that is queued, running or failed already
+    has a status, and is not resubmitted here."""
+    dirs = [(s, RunDir.of(results_root, s.suite, s.run_id)) for s in specs if s.stage == "tune"]
+    return [s for s, d in dirs if not d.status_file.is_file() and d.effective_state() != "done"]
 
 
 def submit_selection(suite: Suite, specs: list[RunSpec], source: SuiteSource, results_root: Path, console: Console) -> str | None:

@@ -537,6 +537,31 @@ def _selection_facts(selection: dict[str, Any], grid: dict[str, Any]) -> dict[st
             "seed_overlap": json.dumps(selection.get("seed_overlap") or [])}
 
 
+PROBE_C_COLUMNS = ["run_id", "method", "dataset", "seed", "split", "C", "C_swept", "at_edge", "tie"]
+
+
+def probe_c_table(results: list[Finished]) -> pd.DataFrame:
+    """The Softmax-Regression probe's C per final run and transfer target: the chosen ``C``, the
+    values swept (``C_swept``, JSON), ``at_edge`` ('smallest'/'largest', or empty inside the sweep)
+    and ``tie`` (JSON: the Cs tied at the best held-out accuracy when a tie-break picked C; 'null'
+    when none did, empty when the run did not record it). A sweep on the probe's own held-out slice
+    is a choice like any other: a C at the sweep's edge says the best C may lie beyond it."""
+    rows = []
+    for f in results:
+        r = f.result
+        if stage_of(r) != FINAL:
+            continue
+        for split, values in (r.get("metrics") or {}).items():
+            if values.get("probe") != "softmax_regression" or "C" not in values:
+                continue
+            swept = list(values.get("C_swept") or [])
+            edge = values["C_at_edge"] if "C_at_edge" in values else grid_edge(swept, values["C"])  # older results: the same rule
+            rows.append({"run_id": r["run_id"], "method": r.get("method"), "dataset": r.get("dataset"), "seed": r.get("seed"), "split": split,
+                         "C": values["C"], "C_swept": json.dumps(swept), "at_edge": edge or "",
+                         "tie": json.dumps(values["C_tie"], sort_keys=True) if "C_tie" in values else ""})
+    return pd.DataFrame(rows, columns=PROBE_C_COLUMNS)
+
+
 SWEEP_MODEL = ["dataset", "backbone", "init", "random_init"]
 SWEEP_COLUMNS = [*SWEEP_MODEL, "method", "values", "metric", "split", "score", "seed_values", "chosen"]
 
@@ -583,4 +608,5 @@ def sweep_table(long: pd.DataFrame, selections: pd.DataFrame) -> pd.DataFrame:
 
 __all__ = ["long_table", "long_from", "finished_results", "finals", "run_states", "with_averages", "seed_summary", "paired_delta",
            "severity_summary", "training_log", "t_interval", "zero_width", "significant", "split_parts", "config_variant", "pair_key",
-           "variant_legend", "variant_descriptions", "describe_variants", "selection_table", "sweep_table", "short_number", "param_name"]
+           "variant_legend", "variant_descriptions", "describe_variants", "selection_table", "sweep_table", "short_number", "param_name",
+           "probe_c_table"]

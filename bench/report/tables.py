@@ -308,6 +308,33 @@ def tuning_note(selections: pd.DataFrame | None, settings: pd.DataFrame | None =
 EDGE_WORDS = {"smallest": "below", "largest": "beyond"}
 
 
+def probe_c_note(probes: pd.DataFrame) -> str:
+    """'Transfer probe (Softmax Regression): C at the grid edge in 3 of 6 runs (largest: 2,
+    smallest: 1), by a tie-break in 1 of them: ...' from :func:`bench.report.aggregate.probe_c_table`;
+    '' when no run fitted the probe or no C sits on an edge or was tied. The probe picks C on its
+    own held-out slice; an edge or tie-break choice qualifies its transfer numbers the way an
+    edge lr qualifies a Δ."""
+    if probes.empty:
+        return ""
+    n = len(probes)
+    several = probes["run_id"].nunique() < n
+    unit = "probe fits (runs × targets)" if several else "runs"
+    edge = probes[probes["at_edge"].astype(bool)]
+    tied = probes[[bool(t) and t != "null" for t in probes["tie"]]]
+    if edge.empty and tied.empty:
+        return ""
+    parts = []
+    if not edge.empty:
+        sides = ", ".join(f"{side}: {count}" for side, count in edge["at_edge"].value_counts().items())
+        by_tie = len(edge.index.intersection(tied.index))
+        parts.append(f"C at the grid edge in {len(edge)} of {n} {unit} ({sides}" + (f"; {by_tie} of them by a tie-break" if by_tie else "")
+                     + "): the best C may lie beyond the swept values")
+    if not tied.empty:
+        parts.append(f"C chosen by a tie-break (the first listed C wins) in {len(tied)} of {n} {unit}")
+    swept = ", ".join(short_number(c) for c in json.loads(probes["C_swept"].iloc[0]))
+    return f"Transfer probe (Softmax Regression, C swept over {{{swept}}} on a held-out slice of the probe's train split): " + "; ".join(parts) + "."
+
+
 def selection_caveats(sel: pd.DataFrame, several_models: bool = False, several_backbones: bool = False) -> list[str]:
     """Sentences on what a choice leaves open, one per fact, from :func:`selection_table`'s
     columns (absent columns: nothing to say): a chosen value at the edge of the values tried (the
