@@ -350,10 +350,12 @@ def launch_suite(
     """Launch a suite's runs; with model selection, each group's final runs follow its tuning runs.
 
     In-process and local executors (and Slurm with ``wait``) carry both stages through in one
-    call: launch what is known, expand again (the finished tuning runs now decide more groups),
-    launch what is new, until nothing new appears. Slurm without ``wait`` submits the tuning
-    arrays and one small dependent job (:class:`SelectTask`, ``afterany`` on those arrays) that
-    makes the choice and submits the final arrays itself, so nobody has to come back.
+    call: launch what is known, expand again (the finished tuning runs now decide more groups, or,
+    with ``select.extend_edges``, call for tuning runs beyond a grid edge), launch what is new,
+    until nothing new appears. Slurm without ``wait`` submits the tuning arrays and one small
+    dependent job (:class:`SelectTask`, ``afterany`` on those arrays) that makes the choice and
+    submits the final arrays (and any new tuning runs, followed by another such job) itself, so
+    nobody has to come back.
 
     ``first`` restricts the first launch to those runs (``bench reproduce`` leaves out runs that
     Slurm still holds); later stages launch every new run.
@@ -371,9 +373,27 @@ def launch_suite(
         new = [s for s in specs if s.run_id not in seen]
         if not new:
             return outcomes
-        console.print(f"selection decided: launching {len(new)} final run(s) at the chosen settings", markup=False)
+        console.print(stage_message(new), markup=False)
         seen |= {s.run_id for s in new}
         outcomes += launch(executor, suite, new, results_root, options, console)
+
+
+def stage_message(new: list[RunSpec]) -> str:
+    """What a later stage launches: final runs at the chosen settings, and tuning runs one step
+    beyond a grid edge (``select.extend_edges``)."""
+    final = sum(1 for s in new if s.stage == "final")
+    tune = len(new) - final
+    parts = ([f"launching {final} final run(s) at the chosen settings"] if final else []) + \
+            ([f"{'and ' if final else 'launching '}{tune} tuning run(s) beyond a grid edge"] if tune else [])
+    return "selection decided: " + " ".join(parts)
+
+
+def unsubmitted_tuning(specs: list[RunSpec], results_root: Path) -> list[RunSpec]:
+    """Tuning runs neither finished nor touched by a launcher yet (no status): those a selection job
+    found it must add beyond a grid edge. A tuning run that is queued, running or failed already
+    has a status, and is not resubmitted here."""
+    dirs = [(s, RunDir.of(results_root, s.suite, s.run_id)) for s in specs if s.stage == "tune"]
+    return [s for s, d in dirs if not d.status_file.is_file() and d.effective_state() != "done"]
 
 
 def submit_selection(suite: Suite, specs: list[RunSpec], source: SuiteSource, results_root: Path, console: Console) -> str | None:
@@ -398,8 +418,9 @@ def submit_selection(suite: Suite, specs: list[RunSpec], source: SuiteSource, re
 
 class SelectTask:
     """The Slurm job between the stages: expand again (the choice reads only held-out scores of
-    the finished tuning runs), submit the final runs, and, if some tuning runs are still not
-    ended (requeued, say), another selection job after them."""
+    the finished tuning runs), submit the final runs and any new tuning runs beyond a grid edge
+    (``select.extend_edges``), and, if some tuning runs are still not ended (requeued, or just
+    submitted), another selection job after them."""
 
     def __init__(self, source: SuiteSource, results_root: str) -> None:
         self.source, self.results_root = source, results_root
@@ -408,6 +429,6 @@ class SelectTask:
         console = Console(width=200)
         root = Path(self.results_root)
         suite, specs = self.source.expand(root)
-        launch("slurm", suite, [s for s in specs if s.stage == "final"], root, LaunchOptions(), console)
+        launch("slurm", suite, [s for s in specs if s.stage == "final"] + unsubmitted_tuning(specs, root), root, LaunchOptions(), console)
         submit_selection(suite, specs, self.source, root, console)
         return [s.run_id for s in specs if s.stage == "final"]

@@ -166,10 +166,18 @@ ECE; nats for NLL; the Brier score as it is): a Δ whose CI excludes 0 but whose
 too small to matter (a 1.5e-5-point ECE difference), not a finding."""
 
 
+DEFAULT_TUNING_SEED = 1000
+"""The first tuning seed when ``select.seeds`` is not given: tuning seeds count from 1000 and final
+seeds (the matrix's ``seed`` axis) from 0, so no final run is the tuning run that chose its own
+settings (see :func:`bench.select.check_tuning_seeds`)."""
+
+
 class Selection(BaseModel):
     """Model selection on the held-out split: each method (per dataset, backbone and every other
     matrix value) runs the ``tune`` grid on ``seeds``, scored on split ``heldout`` only; the best
-    value combination by mean ``metric`` then runs with the matrix's seeds and full evaluations."""
+    value combination by mean ``metric`` then runs with the matrix's seeds and full evaluations.
+    Tuning seeds lie apart from the final seeds unless ``allow_seed_overlap``; ``extend_edges``
+    tunes further values beyond a grid edge the choice sits on (see :mod:`bench.select`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -177,7 +185,11 @@ class Selection(BaseModel):
     split: Literal["heldout"] = Field("heldout", description="the only split selection may read: carved from training data (data.val_fraction)")
     tune: dict[str, list[Any]] = Field(description="dotted run-config paths → values tried, the same grid for every method, e.g. {train.lr: [3e-5, 1e-4, 3e-4]}")
     seeds: list[Annotated[int, Field(strict=True, ge=0, lt=SEED_LIMIT)]] = Field(
-        default_factory=lambda: [0], min_length=1, description="seeds of the tuning runs (their mean decides)")
+        default_factory=lambda: [DEFAULT_TUNING_SEED], min_length=1,
+        description=f"seeds of the tuning runs (their mean decides); default [{DEFAULT_TUNING_SEED}], apart from the final seeds, which they may not overlap")
+    allow_seed_overlap: bool = Field(False, description="accept tuning seeds that are also final seeds (a final run then repeats the tuning run that chose it); the report says so")
+    extend_edges: bool = Field(False, description="when a group's choice is the smallest or largest value tried of a numeric tuned key, tune one more value one step beyond it, until the choice is interior or max_extensions is reached")
+    max_extensions: int = Field(3, ge=0, le=20, description="most values extend_edges adds to each tuned key of a group")
 
     @field_validator("tune")
     @classmethod
@@ -451,6 +463,8 @@ def planned_runs(suite: Suite) -> int:
         if suite.select is not None:
             groups = math.prod(len(values) for key, values in suite.matrix.items() if key != "seed")
             own += groups * math.prod(len(values) for values in suite.select.tune.values()) * len(suite.select.seeds)
+            if suite.select.extend_edges:  # at most max_extensions values beyond an edge per tuned key and group
+                own += groups * suite.select.max_extensions * len(suite.select.tune) * len(suite.select.seeds)
     return own + sum(planned_runs(child) for _, child in suite._children)
 
 

@@ -30,6 +30,7 @@ from bench.data import DATASETS
 from bench.data.base import take
 from bench.distributed import DistContext, eval_batches
 from bench.features import SplitInputs, prefix_tokens
+from bench.grid import grid_edge, ties
 from bench.io import atomic_torch_save
 from bench.probe import SR_SOLVERS, fit_softmax_regression
 from bench.seeding import one_thread
@@ -99,16 +100,23 @@ def softmax_regression(train: np.ndarray, train_labels: np.ndarray, test: np.nda
                        cs: tuple[float, ...], holdout: float, seed: int, max_iter: int = 1000, solver: str = "torch",
                        device: torch.device | str | None = None) -> dict[str, Any]:
     """Sweep C on a held-out slice of train, refit on all of train with the best C, score test.
-    ``solver``: "torch" (L-BFGS on ``device``, default CPU) or "sklearn" (the reference, CPU)."""
+    ``solver``: "torch" (L-BFGS on ``device``, default CPU) or "sklearn" (the reference, CPU).
+
+    Besides the score it says how much the sweep decided: ``C_at_edge`` ('smallest'/'largest'
+    when the best C is at that end of ``cs``: the best may lie beyond the sweep; None inside) and
+    ``C_tie`` (the Cs whose held-out accuracy equals the best exactly, and that accuracy, when
+    there are several: then the tie-break, the first listed, picked C; None otherwise)."""
     order = np.random.default_rng(seed).permutation(len(train))
     n_val = max(1, int(round(holdout * len(train))))
     val_idx, fit_idx = order[:n_val], order[n_val:]
     fit_x, fit_y, val_x, val_y = train[fit_idx], train_labels[fit_idx], train[val_idx], train_labels[val_idx]
     scores = [float((fit_sr(fit_x, fit_y, c, max_iter, solver, device)(val_x) == val_y).mean()) for c in cs]
-    best = cs[int(np.argmax(scores))]  # first of equal scores: the strongest regularisation
+    best = cs[int(np.argmax(scores))]  # first of equal scores: with cs ascending, the strongest regularisation
+    tied = ties(scores, max(scores))
     predict = fit_sr(train, train_labels, best, max_iter, solver, device)
     return {"top1": float((predict(test) == test_labels).mean()), "C": best, "val_top1": max(scores), "val_scores": scores,
-            "solver": solver}
+            "solver": solver, "C_at_edge": grid_edge(list(cs), best),
+            "C_tie": {"Cs": [cs[i] for i in tied], "val_top1": max(scores)} if len(tied) > 1 else None}
 
 
 def fit_sr(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 1000, solver: str = "torch",
@@ -156,7 +164,8 @@ def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None
         out[f"transfer/{target.name}/knn"] = {"top1": knn, **common, "probe": "knn", "k": tc.knn_k, "temperature": tc.knn_temperature}
         out[f"transfer/{target.name}/sr"] = {"top1": sr["top1"], **common, "probe": "softmax_regression", "C": sr["C"],
                                              "val_top1": sr["val_top1"], "C_swept": list(tc.sr_cs), "holdout": tc.sr_holdout,
-                                             "solver": sr["solver"]}
+                                             "solver": sr["solver"], "C_val_top1": sr["val_scores"], "C_at_edge": sr["C_at_edge"],
+                                             "C_tie": sr["C_tie"]}
     return out
 
 

@@ -88,7 +88,7 @@ methods:
 select:
   metric: top1
   tune: {train.lr: [1.0e-4, 3.0e-3], train.weight_decay: [0.0, 0.05]}
-  seeds: [0, 1]
+  seeds: [1000, 1001]
 matrix:
   method: [sft, grpo_rm]
   seed: [0, 1, 2]
@@ -115,7 +115,7 @@ def test_selection_gives_every_method_the_same_tuning_runs(tmp_path):
     assert set(grid) == {(m, b) for m in ("sft", "grpo_rm") for b in (0, 1)}
     expected = sorted(
         (json.dumps({"train.lr": lr, "train.weight_decay": wd}, sort_keys=True), seed)
-        for lr in (1e-4, 3e-3) for wd in (0.0, 0.05) for seed in (0, 1)
+        for lr in (1e-4, 3e-3) for wd in (0.0, 0.05) for seed in (1000, 1001)
     )
     for key, runs in grid.items():
         assert sorted(runs) == expected, key

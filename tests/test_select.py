@@ -22,7 +22,6 @@ defaults:
 select:
   metric: top1
   tune: {train.lr: [1.0e-4, 3.0e-3]}
-  seeds: [0]
 matrix:
   method: [sft, grpo_rm]
   seed: [0, 1]
@@ -41,7 +40,7 @@ def test_selection_expands_an_equal_tuning_grid_per_method_scored_on_heldout_onl
     for s in specs:
         record = json.loads(s.record)
         grid.setdefault(s.config.method.name, []).append(record["tuned_values"]["train.lr"])
-        assert s.config.evaluations == ("heldout",) and s.config.seed == 0
+        assert s.config.evaluations == ("heldout",) and s.config.seed == 1000  # apart from the final seeds 0, 1
         assert s.config.train.lr == record["tuned_values"]["train.lr"]
     assert grid == {"sft": [1e-4, 3e-3], "grpo_rm": [1e-4, 3e-3]}
 
@@ -83,7 +82,7 @@ def test_the_choice_reads_heldout_scores_only_and_never_a_test_number(tmp_path):
 
 
 def test_a_group_waits_for_every_tuning_run_and_a_failed_candidate_never_wins(tmp_path):
-    path = write(tmp_path, SELECT_SUITE.replace("seeds: [0]", "seeds: [0, 1]"))
+    path = write(tmp_path, SELECT_SUITE.replace("  tune:", "  seeds: [1000, 1001]\n  tune:"))
     suite = load_suite(path)
     results = tmp_path / "results"
     tune = expand(suite, path, results_root=results)

@@ -16,12 +16,13 @@ import pandas as pd
 
 from bench.io import atomic_write_json, atomic_write, atomic_write_text
 from bench.report import html, plots, stats, verdict
-from bench.report.aggregate import (describe_variants, finals, finished_results, long_from, paired_delta, run_states, seed_summary,
+from bench.report.aggregate import (describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table, run_states, seed_summary,
                                     selection_table, severity_summary, sweep_table, training_log, variant_legend, with_averages)
 from bench.report.cost import cost_table
 from bench.report.expected import CAPTION as EXPECTED_CAPTION
 from bench.report.expected import compare, expected_latex, expected_markdown
-from bench.report.tables import TABLES, Table, TextTable, arm_labels, build_tables, model_labels, to_csv, to_latex, to_markdown, tuning_note
+from bench.report.tables import (TABLES, Table, TextTable, arm_labels, build_tables, model_labels, probe_c_note, to_csv, to_latex, to_markdown,
+                                 tuning_note)
 from bench.store import RunDir
 from bench.suite import RunSpec, Suite
 
@@ -180,6 +181,9 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         write("severity.csv", sev.to_csv(index=False))
     if not selections.empty:
         write("selection.csv", selections.to_csv(index=False))
+    probes = probe_c_table(results)
+    if not probes.empty:
+        write("probe_c.csv", probes.to_csv(index=False))
 
     title = f"{suite.name}: SFT vs GRPO-RM"
     table_files: list[tuple[Table, list[Path]]] = []
@@ -248,7 +252,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         head.append("No finished runs yet." + (" (Only tuning runs have finished.)" if not long.empty else "") + "\n")
     if not final.empty and final["random_init"].astype(bool).any():
         head.append("**Some runs use a RANDOMLY INITIALISED backbone (not pretrained); their rows say so.**\n")
-    tuning = tuning_note(selections)
+    tuning = " ".join(x for x in (tuning_note(selections), probe_c_note(probes)) if x)
     if tuning:
         head.append(tuning + "\n")
     box = [verdict.verdict_markdown(verdict_rows, ends, comparison)] if not final.empty else []

@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.grid import grid_edge
 from bench.report.schema import COLUMNS, COST_COLUMNS, conform
 from bench.store import CorruptFile, RunDir
 from bench.suite import RunSpec
@@ -479,7 +480,8 @@ def training_log(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
 
 # ---- model selection ------------------------------------------------------------------------
 
-SELECTION_COLUMNS = ["run_id", "method", *GROUP_COLUMNS, "variant", "seed", "metric", "split", "grid", "chosen", "tune_seeds", "scores"]
+SELECTION_COLUMNS = ["run_id", "method", *GROUP_COLUMNS, "variant", "seed", "metric", "split", "grid", "chosen", "tune_seeds", "scores",
+                     "at_edge", "tie", "tried", "n_candidates", "extensions", "seed_overlap"]
 
 
 def _values_of(key: str, grid: dict[str, Any]) -> dict[str, Any]:
@@ -495,7 +497,14 @@ def _values_of(key: str, grid: dict[str, Any]) -> dict[str, Any]:
 def selection_table(results: list[Finished]) -> pd.DataFrame:
     """One row per final run that records a selection: which grid was tuned (``grid``, JSON), on
     which split and metric, over which tuning seeds, the mean score per tried combination
-    (``scores``, JSON keyed by the combination's canonical JSON) and what was ``chosen``."""
+    (``scores``, JSON keyed by the combination's canonical JSON) and what was ``chosen``; then
+    what the choice leaves open: ``at_edge`` (tuned key → 'smallest'/'largest' where the chosen value
+    is at that edge of the values tried), ``tie`` (the tied candidates and their score when the
+    tie-break decided; null otherwise), ``tried`` (each key's values, extensions included),
+    ``n_candidates`` (the method's candidates: more than the grid only where its grid was
+    extended beyond an edge), ``extensions`` and ``seed_overlap`` (tuning seeds that are also
+    final seeds, accepted by ``select.allow_seed_overlap``). Results recorded before these
+    fields existed get the edge computed from the grid, the rest empty."""
     rows = []
     for f in results:
         r = f.result
@@ -512,8 +521,47 @@ def selection_table(results: list[Finished]) -> pd.DataFrame:
             "metric": selection.get("metric", "top1"), "split": selection.get("split", "heldout"),
             "grid": json.dumps(grid), "chosen": json.dumps(selection.get("chosen") or {}, sort_keys=True),
             "tune_seeds": json.dumps(selection.get("seeds") or []), "scores": json.dumps(scores, sort_keys=True),
+            **_selection_facts(selection, grid),
         })
     return pd.DataFrame(rows, columns=SELECTION_COLUMNS)
+
+
+def _selection_facts(selection: dict[str, Any], grid: dict[str, Any]) -> dict[str, Any]:
+    """The selection record's edge, tie, extension and seed-overlap facts as CSV cells (JSON)."""
+    tried = dict(selection.get("tried") or grid)
+    chosen = selection.get("chosen") or {}
+    at_edge = selection.get("at_edge")
+    if at_edge is None:  # recorded before edges were: the same rule on the grid
+        at_edge = {k: e for k, v in chosen.items() if k in tried and (e := grid_edge(tried[k], v)) is not None}
+    n = selection.get("n_candidates") or len(selection.get("scores") or {}) or None
+    return {"at_edge": json.dumps(at_edge, sort_keys=True), "tie": json.dumps(selection.get("tie"), sort_keys=True, default=str),
+            "tried": json.dumps(tried), "n_candidates": n, "extensions": json.dumps(selection.get("extensions") or [], default=str),
+            "seed_overlap": json.dumps(selection.get("seed_overlap") or [])}
+
+
+PROBE_C_COLUMNS = ["run_id", "method", "dataset", "seed", "split", "C", "C_swept", "at_edge", "tie"]
+
+
+def probe_c_table(results: list[Finished]) -> pd.DataFrame:
+    """The Softmax-Regression probe's C per final run and transfer target: the chosen ``C``, the
+    values swept (``C_swept``, JSON), ``at_edge`` ('smallest'/'largest', or empty inside the sweep)
+    and ``tie`` (JSON: the Cs tied at the best held-out accuracy when a tie-break picked C; 'null'
+    when none did, empty when the run did not record it). A sweep on the probe's own held-out slice
+    is a choice like any other: a C at the sweep's edge says the best C may lie beyond it."""
+    rows = []
+    for f in results:
+        r = f.result
+        if stage_of(r) != FINAL:
+            continue
+        for split, values in (r.get("metrics") or {}).items():
+            if values.get("probe") != "softmax_regression" or "C" not in values:
+                continue
+            swept = list(values.get("C_swept") or [])
+            edge = values["C_at_edge"] if "C_at_edge" in values else grid_edge(swept, values["C"])  # older results: the same rule
+            rows.append({"run_id": r["run_id"], "method": r.get("method"), "dataset": r.get("dataset"), "seed": r.get("seed"), "split": split,
+                         "C": values["C"], "C_swept": json.dumps(swept), "at_edge": edge or "",
+                         "tie": json.dumps(values["C_tie"], sort_keys=True) if "C_tie" in values else ""})
+    return pd.DataFrame(rows, columns=PROBE_C_COLUMNS)
 
 
 SWEEP_MODEL = ["dataset", "backbone", "init", "random_init"]
@@ -536,7 +584,7 @@ def sweep_table(long: pd.DataFrame, selections: pd.DataFrame) -> pd.DataFrame:
     groups: dict[tuple, dict[str, Any]] = {}
     for r in selections.itertuples():
         key = (r.dataset, r.backbone, r.init, bool(r.random_init), r.method)
-        g = groups.setdefault(key, {"metric": r.metric, "split": r.split, "scores": {}, "chosen": set(), "grid": json.loads(r.grid)})
+        g = groups.setdefault(key, {"metric": r.metric, "split": r.split, "scores": {}, "chosen": set(), "grid": json.loads(getattr(r, "tried", None) or r.grid)})
         g["scores"].update(json.loads(r.scores))
         g["chosen"].add(r.chosen)
     for key, part in tune.groupby([*SWEEP_MODEL, "method"], sort=False, dropna=False):
@@ -562,4 +610,5 @@ def sweep_table(long: pd.DataFrame, selections: pd.DataFrame) -> pd.DataFrame:
 
 __all__ = ["long_table", "long_from", "finished_results", "finals", "run_states", "with_averages", "seed_summary", "paired_delta",
            "severity_summary", "training_log", "t_interval", "zero_width", "significant", "split_parts", "config_variant", "pair_key",
-           "variant_legend", "variant_descriptions", "describe_variants", "selection_table", "sweep_table", "short_number", "param_name"]
+           "variant_legend", "variant_descriptions", "describe_variants", "selection_table", "sweep_table", "short_number", "param_name",
+           "probe_c_table"]

@@ -304,7 +304,87 @@ def tuning_note(selections: pd.DataFrame | None, settings: pd.DataFrame | None =
         chosen_text = next(iter(per_model.values()))
     else:
         chosen_text = "; ".join(f"{name}: {text}" for name, text in per_model.items())
-    return f"Hyperparameters {over}; chosen: {chosen_text}{how}."
+    caveats = selection_caveats(sel, several_models=len(per_model) > 1, several_backbones=several_backbones)
+    return " ".join([f"Hyperparameters {over}; chosen: {chosen_text}{how}.", *caveats])
+
+
+EDGE_WORDS = {"smallest": "below", "largest": "beyond"}
+
+
+def probe_c_note(probes: pd.DataFrame) -> str:
+    """'Transfer probe (Softmax Regression): C at the grid edge in 3 of 6 runs (largest: 2,
+    smallest: 1), by a tie-break in 1 of them: ...' from :func:`bench.report.aggregate.probe_c_table`;
+    '' when no run fitted the probe or no C sits on an edge or was tied. The probe picks C on its
+    own held-out slice; an edge or tie-break choice qualifies its transfer numbers the way an
+    edge lr qualifies a Δ."""
+    if probes.empty:
+        return ""
+    n = len(probes)
+    several = probes["run_id"].nunique() < n
+    unit = "probe fits (runs × targets)" if several else "runs"
+    edge = probes[probes["at_edge"].astype(bool)]
+    tied = probes[[bool(t) and t != "null" for t in probes["tie"]]]
+    if edge.empty and tied.empty:
+        return ""
+    parts = []
+    if not edge.empty:
+        sides = ", ".join(f"{side}: {count}" for side, count in edge["at_edge"].value_counts().items())
+        by_tie = len(edge.index.intersection(tied.index))
+        parts.append(f"C at the grid edge in {len(edge)} of {n} {unit} ({sides}" + (f"; {by_tie} of them by a tie-break" if by_tie else "")
+                     + "): the best C may lie beyond the swept values")
+    if not tied.empty:
+        parts.append(f"C chosen by a tie-break (the first listed C wins) in {len(tied)} of {n} {unit}")
+    swept = ", ".join(short_number(c) for c in json.loads(probes["C_swept"].iloc[0]))
+    return f"Transfer probe (Softmax Regression, C swept over {{{swept}}} on a held-out slice of the probe's train split): " + "; ".join(parts) + "."
+
+
+def selection_caveats(sel: pd.DataFrame, several_models: bool = False, several_backbones: bool = False) -> list[str]:
+    """Sentences on what a choice leaves open, one per fact, from :func:`selection_table`'s
+    columns (absent columns: nothing to say): a chosen value at the edge of the values tried (the
+    optimum may lie beyond it), a choice the tie-break made, grids extended beyond an edge (with
+    every method's number of candidates, since extension gives a method more only where its own
+    optimum sat on the edge), and tuning seeds accepted as final seeds."""
+    out: list[str] = []
+    facts = [c for c in ("at_edge", "tie", "extensions", "n_candidates") if c in sel]
+    if not facts:
+        return _overlap_caveat(sel)
+    models = ["dataset", "backbone", "init", "random_init"]
+    rows = sel.drop_duplicates([*models, "method", "chosen", *facts])
+
+    def where(r: pd.Series) -> str:
+        return f" on {r['dataset']}" + (f" · {r['backbone']}" if several_backbones else "") if several_models else ""
+
+    for _, r in rows.iterrows():
+        chosen = json.loads(r["chosen"])
+        for key, edge in (json.loads(r["at_edge"]) if "at_edge" in r and isinstance(r["at_edge"], str) else {}).items():
+            out.append(f"{method_name(r['method'])}'s {param_name(key)} = {short_number(chosen.get(key))}{where(r)} is the {edge} value tried "
+                       f"(grid edge): the optimum may lie {EDGE_WORDS.get(edge, 'beyond')} it.")
+    for _, r in rows.iterrows():
+        tie = json.loads(r["tie"]) if "tie" in r and isinstance(r["tie"], str) else None
+        if tie:
+            tied = " and ".join(_chosen_text(c, False) for c in tie["candidates"])
+            out.append(f"{method_name(r['method'])}'s choice{where(r)} was made by the tie-break (the first tried wins): {tied} tied at "
+                       f"held-out {METRIC_NAMES.get(r['metric'], r['metric'])} {short_number(tie['score'])}.")
+    extended = [r for _, r in rows.iterrows() if "extensions" in r and isinstance(r["extensions"], str) and json.loads(r["extensions"])]
+    if extended:
+        added = "; ".join(f"{method_name(r['method'])}{where(r)} " + ", ".join(
+            f"{param_name(e['key'])} {short_number(e['value'])}" for e in json.loads(r["extensions"])) for r in extended)
+        counts = ", ".join(f"{method_name(r['method'])}{where(r)} {int(r['n_candidates'])}" for _, r in rows.iterrows() if pd.notna(r.get("n_candidates")))
+        out.append(f"Grids extended one step at a time beyond an edge the choice sat on (each method its own): {added}; "
+                   f"candidates per method: {counts}.")
+    return out + _overlap_caveat(sel)
+
+
+def _overlap_caveat(sel: pd.DataFrame) -> list[str]:
+    """The sentence a suite that set ``select.allow_seed_overlap`` has earned: its final runs on a
+    tuning seed repeat the tuning run that chose their settings."""
+    if "seed_overlap" not in sel:
+        return []
+    seeds = sorted({s for text in sel["seed_overlap"].dropna() for s in json.loads(text)})
+    if not seeds:
+        return []
+    return [f"Tuning seeds overlap the final seeds (seed(s) {', '.join(map(str, seeds))}, select.allow_seed_overlap): a final run on "
+            "such a seed repeats the tuning run that chose its settings, so that seed's own held-out score picked them."]
 
 
 # ---- cells --------------------------------------------------------------------------------
