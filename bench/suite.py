@@ -234,8 +234,9 @@ class Suite(BaseModel):
         say two things about the same runs (and make every round's runs duplicates)."""
         if v is None:
             return v
-        if "seed" in (info.data.get("matrix") or {}) or "seed" in (info.data.get("defaults") or {}):
-            where = "matrix.seed" if "seed" in (info.data.get("matrix") or {}) else "defaults.seed"
+        axes = [k for k in info.data.get("matrix") or {} if k == "seed" or k.startswith("seed.")]
+        if axes or "seed" in (info.data.get("defaults") or {}):
+            where = f"matrix.{axes[0]}" if axes else "defaults.seed"
             raise ValueError(f"this suite also sets {where}; with seeds: the rounds choose the seeds (0, 1, …), so remove {where}")
         if info.data.get("include") and not info.data.get("matrix"):
             raise ValueError("a suite made only of included suites has no runs of its own to add seeds to; put seeds: in the included suites")
@@ -468,7 +469,8 @@ def _check_size(suite: Suite, path: str | Path, max_runs: int) -> None:
     if planned > max_runs:
         line = line_of(suite._lines, ("matrix",), ("include",), ("select",)) or 1
         raise SuiteError(f"{path}:{line}: matrix: the suite expands to {planned:,} runs (the product of the matrix axes"
-                         f"{', with tuning runs' if suite.select else ''}{', with included suites' if suite._children else ''}), "
+                         f"{', with tuning runs' if suite.select else ''}{f', times seeds.max = {suite.seeds.max}' if suite.seeds else ''}"
+                         f"{', with included suites' if suite._children else ''}), "
                          f"more than the limit of {max_runs:,}; shrink an axis, or raise the limit with --max-runs {planned} "
                          "(or $BENCH_MAX_RUNS) if you mean it")
 

@@ -52,7 +52,7 @@ def test_schedule_checks(tmp_path, schedule, message):
         load_suite(path)
 
 
-@pytest.mark.parametrize("where, text", [("matrix.seed", "  seed: [0, 1]\n"), ("defaults.seed", None)])
+@pytest.mark.parametrize("where, text", [("matrix.seed", "  seed: [0, 1]\n"), ("matrix.seed.x", "  seed.x: [0]\n"), ("defaults.seed", None)])
 def test_a_seed_axis_beside_a_schedule_is_refused_at_the_seeds_line(tmp_path, where, text):
     body = SUITE + text if text else SUITE.replace("defaults:\n", "defaults:\n  seed: 4\n")
     path = write(tmp_path, body)
@@ -76,7 +76,7 @@ def test_looks_end_exactly_at_max():
 
 def test_the_run_limit_counts_the_most_seeds_a_schedule_can_reach(tmp_path):
     path = write(tmp_path, SUITE)
-    with pytest.raises(SuiteError, match="expands to 24 runs"):  # 2 methods × 12 seeds, although round 1 has 6
+    with pytest.raises(SuiteError, match=r"expands to 24 runs \(the product of the matrix axes, times seeds.max = 12\)"):  # round 1 has 6
         expand(load_suite(path), path, max_runs=23)
 
 
