@@ -16,7 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # the stamp changes whenever the pins or the package metadata change, so install re-runs then
 STAMP := $(VENV)/.installed-$(shell cat constraints.txt pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: install demo test reproduce-table bench-perf clean slurm-up slurm-down
+.PHONY: install demo test reproduce-table bench-perf clean slurm-up slurm-down readme-table check-readme
 
 install: $(STAMP) $(FMNIST)
 
@@ -50,6 +50,14 @@ $(STAMP):
 demo: install
 	$(VENV)/bin/bench run suites/demo.yaml
 	$(VENV)/bin/bench run suites/demo_seg.yaml
+	@$(PY) -m bench.readme_table reports/demo README.md --check > /dev/null && echo ">> README's demo table: reproduced digit for digit" \
+	  || echo ">> README's demo table differs from reports/demo/ (make check-readme shows how; make readme-table rewrites it)"
+
+# The README's demo table from reports/demo/ (after make demo): rewrite it, or fail on any difference
+readme-table:
+	$(PY) -m bench.readme_table reports/demo README.md --write
+check-readme:
+	$(PY) -m bench.readme_table reports/demo README.md --check
 
 # pytest-xdist: much of the suite's wall time is waiting (Slurm jobs, subprocesses, Chromium,
 # pdflatex), so 4 workers overlap it even on 2 cores (one math thread each: tests/conftest.py);

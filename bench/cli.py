@@ -87,11 +87,12 @@ def _print_report(report: "Report", console: "Console") -> None:
 
 
 def cmd_validate(args: argparse.Namespace, console: "Console") -> int:
+    from bench.sequential import schedule_line, scheduled, seed_count
     from bench.summary import summary_lines
 
     suite, specs = _specs(args)
     tune = [s for s in specs if s.stage == "tune"]
-    finals = math.prod(len(v) for v in suite.matrix.values()) if suite.select else 0
+    finals = math.prod(len(v) for v in suite.matrix.values()) * seed_count(suite, getattr(args, "results", None)) if suite.select else 0
     console.print(f"{args.suite}: ok — suite {suite.name!r}, {len(specs)} runs"
                   + (f" now, then {finals} final runs at each method's chosen settings" if finals else ""), markup=False)
     if tune:
@@ -99,6 +100,9 @@ def cmd_validate(args: argparse.Namespace, console: "Console") -> int:
         groups = len({json.loads(s.record)["group"] for s in tune})
         console.print(f"  model selection: {len(tune)} tuning runs ({groups} groups × the grid {sel.tune if sel else 'of the included suites'}), "
                       f"scored on the held-out split only; each group's final runs follow once its tuning runs end", markup=False)
+    for own in scheduled(suite):  # each suite with a schedule, included ones named
+        assert own.seeds is not None
+        console.print(f"  seeds{'' if own is suite else ' (' + own.name + ')'}: {schedule_line(own.seeds)}", markup=False)
     lines = summary_lines(suite, specs) + claim_coverage(suite, specs)
     if args.list:
         from bench.runner import describe  # imports rich's progress machinery: only for the list
@@ -212,6 +216,15 @@ def cmd_report(args: argparse.Namespace, console: "Console") -> int:
     return Exit.OK
 
 
+def cmd_plan(args: argparse.Namespace, console: "Console") -> int:
+    from bench.plan import plan, plan_lines
+
+    suite, specs = _specs(args)
+    rows, sentences = plan(suite, specs, args.results)
+    console.print("\n".join(plan_lines(rows, sentences)), markup=False, soft_wrap=True)
+    return Exit.OK
+
+
 def cmd_reproduce(args: argparse.Namespace, console: "Console") -> int:
     from bench.launch import LaunchOptions, launch_suite
     from bench.reproduce import explain, launch_plan, progress_line, readiness
@@ -253,6 +266,7 @@ def cmd_status(args: argparse.Namespace, console: "Console") -> int:
     run failed or is corrupt, so `bench status && …` stops on failures."""
     from bench.launch import has_selection, scheduler_states
     from bench.select import read_selection
+    from bench.sequential import round_status
     from bench.status import FAILED_STATES, run_rows, state_counts, status_table, summary_line
     from bench.store import RunDir
 
@@ -262,9 +276,11 @@ def cmd_status(args: argparse.Namespace, console: "Console") -> int:
     for row in rows:
         row["scheduler"] = scheduler.get(row["job"], "")
     plan = read_selection(args.results / suite.name) if has_selection(suite) else {}
+    rounds = round_status(suite, args.results)
     failed = any(row["state"] in FAILED_STATES for row in rows)
     if args.json:
-        print(json.dumps({"suite": suite.name, "counts": state_counts(rows), "runs": rows, "selection": plan or None}, indent=2, default=str))
+        print(json.dumps({"suite": suite.name, "counts": state_counts(rows), "runs": rows, "selection": plan or None,
+                          "seeds": rounds or None}, indent=2, default=str))
         return Exit.RUNS_FAILED if failed else Exit.OK
     console.print(f"{args.suite}: {summary_line(rows)}", markup=False)
     console.print(status_table(rows, wide=args.wide))
@@ -278,6 +294,8 @@ def cmd_status(args: argparse.Namespace, console: "Console") -> int:
         console.print(f"model selection: {len(decided)} group(s) decided on the held-out split"
                       + "".join(f"\n  {g['group']['method']} {g['group']['dataset']}: {g['chosen']} (held-out {plan['metric']} {g['chosen_mean']:.4f})" for g in decided)
                       + ("\n  final runs of undecided groups appear here once their tuning runs end" if not plan or len(decided) < len(plan.get("groups", [])) else ""), markup=False)
+    for entry in rounds:
+        console.print(f"seeds{'' if entry['suite'] == suite.name else ' (' + entry['suite'] + ')'}: {entry['line']}", markup=False, soft_wrap=True)
     return Exit.RUNS_FAILED if failed else Exit.OK
 
 
@@ -321,6 +339,7 @@ COMMANDS = {
     "reproduce": (cmd_reproduce, "run a paper-grid suite when data and GPUs are there, then render tables with expected vs actual"),
     "status": (cmd_status, "counts per state and each run's state and progress (--json for scripts; exit 1 if a run failed)"),
     "cancel": (cmd_cancel, "cancel a suite's queued or running Slurm jobs"),
+    "plan": (cmd_plan, "from finished (pilot) runs: per endpoint the detectable effect at 3/5/10/20 seeds, and the seeds the primary claim needs"),
 }
 
 

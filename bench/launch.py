@@ -344,36 +344,43 @@ def has_selection(suite: Suite) -> bool:
     return suite.select is not None or any(has_selection(child) for _, child in suite._children)
 
 
+def has_stages(suite: Suite) -> bool:
+    """Whether ending some runs can make new runs appear on the next expansion: model selection
+    (final runs follow tuning) or a seed schedule (a round's end may add seeds)."""
+    return has_selection(suite) or suite.seeds is not None or any(has_stages(child) for _, child in suite._children)
+
+
 def launch_suite(
     executor: str, source: SuiteSource, results_root: Path, options: LaunchOptions, console: Console, first: list[RunSpec] | None = None,
 ) -> list[RunOutcome]:
-    """Launch a suite's runs; with model selection, each group's final runs follow its tuning runs.
+    """Launch a suite's runs; with model selection, each group's final runs follow its tuning runs;
+    with a seed schedule, each undecided round's end adds the next round's seeds.
 
-    In-process and local executors (and Slurm with ``wait``) carry both stages through in one
-    call: launch what is known, expand again (the finished tuning runs now decide more groups, or,
-    with ``select.extend_edges``, call for tuning runs beyond a grid edge), launch what is new,
-    until nothing new appears. Slurm without ``wait`` submits the tuning arrays and one small
-    dependent job (:class:`SelectTask`, ``afterany`` on those arrays) that makes the choice and
-    submits the final arrays (and any new tuning runs, followed by another such job) itself, so
-    nobody has to come back.
+    In-process and local executors (and Slurm with ``wait``) carry every stage through in one
+    call: launch what is known, expand again (the expansion decides selection groups and seed
+    rounds from what has ended, and with ``select.extend_edges`` calls for tuning runs beyond a grid edge),
+    launch what is new, until nothing new appears. Slurm without
+    ``wait`` submits the known runs and one small dependent job (:class:`NextStageTask`,
+    ``afterany`` on their jobs) that expands again, submits what is new and itself after that,
+    so nobody has to come back.
 
     ``first`` restricts the first launch to those runs (``bench reproduce`` leaves out runs that
     Slurm still holds); later stages launch every new run.
     """
     suite, specs = source.expand(results_root)
     outcomes = launch(executor, suite, specs if first is None else first, results_root, options, console)
-    if not has_selection(suite):
+    if not has_stages(suite):
         return outcomes
     if executor == "slurm" and not options.wait:
-        submit_selection(suite, specs, source, results_root, console)
+        submit_next_stage(suite, specs, source, results_root, console)
         return outcomes
     seen = {s.run_id for s in specs}
     while True:
-        suite, specs = source.expand(results_root)
+        suite, specs = source.expand(results_root)  # decides what has ended: selection groups, seed rounds
         new = [s for s in specs if s.run_id not in seen]
         if not new:
             return outcomes
-        console.print(stage_message(new), markup=False)
+        say_what_is_new(suite, new, results_root, console)
         seen |= {s.run_id for s in new}
         outcomes += launch(executor, suite, new, results_root, options, console)
 
@@ -388,18 +395,44 @@ def stage_message(new: list[RunSpec]) -> str:
     return "selection decided: " + " ".join(parts)
 
 
-def unsubmitted_tuning(specs: list[RunSpec], results_root: Path) -> list[RunSpec]:
-    """Tuning runs neither finished nor touched by a launcher yet (no status): those a selection job
-    found it must add beyond a grid edge. A tuning run that is queued, running or failed already
-    has a status, and is not resubmitted here."""
-    dirs = [(s, RunDir.of(results_root, s.suite, s.run_id)) for s in specs if s.stage == "tune"]
-    return [s for s, d in dirs if not d.status_file.is_file() and d.effective_state() != "done"]
+def _added_by_rounds(suite: Suite, spec: RunSpec) -> bool:
+    """A final run whose seed only a later seed round brings (the first round's come with the
+    suite, or with its selection)."""
+    from bench.sequential import scheduled
+
+    schedule = next((s.seeds for s in scheduled(suite) if s.name == spec.suite), None)
+    return schedule is not None and spec.stage == "final" and spec.config.seed >= schedule.min
 
 
-def submit_selection(suite: Suite, specs: list[RunSpec], source: SuiteSource, results_root: Path, console: Console) -> str | None:
-    """A 1-CPU Slurm job that starts once every unfinished tuning run's job has ended."""
-    # only tuning runs a scheduler still holds: a failed one is never waited for (nor resubmitted)
-    waiting = [s for s in specs if s.stage == "tune" and RunDir.of(results_root, s.suite, s.run_id).effective_state() in ("pending", "running")]
+def say_what_is_new(suite: Suite, new: list[RunSpec], results_root: Path, console: Console) -> None:
+    """One line per reason new runs appeared: a selection decided, or a seed round undecided."""
+    from bench.sequential import round_status
+
+    rounds = [s for s in new if _added_by_rounds(suite, s)]
+    chosen = [s for s in new if s not in rounds]
+    if chosen:
+        console.print(stage_message(chosen), markup=False)
+    if rounds:
+        lines = "; ".join(f"{r['suite']}: {r['line']}" for r in round_status(suite, results_root))
+        console.print(f"seed round undecided: launching {len(rounds)} run(s) with more seeds ({lines})", markup=False, soft_wrap=True)
+
+
+def never_submitted(spec: RunSpec, results_root: Path) -> bool:
+    """Not done and never handed to an executor: what a dependent job may submit without
+    submitting anything twice (a failed or queued run is someone else's to retry)."""
+    run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+    return run_dir.effective_state() == "pending" and not run_dir.read_status().get("executor_job_id")
+
+
+def submit_next_stage(suite: Suite, specs: list[RunSpec], source: SuiteSource, results_root: Path, console: Console) -> str | None:
+    """A 1-CPU Slurm job that starts once every unfinished run whose end can add runs has ended
+    (tuning runs; final runs of a seed schedule still open); None when there is none to wait for."""
+    from bench.sequential import open_schedules
+
+    opened = open_schedules(suite, results_root)
+    decisive = [s for s in specs if s.stage == "tune" or (s.stage == "final" and s.suite in opened)]
+    # only runs a scheduler still holds: a failed one is never waited for (nor resubmitted)
+    waiting = [s for s in decisive if RunDir.of(results_root, s.suite, s.run_id).effective_state() in ("pending", "running")]
     jobs = sorted({str(RunDir.of(results_root, s.suite, s.run_id).read_status().get("executor_job_id") or "").split("_")[0] for s in waiting} - {""})
     if not jobs:
         return None
@@ -409,18 +442,21 @@ def submit_selection(suite: Suite, specs: list[RunSpec], source: SuiteSource, re
     for key in ("partition", "account", "qos"):
         if getattr(profile, key) is not None:
             params[key] = getattr(profile, key)
-    executor.update_parameters(job_name=job_name(suite.name, "select"), **params)
-    job = executor.submit(SelectTask(source, str(Path(results_root).resolve())))
-    console.print(f"submitted the selection job {job.job_id} (after tuning jobs {', '.join(jobs)}): it chooses each method's "
-                  "settings on the held-out split and submits the final runs", markup=False)
+    what = " and ".join(name for name, on in (("selection", any(s.stage == "tune" for s in waiting)),
+                                              ("seed-round", any(s.stage == "final" for s in waiting))) if on)
+    executor.update_parameters(job_name=job_name(suite.name, "next"), **params)
+    job = executor.submit(NextStageTask(source, str(Path(results_root).resolve())))
+    console.print(f"submitted the {what} job {job.job_id} (after jobs {', '.join(jobs)}): it decides what has ended "
+                  "(each method's settings on the held-out split; whether a seed round resolves the claim), submits the "
+                  "runs that follow, and itself again after them", markup=False)
     return job.job_id
 
 
-class SelectTask:
-    """The Slurm job between the stages: expand again (the choice reads only held-out scores of
-    the finished tuning runs), submit the final runs and any new tuning runs beyond a grid edge
-    (``select.extend_edges``), and, if some tuning runs are still not ended (requeued, or just
-    submitted), another selection job after them."""
+class NextStageTask:
+    """The Slurm job between stages: expand again (which decides selection groups from held-out
+    scores of the finished tuning runs, and seed rounds from their finished final runs), submit
+    the runs that appeared and were never submitted, and another such job after whatever can
+    still add runs; with nothing left to wait for, it submits nothing and the chain ends."""
 
     def __init__(self, source: SuiteSource, results_root: str) -> None:
         self.source, self.results_root = source, results_root
@@ -429,6 +465,14 @@ class SelectTask:
         console = Console(width=200)
         root = Path(self.results_root)
         suite, specs = self.source.expand(root)
-        launch("slurm", suite, [s for s in specs if s.stage == "final"] + unsubmitted_tuning(specs, root), root, LaunchOptions(), console)
-        submit_selection(suite, specs, self.source, root, console)
-        return [s.run_id for s in specs if s.stage == "final"]
+        new = [s for s in specs if never_submitted(s, root)]
+        if new:
+            say_what_is_new(suite, new, root, console)
+            launch("slurm", suite, new, root, LaunchOptions(), console)
+        submit_next_stage(suite, specs, self.source, root, console)
+        return [s.run_id for s in new]
+
+
+# the names of the selection-only version: a job pickled before the rename still unpickles
+SelectTask = NextStageTask
+submit_selection = submit_next_stage

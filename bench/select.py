@@ -150,8 +150,12 @@ def _with(tree: dict[str, Any], values: dict[str, Any], **top: Any) -> dict[str,
 
 def final_seeds(suite: Suite) -> list[int]:
     """The seeds a suite's final runs use, as the suite file states them: the matrix's ``seed``
-    axis, else ``defaults.seed``, else the run config's default seed. The one place that knows
-    where final seeds are declared (a further way to declare them extends this function)."""
+    axis, else ``defaults.seed``, else the run config's default seed; with adaptive seeds
+    (``seeds:``) every seed a round may reach, 0 … max − 1. The one place that knows where final
+    seeds are declared."""
+    schedule = getattr(suite, "seeds", None)
+    if schedule is not None:
+        return list(range(schedule.max))
     if "seed" in suite.matrix:
         declared = list(suite.matrix["seed"])
     elif "seed" in suite.defaults:

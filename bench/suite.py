@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 import re
 import typing
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
 from bench.config import SEED_LIMIT, MethodConfig, RunConfig, copy_tree
 from bench.errors import SuiteError
@@ -208,6 +208,33 @@ class Selection(BaseModel):
         return self.metric == "nll"
 
 
+class SeedSchedule(BaseModel):
+    """Seeds added in rounds until a claim resolves (``seeds: {min: 3, max: 12, step: 2, until: primary}``).
+
+    The final runs start with ``min`` seeds; after each round the decider (:mod:`bench.sequential`)
+    looks at what finished and either stops or adds ``step`` seeds, never beyond ``max``. A fixed
+    list of looks, known before any run, is what lets an anytime-valid procedure spend its error
+    rate over them; ``looks()`` is that list."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # strict: a YAML ``true`` is not a count, nor is ``3.0`` or ``"3"``
+    min: int = Field(strict=True, ge=2, description="seeds of the first round (two at least: one seed has no interval)")
+    max: int = Field(strict=True, le=SEED_LIMIT, description="most seeds ever run; the last look is exactly this")
+    step: int = Field(1, strict=True, ge=1, description="seeds added per round")
+    until: Literal["primary"] = Field("primary", description="what must resolve: the suite's primary claim")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SeedSchedule":
+        if self.max < self.min:
+            raise ValueError(f"max ({self.max}) is below min ({self.min}); the schedule runs min seeds first and never more than max")
+        return self
+
+    def looks(self) -> list[int]:
+        """Seed counts at which a round is decided: min, min+step, …, capped at max (the last is max)."""
+        return [*range(self.min, self.max, self.step), self.max]
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -228,6 +255,7 @@ class Suite(BaseModel):
     data_root: str | None = Field(None, description="datasets folder for every run (relative: to this file); --data-root overrides, $BENCH_DATA_ROOT is the fallback")
     select: Selection | None = Field(None, description="tune each method on the held-out split before the final runs (see Selection)")
     include: list[str] = Field(default_factory=list, description="other suite files (relative to this one) whose runs join this suite, stored under their own results/<suite>/; their resource profiles become '<suite>/<profile>'")
+    seeds: SeedSchedule | None = Field(None, description="add final-run seeds in rounds until the primary claim resolves (see SeedSchedule, bench.sequential)")
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
     _children: list = PrivateAttr(default_factory=list)  # (path, Suite) per include
 
@@ -243,6 +271,21 @@ class Suite(BaseModel):
     def min_effects(self) -> dict[str, float]:
         """Per metric, the smallest Δ worth a † (the suite's values over the defaults)."""
         return {**MIN_EFFECT_DEFAULTS, **self.min_effect}
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds_alone(cls, v: SeedSchedule | None, info: ValidationInfo) -> SeedSchedule | None:
+        """The schedule owns the seed axis: a ``matrix.seed`` or ``defaults.seed`` beside it would
+        say two things about the same runs (and make every round's runs duplicates)."""
+        if v is None:
+            return v
+        axes = [k for k in info.data.get("matrix") or {} if k == "seed" or k.startswith("seed.")]
+        if axes or "seed" in (info.data.get("defaults") or {}):
+            where = f"matrix.{axes[0]}" if axes else "defaults.seed"
+            raise ValueError(f"this suite also sets {where}; with seeds: the rounds choose the seeds (0, 1, …), so remove {where}")
+        if info.data.get("include") and not info.data.get("matrix"):
+            raise ValueError("a suite made only of included suites has no runs of its own to add seeds to; put seeds: in the included suites")
+        return v
 
     def resource(self, name: str) -> ResourceProfile:
         """The named profile (validated to exist when the suite is expanded)."""
@@ -459,7 +502,7 @@ def planned_runs(suite: Suite) -> int:
     with model selection every group's tuning grid on its seeds; included suites add theirs."""
     own = 0
     if suite.matrix or not suite.include:
-        own = math.prod(len(values) for values in suite.matrix.values())
+        own = math.prod(len(values) for values in suite.matrix.values()) * (suite.seeds.max if suite.seeds else 1)  # the most rounds can add
         if suite.select is not None:
             groups = math.prod(len(values) for key, values in suite.matrix.items() if key != "seed")
             own += groups * math.prod(len(values) for values in suite.select.tune.values()) * len(suite.select.seeds)
@@ -473,7 +516,8 @@ def _check_size(suite: Suite, path: str | Path, max_runs: int) -> None:
     if planned > max_runs:
         line = line_of(suite._lines, ("matrix",), ("include",), ("select",)) or 1
         raise SuiteError(f"{path}:{line}: matrix: the suite expands to {planned:,} runs (the product of the matrix axes"
-                         f"{', with tuning runs' if suite.select else ''}{', with included suites' if suite._children else ''}), "
+                         f"{', with tuning runs' if suite.select else ''}{f', times seeds.max = {suite.seeds.max}' if suite.seeds else ''}"
+                         f"{', with included suites' if suite._children else ''}), "
                          f"more than the limit of {max_runs:,}; shrink an axis, or raise the limit with --max-runs {planned} "
                          "(or $BENCH_MAX_RUNS) if you mean it")
 
@@ -562,6 +606,9 @@ def expand(
     With a ``select`` block: the tuning runs, then the final runs of every group whose tuning runs
     in ``results_root`` have all ended (see :mod:`bench.select`; none without a results root).
 
+    With a ``seeds`` schedule: the final runs carry the current round's seeds 0 … n−1, and a round
+    whose runs in ``results_root`` have all ended is decided first (see :mod:`bench.sequential`).
+
     ``data_root`` (the ``--data-root`` flag) wins over the suite's ``data_root`` field, which is
     resolved relative to the suite file; both become ``data.data_root`` of each run.
 
@@ -569,6 +616,10 @@ def expand(
     """
     limit = max_runs if max_runs is not None else max_runs_default()
     _check_size(suite, path, limit)
+    if suite.seeds is not None:  # the current round's seeds become a plain matrix axis (bench.sequential)
+        from bench.sequential import expand_round
+
+        return expand_round(suite, path, overrides, data_root, results_root, limit)
     parsed = [parse_override(text) for text in overrides or []]  # command-line mistakes first, named as such
     _check_method_overrides(suite, parsed, overrides or [])
     root = _resolve_root(suite, path, data_root)

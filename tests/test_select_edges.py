@@ -247,8 +247,8 @@ def test_launch_suite_launches_tuning_runs_beyond_an_edge_then_the_finals(tmp_pa
     _score_tuning(slurm, expand(suite, path, results_root=slurm), lambda m, lr: lr)
     submitted, again = [], []
     monkeypatch.setattr(launch_module, "launch", lambda executor, suite, specs, root, options, console: submitted.append(specs) or [])
-    monkeypatch.setattr(launch_module, "submit_selection", lambda suite, specs, source, root, console: again.append(len(specs)))
-    launch_module.SelectTask(launch_module.SuiteSource(str(path)), str(slurm))()
+    monkeypatch.setattr(launch_module, "submit_next_stage", lambda suite, specs, source, root, console: again.append(len(specs)))
+    launch_module.NextStageTask(launch_module.SuiteSource(str(path)), str(slurm))()
     assert [(s.stage, s.config.train.lr) for s in submitted[0]] == [("tune", 3.33e-3), ("tune", 3.33e-3)] and again
 
 

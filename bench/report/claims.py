@@ -217,7 +217,8 @@ def quantity_estimates(q: Quantity, long: pd.DataFrame, predictions: Predictions
         for arm, part in pairs.groupby("arm", sort=False):
             n = part["label"].nunique()
             full = part[part.groupby("seed")["label"].transform("nunique") == n]
-            label = f"mean of {n} datasets" + (f" · {arm}" if arm else "") + (" (random init)" if random_init else "")
+            label = (f"mean of {n} datasets" if n > 1 else str(part["label"].iloc[0])) + (f" · {arm}" if arm and n > 1 else "") \
+                + (" (random init)" if random_init and n > 1 else "")
             groups.append((label, full, True))
     else:
         groups = [(label, part, False) for label, part in pairs.groupby("label", sort=False)]

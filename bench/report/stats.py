@@ -141,7 +141,8 @@ class DeltaEstimate:
     def defined(self) -> bool:
         """An interval exists: two or more seeds and a positive standard error (a zero-width
         interval measures nothing)."""
-        return self.n_seeds >= 2 and math.isfinite(self.se) and self.se > 0 and math.isfinite(self.df)
+        return (self.n_seeds >= 2 and math.isfinite(self.se) and math.isfinite(self.df)
+                and self.se > 1e-12 * max(1.0, abs(self.mean)))  # rounding noise of equal values is no spread
 
     def interval(self, confidence: float = CONFIDENCE) -> tuple[float, float]:
         if self.n_seeds < 2 or not math.isfinite(self.se):
@@ -179,7 +180,7 @@ class DeltaEstimate:
         non-centrality δ exceeds the critical value with probability ``power``. (The normal
         shortcut (t_{1−α/2} + t_power) · SE under-states it at few df: 64 % power at 3 seeds.)"""
         n = self.n_seeds if n_seeds is None else n_seeds
-        if n < 2 or self.n_seeds < 2 or not math.isfinite(self.se):
+        if n < 2 or not self.defined:
             return math.nan
         return noncentral_effect(self.df_at(n), alpha, power, self.df_at(n, bounded=False)) * self.se_at(n)
 
