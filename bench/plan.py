@@ -53,17 +53,18 @@ def plan(suite: "Suite", specs: list["RunSpec"], results_root: Path) -> tuple[li
     if final.empty:
         return [], ["No finished final runs to plan from: run a pilot first, e.g. the suite with fewer seeds "
                     "(`bench run SUITE -o seeds.max=3` for adaptive seeds, or `--only seed=0` and `--only seed=1`)."]
-    ends = Endpoints.of(suite)
+    ends = Endpoints.of(suite, results_root)
     delta = with_intervals(paired_delta(final, ends.treatment, ends.control), final, predictions, problems, min_effect=ends.min_effect)
     primary = primary_estimates(ends, final, predictions, problems)
     frame = verdict_frame(delta, final, ends, primary)
     rows: list[Plan] = []
+    cache: dict = {}
     for r in frame.itertuples():
         if r.family == "primary":
             found = [e for e in primary if e.label == r.setting]
         else:
             q = Quantity(ends.treatment, ends.control, r.split, r.metric, str(r.dataset), "each")
-            found = quantity_estimates(q, final, predictions, problems)
+            found = quantity_estimates(q, final, predictions, problems, cache)
         if not found:
             continue
         item = found[0]

@@ -40,8 +40,10 @@ def _label(split: str, metric: str) -> str:
     if split.startswith("transfer/"):
         _, target, probe = split.split("/")
         return f"transfer to {target}, {'kNN' if probe == 'knn' else 'Softmax Regression'}"
-    base = names.get(split, split)
-    return base if metric == "top1" else f"{base} {'NLL (nats)' if metric == 'nll' else 'ECE (%)'}"
+    if metric == "top1":
+        return names.get(split, split)
+    where = "test" if split == "test" else "OOD-average" if split == "ood_avg" else split
+    return f"{where} NLL (nats)" if metric == "nll" else f"{where} ECE (%, 15 bins, mean of per-seed ECEs)"
 
 
 def render(report: Path) -> str:
@@ -100,6 +102,11 @@ def render(report: Path) -> str:
             lines.append(f"Claim {r.expected:+.2f} ± {r.tolerance:.2f} (OOD average): **{r.verdict}** — Δ {_num(r.actual, True)} "
                          f"[{_num(r.ci_low, True)}, {_num(r.ci_high, True)}], shortfall p = {r.p_shortfall:.2g}, "
                          f"equivalence p = {r.p_equivalence:.2g}, α per test {r.alpha:.4g}.")
+    if (report / "verdict.csv").is_file():  # the report's own headline: what its tests support, family by family
+        from bench.report.verdict import headline
+
+        lines += ["", "The report's headline (`reports/demo/report.md`):", ""]
+        lines += [f"- {x}" for x in headline(pd.read_csv(report / "verdict.csv"), expected if not expected.empty else None)]
     lines += ["", END]
     return "\n".join(lines)
 

@@ -116,9 +116,9 @@ def test_html_report_renders_in_chromium_and_its_tables_equal_the_csvs(tmp_path)
     assert rows[0][4] == (expected["verdict"].iloc[0], expected["verdict"].iloc[0])
     verdict = pd.read_csv(out / "verdict.csv")  # the box at the top: every Δ equal to its CSV
     rows = parsed.tables["table-verdict"]
-    assert [cells[0][0] for cells in rows] == list(dict.fromkeys(verdict["setting"]))
-    for cells, r in zip(rows[0][1:], verdict.itertuples()):
-        m = NUMBER.match(cells[0])
+    assert [cells[0][0] for cells in rows] == list(verdict["family"]) and [cells[1][0] for cells in rows] == list(verdict["setting"])
+    for cells, r in zip(rows, verdict.itertuples()):  # one row per Δ: family, setting, quantity, Δ [CI], p, MDE, n
+        m = NUMBER.match(cells[3][0])
         assert m and number(m.group(1)) == pytest.approx(round(r.mean, 2), abs=1e-9), cells
         assert (m.group(2) is None) == pd.isna(r.ci_low)
         if m.group(2) is not None:

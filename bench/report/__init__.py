@@ -145,7 +145,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     from bench.report import claims as claims_module
 
     out = Path(reports_root) / suite.name
-    ends = verdict.Endpoints.of(suite)
+    ends = verdict.Endpoints.of(suite, results_root)
     states = run_states(specs, results_root)
     results = finished_results(specs, results_root)
     long = with_averages(long_from(results))  # tuning runs included (stage 'tune'): the record keeps them

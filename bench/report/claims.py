@@ -188,12 +188,15 @@ class Estimated:
     note: str  # why the seed-level model was used, '' for the crossed one
 
 
-def quantity_estimates(q: Quantity, long: pd.DataFrame, predictions: Predictions, problems: Mapping[str, str] | None = None) -> list[Estimated]:
+def quantity_estimates(q: Quantity, long: pd.DataFrame, predictions: Predictions, problems: Mapping[str, str] | None = None,
+                       cache: dict[str, Any] | None = None) -> list[Estimated]:
     """One estimate per comparison of ``q`` among the final runs of ``long`` (a dataset run in
-    several settings or method configs gets one per comparison, labelled like the tables' rows)."""
+    several settings or method configs gets one per comparison, labelled like the tables' rows).
+    ``cache``: a dict kept across calls on the same ``long`` (per-run tables, variant labels)."""
     from bench.report.tables import arm_text, method_order, model_labels
 
-    long = finals(long)
+    cache = {} if cache is None else cache
+    long = cache["final"] if "final" in cache else cache.setdefault("final", finals(long))
     rows = long[(long["split"] == q.split) & (long["metric"] == q.metric)]
     if q.dataset is not None:
         rows = rows[rows["dataset"] == q.dataset]
@@ -204,13 +207,13 @@ def quantity_estimates(q: Quantity, long: pd.DataFrame, predictions: Predictions
     pairs = pairs.dropna(subset=["value", "base"])
     if pairs.empty:
         return []
-    descs = variant_descriptions(long)
+    descs = cache["descs"] if "descs" in cache else cache.setdefault("descs", variant_descriptions(long))
     order = method_order([q.control, q.treatment])
     pairs["arm"] = [", ".join(t for t in (arm_text(m, descs.get({q.treatment: r.variant, q.control: r.base_variant}[m], "")) for m in order) if t)
                     for r in pairs.itertuples()]
     pairs["label"] = model_labels(pairs, pairs["arm"])
     scale = scale_of(q.metric)
-    values = _run_values(long, q.metric)
+    values = cache[q.metric] if q.metric in cache else cache.setdefault(q.metric, _run_values(long, q.metric))
     random_init = bool(pairs["random_init"].astype(bool).any())
     groups: list[tuple[str, pd.DataFrame, bool]] = []
     if q.across == "mean":

@@ -384,9 +384,30 @@ def image_sources(dataset: str, splits: Iterable[str]) -> dict[str, str]:
     return {s: (entry.image_source(s) if entry is not None else s) for s in splits}
 
 
-def _run_values(long: pd.DataFrame, metric: str) -> dict[str, pd.DataFrame]:
+class RunTable:
+    """One run's long-table rows of one metric, with what the Δ code asks of them at hand: the
+    measured and derived values by split and each quantity's composition (computed once)."""
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        self.rows = rows
+        self.dataset = str(rows["dataset"].iloc[0]) if len(rows) else ""
+        derived = rows["derived"].astype(bool).to_numpy()
+        self.measured = dict(zip(rows["split"][~derived], rows["value"][~derived].astype(float)))
+        self.values = dict(zip(rows["split"], rows["value"].astype(float)))
+        self._compositions: dict[str, dict[str, float] | None] = {}
+
+    def composition(self, split: str) -> dict[str, float] | None:
+        """:func:`composition` of this run's ``split`` (a measured split is its own, at once)."""
+        if split in self.measured:
+            return {split: 1.0}
+        if split not in self._compositions:
+            self._compositions[split] = composition(self.rows, split)
+        return self._compositions[split]
+
+
+def _run_values(long: pd.DataFrame, metric: str) -> dict[str, RunTable]:
     rows = long[long["metric"] == metric]
-    return {run: part for run, part in rows.groupby("run_id", sort=False)}
+    return {run: RunTable(part) for run, part in rows.groupby("run_id", sort=False)}
 
 
 @dataclass(frozen=True)
@@ -401,7 +422,7 @@ class Member:
     prefix: str = ""  # what tells this member's splits from another member's in a mean over models
 
 
-def paired_diffs(members: Sequence[Sequence[Member]], split: str, metric: str, values: Mapping[str, pd.DataFrame],
+def paired_diffs(members: Sequence[Sequence[Member]], split: str, metric: str, values: Mapping[str, RunTable],
                  predictions: Predictions, problems: Mapping[str, str]) -> tuple[list[dict[str, np.ndarray]], dict[str, float], dict[str, str]]:
     """(diffs, weights, shared) for :func:`delta_estimate` from finished runs: ``members[j]`` are
     seed j's pairs of runs (one per dataset of the quantity). Each run's value of ``split`` must
@@ -421,17 +442,16 @@ def paired_diffs(members: Sequence[Sequence[Member]], split: str, metric: str, v
         for m in seed:
             pair = []
             for run in (m.treatment, m.control):
-                run_rows = values.get(run)
-                w = composition(run_rows, split) if run_rows is not None else None
+                table = values.get(run)
+                w = table.composition(split) if table is not None else None
                 if w is None:
                     raise Unavailable(f"{split} is not made of measured splits")
                 key = {k: f"{m.prefix}::{k}" if m.prefix else k for k in w}
                 if any(key[k] in weights and not math.isclose(weights[key[k]], m.weight * wt) for k, wt in w.items()) or \
                         (weights and not m.prefix and set(key.values()) != set(weights)):
                     raise Unavailable(f"{split} is averaged over different splits in the paired runs")
-                measured = run_rows[~run_rows["derived"].astype(bool)].set_index("split")["value"]
-                derived = run_rows.set_index("split")["value"]
-                if not math.isclose(sum(wt * measured[k] for k, wt in w.items()), float(derived[split]), abs_tol=tol):
+                measured = table.measured
+                if not math.isclose(sum(wt * measured[k] for k, wt in w.items()), table.values[split], abs_tol=tol):
                     raise Unavailable(f"{split} does not recombine from its splits")
                 arrays = {}
                 for k in w:
@@ -445,8 +465,8 @@ def paired_diffs(members: Sequence[Sequence[Member]], split: str, metric: str, v
             t, c = pair
             if set(t) != set(c) or any(len(t[k]) != len(c[k]) for k in t):
                 raise Unavailable("the paired runs scored different images")
-            sources = image_sources(m.dataset, t) if m.dataset else image_sources_of_run(values.get(m.treatment), t)
-            for k, wt in composition(values[m.treatment], split).items():
+            sources = image_sources(m.dataset or values[m.treatment].dataset, t)
+            for k, wt in values[m.treatment].composition(split).items():
                 name = f"{m.prefix}::{k}" if m.prefix else k
                 d[name] = t[k] - c[k]
                 weights[name] = m.weight * wt
@@ -457,29 +477,32 @@ def paired_diffs(members: Sequence[Sequence[Member]], split: str, metric: str, v
     return diffs, weights, shared
 
 
-def image_sources_of_run(rows: pd.DataFrame | None, splits: Iterable[str]) -> dict[str, str]:
-    """:func:`image_sources` for the dataset of a run's rows."""
-    dataset = str(rows["dataset"].iloc[0]) if rows is not None and len(rows) else ""
-    return image_sources(dataset, splits)
-
-
 # ---- Δ rows ------------------------------------------------------------------------------------
 
-def row_members(row: Any, runs: pd.DataFrame) -> list[list[Member]]:
+RunIndex = dict[tuple, dict[Any, str]]  # (setting columns as text, method, variant) → seed → run id
+
+
+def run_index(runs: pd.DataFrame) -> RunIndex:
+    """Who ran what: built once per report, so a Δ row finds its runs by one lookup."""
+    out: RunIndex = {}
+    keys = zip(*(runs[c].astype(str) for c in GROUP_COLUMNS), runs["method"], runs["variant"])
+    for key, seed, run in zip(keys, runs["seed"], runs["run_id"]):
+        out.setdefault(tuple(key), {})[seed] = run
+    return out
+
+
+def row_members(row: Any, index: RunIndex) -> list[list[Member]]:
     """Seed by seed, the (treatment, control) runs of one paired-Δ row of the same setting."""
-    group = np.ones(len(runs), dtype=bool)
-    for col in GROUP_COLUMNS:
-        group &= (runs[col].astype(str) == str(getattr(row, col))).to_numpy()
-    mine = runs[group]
-    treated = mine[(mine["method"] == row.treatment) & (mine["variant"] == row.treatment_variant)].set_index("seed")["run_id"]
-    control = mine[(mine["method"] == row.control) & (mine["variant"] == row.control_variant)].set_index("seed")["run_id"]
-    return [[Member(treated[s], control[s])] for s in sorted(set(treated.index) & set(control.index))]
+    setting = tuple(str(getattr(row, c)) for c in GROUP_COLUMNS)
+    treated = index.get((*setting, row.treatment, row.treatment_variant), {})
+    control = index.get((*setting, row.control, row.control_variant), {})
+    return [[Member(treated[s], control[s])] for s in sorted(set(treated) & set(control))]
 
 
 ESTIMATE_COLUMNS = ["se", "df", "mde", "se_floor", "p_value", "ci_method", "ci_note", "t_ci_low", "t_ci_high"]
 
 
-def estimate_of_row(row: Any, runs: pd.DataFrame, values: Mapping[str, pd.DataFrame], predictions: Predictions,
+def estimate_of_row(row: Any, runs: RunIndex, values: Mapping[str, RunTable], predictions: Predictions,
                     problems: Mapping[str, str]) -> tuple[DeltaEstimate, str]:
     """The Δ estimate of one :func:`bench.report.aggregate.paired_delta` row: crossed seeds ×
     images where the metric is a per-image mean and every run's predictions match, else the
@@ -522,7 +545,7 @@ def with_intervals(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predict
     out["ci_method"], out["ci_note"] = T_INTERVAL, ""
     if out.empty:
         return out
-    runs = long.drop_duplicates("run_id")[["run_id", "method", "variant", "seed", *GROUP_COLUMNS]]
+    runs = run_index(long.drop_duplicates("run_id")[["run_id", "method", "variant", "seed", *GROUP_COLUMNS]])
     values = {m: _run_values(long, m) for m in PER_IMAGE_METRICS}
     problems = problems or {}
     for i, row in zip(out.index, out.itertuples()):

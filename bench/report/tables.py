@@ -487,7 +487,7 @@ LATEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", 
                  "<": r"\textless{}", ">": r"\textgreater{}"}
 # what pdflatex's default fonts lack, as LaTeX (so the tables compile without extra packages)
 LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "†": r"$^\dagger$", "·": r"$\cdot$", "≤": r"$\le$",
-                 "≥": r"$\ge$", "×": r"$\times$", "—": "---", "–": "--", "…": r"\ldots{}", "→": r"$\to$", "∈": r"$\in$",
+                 "≥": r"$\ge$", "×": r"$\times$", "α": r"$\alpha$", "‡": r"$^\ddagger$", "δ": r"$\delta$", "²": r"$^2$", "—": "---", "–": "--", "…": r"\ldots{}", "→": r"$\to$", "∈": r"$\in$",
                  "ε": r"$\varepsilon$", "μ": r"$\mu$", "β": r"$\beta$", "‡": r"$^\ddagger$"}
 
 

@@ -41,7 +41,7 @@ LOWER_IS_BETTER = ("nll", "ece", "brier")
 FAMILIES = ("primary", "ID", "OOD", "transfer", "calibration")
 VERDICT_COLUMNS = ["family", *GROUP_COLUMNS, "treatment", "control", "treatment_variant", "control_variant", "setting", "quantity", "split",
                    "metric", "mean", "ci_low", "ci_high", "n", "p_value", "mde", "se_floor", "ci_method", "ci_note", "significant",
-                   "family_significant"]
+                   "family_significant", "alpha"]
 
 
 @dataclass(frozen=True)
@@ -54,14 +54,22 @@ class Endpoints:
     primary: Quantity | None = None
     min_effect: Mapping[str, float] = field(default_factory=lambda: dict(MIN_EFFECT_DEFAULTS))
     alpha: float = ALPHA
+    primary_alpha: float = ALPHA  # two-sided; with adaptive seeds the α spent at the look the rounds stopped at
+    look: str = ""  # 'look 2 of 2' with adaptive seeds
 
     @classmethod
-    def of(cls, suite: Any) -> "Endpoints":
-        from bench.report.claims import primary_quantity
+    def of(cls, suite: Any, results_root: Any = None) -> "Endpoints":
+        from bench.report.claims import primary_quantity, report_alpha
 
         q = primary_quantity(suite)
         treatment, control = (q.treatment, q.control) if q is not None else (TREATMENT, CONTROL)
-        return cls(treatment, control, q, suite.min_effects())
+        alpha, look = ALPHA, ""
+        if getattr(suite, "seeds", None) is not None and results_root is not None:
+            from bench.sequential import current_look
+
+            k, looks = current_look(suite, results_root)
+            alpha, look = 2 * report_alpha(suite, results_root), f"look {k + 1} of {len(looks)}, {looks[k]} seeds"
+        return cls(treatment, control, q, suite.min_effects(), ALPHA, alpha, look)
 
     def floor(self, metric: str) -> float:
         """The minimum practical effect of ``metric`` in raw units (fractions for accuracy)."""
@@ -205,7 +213,7 @@ def verdict_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = End
     rows = []
     for item in primary or []:
         est = item.estimate
-        low, high = est.interval(1 - ends.alpha)
+        low, high = est.interval(1 - ends.primary_alpha)  # with adaptive seeds: the CI at the α spent at the stopping look
         q = ends.primary
         assert q is not None
         floor = ends.min_effect.get(q.metric, 0.0)
@@ -214,8 +222,8 @@ def verdict_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = End
                      "treatment_variant": None, "control_variant": None, "setting": item.label,
                      "quantity": f"{_split_words(q.split)}, {METRIC_NAMES.get(q.metric, q.metric)}", "split": q.split, "metric": q.metric,
                      "mean": est.mean, "ci_low": low, "ci_high": high, "n": est.n_seeds, "p_value": est.p_two_sided() if est.defined else math.nan,
-                     "mde": est.mde(alpha=ends.alpha), "se_floor": est.floor, "ci_method": est.method, "ci_note": item.note,
-                     "significant": sig, "family_significant": sig})
+                     "mde": est.mde(alpha=ends.primary_alpha), "se_floor": est.floor, "ci_method": est.method, "ci_note": item.note,
+                     "significant": sig, "family_significant": sig, "alpha": ends.primary_alpha})
     for metric, mine in _comparisons(delta, long, ends):
         for family, label, split, m in _quantities(mine, metric, ends):
             found = mine[(mine["split"] == split) & (mine["metric"] == m)]
@@ -229,7 +237,8 @@ def verdict_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = End
                          "split": split, "metric": m, "mean": mean, "ci_low": low, "ci_high": high, "n": int(r["n"]),
                          "p_value": r.get("p_value", math.nan), "mde": scale * r.get("mde", math.nan),
                          "se_floor": scale * r.get("se_floor", math.nan), "ci_method": r.get("ci_method", "t"),
-                         "ci_note": r.get("ci_note", ""), "significant": _mark(mean, low, high, ends.min_effect.get(m, 0.0))})
+                         "ci_note": r.get("ci_note", ""), "significant": _mark(mean, low, high, ends.min_effect.get(m, 0.0)),
+                         "alpha": ends.alpha})
     out = pd.DataFrame(rows)
     if out.empty:
         return pd.DataFrame(columns=VERDICT_COLUMNS)
@@ -293,13 +302,16 @@ def family_sentence(family: str, part: pd.DataFrame, treatment: str) -> str:
         ways = {_direction(r.metric, r.mean) for r in found.itertuples()}
         word = f"{name} {ways.pop()}" if len(ways) == 1 else f"{name} better on some, worse on others"
         which = "; ".join(f"{r.quantity} {signed_text(r.mean)} [{signed_text(r.ci_low)}, {signed_text(r.ci_high)}]" for r in found.head(4).itertuples())
-        return f"{FAMILY_TITLES[family]}: {word} ({which}; {len(found)} of {len(part)} after Holm within the family)."
+        how = f"p = {found['p_value'].iloc[0]:.2g}, tested alone" if family == "primary" else f"{len(found)} of {len(part)} after Holm within the family"
+        return f"{FAMILY_TITLES[family]}: {word} ({which}; {how})."
     mde = part["mde"].dropna()
     could = f"; could detect ≥ {mde.max():.2g} {unit_of(part['metric'].iloc[0])} at 80 % power" if len(mde) else ""
     extra = f" and {len(part) - 3} more" if len(part) > 3 else ""
     raw = int(part["significant"].sum())
     after = f" after Holm within the family ({raw} uncorrected †)" if raw else ""
-    return f"{FAMILY_TITLES[family]}: no difference shown{after} ({shown}{extra}{could})."
+    title = FAMILY_TITLES[family] + (f" (α_k = {part['alpha'].iloc[0]:.4g} after adaptive seeds)" if family == "primary" and "alpha" in part
+                                     and not pd.isna(part["alpha"].iloc[0]) and part["alpha"].iloc[0] < ALPHA else "")
+    return f"{title}: no difference shown{after} ({shown}{extra}{could})."
 
 
 def headline(frame: pd.DataFrame, claims: pd.DataFrame | None = None) -> list[str]:
@@ -330,7 +342,12 @@ def verdict_lines(frame: pd.DataFrame, ends: Endpoints) -> list[str]:
     m = len(frame)
     lines = []
     if (frame["family"] == "primary").any():
-        lines.append(f"Primary endpoint: declared in the suite before the runs, tested alone at α = {ends.alpha:g} (two-sided).")
+        if ends.look:
+            lines.append(f"Primary endpoint: declared in the suite before the runs, tested alone (two-sided) at the α its adaptive seeds "
+                         f"spent at the look they stopped at, α_k = {ends.primary_alpha:.4g} ({ends.look}); its interval is the "
+                         f"{100 * (1 - ends.primary_alpha):.4g} % CI. Secondary endpoints are tested at the nominal α = {ends.alpha:g}.")
+        else:
+            lines.append(f"Primary endpoint: declared in the suite before the runs, tested alone at α = {ends.alpha:g} (two-sided).")
     else:
         lines.append("No primary endpoint is declared (`primary:` in the suite): every comparison below is secondary.")
     lines.append("Secondary endpoints form families (ID, OOD, transfer, calibration), each Holm-corrected within itself (‡). "
