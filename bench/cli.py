@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from bench.errors import EXIT_HELP, Exit, SuiteError
+from bench.errors import EXIT_HELP, Exit, LinkRefused, SuiteError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -184,6 +184,8 @@ def cmd_run(args: argparse.Namespace, console: "Console") -> int:
         if why:
             console.print(f"{name} folder {why}: nothing was launched (pass --{name} DIR to write elsewhere)", style="red", markup=False, soft_wrap=True)
             return Exit.USAGE
+    for spec in specs:  # a linked run folder is refused before anything runs, with or without --force
+        RunDir.of(args.results, spec.suite, spec.run_id).refuse_links()
     todo = [s for s in specs if args.force or not RunDir.of(args.results, s.suite, s.run_id).is_done()]
     if not args.skip_data_check and todo:
         if _data_problems(todo, console):
@@ -510,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args, console))
     except SuiteError as exc:
         console.print(str(exc), markup=False, style="red", soft_wrap=True)
+        return Exit.USAGE
+    except LinkRefused as exc:  # a run or report folder that is (or holds) a symbolic link: `<path>: <reason>`
+        console.print(f"refused: {exc}", markup=False, style="red", soft_wrap=True)
         return Exit.USAGE
     except KeyboardInterrupt:  # runs record 'interrupted' themselves; the rerun resumes them
         console.print(INTERRUPTED, markup=False)

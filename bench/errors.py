@@ -7,6 +7,7 @@ The table is printed in ``bench --help``; each command returns one of these code
 from __future__ import annotations
 
 from enum import IntEnum
+from pathlib import Path
 
 
 class Exit(IntEnum):
@@ -34,3 +35,18 @@ class SuiteError(ValueError):
 
 class MissingInput(RuntimeError):
     """Data or weights a run needs are not on this machine; the message says where they go."""
+
+
+class CorruptFile(Exception):
+    """A store file that exists but cannot be trusted (truncated, not UTF-8, not JSON, digest
+    mismatch): carries the path and the reason, so every message names the file."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path, self.reason = Path(path), reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class LinkRefused(CorruptFile):
+    """A run or report folder that is, or contains, a symbolic link: the store never writes, moves
+    or deletes through one (a link would let this run overwrite, or a repair rename, someone
+    else's files). Raised before anything is touched; the message is ``<path>: <reason>``."""

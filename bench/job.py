@@ -24,7 +24,6 @@ from bench.data.seg_transforms import SegTrainTransform
 from bench.distributed import DistContext, check_batch_size, current, eval_batches
 from bench.evaluate import EVALUATIONS, evaluate_split
 from bench.features import CacheSpend, SplitInputs, prefix_cache_fits, prefix_tokens
-from bench.io import atomic_write
 from bench.methods import build_method
 from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
 from bench.models.heads import full_precision_head, sync_batchnorm
@@ -172,6 +171,7 @@ def run_job(
     lock: RunLock | None = None
     held: dict[str, Any] | None = None
     if main:
+        run_dir.refuse_links()  # before the folder is created or anything is written through a link
         run_dir.path.mkdir(parents=True, exist_ok=True)
         try:
             lock = RunLock.acquire(run_dir, status_fields.get("executor_job_id"))
@@ -281,7 +281,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         ctx.barrier()
         return {}
     if job.per_image:  # per-image correctness for paired tests over images (bench.report.stats)
-        atomic_write(run_dir.predictions, lambda tmp: _save_npz(tmp, _flat(job.per_image)))
+        run_dir.write_predictions(_flat(job.per_image))
     wall = trained.prior_wall_s + time.time() - started
     # the fine-tuned weights (for later evaluations) are last.pt, saved by train() when training ended
     result = {
@@ -351,7 +351,3 @@ def _flat(per_image: dict[str, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """'<split>::<array>' keys (split names contain '/'), one npz entry each."""
     return {f"{split}::{name}": array for split, arrays in per_image.items() for name, array in arrays.items()}
 
-
-def _save_npz(path, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as fh:  # a file object: np.savez would append '.npz' to a temp file's name
-        np.savez_compressed(fh, **arrays)

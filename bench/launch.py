@@ -95,8 +95,7 @@ def pending_specs(specs: list[RunSpec], results_root: Path, force: bool) -> list
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
         if force:
-            for f in (run_dir.result_file, run_dir.checkpoint, run_dir.prev_checkpoint, run_dir.metrics):
-                f.unlink(missing_ok=True)
+            run_dir.clear_outputs()
         if run_dir.effective_state() != "done":
             todo.append(spec)
     return todo

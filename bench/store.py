@@ -28,13 +28,14 @@ import tempfile
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
+from bench.errors import CorruptFile, LinkRefused
 from bench.io import atomic_write, atomic_write_json, atomic_write_text, digest_path, fsync_dir, fsync_path, sha256_file
 
 RESULT_SCHEMA_VERSION = 2  # 2: result.json carries a "digest" of the rest; 1 (no digest) is read unverified
@@ -44,13 +45,27 @@ STATUS_RESERVE_BYTES = 64 * 1024  # pre-allocated room for the last status write
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-class CorruptFile(Exception):
-    """A store file that exists but cannot be trusted (truncated, not UTF-8, not JSON, digest
-    mismatch): carries the path and the reason, so every message names the file."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        self.path, self.reason = Path(path), reason
-        super().__init__(f"{self.path}: {reason}")
+def link_problem(folder: Path, root: Path | None = None) -> LinkRefused | None:
+    """Why ``folder`` must not be written through, or None: it is a symlink, it resolves outside
+    ``root`` (a parent such as the suite folder is a link out), or an entry inside it (walked
+    without following links) is a symlink. Links inside a store folder are refused wherever they
+    point, since the store never makes one: even a link to another run of the same store would
+    let this run overwrite that run's files."""
+    folder = Path(folder)
+    if folder.is_symlink():
+        return LinkRefused(folder, f"is a symbolic link to {os.readlink(folder)}: the store never follows a link out (remove the link)")
+    if root is not None and os.path.lexists(folder):
+        real, real_root = os.path.realpath(folder), os.path.realpath(root)
+        if os.path.commonpath([real, real_root]) != real_root:
+            return LinkRefused(folder, f"resolves to {real}, outside {real_root} (a parent folder is a symbolic link): the store never follows a link out")
+    if not folder.is_dir():
+        return None
+    for here, dirs, files in os.walk(folder, followlinks=False):
+        for name in sorted(dirs + files):
+            entry = Path(here) / name
+            if entry.is_symlink():
+                return LinkRefused(entry, f"is a symbolic link to {os.readlink(entry)}: the store never follows a link out (remove the link)")
+    return None
 
 
 class RunHeld(RuntimeError):
@@ -95,12 +110,18 @@ def _say(run_dir: Path, message: str) -> None:
     print(f"run {Path(run_dir).name}: {message}", file=sys.stderr, flush=True)
 
 
-def _move_aside(path: Path) -> Path:
-    """Rename a damaged file to ``<name>.corrupt-<UTC time>``: kept for inspection, out of the way."""
+def _move_aside(path: Path, tag: str = "corrupt") -> Path:
+    """Rename a damaged file to ``<name>.<tag>-<UTC time>``: kept for inspection, out of the way.
+    ``tag`` is ``superseded`` for a sound file that is rebuilt because something it covers was
+    damaged. Refused when the folder is reached through a symbolic link: a rename there would act
+    on another folder's files."""
+    path = Path(path)
+    if path.parent.is_symlink():
+        raise LinkRefused(path.parent, "is a symbolic link: a file is never moved aside through one")
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    target, n = path.with_name(f"{path.name}.corrupt-{stamp}"), 1
-    while target.exists():
-        target, n = path.with_name(f"{path.name}.corrupt-{stamp}.{n}"), n + 1
+    target, n = path.with_name(f"{path.name}.{tag}-{stamp}"), 1
+    while os.path.lexists(target):
+        target, n = path.with_name(f"{path.name}.{tag}-{stamp}.{n}"), n + 1
     os.replace(path, target)
     fsync_dir(path.parent)
     return target
@@ -200,7 +221,48 @@ def _check_checkpoint(state: Any) -> None:
         raise ValueError(f"a checkpoint whose 'batch' is {batch!r}, not a whole number of batches done")
 
 
-def _verify_digest(path: Path) -> tuple[str | None, bool]:
+# path → ((inode, mtime_ns, size, prefix), hex digest): `bench status` verifies every finished run's
+# files again and again (checkpoints can be gigabytes); only a file that changed is hashed again.
+_HASHED: dict[Path, tuple[tuple[int, int, int, int | None], str]] = {}
+
+
+def _sha(path: Path, prefix: int | None = None, cached: bool = True) -> str:
+    """SHA-256 of a file, or of its first ``prefix`` bytes; ``cached`` reuses the last hash of an
+    unchanged file (same inode, mtime and size) — for display only: a load always hashes afresh."""
+    st = path.stat()
+    key = (st.st_ino, st.st_mtime_ns, st.st_size, prefix)
+    hit = _HASHED.get(path)
+    if cached and hit and hit[0] == key:
+        return hit[1]
+    if prefix is None:
+        digest = sha256_file(path)
+    else:
+        h, left = hashlib.sha256(), prefix
+        with open(path, "rb") as fh:
+            while left > 0 and (block := fh.read(min(left, 1 << 20))):
+                h.update(block)
+                left -= len(block)
+        digest = h.hexdigest()
+    _HASHED[path] = (key, digest)
+    return digest
+
+
+def _file_record(path: Path) -> dict[str, Any]:
+    """What result.json records of a file it covers: its SHA-256 and size."""
+    return {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+
+
+def _read_sidecar(sidecar: Path) -> tuple[str, int | None] | None:
+    """(hex digest, size or None) from a ``<name>.sha256`` sidecar; None when there is none or it
+    is unreadable (the caller decides whether that is damage)."""
+    try:
+        parts = sidecar.read_text(encoding="ascii").split()
+        return parts[0], (int(parts[1]) if len(parts) > 1 else None)
+    except (OSError, UnicodeDecodeError, IndexError, ValueError):
+        return None
+
+
+def _verify_digest(path: Path, cached: bool = False) -> tuple[str | None, bool]:
     """(why ``path`` fails verification or None, whether a digest was there to check). Files from
     before checksums have no sidecar: they are loaded, and that is said, never silent."""
     size = path.stat().st_size
@@ -213,7 +275,7 @@ def _verify_digest(path: Path) -> tuple[str | None, bool]:
         recorded = sidecar.read_text(encoding="ascii").split()[0]
     except (OSError, UnicodeDecodeError, IndexError):
         return f"has an unreadable digest file {sidecar.name}", True
-    actual = sha256_file(path)
+    actual = _sha(path, cached=cached)
     if actual != recorded:
         return f"fails its SHA-256 check ({size} bytes hash to {actual[:12]}…, {sidecar.name} records {recorded[:12]}…)", True
     return None, True
@@ -237,10 +299,11 @@ def unwritable(folder: Path) -> str | None:
 @dataclass(frozen=True)
 class RunDir:
     path: Path
+    root: Path | None = field(default=None, compare=False)  # the results folder: a run folder must resolve inside it
 
     @classmethod
     def of(cls, results_root: str | Path, suite: str, run_id: str) -> "RunDir":
-        return cls(Path(results_root) / suite / run_id)
+        return cls(Path(results_root) / suite / run_id, Path(results_root))
 
     config = property(lambda self: self.path / "config.yaml")
     status_file = property(lambda self: self.path / "status.json")
@@ -248,6 +311,8 @@ class RunDir:
     checkpoint = property(lambda self: self.path / "last.pt")
     result_file = property(lambda self: self.path / "result.json")
     predictions = property(lambda self: self.path / "predictions.npz")  # per-image correctness per split
+    # covered files: result.json records their digests (``files``); before it exists, their sidecars
+    covered = property(lambda self: (self.metrics, self.predictions))
     run_log = property(lambda self: self.path / "run.log")  # for people: one line per event, every attempt (bench.progress.RunLog)
     tensorboard_dir = property(lambda self: self.path / "tensorboard")  # event files (bench.progress.TensorBoardScalars)
 
@@ -259,12 +324,20 @@ class RunDir:
     # ---- reading: the one place that parses the run's files --------------------------------
 
     def is_done(self) -> bool:
-        """A result.json that verifies exists (a damaged one makes the run corrupt, not done)."""
+        """A result.json that verifies exists and no file of the run is damaged (a damaged one makes
+        the run corrupt, not done): the run is verified as a whole."""
         try:
             self.read_result()
         except (FileNotFoundError, CorruptFile):
             return False
-        return True
+        return self.corruption() is None
+
+    def refuse_links(self) -> None:
+        """Raise :class:`LinkRefused` when the run folder is, or contains, a symbolic link (or
+        resolves outside the results folder): checked before anything is written, moved or deleted."""
+        problem = link_problem(self.path, self.root)
+        if problem is not None:
+            raise problem
 
     def read_result(self) -> dict[str, Any]:
         """result.json, verified against its digest (schema 1 files, from before digests, are read
@@ -312,18 +385,67 @@ class RunDir:
             return 0
 
     def corruption(self) -> CorruptFile | None:
-        """The first damaged file of this run (status.json, result.json, metrics.jsonl), or None."""
+        """The first damaged file of this run, or None: a symbolic link in or above the run folder,
+        then status.json, result.json, metrics.jsonl (a bad line, then its digest), predictions.npz, the
+        saved evaluation units, and a finished run's final checkpoint."""
+        link = link_problem(self.path, self.root)
+        if link is not None:
+            return link
         try:
             self.load_status()
         except CorruptFile as exc:
             return exc
+        result = None
         try:
-            self.read_result()
+            result = self.read_result()
         except CorruptFile as exc:
             return exc
         except FileNotFoundError:
             pass
-        return _metrics_problem(self.metrics)
+        problem = _metrics_problem(self.metrics) or self._digest_problem(self.metrics, result) or self._digest_problem(self.predictions, result)
+        if problem is not None:
+            return problem
+        damaged = self.damaged_evaluations()
+        if damaged:
+            return damaged[0]
+        if result is not None and self.checkpoint.is_file():  # a finished run's weights: what re-evaluation reuses
+            why, _ = _verify_digest(self.checkpoint, cached=True)
+            if why is not None:
+                return CorruptFile(self.checkpoint, why)
+        return None
+
+    def _recorded(self, path: Path, result: dict[str, Any] | None) -> tuple[str, int | None, bool, str] | None:
+        """(digest, size, whole file?, where recorded) for a covered file: result.json's ``files``
+        entry when the run is finished (the whole file), else its sidecar (for metrics.jsonl a
+        prefix: the log up to the last checkpoint; later lines are dropped on resume anyway)."""
+        files = (result or {}).get("files")
+        if isinstance(files, dict) and isinstance(files.get(path.name), dict):
+            entry = files[path.name]
+            return str(entry.get("sha256")), entry.get("bytes"), True, "result.json"
+        found = _read_sidecar(digest_path(path))
+        if found is None:
+            if digest_path(path).is_file():
+                return "", None, True, f"{digest_path(path).name} (unreadable)"
+            return None
+        return found[0], found[1], path != self.metrics, digest_path(path).name
+
+    def _digest_problem(self, path: Path, result: dict[str, Any] | None) -> CorruptFile | None:
+        """Why a covered file (metrics.jsonl, predictions.npz) does not match its recorded digest:
+        changed, truncated, extended or deleted; None when it matches or nothing was recorded."""
+        recorded = self._recorded(path, result)
+        if recorded is None:
+            return None
+        digest, size, whole, where = recorded
+        if not path.is_file():
+            return CorruptFile(path, f"missing, but {where} records its digest (deleted?)")
+        actual_size = path.stat().st_size
+        if size is not None and (actual_size < size or (whole and actual_size != size)):
+            return CorruptFile(path, f"{actual_size} bytes, {where} records {size} (truncated or changed)")
+        actual = _sha(path, prefix=None if whole else size)
+        if actual != digest:
+            span = "" if whole else f"its first {size} bytes "
+            return CorruptFile(path, f"digest mismatch ({span}hash to {actual[:12]}…, {where} records {digest[:12]}…)")
+        return None
 
     def effective_state(self) -> str:
         """'corrupt' when a store file is damaged; 'done' with a verified result (only then); else the
@@ -440,8 +562,12 @@ class RunDir:
 
     def write_result(self, result: dict[str, Any]) -> None:
         """result.json with a ``digest`` over the canonical JSON of the rest (computed on the JSON
-        round trip, i.e. on exactly what a reader will parse)."""
-        record = json.loads(json.dumps({"schema_version": RESULT_SCHEMA_VERSION, **result}, default=str))
+        round trip, i.e. on exactly what a reader will parse). The rest includes ``files``: the
+        SHA-256 and size of metrics.jsonl and predictions.npz, so the digest covers every number
+        of the finished run and the run is verified as a whole."""
+        self.sync_metrics()
+        files = {path.name: _file_record(path) for path in self.covered if path.is_file()}
+        record = json.loads(json.dumps({"schema_version": RESULT_SCHEMA_VERSION, **result, **({"files": files} if files else {})}, default=str))
         record.pop("digest", None)
         record["digest"] = result_digest(record)
         atomic_write_json(self.result_file, record)
@@ -453,10 +579,24 @@ class RunDir:
             fh.write("".join(json.dumps(row) + "\n" for row in rows))
 
     def sync_metrics(self) -> None:
-        """fsync metrics.jsonl: called before a checkpoint, so no checkpoint is on disk whose steps'
-        log lines are not."""
+        """fsync metrics.jsonl and record its digest (``metrics.jsonl.sha256``: SHA-256 and size of
+        the log so far): called before a checkpoint, so no checkpoint is on disk whose steps' log
+        lines are not, and every line a resume keeps is covered by a digest."""
         if self.metrics.is_file():
             fsync_path(self.metrics)
+            atomic_write_text(digest_path(self.metrics), f"{sha256_file(self.metrics)}  {self.metrics.stat().st_size}\n")
+
+    def write_predictions(self, arrays: dict[str, np.ndarray]) -> None:
+        """predictions.npz, atomically, with its digest sidecar written before the rename (as for
+        checkpoints): a file present always has its digest, and result.json records it again."""
+        path = self.predictions
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:  # a file object: np.savez would append '.npz' to a temp file's name
+                np.savez_compressed(fh, **arrays)
+            atomic_write_text(digest_path(path), f"{sha256_file(tmp)}  {tmp.stat().st_size}\n")
+
+        atomic_write(path, write)
 
     def truncate_metrics(self, last_step: int) -> None:
         """Drop lines logged after the checkpoint we resume from (they will be logged again) and a
@@ -471,8 +611,10 @@ class RunDir:
             log = MetricsLog(good, None)
         if log.torn:
             self.note(f"metrics.jsonl ended in {log.torn}; dropped it")
-        kept = [text for text, row in log.lines if row["step"] <= last_step]
-        atomic_write_text(self.metrics, "".join(text + "\n" for text in kept))
+        kept = "".join(text + "\n" for text, row in log.lines if row["step"] <= last_step).encode()
+        # the digest first: the kept lines are a prefix of the old log, so it matches both files
+        atomic_write_text(digest_path(self.metrics), f"{hashlib.sha256(kept).hexdigest()}  {len(kept)}\n")
+        atomic_write(self.metrics, lambda tmp: tmp.write_bytes(kept))
 
     def _salvage_metrics(self, problem: CorruptFile) -> tuple[list[tuple[str, dict[str, Any]]], str]:
         """Move a damaged metrics.jsonl aside and keep its readable lines in a fresh one. Returns
@@ -501,6 +643,7 @@ class RunDir:
         be a launcher's write in flight, which atomic_write retries), moves damaged status.json /
         result.json aside and salvages a damaged metrics.jsonl, and (re)creates the status reserve.
         Returns the repairs made (also printed)."""
+        self.refuse_links()
         notes: list[str] = []
         for tmp in [*self.path.glob(".*.tmp"), *self.path.glob(".lock.json.*.stale")]:  # the latter: a lock breaker killed midway
             try:
@@ -520,13 +663,56 @@ class RunDir:
         except CorruptFile as exc:
             aside = _move_aside(self.result_file)
             notes.append(f"{exc}; moved to {aside.name}, the run is evaluated again")
-        problem = _metrics_problem(self.metrics)
-        if problem is not None:
-            notes.append(self._salvage_metrics(problem)[1])
+        result = self.read_result() if self.result_file.is_file() else None
+        damaged_log = self._digest_problem(self.metrics, result)
+        if damaged_log is not None:
+            notes.append(self._retrain_for_log(damaged_log))
+        else:
+            problem = _metrics_problem(self.metrics)
+            if problem is not None:
+                notes.append(self._salvage_metrics(problem)[1])
+        rebuild: list[str] = []
+        damaged_predictions = self._digest_problem(self.predictions, result)
+        if damaged_predictions is not None:
+            rebuild.append(f"{damaged_predictions}; moved to {self._move_with_sidecar(self.predictions).name}")
+        for damaged in self.damaged_evaluations():
+            rebuild.append(f"{damaged}; moved to {_move_aside(damaged.path).name}, that unit is scored again from the final weights")
+        if rebuild and self.result_file.is_file():
+            rebuild.append(f"result.json moved to {_move_aside(self.result_file, 'superseded').name}: the run is evaluated again "
+                           "from its verified saved units, without training")
+        notes += rebuild
         for note in notes:
             _say(self.path, note)
         self._ensure_status_reserve()
         return notes
+
+    def clear_outputs(self) -> None:
+        """Delete what ``--force`` reruns (result, checkpoints, log, predictions, with their digest
+        sidecars), after checking that no link is crossed: a deletion never reaches another folder."""
+        self.refuse_links()
+        for path in (self.result_file, self.checkpoint, self.prev_checkpoint, self.metrics, self.predictions):
+            path.unlink(missing_ok=True)
+            digest_path(path).unlink(missing_ok=True)
+
+    def _move_with_sidecar(self, path: Path, tag: str = "corrupt") -> Path:
+        """Move a file and its digest sidecar aside together (a sidecar left behind would call the
+        rebuilt file damaged)."""
+        sidecar = digest_path(path)
+        if sidecar.is_file():
+            _move_aside(sidecar, tag)
+        return _move_aside(path, tag) if os.path.lexists(path) else path
+
+    def _retrain_for_log(self, problem: CorruptFile) -> str:
+        """A training log that fails its digest cannot be mended (which line changed is unknown,
+        and its numbers come only from training): it is moved aside and the run is trained again
+        from step 0, which gives the same numbers (training is seeded). The checkpoints go aside
+        too (``superseded``: a resume from them would keep the damaged lines' steps); the saved
+        evaluation units stay, reused when the retrained weights hash the same."""
+        moved = [self._move_with_sidecar(self.metrics).name]
+        for path in (self.checkpoint, self.prev_checkpoint, self.result_file):
+            if path.is_file():
+                moved.append(self._move_with_sidecar(path, "superseded").name)
+        return f"{problem}; moved {', '.join(moved)} aside: the run is trained again from step 0 to rebuild its log"
 
     def _ensure_status_reserve(self) -> None:
         reserve = self.status_reserve
@@ -603,7 +789,30 @@ class RunDir:
             return  # nothing to tie the scores to: they are not kept
         arrays = {f"{split}::{name}": {"dtype": str(np.asarray(v).dtype), "values": np.asarray(v).tolist()}
                   for split, named in per_image.items() for name, v in named.items()}
-        atomic_write_json(self._evaluation_file(unit), {"unit": unit, "weights_sha256": weights, "metrics": metrics, "per_image": arrays})
+        record = json.loads(json.dumps({"unit": unit, "weights_sha256": weights, "metrics": metrics, "per_image": arrays}, default=str))
+        record["digest"] = result_digest(record)  # on the JSON round trip: exactly what a reader parses
+        atomic_write_json(self._evaluation_file(unit), record)
+
+    def damaged_evaluations(self) -> list[CorruptFile]:
+        """Saved evaluation units that fail their digest or do not parse (files from before digests
+        are not damage: they are simply scored again)."""
+        out: list[CorruptFile] = []
+        folder = self.evaluations_dir
+        if not folder.is_dir() or folder.is_symlink():
+            return out
+        for path in sorted(folder.glob("*.json")):
+            try:
+                saved = _read_json(path)
+            except CorruptFile as exc:
+                out.append(exc)
+                continue
+            except OSError:
+                continue
+            if not isinstance(saved, dict):
+                out.append(CorruptFile(path, "not a JSON object"))
+            elif "digest" in saved and saved["digest"] != result_digest(saved):
+                out.append(CorruptFile(path, f"digest mismatch (content hashes to {result_digest(saved)[:12]}…, recorded {str(saved['digest'])[:12]}…)"))
+        return out
 
     def saved_evaluation(self, unit: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]] | None:
         """(metrics, per-image arrays) of a unit scored from the current final weights, else None
@@ -615,6 +824,8 @@ class RunDir:
         except (OSError, ValueError):
             return None
         if weights is None or not isinstance(saved, dict) or saved.get("weights_sha256") != weights or saved.get("unit") != unit:
+            return None
+        if saved.get("digest") != result_digest(saved):  # changed, or from before digests: scored again, never reused unverified
             return None
         per_image: dict[str, dict[str, Any]] = {}
         for key, values in saved.get("per_image", {}).items():

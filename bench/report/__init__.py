@@ -23,7 +23,7 @@ from bench.report.expected import CAPTION as EXPECTED_CAPTION
 from bench.report.expected import compare, expected_latex, expected_markdown
 from bench.report.tables import (TABLES, Table, TextTable, arm_labels, build_tables, model_labels, probe_c_note, to_csv, to_latex, to_markdown,
                                  tuning_note)
-from bench.store import RunDir
+from bench.store import RunDir, link_problem
 from bench.suite import RunSpec, Suite
 
 
@@ -145,6 +145,9 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     from bench.report import claims as claims_module
 
     out = Path(reports_root) / suite.name
+    refused = link_problem(out, Path(reports_root))  # never write, or delete stale files, through a link
+    if refused is not None:
+        raise refused
     ends = verdict.Endpoints.of(suite, results_root)
     states = run_states(specs, results_root)
     results = finished_results(specs, results_root)
