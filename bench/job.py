@@ -25,7 +25,7 @@ from bench.data.seg_transforms import SegTrainTransform
 from bench.distributed import DistContext, check_batch_size, current, eval_batches
 from bench.evaluate import EVALUATIONS, evaluate_split
 from bench.features import CacheSpend, SplitInputs, prefix_cache_fits, prefix_tokens
-from bench.io import atomic_write, disk_message
+from bench.io import atomic_write, disk_error, disk_message, with_path
 from bench.methods import build_method
 from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
 from bench.models.heads import full_precision_head, sync_batchnorm
@@ -219,7 +219,7 @@ def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressF
         result = _train_and_evaluate(cfg, run_dir, suite, progress, ctx, stage)
     except Exception as exc:
         if main:
-            error = failure_line(exc)
+            error = failure_line(exc, run_dir.path)
             log.close_attempt(f"failed: {error}")
             _record(run_dir, "failed", error=error, traceback=traceback.format_exc())
         raise
@@ -237,10 +237,13 @@ def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressF
     return result
 
 
-def failure_line(exc: BaseException) -> str:
+def failure_line(exc: BaseException, where: Any = None) -> str:
     """What status.json's ``error`` says: 'no space left on <path>' (or read-only file system /
-    quota) for a disk that takes no more writes — a state to fix and rerun, said with the path —
-    else '<Exception>: <message>'."""
+    quota) for a disk that takes no more writes — a state to fix and rerun, said with the path
+    (``where``, the run folder, when the error named no file) — else '<Exception>: <message>'."""
+    err = disk_error(exc)
+    if err is not None and err.filename is None and where is not None:
+        return disk_message(with_path(err, f"{where} (the file was not named)")) or ""
     return disk_message(exc) or f"{exc.__class__.__name__}: {exc}"
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from bench.io import disk_error
@@ -80,7 +81,8 @@ def run_local(specs: list[RunSpec], results_root: Path, console: Console | None 
             except Exception as exc:  # recorded in status.json with its traceback; go on with the rest
                 from bench.job import failure_line
 
-                outcomes.append(RunOutcome(spec, "failed", failure_line(exc), disk=disk_error(exc) is not None))
-                console.print(f"[red]failed[/red] {describe(spec)}: {failure_line(exc)} (traceback in {run_dir.status_file})")
+                line = failure_line(exc, run_dir.path)
+                outcomes.append(RunOutcome(spec, "failed", line, disk=disk_error(exc) is not None))
+                console.print(Text.assemble(("failed", "red"), f" {describe(spec)}: {line} (traceback in {run_dir.status_file})"), soft_wrap=True)
             progress.advance(overall)
     return outcomes
