@@ -80,20 +80,20 @@ def test_a_full_tmpfs_under_bench_run_fails_every_run_cleanly_and_a_rerun_matche
 def _enospc_after_first_checkpoint(monkeypatch) -> list[Path]:
     """From the first checkpoint on, every atomic write fails as a full disk does (an OSError
     that names no file); the status reserve (a write into already allocated bytes) still works."""
-    real_save, real_write = train_module.atomic_torch_save, io_module._atomic_write
+    real_save, real_sync = train_module.atomic_torch_save, io_module.fsync_path
     full = []
 
     def save(obj, path):
         real_save(obj, path)
         full.append(Path(path))
 
-    def write(path, fn):
+    def sync(path):  # every atomic write fsyncs its temp file: where a full disk reports at the latest
         if full:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(path, fn)
+        return real_sync(path)
 
     monkeypatch.setattr(train_module, "atomic_torch_save", save)
-    monkeypatch.setattr(io_module, "_atomic_write", write)
+    monkeypatch.setattr(io_module, "fsync_path", sync)
     return full
 
 
@@ -146,7 +146,7 @@ def test_the_status_is_written_in_place_when_the_disk_is_full_and_there_is_no_re
     run_dir = RunDir(tmp_path / "run")
     run_dir.path.mkdir()
     run_dir.set_status("running", world_size=1, note="x" * 400)
-    monkeypatch.setattr(io_module, "_atomic_write", lambda path, fn: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
+    monkeypatch.setattr(io_module, "fsync_path", lambda path: (_ for _ in ()).throw(OSError(errno.ENOSPC, "No space left on device")))
     run_dir.set_status("failed", error=f"no space left on {run_dir.checkpoint}", traceback="T" * 5000)
     status = run_dir.read_status()
     assert status["state"] == "failed" and "written in place" in status["status_note"]
@@ -154,14 +154,14 @@ def test_the_status_is_written_in_place_when_the_disk_is_full_and_there_is_no_re
 
 def test_the_report_writer_on_a_full_disk_says_one_line_and_exits_with_the_documented_code(tmp_path, capsys, monkeypatch):
     path, _ = write_suite(tmp_path)
-    real = io_module._atomic_write
+    real = io_module.fsync_path
 
-    def full(p, fn):
+    def full(p):
         if "reports" in Path(p).parts:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(p, fn)
+        return real(p)
 
-    monkeypatch.setattr(io_module, "_atomic_write", full)
+    monkeypatch.setattr(io_module, "fsync_path", full)
     code = main(["report", str(path), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")])
     out = capsys.readouterr()
     lines = [line for line in out.out.splitlines() if line.strip()]
@@ -172,7 +172,7 @@ def test_the_report_writer_on_a_full_disk_says_one_line_and_exits_with_the_docum
 
 def test_a_read_only_reports_folder_mid_run_is_the_same_one_line(tmp_path, capsys, monkeypatch):
     path, _ = write_suite(tmp_path)
-    monkeypatch.setattr(io_module, "_atomic_write", lambda p, fn: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system")))
+    monkeypatch.setattr(io_module, "fsync_path", lambda p: (_ for _ in ()).throw(OSError(errno.EROFS, "Read-only file system")))
     assert main(["report", str(path), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]) == Exit.NO_SPACE
     assert "report not written: read-only file system at " in capsys.readouterr().out
 
