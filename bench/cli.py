@@ -86,6 +86,24 @@ def _print_report(report: "Report", console: "Console") -> None:
     console.print(f"wrote {len(report.files)} files to {folder}/ (open report.html in a browser)", markup=False)
 
 
+def _report(suite, specs, args: argparse.Namespace, console: "Console") -> bool:
+    """Build, write and print the report; False (said in one line) when a disk refused a write:
+    the runs' results are untouched, and `bench report` writes the report once there is room."""
+    from bench.io import disk_message
+
+    try:
+        report = _build_report(suite, specs, args)
+    except OSError as exc:
+        why = disk_message(exc)
+        if why is None:
+            raise
+        console.print(f"report not written: {why}; free space and rerun `bench report {args.suite}` (the results are kept)",
+                      style="red", markup=False, soft_wrap=True)
+        return False
+    _print_report(report, console)
+    return True
+
+
 def cmd_validate(args: argparse.Namespace, console: "Console") -> int:
     from bench.sequential import schedule_line, scheduled, seed_count
     from bench.summary import summary_lines
@@ -111,7 +129,19 @@ def cmd_validate(args: argparse.Namespace, console: "Console") -> int:
     else:
         lines.append(f"(`bench validate {args.suite} --list` prints each of the {len(specs)} runs)")
     console.print("\n".join(lines), markup=False, soft_wrap=True)
-    return Exit.OK
+    return Exit.USAGE if _wrong_checkpoint_files(specs, console) else Exit.OK
+
+
+def _wrong_checkpoint_files(specs, console: "Console") -> bool:
+    """Name every backbone.checkpoint that exists here but is not a checkpoint (a missing one may
+    be on the compute nodes only: `bench run` checks that). True when there was one."""
+    from bench.weights import checkpoint_file_problem
+
+    paths = dict.fromkeys(s.config.backbone.checkpoint for s in specs if s.config.backbone.weights == "pretrained" and s.config.backbone.checkpoint)
+    problems = [why for p in paths if Path(p).expanduser().exists() and (why := checkpoint_file_problem(p))]
+    for why in problems:
+        console.print(why, style="red", markup=False, soft_wrap=True)
+    return bool(problems)
 
 
 def claim_coverage(suite, specs) -> list[str]:
@@ -203,19 +233,27 @@ def cmd_run(args: argparse.Namespace, console: "Console") -> int:
     outcomes = launch_suite(args.executor, _source(args), args.results, options, console)
     suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
     failed = [o for o in outcomes if o.state == "failed"]
+    held = [o for o in outcomes if o.state == "held"]
+    reported = True
     if all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs) or failed:
-        _print_report(_build_report(suite, specs, args), console)
-    else:
+        reported = _report(suite, specs, args, console)
+    elif any(o.state == "submitted" for o in outcomes):
         console.print(f"submitted; follow with `bench status {args.suite}`, report with `bench report {args.suite}`", markup=False)
+    elif not held:
+        console.print(f"not every run is done; `bench status {args.suite}` says why, rerun the same command to continue", markup=False)
+    if held:  # each was named on its own line above; nothing was launched for them
+        console.print(f"{len(held)} run(s) not run here: another launcher holds them (or their lock.json is damaged), said above; "
+                      f"`bench status {args.suite}` follows them, rerun the same command once they end", markup=False, soft_wrap=True)
     if failed:
         console.print(f"{len(failed)} run(s) failed; rerun the same command to retry them (done runs are skipped)", style="red", markup=False)
+    if any(o.disk for o in failed) or not reported:
+        return Exit.NO_SPACE
     return Exit.RUNS_FAILED if failed else Exit.OK
 
 
 def cmd_report(args: argparse.Namespace, console: "Console") -> int:
     suite, specs = _specs(args)
-    _print_report(_build_report(suite, specs, args), console)
-    return Exit.OK
+    return Exit.OK if _report(suite, specs, args, console) else Exit.NO_SPACE
 
 
 def cmd_plan(args: argparse.Namespace, console: "Console") -> int:
@@ -244,7 +282,7 @@ def cmd_reproduce(args: argparse.Namespace, console: "Console") -> int:
         if ready.why_not:
             console.print(explain(suite, args.suite, specs, ready), markup=False, soft_wrap=True)
             if len(todo) < len(specs):
-                _print_report(_build_report(suite, specs, args), console)
+                _report(suite, specs, args, console)
             if sys.stdin.isatty() and Path(DEMO_SUITE).is_file():
                 if console.input("Run the demo now (a few minutes on a 2-core CPU)? [y/N] ").strip().lower() in ("y", "yes"):
                     return main(["run", DEMO_SUITE])
@@ -256,7 +294,8 @@ def cmd_reproduce(args: argparse.Namespace, console: "Console") -> int:
     options = LaunchOptions(parallel=args.parallel, wait=args.wait)
     outcomes = launch_suite(executor, _source(args), args.results, options, console, first=todo) if todo else []
     suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
-    _print_report(_build_report(suite, specs, args), console)
+    if not _report(suite, specs, args, console):
+        return Exit.NO_SPACE
     if not all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs):
         console.print(f"not all runs are done ({progress_line(specs, args.results)}); the tables show the finished ones. "
                       "Rerun the same command when the jobs end to complete them.", markup=False)
@@ -519,6 +558,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # runs record 'interrupted' themselves; the rerun resumes them
         console.print(INTERRUPTED, markup=False)
         return Exit.INTERRUPTED
+    except OSError as exc:  # a full / read-only disk anywhere else: one line with the path, no traceback
+        from bench.io import disk_message
+
+        why = disk_message(exc)
+        if why is None:
+            raise
+        console.print(f"{why}: free space and rerun the same command to resume (finished runs are kept)", style="red", markup=False, soft_wrap=True)
+        return Exit.NO_SPACE
     finally:  # --max-runs reaches this command's own subprocesses and jobs, not the caller
         if saved is None:
             os.environ.pop("BENCH_MAX_RUNS", None)

@@ -17,6 +17,7 @@ class Exit(IntEnum):
     RUNS_FAILED = 1  # at least one run failed, diverged or is corrupt
     USAGE = 2  # bad arguments or a suite file that cannot run (argparse uses 2 as well)
     MISSING_INPUT = 3  # data or pretrained weights not on this machine; nothing was launched
+    NO_SPACE = 4  # a disk was full, over quota or read-only: runs failed resumably, or the report was not written
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); rerunning the same command resumes
 
 
@@ -25,6 +26,7 @@ EXIT_HELP = {
     Exit.RUNS_FAILED: "runs failed (or, for status, some run failed or is corrupt)",
     Exit.USAGE: "usage or suite error",
     Exit.MISSING_INPUT: "missing data or pretrained weights (nothing launched)",
+    Exit.NO_SPACE: "no space left (or read-only / over quota) on the path named: free space and rerun the same command to resume",
     Exit.INTERRUPTED: "interrupted (Ctrl-C): rerun the same command to resume",
 }
 

@@ -25,6 +25,51 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+# errors that mean "this filesystem takes no more writes": a state of the machine, not a bug, so
+# they end a run as failed with the path named (rerun after freeing space) and never a traceback
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+_DISK_WORDS = {errno.ENOSPC: "no space left on", errno.EDQUOT: "disk quota exceeded on", errno.EROFS: "read-only file system at"}
+DISK_WORDS = tuple(_DISK_WORDS.values())  # how a recorded error line of a disk failure starts
+
+
+def disk_error(exc: BaseException | None) -> OSError | None:
+    """The full-disk / over-quota / read-only OSError behind ``exc`` (itself, or its cause or
+    context: torch.save wraps the OS error in a RuntimeError), else None."""
+    seen = 0
+    while exc is not None and seen < 8:
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            return exc
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return None
+
+
+def disk_message(exc: BaseException) -> str | None:
+    """'no space left on /results/lk/ab12/last.pt' (or 'read-only file system at …', 'disk quota
+    exceeded on …') for a disk error, else None: the one line a person needs, path included."""
+    err = disk_error(exc)
+    if err is None:
+        return None
+    where = err.filename or "an unnamed file (the path was not reported)"
+    return f"{_DISK_WORDS[err.errno]} {where}"
+
+
+def with_path(exc: OSError, path: Path | str) -> OSError:
+    """The same OS error naming ``path`` when it named none (a write() to an open file reports
+    no file name): messages must say where the disk is full."""
+    if exc.filename is not None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno or 0), str(path))
+
+
+def _full(folder: Path) -> bool:
+    """Whether the filesystem of ``folder`` has no block left for us (statvfs)."""
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail == 0
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Run ``write(tmp)`` on a temp file beside ``path`` and rename it into place.
 
@@ -33,6 +78,22 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     did not); without the second, the rename itself can be lost and the old file come back.
     """
     path = Path(path)
+    try:
+        _atomic_write(path, write)
+    except OSError as exc:
+        if exc.errno in DISK_ERRNOS and exc.filename != str(path):  # the file meant, not its temp file
+            raise OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path)) from exc
+        raise
+    except Exception as exc:
+        # writers with their own handles (torch.save, pandas) turn ENOSPC into other errors
+        # (torch: RuntimeError "PytorchStreamWriter failed writing file"): on a full filesystem
+        # that is what it is, and is said so with the path
+        if disk_error(exc) is None and _full(path.parent):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from exc
+        raise
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     for attempt in range(3):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

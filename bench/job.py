@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import time
 import traceback
 from contextlib import nullcontext
@@ -24,6 +25,7 @@ from bench.data.seg_transforms import SegTrainTransform
 from bench.distributed import DistContext, check_batch_size, current, eval_batches
 from bench.evaluate import EVALUATIONS, evaluate_split
 from bench.features import CacheSpend, SplitInputs, prefix_cache_fits, prefix_tokens
+from bench.io import atomic_write, disk_error, disk_message, with_path
 from bench.methods import build_method
 from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
 from bench.models.heads import full_precision_head, sync_batchnorm
@@ -205,26 +207,27 @@ def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressF
             log.close_attempt("already done; repaired: " + "; ".join(notes))
         return run_dir.read_result()
     board = None
-    if main:
-        run_dir.write_config(cfg.canonical())
-        run_dir.set_status("running", world_size=ctx.world, **({"resume_note": "; ".join(notes)} if notes else {}), **status_fields)
-        log.start_attempt(int(run_dir.read_status().get("attempts", 1)), ctx.world, run_id=cfg.run_id(), job=status_fields.get("executor_job_id"),
-                          checkpoint_every_min=cfg.train.checkpoint_every_min)
-        for note in notes:
-            log.line(f"repaired: {note}")
-        board = TensorBoardScalars(run_dir.tensorboard_dir, log.line, log.metrics_of)
-        progress = fan_out(progress, log, board)
     try:
+        if main:
+            run_dir.write_config(cfg.canonical())
+            run_dir.set_status("running", world_size=ctx.world, **({"resume_note": "; ".join(notes)} if notes else {}), **status_fields)
+            log.start_attempt(int(run_dir.read_status().get("attempts", 1)), ctx.world, run_id=cfg.run_id(), job=status_fields.get("executor_job_id"),
+                              checkpoint_every_min=cfg.train.checkpoint_every_min)
+            for note in notes:
+                log.line(f"repaired: {note}")
+            board = TensorBoardScalars(run_dir.tensorboard_dir, log.line, log.metrics_of)
+            progress = fan_out(progress, log, board)
         result = _train_and_evaluate(cfg, run_dir, suite, progress, ctx, stage)
     except Exception as exc:
         if main:
-            log.close_attempt(f"failed: {exc.__class__.__name__}: {exc}")
-            run_dir.set_status("failed", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
+            error = failure_line(exc, run_dir.path)
+            log.close_attempt(f"failed: {error}")
+            _record(run_dir, "failed", error=error, traceback=traceback.format_exc())
         raise
     except BaseException as exc:  # killed, timed out, pre-empted: resumable from last.pt, not a failure
         if main:
             log.close_attempt(f"interrupted: {exc.__class__.__name__}: {exc}".rstrip(": "))
-            run_dir.set_status("interrupted", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
+            _record(run_dir, "interrupted", error=f"{exc.__class__.__name__}: {exc}", traceback=traceback.format_exc())
         raise
     finally:
         if board is not None:
@@ -233,6 +236,27 @@ def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressF
         log.close_attempt(f"done: result.json written ({result.get('wall_time_s')} s of wall time over all attempts)")
         run_dir.set_status("done")
     return result
+
+
+def failure_line(exc: BaseException, where: Any = None) -> str:
+    """What status.json's ``error`` says: 'no space left on <path>' (or read-only file system /
+    quota) for a disk that takes no more writes — a state to fix and rerun, said with the path
+    (``where``, the run folder, when the error named no file) — else '<Exception>: <message>'."""
+    err = disk_error(exc)
+    if err is not None and err.filename is None and where is not None:
+        return disk_message(with_path(err, f"{where} (the file was not named)")) or ""
+    return disk_message(exc) or f"{exc.__class__.__name__}: {exc}"
+
+
+def _record(run_dir: RunDir, state: str, **fields: Any) -> None:
+    """Record how an attempt ended without hiding why it ended: a status write that fails too (a
+    disk so full that even the reserve and the in-place write failed) is said on stderr, and the
+    run then reads 'interrupted' (no live lock holder: RunDir.effective_state), never 'running'."""
+    try:
+        run_dir.set_status(state, **fields)
+    except OSError as exc:
+        print(f"run {run_dir.path.name}: could not record '{state}' ({failure_line(exc)}); it reads 'interrupted' and a rerun resumes it",
+              file=sys.stderr, flush=True)
 
 
 def _unit_metrics(run_dir: RunDir) -> Callable[[str], dict[str, Any]]:

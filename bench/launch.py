@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 
 from bench.config import RunConfig
+from bench.io import DISK_WORDS
 from bench.registry import Registry
 from bench.runner import RunOutcome, run_local
 from bench.status import run_rows, status_table
@@ -149,9 +150,10 @@ def sbatch_preview(suite: str, profile_name: str, profile: ResourceProfile, size
     )
 
 
-def job_outcome(spec: RunSpec, job: Any) -> RunOutcome:
+def job_outcome(spec: RunSpec, job: Any, results_root: Path | None = None) -> RunOutcome:
     """Wait for a submitit job (every task, i.e. every DDP rank) and say how it ended; the
-    traceback itself is in the run's status.json."""
+    traceback itself is in the run's status.json. With ``results_root``, a failure's line is the
+    one the run recorded (a full disk: 'no space left on <path>', which sets Exit.NO_SPACE)."""
     try:
         results = job.results()
         held = [r for r in results if isinstance(r, dict) and r.get("held_by")]
@@ -159,7 +161,23 @@ def job_outcome(spec: RunSpec, job: Any) -> RunOutcome:
             return RunOutcome(spec, "held", held[0].get("message"))
         return RunOutcome(spec, "done")
     except Exception as exc:
-        return RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {str(exc)[:200]}")
+        error = f"{exc.__class__.__name__}: {str(exc)[:200]}"
+        if results_root is not None:
+            try:
+                recorded = RunDir.of(results_root, spec.suite, spec.run_id).read_status().get("error")
+            except Exception:  # noqa: BLE001 — a damaged status: the job's own exception says enough
+                recorded = None
+            if isinstance(recorded, str) and recorded.startswith(DISK_WORDS):
+                return RunOutcome(spec, "failed", recorded, disk=True)
+        return RunOutcome(spec, "failed", error)
+
+
+def _said(outcome: RunOutcome, console: Console) -> RunOutcome:
+    """Print the one line a held run gets (another launcher took its lock between our check and
+    the job's start): every executor says so, as the debug executor does, never a silent skip."""
+    if outcome.state == "held":
+        console.print(outcome.error or f"run {outcome.spec.run_id} is held by another launcher, skipped", markup=False, soft_wrap=True)
+    return outcome
 
 
 def local_threads(parallel: int) -> int:
@@ -187,7 +205,7 @@ def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, paralle
             for run_id, (spec, job) in list(running.items()):
                 if job.done():
                     del running[run_id]
-                    outcomes.append(job_outcome(spec, job))
+                    outcomes.append(_said(job_outcome(spec, job, results_root), console))
             rows = run_rows(specs, results_root)
             if live is not None:
                 live.update(status_table(rows))
@@ -234,8 +252,8 @@ def launch_slurm(suite: Suite, specs: list[RunSpec], results_root: Path, wait: b
             jobs.append((spec, job))
         console.print(f"submitted {len(group)} run(s) as Slurm array {submitted[0].job_id.split('_')[0]} (profile {profile_name!r})", markup=False)
     if not wait:
-        return []
-    return [job_outcome(spec, job) for spec, job in jobs]
+        return [RunOutcome(spec, "submitted") for spec, _ in jobs]
+    return [_said(job_outcome(spec, job, results_root), console) for spec, job in jobs]
 
 
 def scheduler_states(job_ids: list[str]) -> dict[str, str]:

@@ -12,8 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from bench.io import disk_error
 from bench.progress import SHOWN_STATS, PlainProgress, RunProgress
 from bench.suite import RunSpec
 from bench.store import RunDir, RunHeld
@@ -22,8 +24,9 @@ from bench.store import RunDir, RunHeld
 @dataclass(frozen=True)
 class RunOutcome:
     spec: RunSpec
-    state: str  # "done", "skipped" (already done), "held" (another live process trains it) or "failed"
+    state: str  # "done", "skipped" (already done), "held" (another live process trains it), "failed" or "submitted" (queued on Slurm)
     error: str | None = None
+    disk: bool = False  # failed because a disk was full, over quota or read-only (Exit.NO_SPACE)
 
 
 def describe(spec: RunSpec) -> str:
@@ -76,7 +79,10 @@ def run_local(specs: list[RunSpec], results_root: Path, console: Console | None 
                 outcomes.append(RunOutcome(spec, "held", str(held)))
                 console.print(str(held), markup=False, soft_wrap=True)
             except Exception as exc:  # recorded in status.json with its traceback; go on with the rest
-                outcomes.append(RunOutcome(spec, "failed", f"{exc.__class__.__name__}: {exc}"))
-                console.print(f"[red]failed[/red] {describe(spec)}: {exc} (traceback in {run_dir.status_file})")
+                from bench.job import failure_line
+
+                line = failure_line(exc, run_dir.path)
+                outcomes.append(RunOutcome(spec, "failed", line, disk=disk_error(exc) is not None))
+                console.print(Text.assemble(("failed", "red"), f" {describe(spec)}: {line} (traceback in {run_dir.status_file})"), soft_wrap=True)
             progress.advance(overall)
     return outcomes

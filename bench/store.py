@@ -36,7 +36,7 @@ import numpy as np
 import yaml
 
 from bench.errors import CorruptFile, LinkRefused
-from bench.io import atomic_write, atomic_write_json, atomic_write_text, digest_path, fsync_dir, fsync_path, sha256_file
+from bench.io import atomic_write, atomic_write_json, atomic_write_text, digest_path, fsync_dir, fsync_path, sha256_file, with_path
 
 RESULT_SCHEMA_VERSION = 2  # 2: result.json carries a "digest" of the rest; 1 (no digest) is read unverified
 LOCK_STALE_ENV = "BENCH_LOCK_STALE_S"  # seconds without a heartbeat after which a run's lock is stale
@@ -77,7 +77,23 @@ class RunHeld(RuntimeError):
 
 
 def held_message(run_id: str, holder: dict[str, Any]) -> str:
+    """The one line a launcher prints for a run it leaves alone. A lock.json that is not a lock
+    (garbage, not JSON) names no holder: it is said to be damaged, with when it stops counting,
+    rather than blamed on a '?:?' launcher."""
+    if holder.get("unreadable"):
+        return (f"run {run_id}: its lock.json is unreadable (not a lock bench wrote; {holder.get('size', '?')} bytes, untouched for "
+                f"{holder.get('age_s', 0):.0f} s), skipped: it counts as held until {holder.get('stale_after_s', 0):.0f} s old; "
+                f"delete {holder.get('path', 'it')} if no process trains this run")
     return f"run {run_id} is held by {holder.get('host', '?')}:{holder.get('pid', '?')} (job {holder.get('job_id') or '-'}), skipped"
+
+
+def _unreadable_holder(path: Path, mtime: float) -> dict[str, Any]:
+    """What is known of a lock file that does not parse: for held_message."""
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = "?"
+    return {"unreadable": True, "path": str(path), "size": size, "age_s": max(0.0, time.time() - mtime), "stale_after_s": lock_stale_after_s()}
 
 
 def _alive(pid: int) -> bool:
@@ -462,6 +478,11 @@ class RunDir:
         if state == "running" and status.get("host") == socket.gethostname() and status.get("pid"):
             if not _alive(int(status["pid"])):
                 return "interrupted"
+        if state == "running" and RunLock.holder(self) is None:
+            # 'running' is written under the run's lock and replaced before the lock goes; a
+            # status without a live holder is one whose last write failed (a full disk that
+            # refused even the reserve) or whose process died: resumable, never 'running' forever
+            return "interrupted"
         return state
 
     # ---- writing ---------------------------------------------------------------------------
@@ -531,10 +552,11 @@ class RunDir:
         reserve = self.status_reserve
         if not reserve.is_file():
             small = {k: status[k] for k in ("state", "attempts", "host", "pid", "error", "executor_job_id", "updated", "status_note") if k in status}
+            small["status_note"] = "written in place: the disk was full (no reserve)"
             try:
                 atomic_write_json(self.status_file, small)
             except OSError:
-                return False
+                return self._write_status_in_place(small)
             return True
         room = reserve.stat().st_size
         text = json.dumps(status, indent=2, sort_keys=True, default=str) + "\n"
@@ -560,6 +582,33 @@ class RunDir:
             return False
         return True
 
+    def _write_status_in_place(self, status: dict[str, Any]) -> bool:
+        """Last resort on a full disk with no reserve (it could not be made: the disk was full when
+        the run started): overwrite status.json's own, already allocated bytes with a compact
+        status. Not atomic, but the alternative is a run that says 'running' forever; a torn write
+        reads 'corrupt', which `bench run` repairs. False when it does not fit or fails."""
+        try:
+            room = self.status_file.stat().st_size
+        except OSError:
+            return False
+        status = {**status, "error": str(status.get("error", ""))[:300]}
+        data = (json.dumps(status, sort_keys=True, default=str, separators=(",", ":")) + "\n").encode()
+        if len(data) > room:
+            status = {k: status[k] for k in ("state", "attempts", "error", "status_note") if k in status}
+            status["error"] = status.get("error", "")[: max(0, 300 - (len(data) - room))]
+            data = (json.dumps(status, sort_keys=True, default=str, separators=(",", ":")) + "\n").encode()
+        if len(data) > room:
+            return False
+        try:
+            with open(self.status_file, "r+b") as fh:
+                fh.write(data)
+                fh.truncate(len(data))
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            return False
+        return True
+
     def write_result(self, result: dict[str, Any]) -> None:
         """result.json with a ``digest`` over the canonical JSON of the rest (computed on the JSON
         round trip, i.e. on exactly what a reader will parse). The rest includes ``files``: the
@@ -575,8 +624,11 @@ class RunDir:
     def append_metrics(self, rows: list[dict[str, Any]]) -> None:
         """One write per batch of rows: a kill or a full disk can tear only the last line, which
         the next resume drops (truncate_metrics)."""
-        with open(self.metrics, "a", encoding="utf-8") as fh:
-            fh.write("".join(json.dumps(row) + "\n" for row in rows))
+        try:
+            with open(self.metrics, "a", encoding="utf-8") as fh:
+                fh.write("".join(json.dumps(row) + "\n" for row in rows))
+        except OSError as exc:  # a write() names no file: a full disk must say which
+            raise with_path(exc, self.metrics) from exc
 
     def sync_metrics(self) -> None:
         """fsync metrics.jsonl and record its digest (``metrics.jsonl.sha256``: SHA-256 and size of
@@ -989,7 +1041,7 @@ class RunLock:
             holder, mtime = found
             why = lock_is_stale(holder, mtime, info["job_id"])
             if why is None:
-                raise RunHeld(run_dir.path, holder or {})
+                raise RunHeld(run_dir.path, holder if holder is not None else _unreadable_holder(path, mtime))
             took_over = why
             _break_stale(path, holder)
         raise RunHeld(run_dir.path, holder or {})
@@ -1003,7 +1055,7 @@ class RunLock:
         info, mtime = found
         if lock_is_stale(info, mtime, job_id) is not None:
             return None
-        return info or {}
+        return info if info is not None else _unreadable_holder(run_dir.lock_file, mtime)
 
     def _owned(self) -> bool:
         found = _read_lock(self.run_dir.lock_file)

@@ -52,13 +52,43 @@ def hub_problem(repo: str) -> str | None:
         return f"{constants.ENDPOINT} did not answer ({getattr(exc, 'reason', exc)})"
 
 
+CHECKPOINT_EXPECTED = ("expected a PyTorch checkpoint (.pth/.pt, as torch.save writes it: a zip archive or a pickle) or a "
+                       ".safetensors file, holding a DINOv2 state dict in the official layout (e.g. dinov2_vits14_pretrain.pth)")
+
+
+def checkpoint_file_problem(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a checkpoint, from its first bytes (never loading it: checkpoints are
+    gigabytes), or None. Catches a wrong file (a text file, a YAML, /etc/passwd) before any run
+    starts, with the file named, instead of an IndexError from deep inside the loader."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        return f"backbone.checkpoint {path} does not exist"
+    if not path.is_file():
+        return f"backbone.checkpoint {path} is not a file; {CHECKPOINT_EXPECTED}"
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+        size = path.stat().st_size
+    except OSError as exc:
+        return f"backbone.checkpoint {path} cannot be read ({exc.strerror or exc})"
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save: zip (≥ 1.6) or a pickle (protocol ≥ 2)
+        return None
+    if len(head) >= 9 and head[8:9] == b"{" and 8 < int.from_bytes(head[:8], "little") <= size - 8:  # safetensors: header length, JSON
+        return None
+    shown = head.decode("utf-8", "replace") if head else "(empty)"
+    return f"backbone.checkpoint {path} is not a checkpoint ({size} bytes starting {shown!r}); {CHECKPOINT_EXPECTED}"
+
+
 def backbone_problem(name: str, checkpoint: str | None) -> str | None:
     """Why the pretrained weights of one backbone cannot be loaded here, or None."""
     entry = BACKBONES.get(name)
     where = f"backbone {name} (pretrained)"
     if checkpoint:
         path = Path(checkpoint).expanduser()
-        return None if path.is_file() else f"{where}: backbone.checkpoint {path} does not exist. {OFFLINE_FIX}"
+        if not path.exists():
+            return f"{where}: backbone.checkpoint {path} does not exist. {OFFLINE_FIX}"
+        why = checkpoint_file_problem(path)
+        return None if why is None else f"{where}: {why}"
     if entry.random_only:
         return f"{where}: this architecture has no pretrained weights; set backbone.weights: random or give backbone.checkpoint"
     if entry.default_checkpoint is not None:

@@ -394,7 +394,7 @@ def test_a_failure_is_recorded_when_the_status_write_hits_a_full_disk(tmp_path, 
     with pytest.raises(OSError, match="No space left"):
         run_job(cfg, run_dir)
     status = run_dir.read_status()
-    assert refused and status["state"] == "failed" and "No space left on device" in status["error"]
+    assert refused and status["state"] == "failed" and status["error"] == f"no space left on {run_dir.path} (the file was not named)"
     assert "disk was full" in status["status_note"] and not run_dir.status_reserve.exists()  # the reserve became status.json
     assert not run_dir.lock_file.exists()
 
@@ -419,7 +419,7 @@ def test_a_full_tmpfs_records_the_failure_and_the_run_resumes_once_space_is_free
             run_job(cfg, run_dir, progress=fill_the_disk)
         assert info.value.errno == errno.ENOSPC
         status = run_dir.read_status()
-        assert status["state"] == "failed" and "No space left on device" in status["error"]
+        assert status["state"] == "failed" and status["error"].startswith(f"no space left on {run_dir.path}/")
         filler.unlink()
         run_job(cfg, run_dir)
         status = run_dir.read_status()

@@ -169,6 +169,11 @@ def create_backbone(
                 f"backbone.checkpoint: {path} does not exist. Give the official DINOv2 checkpoint file "
                 f"(e.g. dinov2_vits14_pretrain.pth from the DINOv2 release) or set backbone.weights: random."
             )
+        from bench.weights import checkpoint_file_problem  # here: bench.weights imports this package
+
+        why = checkpoint_file_problem(path)  # a wrong file fails here, named, not deep inside timm's loader
+        if why is not None:
+            raise ValueError(why)
         model = timm.create_model(
             entry.timm_arch, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs
         )
