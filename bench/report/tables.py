@@ -551,7 +551,8 @@ def calibration_table(key: str, title: str, summary: pd.DataFrame, delta: pd.Dat
     frame["delta_significant"] = frame["delta_significant"].fillna(False).astype(bool)
     first = parts[0][1].caption
     caption = ("RANDOM INIT (not pretrained) backbone in rows marked so. " if first.startswith("RANDOM INIT") else "")
-    caption += ("Calibration: NLL (nats) and the multi-class Brier score (0–2) as they are, ECE (15 equal-width confidence bins) in %, "
+    caption += ("Calibration: NLL (nats) and the multi-class Brier score (0–2) as they are, ECE (15 equal-width confidence bins) in % — "
+                "each seed's own ECE, then the mean over seeds (the reliability figure's ECE pools the bins of all seeds instead), "
                 "on the ID split and the OOD average over shift sets; mean ± half-width of the 95% t-interval over seeds; bold: the "
                 "lowest (best) method mean per row; Δ = GRPO-RM − SFT paired over matching seeds (negative: GRPO-RM better), † where "
                 "its 95% CI excludes 0 (never for a zero-width CI).")
