@@ -31,13 +31,14 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import re
 import typing
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
+from bench.bounds import MAX_DESCRIPTION, MAX_ERRORS, MAX_NAME, MAX_PATH, Checked, cut
 from bench.config import SEED_LIMIT, MethodConfig, RunConfig, copy_tree
 from bench.errors import SuiteError
 from bench.data import DATASETS
@@ -60,23 +61,100 @@ _PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _OVERRIDE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class ResourceProfile(BaseModel):
-    """What one run asks a scheduler for. Launcher settings: not part of a run's identity."""
+MAX_TIME_MIN = 366 * 24 * 60
+"""Longest wall-clock limit a profile may ask for: a year (``time_min: 1e15`` is a typo)."""
+
+MAX_MEM_GB = 65_536
+"""Most memory a profile may ask for (64 TiB); the least is 1 GB (``mem_gb: 1e-9`` was written as
+``--mem=0M``, which Slurm reads as *all* of a node's memory)."""
+
+MAX_GPUS, MAX_CPUS, MAX_CPU_TASKS = 64, 4096, 256
+"""Per-run caps: one node's worth of GPUs, CPUs per task, and processes of a CPU-only run."""
+
+_MAIL_TYPES = {"NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT", "TIME_LIMIT",
+               "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS"}
+
+SBATCH_ALLOWED: dict[str, str] = {
+    # option → value kind; each only says where and when a job may run, never what it runs
+    "account": "text", "qos": "text", "partition": "text", "reservation": "text", "comment": "text",
+    "constraint": "constraint", "cluster-constraint": "constraint", "gres": "text", "licenses": "text",
+    "nodelist": "text", "exclude": "text", "switches": "text", "wckey": "text", "begin": "text",
+    "exclusive": "flag", "requeue": "flag", "contiguous": "flag", "overcommit": "flag",
+    "mail-type": "mail-type", "mail-user": "email", "nice": "count", "priority": "count",
+    "hint": "hint", "gpu-bind": "text", "cpu-freq": "text", "distribution": "text", "mem-bind": "text",
+}
+"""sbatch options ``resources.extra`` may set, with the kind of value each takes."""
+
+SBATCH_REFUSED: dict[str, str] = {
+    **dict.fromkeys(("output", "error", "open-mode", "o", "e"), "it changes where the job's output goes (submitit's logs are how a run's failure is read)"),
+    **dict.fromkeys(("export", "export-file", "get-user-env", "propagate"), "it changes the job's environment (LD_PRELOAD, PYTHONPATH, … would run other code)"),
+    **dict.fromkeys(("array", "a"), "submitit sets the job array itself (one task per run); another would run runs that do not exist"),
+    **dict.fromkeys(("chdir", "workdir", "d", "D"), "it changes the job's working directory, where relative paths resolve"),
+    **dict.fromkeys(("input", "i"), "it feeds a file to the job's standard input"),
+    **dict.fromkeys(("wrap", "container", "container-id", "prolog", "epilog", "task-prolog", "task-epilog"), "it runs a command of its own"),
+    **dict.fromkeys(("uid", "gid"), "it changes who the job runs as"),
+    **dict.fromkeys(("job-name", "J"), "the job name is set from the suite and profile (bench cancel finds jobs by it)"),
+    **dict.fromkeys(("signal", "no-requeue", "kill-on-invalid-dep"), "checkpoint-and-requeue depends on submitit's own signal and requeue settings"),
+    **dict.fromkeys(("time", "t", "mem", "mem-per-cpu", "mem-per-gpu", "cpus-per-task", "c", "cpus-per-gpu", "ntasks", "n", "ntasks-per-node",
+                     "nodes", "N", "gpus", "G", "gpus-per-node", "gpus-per-task", "array-parallelism"),
+                    "the profile's own fields set it (time_min, mem_gb, cpus, gpus, tasks, array_parallelism), and the run reads them"),
+    **dict.fromkeys(("parsable", "test-only", "hold", "wait", "dependency"), "it changes how the submission itself behaves"),
+}
+"""sbatch options refused in ``resources.extra``, with the reason given."""
+
+
+def _extra_value(key: str, kind: str, value: Any) -> Any:
+    """The value of an allowed sbatch option, checked for its kind; raises ValueError saying what
+    the option takes."""
+    if kind == "flag":
+        if value is True:
+            return True
+        raise ValueError(f"extra.{key}: {cut(value)}: {key} is a flag; write {key}: true (it becomes a bare --{key}), or leave it out")
+    if isinstance(value, bool):
+        raise ValueError(f"extra.{key}: {cut(value)} is a boolean; {key} takes {'a whole number' if kind == 'count' else 'text'}")
+    if kind == "count":
+        if isinstance(value, int) and 0 <= value <= 1_000_000:
+            return value
+        raise ValueError(f"extra.{key}: {cut(value)}: {key} takes a whole number in [0, 1,000,000]")
+    if isinstance(value, int) and kind == "text":
+        value = str(value)  # e.g. switches: 1
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME:
+        raise ValueError(f"extra.{key}: {cut(value)}: {key} takes text of 1 to {MAX_NAME} characters")
+    if kind == "mail-type":
+        bad = [t for t in value.split(",") if t.upper() not in _MAIL_TYPES]
+        if bad:
+            raise ValueError(f"extra.{key}: {cut(value)}: unknown mail type {cut(bad[0])} (known: {', '.join(sorted(_MAIL_TYPES))})")
+    elif kind == "hint" and value not in ("compute_bound", "memory_bound", "multithread", "nomultithread"):
+        raise ValueError(f"extra.{key}: {cut(value)}: hint is compute_bound, memory_bound, multithread or nomultithread")
+    elif kind == "email" and not re.fullmatch(r"[A-Za-z0-9_.+-]+@[A-Za-z0-9.-]+", value):
+        raise ValueError(f"extra.{key}: {cut(value)} is not an e-mail address")
+    pattern = _SAFE_CONSTRAINT if kind == "constraint" else _SAFE
+    if not pattern.fullmatch(value):
+        raise ValueError(f"extra.{key}: {cut(value)} has characters an sbatch script must not get (allowed: {_SAFE_SHOWN}"
+                         f"{' & | ! * ( )' if kind == 'constraint' else ''}; no spaces or newlines)")
+    return value
+
+
+class ResourceProfile(Checked):
+    """What one run asks a scheduler for. Launcher settings: not part of a run's identity.
+
+    Every number is bounded here, at validate, because a scheduler takes nonsense literally
+    (``--mem=0M`` is a whole node, ``--time`` of 10^15 minutes holds a queue slot forever)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    gpus: int = Field(0, ge=0, description="GPUs per run (>1 runs DDP inside the job, one process per GPU)")
-    tasks: int | None = Field(None, ge=1, description="processes per run; default one per GPU (or 1); >1 on CPU = DDP over gloo")
-    cpus: int = Field(1, ge=1, description="CPUs per run; also the run's torch thread count")
-    mem_gb: float = Field(8, gt=0)
-    time_min: int = Field(60, ge=1, description="wall-clock limit; on timeout the run checkpoints and requeues")
+    gpus: int = Field(0, ge=0, le=MAX_GPUS, description="GPUs per run (>1 runs DDP inside the job, one process per GPU)")
+    tasks: int | None = Field(None, ge=1, description=f"processes per run; default one per GPU (or 1); >1 on CPU = DDP over gloo; at most gpus (or {MAX_CPU_TASKS} without GPUs)")
+    cpus: int = Field(1, ge=1, le=MAX_CPUS, description="CPUs per run; also the run's torch thread count")
+    mem_gb: float = Field(8, ge=1, le=MAX_MEM_GB, description="memory per run in GB, 1 … 65,536")
+    time_min: int = Field(60, ge=1, le=MAX_TIME_MIN, description="wall-clock limit (at most a year); on timeout the run checkpoints and requeues")
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    array_parallelism: int = Field(16, ge=1, description="array tasks running at once")
-    signal_delay_s: int = Field(90, ge=0, description="USR2 this long before the limit triggers checkpoint()")
-    extra: dict[str, Any] = Field(default_factory=dict, description="further sbatch parameters, e.g. {exclusive: true}")
+    array_parallelism: int = Field(16, ge=1, le=100_000, description="array tasks running at once")
+    signal_delay_s: int = Field(90, ge=0, le=MAX_TIME_MIN * 60, description="USR2 this long before the limit triggers checkpoint()")
+    extra: dict[str, Any] = Field(default_factory=dict, description="further sbatch options from an allow-list (SBATCH_ALLOWED), e.g. {exclusive: true, reservation: r1}")
 
     @field_validator("partition", "account", "qos", "constraint")
     @classmethod
@@ -86,34 +164,55 @@ class ResourceProfile(BaseModel):
         pattern = _SAFE_CONSTRAINT if info.field_name == "constraint" else _SAFE
         if v is not None and not pattern.fullmatch(v):
             extra = " & | ! * ( )" if info.field_name == "constraint" else ""
-            raise ValueError(f"{v!r} has characters an sbatch script must not get (allowed: {_SAFE_SHOWN}{extra}; no spaces or newlines)")
+            raise ValueError(f"{cut(v)} has characters an sbatch script must not get (allowed: {_SAFE_SHOWN}{extra}; no spaces or newlines)")
         return v
 
     @field_validator("extra")
     @classmethod
     def _extra_safe(cls, v: dict[str, Any]) -> dict[str, Any]:
-        """Each entry becomes ``#SBATCH --key=value``: the same rule as partition and friends."""
+        """Each entry becomes ``#SBATCH --key=value``, and sbatch options can do far more than
+        schedule: redirect output, set LD_PRELOAD, replace the array, run a command. So only an
+        allow-list of scheduling options passes, each with a typed value; keys are written with
+        dashes (submitit turns ``mail_type`` into ``--mail-type`` too)."""
+        out: dict[str, Any] = {}
         for key, value in v.items():
-            if not _EXTRA_KEY.fullmatch(key):
-                raise ValueError(f"sbatch parameter name {key!r} is not an option name (letters, digits, _ and -)")
-            if isinstance(value, bool) or (isinstance(value, int) and 0 <= value < 2**63):
-                continue
-            if isinstance(value, float) and math.isfinite(value):
-                continue
-            if not isinstance(value, str) or not _SAFE.fullmatch(value):
-                raise ValueError(f"the value of {key!r}, {value!r}, is not allowed in an sbatch script (text of {_SAFE_SHOWN}, "
-                                 "a non-negative whole number, or true/false; no spaces or newlines)")
-        return v
+            if not isinstance(key, str) or len(key) > 40 or not _EXTRA_KEY.fullmatch(key):
+                raise ValueError(f"sbatch option name {cut(key)} is not an option name (letters, digits, _ and -)")
+            name = key.replace("_", "-")
+            name = name if name in SBATCH_REFUSED else name.lower()
+            if name in SBATCH_REFUSED or name.lower() in SBATCH_REFUSED:
+                raise ValueError(f"extra.{key}: --{name} is not allowed: {SBATCH_REFUSED.get(name) or SBATCH_REFUSED[name.lower()]}")
+            if name not in SBATCH_ALLOWED:
+                close = difflib.get_close_matches(name, list(SBATCH_ALLOWED), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"extra.{key}: --{name} is not on the list of sbatch options a suite may set ({hint}allowed: {', '.join(sorted(SBATCH_ALLOWED))})")
+            if name in out:
+                raise ValueError(f"extra.{key}: --{name} is given twice (as {name} and {key})")
+            out[name] = _extra_value(name, SBATCH_ALLOWED[name], value)
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ResourceProfile":
+        """Bounds between fields: more processes than GPUs would put two ranks on one GPU, and an
+        option set both as a field and in ``extra`` would say two things."""
+        if self.tasks is not None:
+            most = self.gpus if self.gpus else MAX_CPU_TASKS
+            if self.tasks > most:
+                what = f"the {self.gpus} GPU(s) of the run (one process per GPU, on one node)" if self.gpus else f"{MAX_CPU_TASKS} processes on one node"
+                raise ValueError(f"tasks: {self.tasks} is more than {what}")
+        for key in ("partition", "account", "qos", "constraint"):
+            if getattr(self, key) is not None and key in self.extra:
+                raise ValueError(f"extra.{key}: {key} is also set as a field of this profile; keep one")
+        return self
 
     @property
     def processes(self) -> int:
         return self.tasks or max(1, self.gpus)
 
-
 DEFAULT_PROFILE = "default"
 
 
-class Expectation(BaseModel):
+class Expectation(Checked):
     """A figure to compare against (e.g. a paper's claim), with the tolerance it is judged by."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -128,6 +227,7 @@ class Expectation(BaseModel):
     value: float = Field(description="expected figure in percent (points for a delta)")
     tolerance: float = Field(ge=0, description="within ± this many points counts as reproduced")
     source: str = Field("", description="where the figure comes from, e.g. 'arXiv 2511.15256, abstract'")
+    _text_limits: ClassVar[dict[str, int]] = {"source": 1000}
 
     @field_validator("method", "baseline")
     @classmethod
@@ -140,7 +240,7 @@ class Expectation(BaseModel):
         return v if v is None else DATASETS.check(v)
 
 
-class Primary(BaseModel):
+class Primary(Checked):
     """The suite's pre-specified primary endpoint: the one comparison tested alone at α (no
     multiplicity correction), on which an ``expected:`` claim with the same split and metric is
     judged and on which adaptive seeds (``seeds: {until: primary}``) stop. Everything else in the
@@ -172,7 +272,7 @@ seeds (the matrix's ``seed`` axis) from 0, so no final run is the tuning run tha
 settings (see :func:`bench.select.check_tuning_seeds`)."""
 
 
-class Selection(BaseModel):
+class Selection(Checked):
     """Model selection on the held-out split: each method (per dataset, backbone and every other
     matrix value) runs the ``tune`` grid on ``seeds``, scored on split ``heldout`` only; the best
     value combination by mean ``metric`` then runs with the matrix's seeds and full evaluations.
@@ -208,7 +308,7 @@ class Selection(BaseModel):
         return self.metric == "nll"
 
 
-class SeedSchedule(BaseModel):
+class SeedSchedule(Checked):
     """Seeds added in rounds until a claim resolves (``seeds: {min: 3, max: 12, step: 2, until: primary}``).
 
     The final runs start with ``min`` seeds; after each round the decider (:mod:`bench.sequential`)
@@ -235,8 +335,9 @@ class SeedSchedule(BaseModel):
         return [*range(self.min, self.max, self.step), self.max]
 
 
-class Suite(BaseModel):
+class Suite(Checked):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _text_limits: ClassVar[dict[str, int]] = {"description": MAX_DESCRIPTION, "data_root": MAX_PATH, "include": MAX_PATH}
 
     # a path component under results/ and reports/: starts with a letter, digit or '_' (so never
     # '.', '..' or hidden), no separators, at most 64 characters
@@ -383,19 +484,34 @@ def _message(e: dict) -> str:
 
 
 def _format_validation(path: Path, err: ValidationError, model: type[BaseModel], lines: dict, to_suite_paths) -> str:
-    """``file:line: key.path: reason`` per error; ``to_suite_paths`` maps a model loc to where
-    in the suite file that value could have been written."""
+    """``file:line: key.path: reason`` per error, at most :data:`bench.bounds.MAX_ERRORS` of them
+    (then how many more: 40,000 unknown keys were a 40,000-line message after a minute of
+    did-you-mean); ``to_suite_paths`` maps a model loc to where in the suite file that value could
+    have been written. A validator may name the key it rejects at the start of its message: a
+    dotted path from the top (``data.name: …``), or a key inside the value it checks
+    (``extra.output: …`` for ``resources.gpu.extra``, ``tasks: …`` for ``resources.gpu``)."""
     out = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:MAX_ERRORS]:
         loc = tuple(e["loc"])
         msg = _message(e)
-        keyed = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): ", msg)  # validators name the key they reject
+        candidates = list(to_suite_paths(loc))
+        keyed = re.match(r"^([a-z_]+(?:\.[A-Za-z0-9_-]+)*): ", msg)  # validators name the key they reject
         if keyed:
-            loc = tuple(keyed.group(1).split("."))
-            msg = msg[keyed.end():]
-        found, line = locate(lines, *to_suite_paths(loc))
+            parts = tuple(int(p) if p.isdigit() else p for p in keyed.group(1).split("."))
+            if len(loc) >= 2 and parts[0] == loc[-1]:  # a key inside the checked value: extra.output
+                msg, candidates = msg[keyed.end():], [loc[:-1] + parts, *candidates]
+            elif len(parts) == 1:  # a field of the checked section: tasks
+                if loc + parts in lines:
+                    msg, candidates = msg[keyed.end():], [loc + parts, *candidates]
+            else:  # a dotted path from the top: data.name
+                loc, msg = parts, msg[keyed.end():]
+                candidates = list(to_suite_paths(loc))
+        found, line = locate(lines, *candidates)
         shown = ".".join(str(p) for p in found) if found else "(top level)"
         out.append(f"{path}:{line or 1}: {shown}: {msg}{_hint(model, tuple(e['loc']), e['type'])}")
+    if len(errors) > MAX_ERRORS:
+        out.append(f"… and {len(errors) - MAX_ERRORS:,} more errors (fix these first)")
     return "\n".join(out)
 
 
