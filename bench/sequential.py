@@ -143,11 +143,11 @@ def expand_round(suite: "Suite", path: str | Path, overrides: list[str] | None, 
     """The suite's runs at the current round (:func:`bench.suite.expand`'s hook for ``seeds:``);
     with a results root, a round whose final runs have all ended is decided and recorded first,
     and an undecided one below ``max`` yields the next look's seeds at once."""
-    from bench.suite import expand
+    from bench.suite import expand, shown_override
 
     for text in overrides or []:
         if text.split("=", 1)[0].strip() == "seed":
-            raise SuiteError(f"-o {text}: this suite's seeds come from its seeds: schedule (0, 1, … per round); "
+            raise SuiteError(f"{shown_override(text)}: this suite's seeds come from its seeds: schedule (0, 1, … per round); "
                              "use --only seed=N to run or show one seed (command-line override)")
     state = round_state(suite, results_root)
     specs = expand(with_seeds(suite, state["n"]), path, overrides, data_root, results_root, limit)

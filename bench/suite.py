@@ -38,7 +38,7 @@ import typing
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
-from bench.bounds import MAX_DESCRIPTION, MAX_ERRORS, MAX_NAME, MAX_PATH, Checked, cut
+from bench.bounds import MAX_DESCRIPTION, MAX_ERRORS, MAX_NAME, MAX_PATH, Checked, capped, cut
 from bench.config import SEED_LIMIT, MethodConfig, RunConfig, copy_tree
 from bench.errors import SuiteError
 from bench.data import DATASETS
@@ -433,12 +433,19 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def shown_override(text: str) -> str:
+    """``-o <text>`` as a message shows it: one line whatever was typed, and a long value cut with
+    the rest counted (a 100,000-character value echoed whole gave no output for two minutes)."""
+    head = text[:80]
+    shown = head if head.isprintable() else repr(head)
+    return "-o " + shown + (f"… (… {len(text) - 80:,} more characters)" if len(text) > 80 else "")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``train.lr=1e-4`` → ("train.lr", 1e-4); the value is parsed as YAML by the same defensive
     loader as suite files. Errors are one line that starts ``-o <text>:`` so nobody searches a
     suite file for a mistake made on the command line."""
-    shown = text if text.isprintable() else repr(text)  # one line, whatever was typed
-    shown = "-o " + (shown if len(shown) <= 80 else shown[:77] + "...")
+    shown = shown_override(text)
     if "=" not in text:
         raise SuiteError(f"{shown}: a command-line override looks like key.path=value, e.g. -o train.lr=1e-4")
     key, raw = text.split("=", 1)
@@ -659,7 +666,10 @@ def method_entry(value: Any) -> tuple[str, dict[str, Any]]:
     ablation varies one method's settings without touching the others)."""
     if isinstance(value, str):
         return value, {}
-    return value["name"], dict(value.get("params") or {})
+    params = value.get("params") if isinstance(value, dict) else None
+    # a malformed entry (params: [1, 2]) is refused with its line by _check_names; until then it
+    # must not raise a TypeError wherever entries are read
+    return str(value.get("name") if isinstance(value, dict) else value), dict(params) if isinstance(params, dict) else {}
 
 
 def _check_names(suite: Suite, path: str | Path) -> None:
@@ -688,12 +698,12 @@ def _check_method_overrides(suite: Suite, parsed: list[tuple[str, Any]], texts: 
             continue
         parts = key.split(".", 2)
         if len(parts) < 3:
-            raise SuiteError(f"-o {text}: name a parameter, e.g. -o methods.grpo_rm.epsilon=0.3 (command-line override)")
+            raise SuiteError(f"{shown_override(text)}: name a parameter, e.g. -o methods.grpo_rm.epsilon=0.3 (command-line override)")
         if parts[1] not in running and (running or suite._children):
             if not suite._children:  # an including suite passes overrides on to its children, which check them
                 close = difflib.get_close_matches(parts[1], sorted(running), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise SuiteError(f"-o {text}: no run of this suite uses method {parts[1]!r}{hint} (runs: {', '.join(sorted(running))})")
+                raise SuiteError(f"{shown_override(text)}: no run of this suite uses method {cut(parts[1])}{hint} (runs: {', '.join(sorted(running))})")
 
 
 def _check_declared_methods(suite: Suite, path: str | Path) -> None:
@@ -732,6 +742,7 @@ def expand(
     """
     limit = max_runs if max_runs is not None else max_runs_default()
     _check_size(suite, path, limit)
+    _check_names(suite, path)  # before anything reads matrix.method entries as name/params pairs
     if suite.seeds is not None:  # the current round's seeds become a plain matrix axis (bench.sequential)
         from bench.sequential import expand_round
 
@@ -780,7 +791,22 @@ def expand(
         from bench.select import plan_selection  # the selection stages read finished tuning results
 
         specs = plan_selection(suite, path, trees, results_root, overrides).specs
+    _check_workers(suite, path, specs)
     return _unique(specs + included, path, suite)
+
+
+def _check_workers(suite: Suite, path: str | Path, specs: list[RunSpec]) -> None:
+    """A ``data.num_workers`` that is set must fit the run's profile: more loader processes than
+    CPUs only contend (and 100,000 forked until the process limit). The default (4) is left alone:
+    the loader never starts more workers than a pass has batches, and a suite that says nothing
+    should not be refused for a default."""
+    for spec in specs:
+        data = spec.config.data
+        cpus = suite.resource(spec.profile).cpus
+        if "num_workers" in data.model_fields_set and data.num_workers > cpus:
+            line = line_of(suite._lines, ("defaults", "data", "num_workers"), ("matrix", "data.num_workers"), ("defaults", "data")) or 1
+            raise SuiteError(f"{path}:{line}: data.num_workers: {data.num_workers} loader processes, but profile {spec.profile!r} gives the run "
+                             f"{cpus} CPU(s); set num_workers ≤ cpus (or raise resources.{spec.profile}.cpus)\n  (in the run {spec.run_id})")
 
 
 @dataclass(frozen=True)
@@ -871,11 +897,12 @@ def _override_errors(exc: ValidationError, overrides: list[str], method: str) ->
         keyed = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): ", msg)  # validators name the key they reject
         if keyed:
             loc, msg = keyed.group(1), msg[keyed.end():]
-        match = next((text for key, text in keys if key and (loc == key or loc.startswith(key + ".") or key.startswith(loc + "."))), None)
+        # the last override of a key is the one that took effect (later -o win), so it is the one blamed
+        match = next((text for key, text in reversed(keys) if key and (loc == key or loc.startswith(key + ".") or key.startswith(loc + "."))), None)
         if match is None:
             return []
-        lines.append(f"-o {match}: {loc}: {msg} (command-line override){_hint(RunConfig, tuple(e['loc']), e['type'])}")
-    return lines
+        lines.append(f"{shown_override(match)}: {loc}: {msg} (command-line override){_hint(RunConfig, tuple(e['loc']), e['type'])}")
+    return capped(lines)
 
 
 def _unique(specs: list[RunSpec], path: str | Path, suite: Suite) -> list[RunSpec]:
