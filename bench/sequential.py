@@ -134,7 +134,7 @@ def with_seeds(suite: "Suite", n: int) -> "Suite":
     """The suite as if it listed ``matrix.seed: [0, …, n−1]`` and had no schedule: expanding it
     gives the run ids that list would (seed is an ordinary axis; key order is not part of an id)."""
     plain = suite.model_copy(update={"seeds": None, "matrix": {**suite.matrix, "seed": list(range(n))}})
-    plain._lines, plain._children = suite._lines, suite._children
+    plain._lines, plain._children, plain._child_roots = suite._lines, suite._children, suite._child_roots
     return plain
 
 

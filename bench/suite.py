@@ -358,7 +358,8 @@ class Suite(Checked):
     include: list[str] = Field(default_factory=list, description="other suite files (relative to this one) whose runs join this suite, stored under their own results/<suite>/; their resource profiles become '<suite>/<profile>'")
     seeds: SeedSchedule | None = Field(None, description="add final-run seeds in rounds until the primary claim resolves (see SeedSchedule, bench.sequential)")
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
-    _children: list = PrivateAttr(default_factory=list)  # (path, Suite) per include
+    _children: list = PrivateAttr(default_factory=list)  # (path, Suite) per suite file reached through include, flat
+    _child_roots: dict = PrivateAttr(default_factory=dict)  # path → data_root its runs inherit (None: their own)
 
     @field_validator("resources")
     @classmethod
@@ -546,8 +547,18 @@ def _is_file(path: Path) -> bool:
         raise SuiteError(f"{path}: cannot read the suite file: {exc.strerror or exc}") from None
 
 
-def load_suite(path: str | Path, _seen: tuple[Path, ...] = ()) -> Suite:
+MAX_INCLUDED = 256
+"""Most distinct suite files one suite may reach through ``include`` (paper.yaml reaches 4)."""
+
+
+def load_suite(path: str | Path, _seen: tuple[Path, ...] = (), _loaded: dict[Path, Suite] | None = None) -> Suite:
+    """A suite file, validated, with the suites it includes.
+
+    ``_loaded`` (one per top-level call) holds every file loaded so far: a file reached through
+    several includes is read and validated once. Without it an include graph where each level
+    includes the next twice took 2^depth loads (depth 12: 19 s; 26: no answer)."""
     path = Path(path)
+    loaded: dict[Path, Suite] = {} if _loaded is None else _loaded
     if not _is_file(path):
         raise SuiteError(f"{path}: suite file not found")
     raw, lines = read_suite_file(path)
@@ -558,34 +569,62 @@ def load_suite(path: str | Path, _seen: tuple[Path, ...] = ()) -> Suite:
     except ValidationError as exc:
         raise SuiteError(_format_validation(path, exc, Suite, lines, lambda loc: [loc])) from None
     suite._lines = lines
-    return _with_includes(suite, path, _seen)
+    return _with_includes(suite, path, _seen, loaded)
 
 
-def _with_includes(suite: Suite, path: Path, seen: tuple[Path, ...]) -> Suite:
-    """Load the suites ``include`` names; their profiles join this suite's, namespaced."""
+def _with_includes(suite: Suite, path: Path, seen: tuple[Path, ...], loaded: dict[Path, Suite]) -> Suite:
+    """Load the suites ``include`` names; their profiles join this suite's as ``<suite>/<profile>``.
+
+    The included suites are kept flat: ``_children`` lists every suite file reached (directly or
+    through others) once, in the order first reached, each without children of its own, so every
+    walk over them (expansion, run counts, reports) is linear in the number of files. What
+    nesting meant is kept: a file's runs take the ``data_root`` of the outermost suite on the path
+    that sets one (``_child_roots``), and a file reached twice joins once."""
     if not suite.include:
         return suite
-    seen = (*seen, path.resolve())
-    children, resources = [], dict(suite.resources)
+    here = path.resolve()
+    seen = (*seen, here)
+    own_root = _resolve_root(suite, path, None)
+    children: dict[Path, Suite] = {}
+    roots: dict[Path, str | None] = {}
+    resources = dict(suite.resources)
+    direct: dict[Path, int] = {}
     for i, name in enumerate(suite.include):
         line = line_of(suite._lines, ("include", i), ("include",)) or 1
         try:
             child_path = (path.parent / name).resolve()
         except (OSError, RuntimeError, ValueError) as exc:
-            raise SuiteError(f"{path}:{line}: include.{i}: cannot resolve {name!r}: {exc}") from None
+            raise SuiteError(f"{path}:{line}: include.{i}: cannot resolve {cut(name)}: {exc}") from None
         if child_path in seen:
             raise SuiteError(f"{path}:{line}: include.{i}: {name} includes itself (directly or through another suite)")
-        try:
-            exists = child_path.is_file()
-        except OSError as exc:  # a name too long, no permission: is_file swallows only "not there"
-            raise SuiteError(f"{path}:{line}: include.{i}: cannot read {name!r}: {exc.strerror or exc}") from None
-        if not exists:
-            raise SuiteError(f"{path}:{line}: include.{i}: suite file {child_path} not found; paths are relative to {path.parent}")
-        child = load_suite(child_path, seen)
-        children.append((child_path, child))
-        resources.update({f"{child.name}/{k}": v for k, v in child.resources.items()})
+        if child_path in direct:
+            raise SuiteError(f"{path}:{line}: include.{i}: {name} is already included (include.{direct[child_path]}); a suite joins once")
+        direct[child_path] = i
+        child = loaded.get(child_path)
+        if child is None:
+            try:
+                exists = child_path.is_file()
+            except OSError as exc:  # a name too long, no permission: is_file swallows only "not there"
+                raise SuiteError(f"{path}:{line}: include.{i}: cannot read {cut(name)}: {exc.strerror or exc}") from None
+            if not exists:
+                raise SuiteError(f"{path}:{line}: include.{i}: suite file {child_path} not found; paths are relative to {path.parent}")
+            if len(loaded) >= MAX_INCLUDED:
+                raise SuiteError(f"{path}:{line}: include.{i}: more than {MAX_INCLUDED} suite files are included in all; a suite includes a handful")
+            child = loaded[child_path] = load_suite(child_path, seen, loaded)
+        reached = [(child_path, child, None), *((p, c, child._child_roots.get(p)) for p, c in child._children)]
+        for p, c, inherited in reached:
+            if p == here or p in children:
+                continue  # reached before, through another include: its runs join once
+            leaf = c
+            if c._children:  # flat: its own descendants are in this list already
+                leaf = c.model_copy(update={"resources": {k: v for k, v in c.resources.items() if "/" not in k}})
+                leaf._lines, leaf._children = c._lines, []
+            children[p] = leaf
+            # the outermost suite that sets data_root decides (this one, else the path below it)
+            roots[p] = own_root if own_root is not None else (_resolve_root(child, child_path, None) if p != child_path else None) or inherited
+            resources.update({f"{leaf.name}/{k}": v for k, v in leaf.resources.items() if "/" not in k})
     merged = suite.model_copy(update={"resources": resources})
-    merged._lines, merged._children = suite._lines, children
+    merged._lines, merged._children, merged._child_roots = suite._lines, list(children.items()), roots
     return merged
 
 
@@ -752,9 +791,9 @@ def expand(
     root = _resolve_root(suite, path, data_root)
     # the method axis is applied first so dotted keys such as method.params.epsilon refine it
     included: list[RunSpec] = []
-    for child_path, child in suite._children:
-        # --data-root wins everywhere; else this suite's data_root, else the included suite's own
-        child_root = data_root if data_root is not None else root
+    for child_path, child in suite._children:  # flat: every file reached once (see _with_includes)
+        # --data-root wins everywhere; else the outermost data_root on the way, else the included suite's own
+        child_root = data_root if data_root is not None else root if root is not None else suite._child_roots.get(child_path)
         for spec in expand(child, child_path, overrides, child_root, results_root, limit):
             # stored where the included suite stores it (results/<child>/<run>): finished runs of
             # that suite are reused, never recomputed
