@@ -81,7 +81,7 @@ def _build_report(suite, specs, args: argparse.Namespace) -> "Report":
 
 
 def _print_report(report: "Report", console: "Console") -> None:
-    console.print(report.console, markup=False, soft_wrap=True)
+    console.print(report.console, markup=False, highlight=False, soft_wrap=True)  # the suite's description is in it
     folder = report.files[0].parent if report.files else None
     console.print(f"wrote {len(report.files)} files to {folder}/ (open report.html in a browser)", markup=False)
 
@@ -544,13 +544,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from rich.console import Console
 
-    # logs and pipes have no width: without one, rich truncates tables to 80 columns
-    console = Console() if sys.stdout.isatty() else Console(width=200)
+    # logs and pipes have no width: without one, rich truncates tables to 80 columns. highlight=False:
+    # rich's highlighter is quadratic in a line's length and every message may carry user text
+    # (a 1 MB description kept `bench report` from returning); markup=False is passed per print
+    console = Console(highlight=False) if sys.stdout.isatty() else Console(width=200, highlight=False)
     saved = os.environ.get("BENCH_MAX_RUNS")
     try:
         return int(args.fn(args, console))
     except SuiteError as exc:
-        console.print(str(exc), markup=False, style="red", soft_wrap=True)
+        console.print(str(exc), markup=False, highlight=False, style="red", soft_wrap=True)
         return Exit.USAGE
     except LinkRefused as exc:  # a run or report folder that is (or holds) a symbolic link: `<path>: <reason>`
         console.print(f"refused: {exc}", markup=False, style="red", soft_wrap=True)

@@ -13,10 +13,11 @@ import fnmatch
 import hashlib
 import json
 import math
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from bench.bounds import MAX_PATH, Checked, cut
 from bench.data import DATASETS
 from bench.data.base import Split
 from bench.data.holdout import HELDOUT, Holdout, load_split
@@ -30,10 +31,18 @@ SEED_LIMIT = 2**32
 """Seeds are whole numbers in [0, 2^32): what every RNG we seed accepts, and no YAML bool."""
 
 MAX_EPOCHS = 10_000
+MAX_IMG_SIZE = 2_048
+"""Largest image side a run or a generated dataset may ask for: ``img_size: 12000`` passed
+validation and then allocated 12.9 GiB in the data check (DINOv2 works at 224 … 518)."""
+MAX_WORKERS = 256
+"""Most DataLoader processes a run may start (``num_workers: 100000`` forked to the process limit)."""
+MAX_DATASET_SIZE = 1_000_000
+"""Most images a generated dataset parameter (``train_size``, ``eval_size``) may ask for."""
+"""Most DataLoader processes a run may start (``num_workers: 100000`` forked to the process limit)."""
 MAX_BATCH = 65_536
 
 
-class Strict(BaseModel):
+class Strict(Checked):
     """Base of every run-config section: unknown keys are errors, values are immutable, and
     floats must be finite (``lr: .inf`` passes ``gt=0``; only NaN fails comparisons)."""
 
@@ -60,15 +69,20 @@ def check_dataset_params(entry: Any, name: str, params: dict[str, Any], where: s
             ok, want = isinstance(value, str), "text"
         else:
             continue
+        if ok and key == "img_size" and not 14 <= value <= MAX_IMG_SIZE:
+            ok, want = False, f"an image side in [14, {MAX_IMG_SIZE}] (images are generated at this size before a run starts)"
+        elif ok and key.endswith("_size") and isinstance(value, int) and value > MAX_DATASET_SIZE:
+            ok, want = False, f"a count of at most {MAX_DATASET_SIZE:,} images"
         if not ok:
-            raise ValueError(f"{where}.{key}: {value!r} is not {want} ({name} parameter)")
+            raise ValueError(f"{where}.{key}: {cut(value)} is not {want} ({name} parameter)")
 
 
 class BackboneConfig(Strict):
     name: str = Field("dinov2_vits14_imgfocus", description="registered backbone name")
     weights: Literal["pretrained", "random"] = Field("pretrained", description="'random' is labelled 'random init' everywhere")
     checkpoint: str | None = Field(None, description="official-format DINOv2 checkpoint file; default: the entry's provider")
-    img_size: int = Field(224, ge=14, description="input resolution (multiple of the patch size 14)")
+    img_size: int = Field(224, ge=14, le=MAX_IMG_SIZE, description=f"input resolution (multiple of the patch size 14, at most {MAX_IMG_SIZE})")
+    _text_limits: ClassVar[dict[str, int]] = {"checkpoint": MAX_PATH}
 
     @field_validator("name")
     @classmethod
@@ -98,11 +112,12 @@ class DataConfig(Strict):
     )
     crop_pct: float | None = Field(None, gt=0, le=1, description="eval resize = img_size / crop_pct, then centre crop (DINOv2: 0.875); default: the dataset's")
     train_aug: TrainAug | None = Field(None, description="none | flip | rrc_flip (DINOv2 linear-eval train transform); default: the dataset's")
-    num_workers: int = Field(4, ge=0, description="loader processes for datasets decoded from files (not part of a run's identity)")
+    num_workers: int = Field(4, ge=0, le=MAX_WORKERS, description=f"loader processes for datasets decoded from files, at most {MAX_WORKERS} and at most the profile's cpus when set (not part of a run's identity)")
     val_fraction: float = Field(
         0.1, ge=0, lt=1, description="share of the training split held out (seeded, class-stratified) as split 'heldout' for model selection; 0 trains on all"
     )
     val_seed: int = Field(0, ge=0, lt=SEED_LIMIT, strict=True, description="seed of the held-out carve (shared by every run of a comparison, independent of the run's seed)")
+    _text_limits: ClassVar[dict[str, int]] = {"data_root": MAX_PATH}
 
     @model_validator(mode="wrap")
     @classmethod

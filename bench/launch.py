@@ -479,7 +479,7 @@ class NextStageTask:
         self.source, self.results_root = source, results_root
 
     def __call__(self) -> list[str]:
-        console = Console(width=200)
+        console = Console(width=200, highlight=False)  # user text is never highlighted (quadratic)
         root = Path(self.results_root)
         suite, specs = self.source.expand(root)
         new = [s for s in specs if never_submitted(s, root)]

@@ -47,7 +47,7 @@ def method_label(config) -> str:
 def run_local(specs: list[RunSpec], results_root: Path, console: Console | None = None) -> list[RunOutcome]:
     """Each run in turn in this process. In a terminal, a live bar per run (training steps, then
     evaluation units); otherwise plain progress lines (:class:`PlainProgress`)."""
-    console = console or Console()
+    console = console or Console(highlight=False)  # user text is never highlighted (quadratic)
     outcomes: list[RunOutcome] = []
     live = console.is_terminal
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())

@@ -134,7 +134,7 @@ def with_seeds(suite: "Suite", n: int) -> "Suite":
     """The suite as if it listed ``matrix.seed: [0, …, n−1]`` and had no schedule: expanding it
     gives the run ids that list would (seed is an ordinary axis; key order is not part of an id)."""
     plain = suite.model_copy(update={"seeds": None, "matrix": {**suite.matrix, "seed": list(range(n))}})
-    plain._lines, plain._children = suite._lines, suite._children
+    plain._lines, plain._children, plain._child_roots = suite._lines, suite._children, suite._child_roots
     return plain
 
 
@@ -143,11 +143,11 @@ def expand_round(suite: "Suite", path: str | Path, overrides: list[str] | None, 
     """The suite's runs at the current round (:func:`bench.suite.expand`'s hook for ``seeds:``);
     with a results root, a round whose final runs have all ended is decided and recorded first,
     and an undecided one below ``max`` yields the next look's seeds at once."""
-    from bench.suite import expand
+    from bench.suite import expand, shown_override
 
     for text in overrides or []:
         if text.split("=", 1)[0].strip() == "seed":
-            raise SuiteError(f"-o {text}: this suite's seeds come from its seeds: schedule (0, 1, … per round); "
+            raise SuiteError(f"{shown_override(text)}: this suite's seeds come from its seeds: schedule (0, 1, … per round); "
                              "use --only seed=N to run or show one seed (command-line override)")
     state = round_state(suite, results_root)
     specs = expand(with_seeds(suite, state["n"]), path, overrides, data_root, results_root, limit)

@@ -31,13 +31,14 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import re
 import typing
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
+from bench.bounds import MAX_DESCRIPTION, MAX_ERRORS, MAX_NAME, MAX_PATH, Checked, capped, cut
 from bench.config import SEED_LIMIT, MethodConfig, RunConfig, copy_tree
 from bench.errors import SuiteError
 from bench.data import DATASETS
@@ -60,23 +61,100 @@ _PROFILE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
 _OVERRIDE_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-class ResourceProfile(BaseModel):
-    """What one run asks a scheduler for. Launcher settings: not part of a run's identity."""
+MAX_TIME_MIN = 366 * 24 * 60
+"""Longest wall-clock limit a profile may ask for: a year (``time_min: 1e15`` is a typo)."""
+
+MAX_MEM_GB = 65_536
+"""Most memory a profile may ask for (64 TiB); the least is 1 GB (``mem_gb: 1e-9`` was written as
+``--mem=0M``, which Slurm reads as *all* of a node's memory)."""
+
+MAX_GPUS, MAX_CPUS, MAX_CPU_TASKS = 64, 4096, 256
+"""Per-run caps: one node's worth of GPUs, CPUs per task, and processes of a CPU-only run."""
+
+_MAIL_TYPES = {"NONE", "BEGIN", "END", "FAIL", "REQUEUE", "ALL", "INVALID_DEPEND", "STAGE_OUT", "TIME_LIMIT",
+               "TIME_LIMIT_90", "TIME_LIMIT_80", "TIME_LIMIT_50", "ARRAY_TASKS"}
+
+SBATCH_ALLOWED: dict[str, str] = {
+    # option → value kind; each only says where and when a job may run, never what it runs
+    "account": "text", "qos": "text", "partition": "text", "reservation": "text", "comment": "text",
+    "constraint": "constraint", "cluster-constraint": "constraint", "gres": "text", "licenses": "text",
+    "nodelist": "text", "exclude": "text", "switches": "text", "wckey": "text", "begin": "text",
+    "exclusive": "flag", "requeue": "flag", "contiguous": "flag", "overcommit": "flag",
+    "mail-type": "mail-type", "mail-user": "email", "nice": "count", "priority": "count",
+    "hint": "hint", "gpu-bind": "text", "cpu-freq": "text", "distribution": "text", "mem-bind": "text",
+}
+"""sbatch options ``resources.extra`` may set, with the kind of value each takes."""
+
+SBATCH_REFUSED: dict[str, str] = {
+    **dict.fromkeys(("output", "error", "open-mode", "o", "e"), "it changes where the job's output goes (submitit's logs are how a run's failure is read)"),
+    **dict.fromkeys(("export", "export-file", "get-user-env", "propagate"), "it changes the job's environment (LD_PRELOAD, PYTHONPATH, … would run other code)"),
+    **dict.fromkeys(("array", "a"), "submitit sets the job array itself (one task per run); another would run runs that do not exist"),
+    **dict.fromkeys(("chdir", "workdir", "d", "D"), "it changes the job's working directory, where relative paths resolve"),
+    **dict.fromkeys(("input", "i"), "it feeds a file to the job's standard input"),
+    **dict.fromkeys(("wrap", "container", "container-id", "prolog", "epilog", "task-prolog", "task-epilog"), "it runs a command of its own"),
+    **dict.fromkeys(("uid", "gid"), "it changes who the job runs as"),
+    **dict.fromkeys(("job-name", "J"), "the job name is set from the suite and profile (bench cancel finds jobs by it)"),
+    **dict.fromkeys(("signal", "no-requeue", "kill-on-invalid-dep"), "checkpoint-and-requeue depends on submitit's own signal and requeue settings"),
+    **dict.fromkeys(("time", "t", "mem", "mem-per-cpu", "mem-per-gpu", "cpus-per-task", "c", "cpus-per-gpu", "ntasks", "n", "ntasks-per-node",
+                     "nodes", "N", "gpus", "G", "gpus-per-node", "gpus-per-task", "array-parallelism"),
+                    "the profile's own fields set it (time_min, mem_gb, cpus, gpus, tasks, array_parallelism), and the run reads them"),
+    **dict.fromkeys(("parsable", "test-only", "hold", "wait", "dependency"), "it changes how the submission itself behaves"),
+}
+"""sbatch options refused in ``resources.extra``, with the reason given."""
+
+
+def _extra_value(key: str, kind: str, value: Any) -> Any:
+    """The value of an allowed sbatch option, checked for its kind; raises ValueError saying what
+    the option takes."""
+    if kind == "flag":
+        if value is True:
+            return True
+        raise ValueError(f"extra.{key}: {cut(value)}: {key} is a flag; write {key}: true (it becomes a bare --{key}), or leave it out")
+    if isinstance(value, bool):
+        raise ValueError(f"extra.{key}: {cut(value)} is a boolean; {key} takes {'a whole number' if kind == 'count' else 'text'}")
+    if kind == "count":
+        if isinstance(value, int) and 0 <= value <= 1_000_000:
+            return value
+        raise ValueError(f"extra.{key}: {cut(value)}: {key} takes a whole number in [0, 1,000,000]")
+    if isinstance(value, int) and kind == "text":
+        value = str(value)  # e.g. switches: 1
+    if not isinstance(value, str) or not value or len(value) > MAX_NAME:
+        raise ValueError(f"extra.{key}: {cut(value)}: {key} takes text of 1 to {MAX_NAME} characters")
+    if kind == "mail-type":
+        bad = [t for t in value.split(",") if t.upper() not in _MAIL_TYPES]
+        if bad:
+            raise ValueError(f"extra.{key}: {cut(value)}: unknown mail type {cut(bad[0])} (known: {', '.join(sorted(_MAIL_TYPES))})")
+    elif kind == "hint" and value not in ("compute_bound", "memory_bound", "multithread", "nomultithread"):
+        raise ValueError(f"extra.{key}: {cut(value)}: hint is compute_bound, memory_bound, multithread or nomultithread")
+    elif kind == "email" and not re.fullmatch(r"[A-Za-z0-9_.+-]+@[A-Za-z0-9.-]+", value):
+        raise ValueError(f"extra.{key}: {cut(value)} is not an e-mail address")
+    pattern = _SAFE_CONSTRAINT if kind == "constraint" else _SAFE
+    if not pattern.fullmatch(value):
+        raise ValueError(f"extra.{key}: {cut(value)} has characters an sbatch script must not get (allowed: {_SAFE_SHOWN}"
+                         f"{' & | ! * ( )' if kind == 'constraint' else ''}; no spaces or newlines)")
+    return value
+
+
+class ResourceProfile(Checked):
+    """What one run asks a scheduler for. Launcher settings: not part of a run's identity.
+
+    Every number is bounded here, at validate, because a scheduler takes nonsense literally
+    (``--mem=0M`` is a whole node, ``--time`` of 10^15 minutes holds a queue slot forever)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    gpus: int = Field(0, ge=0, description="GPUs per run (>1 runs DDP inside the job, one process per GPU)")
-    tasks: int | None = Field(None, ge=1, description="processes per run; default one per GPU (or 1); >1 on CPU = DDP over gloo")
-    cpus: int = Field(1, ge=1, description="CPUs per run; also the run's torch thread count")
-    mem_gb: float = Field(8, gt=0)
-    time_min: int = Field(60, ge=1, description="wall-clock limit; on timeout the run checkpoints and requeues")
+    gpus: int = Field(0, ge=0, le=MAX_GPUS, description="GPUs per run (>1 runs DDP inside the job, one process per GPU)")
+    tasks: int | None = Field(None, ge=1, description=f"processes per run; default one per GPU (or 1); >1 on CPU = DDP over gloo; at most gpus (or {MAX_CPU_TASKS} without GPUs)")
+    cpus: int = Field(1, ge=1, le=MAX_CPUS, description="CPUs per run; also the run's torch thread count")
+    mem_gb: float = Field(8, ge=1, le=MAX_MEM_GB, description="memory per run in GB, 1 … 65,536")
+    time_min: int = Field(60, ge=1, le=MAX_TIME_MIN, description="wall-clock limit (at most a year); on timeout the run checkpoints and requeues")
     partition: str | None = None
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
-    array_parallelism: int = Field(16, ge=1, description="array tasks running at once")
-    signal_delay_s: int = Field(90, ge=0, description="USR2 this long before the limit triggers checkpoint()")
-    extra: dict[str, Any] = Field(default_factory=dict, description="further sbatch parameters, e.g. {exclusive: true}")
+    array_parallelism: int = Field(16, ge=1, le=100_000, description="array tasks running at once")
+    signal_delay_s: int = Field(90, ge=0, le=MAX_TIME_MIN * 60, description="USR2 this long before the limit triggers checkpoint()")
+    extra: dict[str, Any] = Field(default_factory=dict, description="further sbatch options from an allow-list (SBATCH_ALLOWED), e.g. {exclusive: true, reservation: r1}")
 
     @field_validator("partition", "account", "qos", "constraint")
     @classmethod
@@ -86,34 +164,55 @@ class ResourceProfile(BaseModel):
         pattern = _SAFE_CONSTRAINT if info.field_name == "constraint" else _SAFE
         if v is not None and not pattern.fullmatch(v):
             extra = " & | ! * ( )" if info.field_name == "constraint" else ""
-            raise ValueError(f"{v!r} has characters an sbatch script must not get (allowed: {_SAFE_SHOWN}{extra}; no spaces or newlines)")
+            raise ValueError(f"{cut(v)} has characters an sbatch script must not get (allowed: {_SAFE_SHOWN}{extra}; no spaces or newlines)")
         return v
 
     @field_validator("extra")
     @classmethod
     def _extra_safe(cls, v: dict[str, Any]) -> dict[str, Any]:
-        """Each entry becomes ``#SBATCH --key=value``: the same rule as partition and friends."""
+        """Each entry becomes ``#SBATCH --key=value``, and sbatch options can do far more than
+        schedule: redirect output, set LD_PRELOAD, replace the array, run a command. So only an
+        allow-list of scheduling options passes, each with a typed value; keys are written with
+        dashes (submitit turns ``mail_type`` into ``--mail-type`` too)."""
+        out: dict[str, Any] = {}
         for key, value in v.items():
-            if not _EXTRA_KEY.fullmatch(key):
-                raise ValueError(f"sbatch parameter name {key!r} is not an option name (letters, digits, _ and -)")
-            if isinstance(value, bool) or (isinstance(value, int) and 0 <= value < 2**63):
-                continue
-            if isinstance(value, float) and math.isfinite(value):
-                continue
-            if not isinstance(value, str) or not _SAFE.fullmatch(value):
-                raise ValueError(f"the value of {key!r}, {value!r}, is not allowed in an sbatch script (text of {_SAFE_SHOWN}, "
-                                 "a non-negative whole number, or true/false; no spaces or newlines)")
-        return v
+            if not isinstance(key, str) or len(key) > 40 or not _EXTRA_KEY.fullmatch(key):
+                raise ValueError(f"sbatch option name {cut(key)} is not an option name (letters, digits, _ and -)")
+            name = key.replace("_", "-")
+            name = name if name in SBATCH_REFUSED else name.lower()
+            if name in SBATCH_REFUSED or name.lower() in SBATCH_REFUSED:
+                raise ValueError(f"extra.{key}: --{name} is not allowed: {SBATCH_REFUSED.get(name) or SBATCH_REFUSED[name.lower()]}")
+            if name not in SBATCH_ALLOWED:
+                close = difflib.get_close_matches(name, list(SBATCH_ALLOWED), n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"extra.{key}: --{name} is not on the list of sbatch options a suite may set ({hint}allowed: {', '.join(sorted(SBATCH_ALLOWED))})")
+            if name in out:
+                raise ValueError(f"extra.{key}: --{name} is given twice (as {name} and {key})")
+            out[name] = _extra_value(name, SBATCH_ALLOWED[name], value)
+        return out
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ResourceProfile":
+        """Bounds between fields: more processes than GPUs would put two ranks on one GPU, and an
+        option set both as a field and in ``extra`` would say two things."""
+        if self.tasks is not None:
+            most = self.gpus if self.gpus else MAX_CPU_TASKS
+            if self.tasks > most:
+                what = f"the {self.gpus} GPU(s) of the run (one process per GPU, on one node)" if self.gpus else f"{MAX_CPU_TASKS} processes on one node"
+                raise ValueError(f"tasks: {self.tasks} is more than {what}")
+        for key in ("partition", "account", "qos", "constraint"):
+            if getattr(self, key) is not None and key in self.extra:
+                raise ValueError(f"extra.{key}: {key} is also set as a field of this profile; keep one")
+        return self
 
     @property
     def processes(self) -> int:
         return self.tasks or max(1, self.gpus)
 
-
 DEFAULT_PROFILE = "default"
 
 
-class Expectation(BaseModel):
+class Expectation(Checked):
     """A figure to compare against (e.g. a paper's claim), with the tolerance it is judged by."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -128,6 +227,7 @@ class Expectation(BaseModel):
     value: float = Field(description="expected figure in percent (points for a delta)")
     tolerance: float = Field(ge=0, description="within ± this many points counts as reproduced")
     source: str = Field("", description="where the figure comes from, e.g. 'arXiv 2511.15256, abstract'")
+    _text_limits: ClassVar[dict[str, int]] = {"source": 1000}
 
     @field_validator("method", "baseline")
     @classmethod
@@ -140,7 +240,7 @@ class Expectation(BaseModel):
         return v if v is None else DATASETS.check(v)
 
 
-class Primary(BaseModel):
+class Primary(Checked):
     """The suite's pre-specified primary endpoint: the one comparison tested alone at α (no
     multiplicity correction), on which an ``expected:`` claim with the same split and metric is
     judged and on which adaptive seeds (``seeds: {until: primary}``) stop. Everything else in the
@@ -172,7 +272,7 @@ seeds (the matrix's ``seed`` axis) from 0, so no final run is the tuning run tha
 settings (see :func:`bench.select.check_tuning_seeds`)."""
 
 
-class Selection(BaseModel):
+class Selection(Checked):
     """Model selection on the held-out split: each method (per dataset, backbone and every other
     matrix value) runs the ``tune`` grid on ``seeds``, scored on split ``heldout`` only; the best
     value combination by mean ``metric`` then runs with the matrix's seeds and full evaluations.
@@ -208,7 +308,7 @@ class Selection(BaseModel):
         return self.metric == "nll"
 
 
-class SeedSchedule(BaseModel):
+class SeedSchedule(Checked):
     """Seeds added in rounds until a claim resolves (``seeds: {min: 3, max: 12, step: 2, until: primary}``).
 
     The final runs start with ``min`` seeds; after each round the decider (:mod:`bench.sequential`)
@@ -235,8 +335,9 @@ class SeedSchedule(BaseModel):
         return [*range(self.min, self.max, self.step), self.max]
 
 
-class Suite(BaseModel):
+class Suite(Checked):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    _text_limits: ClassVar[dict[str, int]] = {"description": MAX_DESCRIPTION, "data_root": MAX_PATH, "include": MAX_PATH}
 
     # a path component under results/ and reports/: starts with a letter, digit or '_' (so never
     # '.', '..' or hidden), no separators, at most 64 characters
@@ -257,7 +358,8 @@ class Suite(BaseModel):
     include: list[str] = Field(default_factory=list, description="other suite files (relative to this one) whose runs join this suite, stored under their own results/<suite>/; their resource profiles become '<suite>/<profile>'")
     seeds: SeedSchedule | None = Field(None, description="add final-run seeds in rounds until the primary claim resolves (see SeedSchedule, bench.sequential)")
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
-    _children: list = PrivateAttr(default_factory=list)  # (path, Suite) per include
+    _children: list = PrivateAttr(default_factory=list)  # (path, Suite) per suite file reached through include, flat
+    _child_roots: dict = PrivateAttr(default_factory=dict)  # path → data_root its runs inherit (None: their own)
 
     @field_validator("resources")
     @classmethod
@@ -332,12 +434,19 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def shown_override(text: str) -> str:
+    """``-o <text>`` as a message shows it: one line whatever was typed, and a long value cut with
+    the rest counted (a 100,000-character value echoed whole gave no output for two minutes)."""
+    head = text[:80]
+    shown = head if head.isprintable() else repr(head)
+    return "-o " + shown + (f"… (… {len(text) - 80:,} more characters)" if len(text) > 80 else "")
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``train.lr=1e-4`` → ("train.lr", 1e-4); the value is parsed as YAML by the same defensive
     loader as suite files. Errors are one line that starts ``-o <text>:`` so nobody searches a
     suite file for a mistake made on the command line."""
-    shown = text if text.isprintable() else repr(text)  # one line, whatever was typed
-    shown = "-o " + (shown if len(shown) <= 80 else shown[:77] + "...")
+    shown = shown_override(text)
     if "=" not in text:
         raise SuiteError(f"{shown}: a command-line override looks like key.path=value, e.g. -o train.lr=1e-4")
     key, raw = text.split("=", 1)
@@ -383,19 +492,34 @@ def _message(e: dict) -> str:
 
 
 def _format_validation(path: Path, err: ValidationError, model: type[BaseModel], lines: dict, to_suite_paths) -> str:
-    """``file:line: key.path: reason`` per error; ``to_suite_paths`` maps a model loc to where
-    in the suite file that value could have been written."""
+    """``file:line: key.path: reason`` per error, at most :data:`bench.bounds.MAX_ERRORS` of them
+    (then how many more: 40,000 unknown keys were a 40,000-line message after a minute of
+    did-you-mean); ``to_suite_paths`` maps a model loc to where in the suite file that value could
+    have been written. A validator may name the key it rejects at the start of its message: a
+    dotted path from the top (``data.name: …``), or a key inside the value it checks
+    (``extra.output: …`` for ``resources.gpu.extra``, ``tasks: …`` for ``resources.gpu``)."""
     out = []
-    for e in err.errors():
+    errors = err.errors()
+    for e in errors[:MAX_ERRORS]:
         loc = tuple(e["loc"])
         msg = _message(e)
-        keyed = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): ", msg)  # validators name the key they reject
+        candidates = list(to_suite_paths(loc))
+        keyed = re.match(r"^([a-z_]+(?:\.[A-Za-z0-9_-]+)*): ", msg)  # validators name the key they reject
         if keyed:
-            loc = tuple(keyed.group(1).split("."))
-            msg = msg[keyed.end():]
-        found, line = locate(lines, *to_suite_paths(loc))
+            parts = tuple(int(p) if p.isdigit() else p for p in keyed.group(1).split("."))
+            if len(loc) >= 2 and parts[0] == loc[-1]:  # a key inside the checked value: extra.output
+                msg, candidates = msg[keyed.end():], [loc[:-1] + parts, *candidates]
+            elif len(parts) == 1:  # a field of the checked section: tasks
+                if loc + parts in lines:
+                    msg, candidates = msg[keyed.end():], [loc + parts, *candidates]
+            else:  # a dotted path from the top: data.name
+                loc, msg = parts, msg[keyed.end():]
+                candidates = list(to_suite_paths(loc))
+        found, line = locate(lines, *candidates)
         shown = ".".join(str(p) for p in found) if found else "(top level)"
         out.append(f"{path}:{line or 1}: {shown}: {msg}{_hint(model, tuple(e['loc']), e['type'])}")
+    if len(errors) > MAX_ERRORS:
+        out.append(f"… and {len(errors) - MAX_ERRORS:,} more errors (fix these first)")
     return "\n".join(out)
 
 
@@ -423,8 +547,18 @@ def _is_file(path: Path) -> bool:
         raise SuiteError(f"{path}: cannot read the suite file: {exc.strerror or exc}") from None
 
 
-def load_suite(path: str | Path, _seen: tuple[Path, ...] = ()) -> Suite:
+MAX_INCLUDED = 256
+"""Most distinct suite files one suite may reach through ``include`` (paper.yaml reaches 4)."""
+
+
+def load_suite(path: str | Path, _seen: tuple[Path, ...] = (), _loaded: dict[Path, Suite] | None = None) -> Suite:
+    """A suite file, validated, with the suites it includes.
+
+    ``_loaded`` (one per top-level call) holds every file loaded so far: a file reached through
+    several includes is read and validated once. Without it an include graph where each level
+    includes the next twice took 2^depth loads (depth 12: 19 s; 26: no answer)."""
     path = Path(path)
+    loaded: dict[Path, Suite] = {} if _loaded is None else _loaded
     if not _is_file(path):
         raise SuiteError(f"{path}: suite file not found")
     raw, lines = read_suite_file(path)
@@ -435,34 +569,62 @@ def load_suite(path: str | Path, _seen: tuple[Path, ...] = ()) -> Suite:
     except ValidationError as exc:
         raise SuiteError(_format_validation(path, exc, Suite, lines, lambda loc: [loc])) from None
     suite._lines = lines
-    return _with_includes(suite, path, _seen)
+    return _with_includes(suite, path, _seen, loaded)
 
 
-def _with_includes(suite: Suite, path: Path, seen: tuple[Path, ...]) -> Suite:
-    """Load the suites ``include`` names; their profiles join this suite's, namespaced."""
+def _with_includes(suite: Suite, path: Path, seen: tuple[Path, ...], loaded: dict[Path, Suite]) -> Suite:
+    """Load the suites ``include`` names; their profiles join this suite's as ``<suite>/<profile>``.
+
+    The included suites are kept flat: ``_children`` lists every suite file reached (directly or
+    through others) once, in the order first reached, each without children of its own, so every
+    walk over them (expansion, run counts, reports) is linear in the number of files. What
+    nesting meant is kept: a file's runs take the ``data_root`` of the outermost suite on the path
+    that sets one (``_child_roots``), and a file reached twice joins once."""
     if not suite.include:
         return suite
-    seen = (*seen, path.resolve())
-    children, resources = [], dict(suite.resources)
+    here = path.resolve()
+    seen = (*seen, here)
+    own_root = _resolve_root(suite, path, None)
+    children: dict[Path, Suite] = {}
+    roots: dict[Path, str | None] = {}
+    resources = dict(suite.resources)
+    direct: dict[Path, int] = {}
     for i, name in enumerate(suite.include):
         line = line_of(suite._lines, ("include", i), ("include",)) or 1
         try:
             child_path = (path.parent / name).resolve()
         except (OSError, RuntimeError, ValueError) as exc:
-            raise SuiteError(f"{path}:{line}: include.{i}: cannot resolve {name!r}: {exc}") from None
+            raise SuiteError(f"{path}:{line}: include.{i}: cannot resolve {cut(name)}: {exc}") from None
         if child_path in seen:
             raise SuiteError(f"{path}:{line}: include.{i}: {name} includes itself (directly or through another suite)")
-        try:
-            exists = child_path.is_file()
-        except OSError as exc:  # a name too long, no permission: is_file swallows only "not there"
-            raise SuiteError(f"{path}:{line}: include.{i}: cannot read {name!r}: {exc.strerror or exc}") from None
-        if not exists:
-            raise SuiteError(f"{path}:{line}: include.{i}: suite file {child_path} not found; paths are relative to {path.parent}")
-        child = load_suite(child_path, seen)
-        children.append((child_path, child))
-        resources.update({f"{child.name}/{k}": v for k, v in child.resources.items()})
+        if child_path in direct:
+            raise SuiteError(f"{path}:{line}: include.{i}: {name} is already included (include.{direct[child_path]}); a suite joins once")
+        direct[child_path] = i
+        child = loaded.get(child_path)
+        if child is None:
+            try:
+                exists = child_path.is_file()
+            except OSError as exc:  # a name too long, no permission: is_file swallows only "not there"
+                raise SuiteError(f"{path}:{line}: include.{i}: cannot read {cut(name)}: {exc.strerror or exc}") from None
+            if not exists:
+                raise SuiteError(f"{path}:{line}: include.{i}: suite file {child_path} not found; paths are relative to {path.parent}")
+            if len(loaded) >= MAX_INCLUDED:
+                raise SuiteError(f"{path}:{line}: include.{i}: more than {MAX_INCLUDED} suite files are included in all; a suite includes a handful")
+            child = loaded[child_path] = load_suite(child_path, seen, loaded)
+        reached = [(child_path, child, None), *((p, c, child._child_roots.get(p)) for p, c in child._children)]
+        for p, c, inherited in reached:
+            if p == here or p in children:
+                continue  # reached before, through another include: its runs join once
+            leaf = c
+            if c._children:  # flat: its own descendants are in this list already
+                leaf = c.model_copy(update={"resources": {k: v for k, v in c.resources.items() if "/" not in k}})
+                leaf._lines, leaf._children = c._lines, []
+            children[p] = leaf
+            # the outermost suite that sets data_root decides (this one, else the path below it)
+            roots[p] = own_root if own_root is not None else (_resolve_root(child, child_path, None) if p != child_path else None) or inherited
+            resources.update({f"{leaf.name}/{k}": v for k, v in leaf.resources.items() if "/" not in k})
     merged = suite.model_copy(update={"resources": resources})
-    merged._lines, merged._children = suite._lines, children
+    merged._lines, merged._children, merged._child_roots = suite._lines, list(children.items()), roots
     return merged
 
 
@@ -543,7 +705,10 @@ def method_entry(value: Any) -> tuple[str, dict[str, Any]]:
     ablation varies one method's settings without touching the others)."""
     if isinstance(value, str):
         return value, {}
-    return value["name"], dict(value.get("params") or {})
+    params = value.get("params") if isinstance(value, dict) else None
+    # a malformed entry (params: [1, 2]) is refused with its line by _check_names; until then it
+    # must not raise a TypeError wherever entries are read
+    return str(value.get("name") if isinstance(value, dict) else value), dict(params) if isinstance(params, dict) else {}
 
 
 def _check_names(suite: Suite, path: str | Path) -> None:
@@ -572,12 +737,12 @@ def _check_method_overrides(suite: Suite, parsed: list[tuple[str, Any]], texts: 
             continue
         parts = key.split(".", 2)
         if len(parts) < 3:
-            raise SuiteError(f"-o {text}: name a parameter, e.g. -o methods.grpo_rm.epsilon=0.3 (command-line override)")
+            raise SuiteError(f"{shown_override(text)}: name a parameter, e.g. -o methods.grpo_rm.epsilon=0.3 (command-line override)")
         if parts[1] not in running and (running or suite._children):
             if not suite._children:  # an including suite passes overrides on to its children, which check them
                 close = difflib.get_close_matches(parts[1], sorted(running), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise SuiteError(f"-o {text}: no run of this suite uses method {parts[1]!r}{hint} (runs: {', '.join(sorted(running))})")
+                raise SuiteError(f"{shown_override(text)}: no run of this suite uses method {cut(parts[1])}{hint} (runs: {', '.join(sorted(running))})")
 
 
 def _check_declared_methods(suite: Suite, path: str | Path) -> None:
@@ -616,6 +781,7 @@ def expand(
     """
     limit = max_runs if max_runs is not None else max_runs_default()
     _check_size(suite, path, limit)
+    _check_names(suite, path)  # before anything reads matrix.method entries as name/params pairs
     if suite.seeds is not None:  # the current round's seeds become a plain matrix axis (bench.sequential)
         from bench.sequential import expand_round
 
@@ -625,9 +791,9 @@ def expand(
     root = _resolve_root(suite, path, data_root)
     # the method axis is applied first so dotted keys such as method.params.epsilon refine it
     included: list[RunSpec] = []
-    for child_path, child in suite._children:
-        # --data-root wins everywhere; else this suite's data_root, else the included suite's own
-        child_root = data_root if data_root is not None else root
+    for child_path, child in suite._children:  # flat: every file reached once (see _with_includes)
+        # --data-root wins everywhere; else the outermost data_root on the way, else the included suite's own
+        child_root = data_root if data_root is not None else root if root is not None else suite._child_roots.get(child_path)
         for spec in expand(child, child_path, overrides, child_root, results_root, limit):
             # stored where the included suite stores it (results/<child>/<run>): finished runs of
             # that suite are reused, never recomputed
@@ -664,7 +830,22 @@ def expand(
         from bench.select import plan_selection  # the selection stages read finished tuning results
 
         specs = plan_selection(suite, path, trees, results_root, overrides).specs
+    _check_workers(suite, path, specs)
     return _unique(specs + included, path, suite)
+
+
+def _check_workers(suite: Suite, path: str | Path, specs: list[RunSpec]) -> None:
+    """A ``data.num_workers`` that is set must fit the run's profile: more loader processes than
+    CPUs only contend (and 100,000 forked until the process limit). The default (4) is left alone:
+    the loader never starts more workers than a pass has batches, and a suite that says nothing
+    should not be refused for a default."""
+    for spec in specs:
+        data = spec.config.data
+        cpus = suite.resource(spec.profile).cpus
+        if "num_workers" in data.model_fields_set and data.num_workers > cpus:
+            line = line_of(suite._lines, ("defaults", "data", "num_workers"), ("matrix", "data.num_workers"), ("defaults", "data")) or 1
+            raise SuiteError(f"{path}:{line}: data.num_workers: {data.num_workers} loader processes, but profile {spec.profile!r} gives the run "
+                             f"{cpus} CPU(s); set num_workers ≤ cpus (or raise resources.{spec.profile}.cpus)\n  (in the run {spec.run_id})")
 
 
 @dataclass(frozen=True)
@@ -755,11 +936,12 @@ def _override_errors(exc: ValidationError, overrides: list[str], method: str) ->
         keyed = re.match(r"^([a-z_]+(?:\.[a-z_]+)+): ", msg)  # validators name the key they reject
         if keyed:
             loc, msg = keyed.group(1), msg[keyed.end():]
-        match = next((text for key, text in keys if key and (loc == key or loc.startswith(key + ".") or key.startswith(loc + "."))), None)
+        # the last override of a key is the one that took effect (later -o win), so it is the one blamed
+        match = next((text for key, text in reversed(keys) if key and (loc == key or loc.startswith(key + ".") or key.startswith(loc + "."))), None)
         if match is None:
             return []
-        lines.append(f"-o {match}: {loc}: {msg} (command-line override){_hint(RunConfig, tuple(e['loc']), e['type'])}")
-    return lines
+        lines.append(f"{shown_override(match)}: {loc}: {msg} (command-line override){_hint(RunConfig, tuple(e['loc']), e['type'])}")
+    return capped(lines)
 
 
 def _unique(specs: list[RunSpec], path: str | Path, suite: Suite) -> list[RunSpec]:

@@ -15,7 +15,10 @@ one place they are parsed, and it refuses what a plain ``yaml.safe_load`` would 
 - text that is not UTF-8 (the byte offset and line are named), NUL bytes (binary or UTF-16/32
   files), and control characters or lone surrogates inside values (a NUL in a path crashes
   ``Path.resolve``);
-- numbers Python cannot read (integers beyond 4,300 digits).
+- numbers Python cannot read (integers beyond 4,300 digits);
+- scalars longer than :data:`MAX_SCALAR` and keys longer than :data:`MAX_KEY` characters, named
+  with their first 40 characters only (a 1 MB description used to reach rich's highlighter, which
+  is quadratic).
 
 Dates are read as text (YAML 1.1 would build ``datetime`` objects, which nothing in a suite
 expects and some invalid ones, such as 2020-02-30, crash the constructor).
@@ -38,6 +41,12 @@ MAX_DEPTH = 50
 
 MAX_BYTES = 1 << 20
 """Largest suite file read (real suites are under 4 KB)."""
+
+MAX_SCALAR = 10_000
+"""Longest scalar read (:data:`bench.bounds.MAX_DESCRIPTION`); the schema bounds names and paths further."""
+
+MAX_KEY = 256
+"""Longest mapping key: keys are field names, method, profile and dotted matrix paths."""
 
 _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
@@ -108,6 +117,9 @@ class _Loader(yaml.SafeLoader):
 
 
 def _check_text(node: yaml.ScalarNode) -> None:
+    if len(node.value) > MAX_SCALAR:  # before anything walks, compares or prints it
+        raise Refused(_line(node), f"a value of {len(node.value):,} characters ({node.value[:40]!r}…); suite values are at most "
+                                   f"{MAX_SCALAR:,} characters (a description), names and paths far less")
     for ch in node.value:
         category = unicodedata.category(ch)
         if (category == "Cc" and ch not in _ALLOWED_CONTROLS) or category == "Cs":
@@ -128,6 +140,8 @@ def _check_keys(node: yaml.MappingNode) -> None:
             kind = key_node.tag.rsplit(":", 1)[-1]
             raise Refused(line, f"key {key_node.value!r} is read as {kind}, not a string; quote it ('{key_node.value}':) if it is meant as text")
         key = key_node.value
+        if len(key) > MAX_KEY:
+            raise Refused(line, f"a key of {len(key):,} characters ({key[:40]!r}…); keys are at most {MAX_KEY} characters")
         if key in seen:
             raise Refused(line, f"duplicate key {key!r} (first on line {seen[key]}, again on line {line}); YAML would silently keep "
                                 "the last one: keep one of them")

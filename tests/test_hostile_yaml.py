@@ -212,7 +212,7 @@ def test_resource_strings_refuse_injection_but_keep_real_values(tmp_path):
             ResourceProfile(**{field: "x\n#SBATCH --wrap=id"})
     with pytest.raises(ValueError, match="is not an option name"):
         ResourceProfile(extra={"wrap\n#": "x"})
-    with pytest.raises(ValueError, match="is not allowed in an sbatch script"):
+    with pytest.raises(ValueError, match="has characters an sbatch script must not get"):
         ResourceProfile(extra={"comment": "two words"})
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
+from bench.bounds import Checked
 from bench.lazy import lazy, no_grad
 from bench.registry import Registry
 
@@ -27,7 +28,7 @@ IGNORE_INDEX = -100
 """Default label that marks a question (pixel) as unlabelled; segmentation data passes 255."""
 
 
-class MethodParams(BaseModel):
+class MethodParams(Checked):
     """Base for each method's settings: unknown keys are errors, values are immutable, floats are
     finite (``gt``/``ge`` bounds let ``.inf`` through)."""
 
