@@ -167,6 +167,7 @@ def claim_coverage(suite, specs) -> list[str]:
 def cmd_dry_run(args: argparse.Namespace, suite, specs, console: "Console") -> int:
     """What `run` would do: the summary (or, with --list, every run's state), then per profile the
     resources and, for Slurm, the sbatch script submitit would submit."""
+    from bench.dataid import is_done
     from bench.launch import sbatch_preview, submitit_folder
     from bench.status import run_rows, status_table
     from bench.store import RunDir
@@ -177,7 +178,7 @@ def cmd_dry_run(args: argparse.Namespace, suite, specs, console: "Console") -> i
     else:
         console.print("\n".join(summary_lines(suite, specs)), markup=False, soft_wrap=True)
     stored = {s.suite for s in specs if (Path(args.results) / s.suite).is_dir()}  # a suite never run has nothing done
-    todo = [s for s in specs if args.force or s.suite not in stored or not RunDir.of(args.results, s.suite, s.run_id).is_done()]
+    todo = [s for s in specs if args.force or s.suite not in stored or not is_done(RunDir.of(args.results, s.suite, s.run_id), s.config)]
     console.print(f"{len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run with --executor {args.executor}", markup=False)
     for name in dict.fromkeys(s.profile for s in todo):
         group = [s for s in todo if s.profile == name]
@@ -207,6 +208,7 @@ def cmd_run(args: argparse.Namespace, console: "Console") -> int:
     suite, specs = _specs(args)
     if args.dry_run:  # before the launcher's imports (submitit, rich's live view): a dry run needs none
         return cmd_dry_run(args, suite, specs, console)
+    from bench.dataid import is_done
     from bench.launch import LaunchOptions, launch_suite
     from bench.store import RunDir, unwritable
     for name, folder in (("results", args.results), ("reports", args.reports)):
@@ -216,7 +218,7 @@ def cmd_run(args: argparse.Namespace, console: "Console") -> int:
             return Exit.USAGE
     for spec in specs:  # a linked run folder is refused before anything runs, with or without --force
         RunDir.of(args.results, spec.suite, spec.run_id).refuse_links()
-    todo = [s for s in specs if args.force or not RunDir.of(args.results, s.suite, s.run_id).is_done()]
+    todo = [s for s in specs if args.force or not is_done(RunDir.of(args.results, s.suite, s.run_id), s.config)]
     if not args.skip_data_check and todo:
         if _data_problems(todo, console):
             console.print("data missing: nothing was launched (fix the layout above, or pass --skip-data-check "
@@ -235,7 +237,7 @@ def cmd_run(args: argparse.Namespace, console: "Console") -> int:
     failed = [o for o in outcomes if o.state == "failed"]
     held = [o for o in outcomes if o.state == "held"]
     reported = True
-    if all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs) or failed:
+    if all(is_done(RunDir.of(args.results, s.suite, s.run_id), s.config) for s in specs) or failed:
         reported = _report(suite, specs, args, console)
     elif any(o.state == "submitted" for o in outcomes):
         console.print(f"submitted; follow with `bench status {args.suite}`, report with `bench report {args.suite}`", markup=False)
@@ -296,7 +298,7 @@ def cmd_reproduce(args: argparse.Namespace, console: "Console") -> int:
     suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
     if not _report(suite, specs, args, console):
         return Exit.NO_SPACE
-    if not all(RunDir.of(args.results, s.suite, s.run_id).is_done() for s in specs):
+    if not all(is_done(RunDir.of(args.results, s.suite, s.run_id), s.config) for s in specs):
         console.print(f"not all runs are done ({progress_line(specs, args.results)}); the tables show the finished ones. "
                       "Rerun the same command when the jobs end to complete them.", markup=False)
     return Exit.RUNS_FAILED if any(o.state == "failed" for o in outcomes) else Exit.OK
@@ -308,6 +310,7 @@ def cmd_status(args: argparse.Namespace, console: "Console") -> int:
     from bench.launch import has_selection, scheduler_states
     from bench.select import read_selection
     from bench.sequential import round_status
+    from bench.dataid import STALE
     from bench.status import FAILED_STATES, run_rows, state_counts, status_table, summary_line
     from bench.store import RunDir
 
@@ -330,6 +333,13 @@ def cmd_status(args: argparse.Namespace, console: "Console") -> int:
         if problem:
             console.print(f"run {spec.run_id} is corrupt: {problem} (`bench run` moves the file aside and resumes the run)",
                           style="red", markup=False, soft_wrap=True)
+        if row["state"] == STALE:
+            console.print(f"run {spec.run_id} is stale-data: {row['error']} (`bench run` moves its outputs aside and computes it again)",
+                          style="red", markup=False, soft_wrap=True)
+    unchecked = [row for row in rows if row["data"].startswith("data could not be checked")]
+    if unchecked:  # a data root only compute nodes see: the runs stay done, unverified here
+        console.print(f"{len(unchecked)} done run(s): {unchecked[0]['data']}; they count as done (`bench status` on a node that "
+                      "sees the data root checks them)", markup=False, soft_wrap=True)
     if has_selection(suite):
         decided = [g for g in plan.get("groups", []) if g.get("chosen") is not None]
         console.print(f"model selection: {len(decided)} group(s) decided on the held-out split"
@@ -549,8 +559,11 @@ def main(argv: list[str] | None = None) -> int:
     # (a 1 MB description kept `bench report` from returning); markup=False is passed per print
     console = Console(highlight=False) if sys.stdout.isatty() else Console(width=200, highlight=False)
     saved = os.environ.get("BENCH_MAX_RUNS")
+    from bench.data.fingerprint import memoised
+
     try:
-        return int(args.fn(args, console))
+        with memoised():  # each split's data fingerprint is computed once per command (bench.dataid)
+            return int(args.fn(args, console))
     except SuiteError as exc:
         console.print(str(exc), markup=False, highlight=False, style="red", soft_wrap=True)
         return Exit.USAGE

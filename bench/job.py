@@ -20,7 +20,10 @@ import torch
 from torch import Tensor, nn
 
 from bench.config import RunConfig
+from bench import dataid
 from bench.data import DATASETS
+from bench.data.fingerprint import digest
+from bench.data.holdout import disk_split
 from bench.data.seg_transforms import SegTrainTransform
 from bench.distributed import DistContext, check_batch_size, current, eval_batches
 from bench.evaluate import EVALUATIONS, evaluate_split
@@ -104,10 +107,20 @@ class Job:
         return inputs
 
     def prefix_key(self, dataset: str, params: dict[str, Any], split: str, *extra: Any) -> tuple:
-        """What frozen-prefix tokens depend on: backbone weights and split, never the method or head."""
+        """What frozen-prefix tokens depend on: backbone weights and the split's data (its
+        fingerprint: the same split name under another data root is other data), never the method
+        or head."""
         cfg = self.cfg
         random_seed = cfg.seed if cfg.backbone.weights == "random" else None
-        return (cfg.backbone.model_dump_json(), self.backbone.init, random_seed, self.model.split, dataset, tuple(sorted(params.items())), split, *extra)
+        return (cfg.backbone.model_dump_json(), self.backbone.init, random_seed, self.model.split, dataset, tuple(sorted(params.items())), split,
+                self.data_fingerprint(dataset, params, split), *extra)
+
+    def data_fingerprint(self, dataset: str, params: dict[str, Any], split: str) -> str:
+        """The fingerprint of a split this run reads (``heldout`` and the training split: the files
+        of the split they are carved from; the carve itself is part of the cache keys' other fields)."""
+        entry = DATASETS.get(dataset)
+        disk = disk_split(split, self.cfg.data.holdout) if dataset == self.cfg.data.name else split
+        return entry.split_fingerprint(disk, self.cfg.data.data_root, **{**entry.params, **params})
 
     def train_batches(self, train: SplitInputs, batches: list[Tensor], epoch: int):
         """(inputs, labels) per index batch: images + class ids, or paired crops + masks."""
@@ -197,6 +210,11 @@ def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressF
         notes.insert(0, f"took over a stale lock ({lock.took_over})")
     # rank 0's own record of the run, whoever launched it: run.log and TensorBoard (bench.progress)
     log = RunLog(run_dir.run_log, train_module.LOG_EVERY, _unit_metrics(run_dir)) if main else None
+    if main and run_dir.effective_state() == "done":  # computed on other data than is on disk now: computed again
+        found = dataid.check(run_dir.read_result(), cfg)
+        if found.state == "stale":
+            moved = run_dir.set_aside(dataid.STALE)
+            notes.append(f"{found.reason}; moved {', '.join(moved)} aside (.{dataid.STALE}-<time>), the run is computed again")
     # done already: another launcher finished it while this one waited, or only bookkeeping
     # (status.json, metrics.jsonl) was damaged and has just been repaired
     if ctx.from_main(main and run_dir.effective_state() == "done"):
@@ -274,8 +292,26 @@ def _unit_metrics(run_dir: RunDir) -> Callable[[str], dict[str, Any]]:
     return metrics_of
 
 
+def _same_data_as_checkpoint(cfg: RunConfig, run_dir: RunDir, ctx: DistContext) -> list[dict[str, Any]]:
+    """The fingerprints of the run's splits now; an unfinished run whose earlier attempts read other
+    data (status.json's ``data_digest``) has its checkpoints, log and units moved aside first, so
+    a resume never continues training begun on other data. Rank 0 moves; every rank then waits."""
+    found = dataid.fingerprints(cfg)
+    if ctx.is_main:
+        now = digest(found)
+        before = run_dir.read_status().get("data_digest")
+        if before not in (None, now):
+            moved = run_dir.set_aside(dataid.STALE, keep_result=True)
+            if moved:
+                run_dir.note(f"the data differs from what earlier attempts read; moved {', '.join(moved)} aside, training starts again")
+        run_dir.update_status(data_digest=now)
+    ctx.barrier()
+    return found
+
+
 def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None, ctx: DistContext, stage: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
+    data_fingerprints = _same_data_as_checkpoint(cfg, run_dir, ctx)
     job = Job(cfg, ctx)
     if job.device.type == "cuda":  # this run's peak, not an earlier run's of the same process
         torch.cuda.reset_peak_memory_stats(job.device)
@@ -315,6 +351,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         "method": cfg.method.name,
         "method_params": cfg.method.resolved_params(),
         "dataset": cfg.data.name,
+        "data": {"fingerprints": data_fingerprints},  # what it trained and evaluated on (bench.dataid)
         "seed": cfg.seed,
         "backbone": {
             "name": cfg.backbone.name,

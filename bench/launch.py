@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.live import Live
 
 from bench.config import RunConfig
+from bench.dataid import is_done
 from bench.io import DISK_WORDS
 from bench.registry import Registry
 from bench.runner import RunOutcome, run_local
@@ -66,10 +67,10 @@ class RunTask:
         except RuntimeError:  # not inside a submitit job (debug executor)
             job_id = None
         run_dir = RunDir(Path(self.run_dir))
-        if run_dir.effective_state() == "done":  # a requeued copy of a job that finished before it was killed
+        cfg = RunConfig.model_validate_json(self.config_json)
+        if is_done(run_dir, cfg):  # a requeued copy of a job that finished before it was killed (on the data here now)
             result = run_dir.read_result()
         else:
-            cfg = RunConfig.model_validate_json(self.config_json)
             try:
                 result = run_job(cfg, run_dir, self.suite, stage=self.stage, executor_job_id=job_id) or run_dir.read_result()  # ranks > 0: rank 0's
             except RunHeld as held:  # another live job trains this run: this one leaves it alone
@@ -97,7 +98,7 @@ def pending_specs(specs: list[RunSpec], results_root: Path, force: bool) -> list
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
         if force:
             run_dir.clear_outputs()
-        if run_dir.effective_state() != "done":
+        if not is_done(run_dir, spec.config):  # stale-data is not done: its job sets the old outputs aside
             todo.append(spec)
     return todo
 
@@ -108,7 +109,7 @@ def held_runs(specs: list[RunSpec], results_root: Path, force: bool) -> dict[str
     held = {}
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        if not force and run_dir.effective_state() == "done":
+        if not force and is_done(run_dir, spec.config):
             continue
         holder = RunLock.holder(run_dir)
         if holder is not None:

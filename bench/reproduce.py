@@ -16,6 +16,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.dataid import is_done, run_state
 from bench.data import DATASETS
 from bench.datacheck import check_specs, summarise
 from bench.launch import active_job_ids
@@ -162,7 +163,7 @@ def launch_plan(specs: list[RunSpec], results_root: Path) -> LaunchPlan:
     unfinished, submitted = [], {}
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        if run_dir.is_done():
+        if is_done(run_dir, spec.config):
             continue
         unfinished.append(spec)
         status = run_dir.read_status()
@@ -174,5 +175,5 @@ def launch_plan(specs: list[RunSpec], results_root: Path) -> LaunchPlan:
 
 
 def progress_line(specs: list[RunSpec], results_root: Path) -> str:
-    counts = Counter(RunDir.of(results_root, s.suite, s.run_id).effective_state() for s in specs)
+    counts = Counter(run_state(RunDir.of(results_root, s.suite, s.run_id), s.config)[0] for s in specs)
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from bench.dataid import is_done
 from bench.config import RunConfig
 from bench.data.holdout import HELDOUT
 from bench.errors import SuiteError
@@ -286,7 +287,7 @@ def decide(group: Group, results_root: Path, metric: str, lower_is_better: bool)
         candidate.scores, candidate.failed = [], 0
         for spec in candidate.runs:
             run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-            if run_dir.is_done():
+            if is_done(run_dir, spec.config):  # on the data here now: a stale-data run waits to be run again
                 score = heldout_score(run_dir.read_result(), metric)
                 if score is None or not math.isfinite(score):
                     candidate.failed += 1

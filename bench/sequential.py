@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from bench.dataid import run_state
 from bench.errors import SuiteError
 from bench.io import atomic_write_json
 from bench.registry import Registry
@@ -167,7 +168,7 @@ def round_runs(suite: "Suite", specs: list["RunSpec"], n: int, results_root: Pat
     expected = math.prod(len(values) for key, values in suite.matrix.items() if key != "seed") * n
     if len(finals) != expected:
         return None
-    if any(RunDir.of(results_root, s.suite, s.run_id).effective_state() not in ENDED for s in finals):
+    if any(run_state(RunDir.of(results_root, s.suite, s.run_id), s.config)[0] not in ENDED for s in finals):
         return None
     return finals
 

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
+from bench.dataid import STALE, run_state
 from bench.store import RunDir
 
 if TYPE_CHECKING:
     from bench.suite import RunSpec
 
 FAILED_STATES = ("failed", "corrupt")
-STATE_ORDER = ("done", "running", "interrupted", "pending", "failed", "corrupt")
+STATE_ORDER = ("done", "running", "interrupted", "pending", STALE, "failed", "corrupt")
 
 
 def stage_label(spec: "RunSpec") -> str:
@@ -49,14 +50,20 @@ def run_rows(specs: list["RunSpec"], results_root: Path) -> list[dict[str, Any]]
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
         status = run_dir.read_status()
         problem = run_dir.corruption()
-        state = "corrupt" if problem else run_dir.effective_state()
+        state, data = ("corrupt", None) if problem else run_state(run_dir, spec.config)  # done runs: their data checked too
         job = str(status.get("executor_job_id") or "")
+        if problem:
+            error = f"{problem.path.name}: {problem.reason}"
+        elif state == STALE and data is not None:
+            error = data.reason
+        else:
+            error = (status.get("error") or "") if state != "done" else ""
         rows.append({
             "run": spec.run_id, "stage": stage_label(spec), "method": spec.config.method.name, "seed": spec.config.seed,
             "dataset": spec.config.data.name, "profile": spec.profile, "state": state,
             "progress": progress_text(status, run_dir.metrics_line_count(), state),
             "attempts": int(status.get("attempts", 0)), "job": job, "scheduler": "",
-            "error": f"{problem.path.name}: {problem.reason}" if problem else (status.get("error") or "") if state != "done" else "",
+            "error": error, "data": data.reason if data is not None and data.state == "unchecked" else "",
         })
     return rows
 
@@ -75,7 +82,7 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
 def status_table(rows: list[dict[str, Any]], wide: bool = False) -> Table:
     """The compact view: columns that say something for these runs only (no scheduler columns
     without a scheduler, no profile column for a one-profile suite, ...); ``wide`` shows all."""
-    columns = ["run", "stage", "method", "seed", "dataset", "profile", "state", "progress", "attempts", "job", "scheduler", "error"]
+    columns = ["run", "stage", "method", "seed", "dataset", "profile", "state", "progress", "attempts", "job", "scheduler", "error", "data"]
     if not wide:
         always = {"run", "method", "seed", "state"}
         informative = {
@@ -87,10 +94,11 @@ def status_table(rows: list[dict[str, Any]], wide: bool = False) -> Table:
             "job": any(r["scheduler"] for r in rows),  # a scheduler knows the job: its id is what scancel and logs need
             "scheduler": any(r["scheduler"] for r in rows),
             "error": any(r["error"] for r in rows),
+            "data": any(r["data"] for r in rows),  # 'data could not be checked (…)': a done run unverified here
         }
         columns = [c for c in columns if c in always or informative.get(c)]
     table = Table(*columns)
     table.columns[columns.index("state")].no_wrap = True  # 'interrupted' in full
     for row in rows:
-        table.add_row(*(str(row[c])[:80] if c == "error" else str(row[c]) for c in columns))
+        table.add_row(*(str(row[c])[:80] if c in ("error", "data") else str(row[c]) for c in columns))
     return table

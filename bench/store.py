@@ -746,6 +746,25 @@ class RunDir:
             path.unlink(missing_ok=True)
             digest_path(path).unlink(missing_ok=True)
 
+    def set_aside(self, tag: str, keep_result: bool = False) -> list[str]:
+        """Move every computed output aside as ``<name>.<tag>-<UTC time>`` — result.json (unless
+        ``keep_result``), the checkpoints, the metrics log and predictions with their digest
+        sidecars, the saved evaluation units and transfer features — so the run is computed again
+        from step 0 while the old outputs stay for inspection (e.g. ``stale-data``: they were
+        computed on other data). Returns the names moved; call with the run's lock held."""
+        self.refuse_links()
+        moved = []
+        files = (self.checkpoint, self.prev_checkpoint, self.metrics, self.predictions) + (() if keep_result else (self.result_file,))
+        for path in files:
+            if os.path.lexists(path) or digest_path(path).is_file():
+                self._move_with_sidecar(path, tag)
+                moved.append(path.name)
+        for folder in (self.evaluations_dir, self.path / "features"):
+            if folder.is_dir():
+                _move_aside(folder, tag)
+                moved.append(folder.name + "/")
+        return moved
+
     def _move_with_sidecar(self, path: Path, tag: str = "corrupt") -> Path:
         """Move a file and its digest sidecar aside together (a sidecar left behind would call the
         rebuilt file damaged)."""

@@ -154,7 +154,8 @@ def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None
         for role, split, limit in (("train", target.train_split or entry.train_split, target.train_limit),
                                    ("test", target.test_split or entry.test_split, target.test_limit)):
             identity = {"dataset": target.name, "split": split, "params": target.params, "limit": limit,
-                        "transform": [transform.img_size, transform.crop_pct], "weights": weights}
+                        "transform": [transform.img_size, transform.crop_pct], "weights": weights,
+                        "data": job.data_fingerprint(target.name, target.params, split)}  # other data: another entry
             feats[role] = cache.get(identity, lambda split=split, limit=limit: _extract(job, entry, target, split, limit, transform), getattr(job, "ctx", None))
         train_y, test_y = feats["train"]["labels"], feats["test"]["labels"]
         knn = knn_top1(feats["train"]["cls"], train_y, feats["test"]["cls"], test_y, entry.num_classes, tc.knn_k, tc.knn_temperature)

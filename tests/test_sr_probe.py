@@ -133,7 +133,7 @@ def test_evaluate_transfer_uses_the_configured_solver_and_records_it(solver, tmp
     cfg = RunConfig(method={"name": "sft"}, evaluations=("id", "transfer"),
                     transfer={"targets": [{"name": "stl10"}],  # splits 'train' and 'test'  
                               "sr_cs": [1e-3, 0.1], "sr_solver": solver})
-    job = SimpleNamespace(cfg=cfg, model=torch.nn.Linear(2, 2), device=torch.device("cpu"))
+    job = SimpleNamespace(cfg=cfg, model=torch.nn.Linear(2, 2), device=torch.device("cpu"), data_fingerprint=lambda *_: "no data on disk")
     sr = evaluate_transfer(job, SimpleNamespace(path=tmp_path))["transfer/stl10/sr"]
     assert sr["solver"] == solver and sr["C"] == 0.1 and sr["probe"] == "softmax_regression"
     assert sr["top1"] == pytest.approx(softmax_regression(x, y, tx, ty, (1e-3, 0.1), 0.1, cfg.seed, solver=solver)["top1"])

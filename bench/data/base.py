@@ -169,13 +169,16 @@ class DatasetEntry:
     ``build(split, data_root=None, **params)`` returns a :data:`Split`. ``locate`` (optional) does
     the cheap part only — resolve and verify the files a split needs, raising
     :class:`bench.data.layout.DatasetError` — so ``bench data check`` and pre-launch checks do
-    not decode datasets.
+    not decode datasets. ``fingerprint(split, data_root=None, **params)`` (required) says which
+    data a split is, cheaply and without absolute paths (:mod:`bench.data.fingerprint`): results
+    record it and caches are keyed by it, so a run on other data is never taken for this one.
     """
 
     task: Literal["classification", "segmentation"]
     num_classes: int
     splits: tuple[str, ...]  # names a suite may use
     build: Callable[..., Split]
+    fingerprint: Callable[..., str] | None = None  # fingerprint(split, data_root=None, **params); required
     classes: tuple[str, ...] | None = None  # None: names are read from the data (see class_names)
     shift_splits: tuple[str, ...] = ()  # the subset of splits that are covariate-shifted (OOD)
     default_eval: tuple[str, ...] | None = None  # default evaluation splits; None: test + shift splits
@@ -197,6 +200,8 @@ class DatasetEntry:
     def __post_init__(self) -> None:
         if self.classes is not None and len(self.classes) != self.num_classes:
             raise ValueError(f"{len(self.classes)} class names for {self.num_classes} classes")
+        if self.fingerprint is None:  # every dataset must say which data it read (bench.data.fingerprint)
+            raise ValueError("a dataset entry needs a fingerprint function (see bench.data.fingerprint)")
 
     @property
     def default_eval_splits(self) -> tuple[str, ...]:
@@ -224,6 +229,23 @@ class DatasetEntry:
 
     def load(self, split: str, data_root: str | Path | None = None, **params: Any) -> Split:
         return self.build(split, data_root=data_root, **self._params(split, params))
+
+    def split_fingerprint(self, split: str, data_root: str | Path | None = None, **params: Any) -> str:
+        """The fingerprint of ``split`` under ``data_root`` (memoised within a command, see
+        :func:`bench.data.fingerprint.memoised`). Raises DatasetError (or OSError) when the split
+        cannot be read: a caller that only checks (``bench status``) then says it could not."""
+        from bench.data import fingerprint as fp
+        from bench.data.layout import data_root as resolve_root
+
+        resolved = self._params(split, params)
+        root = resolve_root(data_root)
+        key = (id(self), split, str(root.resolve()) if root else None, fp.digest(resolved))
+        found = fp.memo_get(key)
+        if found is None:
+            assert self.fingerprint is not None
+            found = self.fingerprint(split, data_root=data_root, **resolved)
+            fp.memo_put(key, found)
+        return found
 
     def check(self, split: str, data_root: str | Path | None = None, **params: Any) -> None:
         """Raise DatasetError if ``split`` is not on disk in the expected layout; cheap."""

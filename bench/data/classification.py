@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from bench.data.base import ImageArrays, ImageFiles
-from bench.data.layout import DatasetLocator, Layout, image_files
+from bench.data.fingerprint import files_fingerprint, image_files_fingerprint
+from bench.data.layout import DatasetLocator, Layout, data_root as resolve_root, image_files
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 STL10_CLASSES = ("airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck")
@@ -75,6 +76,19 @@ def load_cifar(name: str, split: str, data_root=None) -> ImageArrays:
     return ImageArrays(np.ascontiguousarray(ds.data), np.asarray(ds.targets, dtype=np.int64))
 
 
+def cifar_files(name: str, split: str, data_root=None) -> list[Path]:
+    """The pickle files ``split`` is read from (its batches and the metadata file)."""
+    cls = _present(name)
+    folder = locate_cifar(name, split, data_root) / cls.base_folder
+    batches = cls.train_list if split == "train" else cls.test_list
+    return [folder / f for f, _ in batches] + [folder / cls.meta["filename"]]
+
+
+def fingerprint_cifar(name: str, split: str, data_root=None) -> str:
+    """Size and content hash of each pickle the split reads (images and labels live in the same files)."""
+    return files_fingerprint(cifar_files(name, split, data_root), resolve_root(data_root))
+
+
 def cifar_names(name: str):
     def names(data_root=None) -> tuple[str, ...]:
         root = locate_cifar(name, "test", data_root)
@@ -99,6 +113,16 @@ def locate_stl10(split: str, data_root=None, **_) -> Path:
     for fname, _ in _present("stl10").train_list + _present("stl10").test_list:
         loc.file(folder / fname, "binary file")
     return loc.root
+
+
+def stl10_files(split: str, data_root=None) -> list[Path]:
+    """The image and label binaries of a labelled split."""
+    folder = locate_stl10(split, data_root) / _present("stl10").base_folder
+    return [folder / f"{split}_X.bin", folder / f"{split}_y.bin"]
+
+
+def fingerprint_stl10(split: str, data_root=None) -> str:
+    return files_fingerprint(stl10_files(split, data_root), resolve_root(data_root))
 
 
 def load_stl10(split: str, data_root=None) -> ImageArrays:
@@ -174,6 +198,12 @@ def load_tiny(split: str, data_root=None) -> ImageFiles:
     return ImageFiles(tuple(paths), np.asarray(labels, dtype=np.int64))
 
 
+def fingerprint_tiny(split: str, data_root=None) -> str:
+    """The listing of the split's images (relative paths, sizes) and labels from wnids.txt and
+    val_annotations.txt: images are not read."""
+    return image_files_fingerprint(load_tiny(split, data_root), resolve_root(data_root))
+
+
 def tiny_names(data_root=None) -> tuple[str, ...]:
     folder, wnids = locate_tiny("val", data_root)
     words = {}
@@ -247,6 +277,11 @@ def load_imagenet(split: str, data_root=None) -> ImageFiles:
     loc = DatasetLocator(IMAGENET_LAYOUT, split, data_root)
     wnids = imagenet_wnids()
     return class_folders(folder / split, wnids, loc, flat_labels=lambda: read_devkit_val_wnids(folder / "ILSVRC2012_devkit_t12", loc))
+
+
+def fingerprint_imagenet(split: str, data_root=None) -> str:
+    """The listing of ``split`` (relative paths, sizes) and its labels (class folders or the devkit)."""
+    return image_files_fingerprint(load_imagenet(split, data_root), resolve_root(data_root))
 
 
 def class_folders(folder: Path, wnids: tuple[str, ...], loc: DatasetLocator, flat_labels=None, label_space=None) -> ImageFiles:

@@ -10,7 +10,7 @@ representation quality matters, and lets every covariate shift be switched on al
 - ``shift_corruption``: the test images with ImageNet-C-style corruptions at ``severity``.
 
 Each sample is a pure function of (seed, garment source, index) and the split's recipe; a split is cached on disk keyed by all
-generation parameters. Per-pixel masks (0 = background, 1..10 = garment class) come with every
+generation parameters, the generator's code and the fingerprint of the Fashion-MNIST files it draws from. Per-pixel masks (0 = background, 1..10 = garment class) come with every
 sample for the segmentation protocol.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -28,7 +29,8 @@ from PIL import Image
 from bench.data import fashion_mnist
 from bench.data.base import DATASETS, DatasetEntry, ImageArrays
 from bench.data.corruptions import CORRUPTIONS, corrupt
-from bench.data.shifts import SEVERITIES, corrupted
+from bench.data.fingerprint import source_hash
+from bench.data.shifts import SEVERITIES, corrupted, generated_fingerprint
 from bench.io import atomic_write, cache_dir
 
 GENERATOR_VERSION = 2  # bump when the generation recipe changes: it invalidates caches
@@ -119,16 +121,41 @@ def generate(split: str, img_size: int, size: int, seed: int, severity: int, dat
     return ImageArrays(images, source.labels[order].astype(np.int64), masks)
 
 
-def cache_key(split: str, **params) -> str:
-    blob = json.dumps({"v": GENERATOR_VERSION, "split": split, **params}, sort_keys=True)
+def generator_code() -> str:
+    """Hash of the generator's source (this module and the corruptions it applies): changed
+    generator code is changed data, for cache entries and recorded fingerprints alike."""
+    from bench.data import corruptions
+
+    return source_hash(sys.modules[__name__], corruptions)
+
+
+def cache_key(split: str, source: str, **params) -> str:
+    """The cache entry of a split: generator version and code, all generation parameters and the
+    fingerprint of the Fashion-MNIST split the garments come from (``source``), so composites of
+    other garment files (another data root) never share an entry."""
+    blob = json.dumps({"v": GENERATOR_VERSION, "code": generator_code(), "split": split, "source": source, **params}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _resolved(split: str, img_size: int, train_size: int, eval_size: int, seed: int, severity: int) -> dict:
+    return dict(img_size=img_size, size=train_size if split == "train" else eval_size, seed=seed, severity=severity)
+
+
+def fingerprint(split: str, data_root=None, img_size: int = 112, train_size: int = 2000, eval_size: int = 500, seed: int = 0, severity: int = 3) -> str:
+    """A composite split is its cache key: generator, parameters and garment source files. The
+    gen/* splits add their corruption (bench.data.shifts.generated_fingerprint) over ``test``."""
+    if split.startswith("gen/"):
+        _, corruption, sev = split.split("/")
+        return generated_fingerprint(fingerprint("test", data_root, img_size, train_size, eval_size, seed, severity), corruption, int(sev), 0)
+    params = _resolved(split, img_size, train_size, eval_size, seed, severity)
+    return cache_key(split, fashion_mnist.fingerprint(RECIPES[split].source, data_root), **params)
 
 
 def load(split: str, data_root=None, img_size: int = 112, train_size: int = 2000, eval_size: int = 500, seed: int = 0, severity: int = 3) -> ImageArrays:
     """Build (or read from the cache) one split of the composite dataset."""
-    size = train_size if split == "train" else eval_size
-    params = dict(img_size=img_size, size=size, seed=seed, severity=severity)
-    path: Path = cache_dir("data", "fmnist_composites") / f"{split}_{cache_key(split, **params)}.npz"
+    params = _resolved(split, img_size, train_size, eval_size, seed, severity)
+    source = fashion_mnist.fingerprint(RECIPES[split].source, data_root)
+    path: Path = cache_dir("data", "fmnist_composites") / f"{split}_{cache_key(split, source, **params)}.npz"
     if path.is_file():
         with np.load(path) as z:
             return ImageArrays(z["images"], z["labels"], z["masks"])
@@ -161,6 +188,7 @@ DATASETS.add(
         default_eval=("test", *OWN_SHIFTS),
         same_images=OWN_SHIFTS,  # each shift split re-renders the test split's garments and placements, in order
         build=load_classification,
+        fingerprint=fingerprint,
         description="Fashion-MNIST garments on scikit-image photos/textures; shifts: background, palette, corruption",
         params=dict(img_size=112, train_size=2000, eval_size=500, seed=0, severity=3),
         transform_defaults={"crop_pct": 1.0, "train_aug": "none"},  # generated at the target framing
@@ -183,6 +211,7 @@ DATASETS.add(
         splits=tuple(RECIPES),
         shift_splits=OWN_SHIFTS,
         build=load_seg,
+        fingerprint=fingerprint,
         description="fmnist_composites as segmentation: background + 10 garment classes, same shifts (mIoU under shift)",
         params=dict(img_size=112, train_size=2000, eval_size=500, seed=0, severity=3),
     ),

@@ -36,22 +36,37 @@ def _find(directory: Path, stem: str) -> Path | None:
     return None
 
 
-def load_split(split: str, data_root: str | Path | None = None) -> GreyImages:
-    """Load ``train`` (60k) or ``test`` (10k) from the first folder holding both IDX files."""
+def split_files(split: str, data_root: str | Path | None = None) -> tuple[Path, Path]:
+    """The image and label IDX files of ``split`` in the first folder holding both."""
     image_stem, label_stem = _FILES[split]
     for directory in candidate_dirs(data_root):
         images, labels = _find(directory, image_stem), _find(directory, label_stem)
         if images and labels:
-            x, y = read_idx(images), read_idx(labels).astype(np.int64)
-            if x.ndim != 3 or y.shape != (x.shape[0],):
-                raise ValueError(f"{directory}: images {x.shape} and labels {y.shape} do not pair up")
-            return GreyImages(x, y)
+            return images, labels
     searched = ", ".join(str(d) for d in candidate_dirs(data_root))
     raise FileNotFoundError(
         f"Fashion-MNIST {split} split not found (looked for {image_stem}[.gz] and {label_stem}[.gz] in: {searched}). "
         "Install Debian's dataset-fashion-mnist (`make install` does) or put the four official IDX files "
         "under <data root>/fashion-mnist/."
     )
+
+
+def load_split(split: str, data_root: str | Path | None = None) -> GreyImages:
+    """Load ``train`` (60k) or ``test`` (10k) from the first folder holding both IDX files."""
+    images, labels = split_files(split, data_root)
+    x, y = read_idx(images), read_idx(labels).astype(np.int64)
+    if x.ndim != 3 or y.shape != (x.shape[0],):
+        raise ValueError(f"{images.parent}: images {x.shape} and labels {y.shape} do not pair up")
+    return GreyImages(x, y)
+
+
+def fingerprint(split: str, data_root: str | Path | None = None, **_: object) -> str:
+    """Name, size and content hash of the two IDX files (named relative to their folder: the same
+    files under any root, or the system-wide copy, are the same data)."""
+    from bench.data.fingerprint import files_fingerprint
+
+    images, labels = split_files(split, data_root)
+    return files_fingerprint((images, labels), images.parent)
 
 
 def load(split: str, data_root: str | Path | None = None) -> "ImageArrays":
@@ -73,6 +88,7 @@ def _register() -> None:
             classes=CLASSES,
             splits=("train", "test"),
             build=load,
+            fingerprint=fingerprint,
             description="Fashion-MNIST (official IDX files), 28×28 grey replicated to RGB",
             transform_defaults={"crop_pct": 1.0, "train_aug": "none"},
         ),

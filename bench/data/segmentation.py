@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from bench.lazy import lazy
@@ -237,20 +238,29 @@ def load_coco(split: str, data_root=None) -> ImageFiles:
     return ImageFiles(images, np.zeros(len(images), dtype=np.int64), masks, mask_lut=table, meta=meta)
 
 
+def listed(load: Callable[..., ImageFiles]) -> Callable[..., str]:
+    """A segmentation split's fingerprint: its loader's listing of images and masks (relative
+    paths, sizes), the mask lookup table and facts; no image or mask is read."""
+    from bench.data.fingerprint import image_files_fingerprint
+    from bench.data.layout import data_root as resolve_root
+
+    return lambda split, data_root=None, **_: image_files_fingerprint(load(split, data_root), resolve_root(data_root))
+
+
 def _register() -> None:
     DATASETS.add("voc2012", DatasetEntry(
         task="segmentation", num_classes=21, classes=VOC_CLASSES, splits=("train", "val", "trainval", "train_aug"),
-        train_split="train_aug", test_split="val", build=load_voc, locate=locate_voc,
+        train_split="train_aug", test_split="val", build=load_voc, locate=locate_voc, fingerprint=listed(load_voc),
         description="Pascal VOC 2012 segmentation (21 classes incl. background); trains on train_aug (VOC train + SBD) as mmseg's voc_aug",
     ))
     DATASETS.add("ade20k", DatasetEntry(
         task="segmentation", num_classes=150, splits=("train", "val"), test_split="val", reduce_zero_label=True,
-        build=load_ade, locate=locate_ade, names_from_disk=ade_names,
+        build=load_ade, locate=locate_ade, fingerprint=listed(load_ade), names_from_disk=ade_names,
         description="ADE20k (ADEChallengeData2016), 150 classes, reduce_zero_label",
     ))
     DATASETS.add("coco_stuff164k", DatasetEntry(
         task="segmentation", num_classes=171, splits=("train", "val"), test_split="val",
-        build=load_coco, locate=locate_coco, names_from_disk=lambda data_root=None: coco_stuff_classes(),  # torchvision on demand only
+        build=load_coco, locate=locate_coco, fingerprint=listed(load_coco), names_from_disk=lambda data_root=None: coco_stuff_classes(),  # torchvision on demand only
         description="COCO-stuff 164k (171 classes; mmseg labelTrainIds or raw stuffthingmaps)",
     ))
 

@@ -26,7 +26,8 @@ import numpy as np
 from bench.data import classification as cls
 from bench.data.base import ImageArrays, ImageFiles, Split
 from bench.data.corruptions import CORRUPTIONS, corrupt
-from bench.data.layout import DatasetLocator, Layout
+from bench.data.fingerprint import digest, files_fingerprint, image_files_fingerprint, source_hash
+from bench.data.layout import DatasetLocator, Layout, data_root as data_root_of
 
 BENCHMARK_CORRUPTIONS = (
     "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
@@ -41,6 +42,13 @@ class SplitSource:
 
     build: Callable[..., Split]  # build(data_root, **params)
     locate: Callable[..., Any]  # locate(data_root, **params); raises DatasetError
+    fingerprint: Callable[..., str]  # fingerprint(data_root, **params): which data it is (bench.data.fingerprint)
+
+
+def listed(build: Callable[..., Split]) -> Callable[..., str]:
+    """The fingerprint of a split decoded from files: its loader's listing (relative paths, sizes,
+    labels from the index files), without reading an image."""
+    return lambda data_root=None, **params: image_files_fingerprint(build(data_root, **params), data_root_of(data_root))
 
 
 def corruption_split_names(prefix: str, corruptions) -> list[str]:
@@ -91,6 +99,7 @@ def cifar_c_sources(name: str) -> dict[str, SplitSource]:
             out[f"c/{c}/{s}"] = SplitSource(
                 lambda data_root=None, c=c, s=s, **_: load_cifar_c(name, c, s, data_root),
                 lambda data_root=None, c=c, s=s, **_: _cifar_c_files(name, c, s, data_root),
+                lambda data_root=None, c=c, s=s, **_: files_fingerprint(_cifar_c_files(name, c, s, data_root)[:2], data_root_of(data_root), severity=s),
             )
     return out
 
@@ -223,12 +232,14 @@ def imagenet_shift_sources() -> dict[str, SplitSource]:
         out[split] = SplitSource(
             lambda data_root=None, split=split, **_: load_imagenet_shift(split, data_root),
             lambda data_root=None, split=split, **_: _imagenet_shift_folder(split, data_root),
+            listed(lambda data_root=None, split=split, **_: load_imagenet_shift(split, data_root)),
         )
     for c in BENCHMARK_CORRUPTIONS:
         for s in SEVERITIES:
             out[f"c/{c}/{s}"] = SplitSource(
                 lambda data_root=None, c=c, s=s, **_: load_imagenet_shift(f"c/{c}/{s}", data_root, c, s),
                 lambda data_root=None, c=c, s=s, **_: _imagenet_shift_folder(f"c/{c}/{s}", data_root, c, s),
+                listed(lambda data_root=None, c=c, s=s, **_: load_imagenet_shift(f"c/{c}/{s}", data_root, c, s)),
             )
     return out
 
@@ -281,6 +292,7 @@ def tiny_c_sources() -> dict[str, SplitSource]:
             out[f"c/{c}/{s}"] = SplitSource(
                 lambda data_root=None, c=c, s=s, **_: load_tiny_c(c, s, data_root),
                 lambda data_root=None, c=c, s=s, **_: tiny_c_folder(c, s, data_root),
+                listed(lambda data_root=None, c=c, s=s, **_: load_tiny_c(c, s, data_root)),
             )
     return out
 
@@ -301,6 +313,14 @@ def corrupted(base: Split, corruption: str, severity: int, seed: int) -> Split:
     return ImageFiles(base.paths, base.labels, base.mask_paths, base.mask_lut, base.mask_reader, apply, base.label_space, meta)
 
 
+def generated_fingerprint(base: str, corruption: str, severity: int, seed: int) -> str:
+    """A gen/<corruption>/<severity> split: its source split's fingerprint, the generator's
+    parameters and the generator's code (this module's corruption recipes)."""
+    from bench.data import corruptions
+
+    return digest({"source": base, "corruption": corruption, "severity": severity, "seed": seed, "code": source_hash(corruptions)})
+
+
 def generated_sources(base: SplitSource) -> dict[str, SplitSource]:
     """gen/<corruption>/<severity> over the dataset's test split ``base``; param ``corruption_seed``."""
     out = {}
@@ -309,5 +329,6 @@ def generated_sources(base: SplitSource) -> dict[str, SplitSource]:
             out[f"gen/{c}/{s}"] = SplitSource(
                 lambda data_root=None, c=c, s=s, corruption_seed=0, **p: corrupted(base.build(data_root, **p), c, s, corruption_seed),
                 base.locate,
+                lambda data_root=None, c=c, s=s, corruption_seed=0, **p: generated_fingerprint(base.fingerprint(data_root, **p), c, s, corruption_seed),
             )
     return out

@@ -45,7 +45,7 @@ def _not_done_markdown(states: pd.DataFrame) -> str:
         return ""
     lines = [f"## Runs not in the tables ({len(rest)} of {len(states)})", "", "| run | method | dataset | seed | state | error |", "|---|---|---|---|---|---|"]
     for r in rest.itertuples():
-        limit = 400 if r.state == "corrupt" else 160  # a corrupt run's error names the file and why: keep both
+        limit = 400 if r.state in ("corrupt", "stale-data") else 160  # a corrupt run's error names the file and why, a stale one the split: keep both
         error = r.error.splitlines()[0][:limit].replace("|", "\\|") if r.error else ""
         lines.append(f"| {r.run_id} | {r.method} | {r.dataset} | {r.seed} | {r.state} | {error} |")
     return "\n".join(lines) + "\n"

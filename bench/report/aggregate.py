@@ -42,6 +42,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.grid import grid_edge
+from bench.dataid import STALE, run_state
 from bench.report.schema import COLUMNS, COST_COLUMNS, conform
 from bench.store import CorruptFile, RunDir
 from bench.suite import RunSpec
@@ -244,8 +245,8 @@ def finished_results(specs: list[RunSpec], results_root: Path) -> list[Finished]
     out = []
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        if run_dir.effective_state() != "done":
-            continue  # unfinished, failed or corrupt: run_states lists it, no table uses it
+        if run_state(run_dir, spec.config)[0] != "done":
+            continue  # unfinished, failed, corrupt or stale-data: run_states lists it, no table uses it
         try:
             out.append(Finished(run_dir.read_result(), _finished_utc(run_dir)))
         except CorruptFile:  # damaged since the state was read: listed as corrupt next time
@@ -318,10 +319,11 @@ def run_states(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
         status = run_dir.read_status()
         problem = run_dir.corruption()  # a damaged file: state 'corrupt', its path and why as the error
         c = spec.config
+        state, data = ("corrupt", None) if problem else run_state(run_dir, c)  # stale-data: the split that changed as the error
         rows.append({
             "run_id": spec.run_id, "method": c.method.name, "dataset": c.data.name, "seed": c.seed, "stage": getattr(spec, "stage", FINAL),
-            "state": "corrupt" if problem else run_dir.effective_state(), "attempts": status.get("attempts", 0),
-            "error": f"corrupt file {problem}" if problem else status.get("error") or "",
+            "state": state, "attempts": status.get("attempts", 0),
+            "error": f"corrupt file {problem}" if problem else data.reason if state == STALE and data else status.get("error") or "",
         })
     return pd.DataFrame(rows, columns=["run_id", "method", "dataset", "seed", "stage", "state", "attempts", "error"])
 
@@ -463,7 +465,7 @@ def training_log(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
     frames = []
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        if run_dir.effective_state() != "done" or not run_dir.metrics.is_file():
+        if run_state(run_dir, spec.config)[0] != "done" or not run_dir.metrics.is_file():
             continue
         try:
             if stage_of(run_dir.read_result()) != FINAL:
