@@ -268,6 +268,7 @@ def cmd_plan(args: argparse.Namespace, console: "Console") -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace, console: "Console") -> int:
+    from bench.dataid import is_done
     from bench.launch import LaunchOptions, launch_suite
     from bench.reproduce import explain, launch_plan, progress_line, readiness
     from bench.store import RunDir
