@@ -67,7 +67,9 @@ def render(report: Path) -> str:
         import json
 
         values = json.loads(chosen[method]) if method in chosen else {}
-        return f" (lr {', '.join(f'{v:g}' for v in values.values())})" if values else ""
+        from bench.report.aggregate import short_number
+
+        return f" (lr {', '.join(short_number(v) for v in values.values())})" if values else ""
 
     lines = [BEGIN, "",
              f"| evaluation | {method_name(control)}{lr(control)} | {method_name(treatment)}{lr(treatment)} | Δ {method_name(treatment)} − {method_name(control)} [95% CI] |",

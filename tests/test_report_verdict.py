@@ -236,7 +236,7 @@ def test_verdict_box_has_families_each_holm_corrected_and_a_headline(known):
     assert not v["significant"].iloc[8] and math.isnan(v["mde"].iloc[8])
     md = report.markdown
     assert md.index("## Verdict") < md.index("### In-distribution top-1 accuracy")
-    assert "- Accuracy in distribution: GRPO-RM better (ID (test) +10.00 [" in md
+    assert "- In distribution: GRPO-RM better (ID (test) +10.00 [" in md
     assert "- Transfer (frozen backbone): no difference shown after Holm within the family (2 uncorrected †)" in md
     assert "No primary endpoint is declared" in md and "each Holm-corrected within itself" in md
     assert "| ID | cifar10 (random init) | ID (test) | +10.00 [+7.05, +12.95] †‡ |" in md

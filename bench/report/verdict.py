@@ -288,7 +288,7 @@ def _direction(metric: str, mean: float) -> str:
     return "better" if better else "worse"
 
 
-FAMILY_TITLES = {"primary": "Primary endpoint", "ID": "Accuracy in distribution", "OOD": "Accuracy out of distribution",
+FAMILY_TITLES = {"primary": "Primary endpoint", "ID": "In distribution", "OOD": "Out of distribution",
                  "transfer": "Transfer (frozen backbone)", "calibration": "Calibration"}
 
 
