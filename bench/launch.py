@@ -324,7 +324,8 @@ class LaunchOptions:
 
 Launcher = Callable[[Suite, list[RunSpec], Path, LaunchOptions, Console], list[RunOutcome]]
 LAUNCHERS: Registry[Launcher] = Registry("executor")
-LAUNCHERS.add("debug", lambda suite, todo, root, opts, console: run_local(todo, root, console=console))
+LAUNCHERS.add("debug", lambda suite, todo, root, opts, console: run_local(todo, root, console=console,
+                                                                       threads=lambda spec: suite.resource(spec.profile).cpus))
 LAUNCHERS.add("local", lambda suite, todo, root, opts, console: launch_local(suite, todo, root, opts.parallel, console))
 LAUNCHERS.add("slurm", lambda suite, todo, root, opts, console: launch_slurm(suite, todo, root, opts.wait, console))
 

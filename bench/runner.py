@@ -8,8 +8,10 @@ fastest way through small suites such as the demo.
 from __future__ import annotations
 
 import json
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from rich.console import Console
 from rich.text import Text
@@ -44,7 +46,8 @@ def method_label(config) -> str:
     return config.method.name + ("{" + ", ".join(f"{k}={v}" for k, v in changed.items()) + "}" if changed else "")
 
 
-def run_local(specs: list[RunSpec], results_root: Path, console: Console | None = None) -> list[RunOutcome]:
+def run_local(specs: list[RunSpec], results_root: Path, console: Console | None = None,
+              threads: Callable[[RunSpec], int] | None = None) -> list[RunOutcome]:
     """Each run in turn in this process. In a terminal, a live bar per run (training steps, then
     evaluation units); otherwise plain progress lines (:class:`PlainProgress`)."""
     console = console or Console(highlight=False)  # user text is never highlighted (quadratic)
@@ -70,8 +73,10 @@ def run_local(specs: list[RunSpec], results_root: Path, console: Console | None 
                 report = PlainProgress(f"  {spec.run_id}", console.file)
             try:
                 from bench.job import run_job  # torch and the model code: imported when a run starts
+                from bench.seeding import math_threads
 
-                result = run_job(spec.config, run_dir, spec.suite, report, stage=spec.stage_record)
+                with math_threads(threads(spec)) if threads is not None else nullcontext():
+                    result = run_job(spec.config, run_dir, spec.suite, report, stage=spec.stage_record)
                 outcomes.append(RunOutcome(spec, "done"))
                 accs = " ".join(f"{split}={100 * m.get('top1', m.get('mIoU', float('nan'))):.1f}" for split, m in result["metrics"].items())
                 console.print(f"done {describe(spec)} in {result['wall_time_s']:.0f}s: top-1 / mIoU {accs}", markup=False, soft_wrap=True)

@@ -30,6 +30,24 @@ def seed_everything(seed: int) -> None:
 
 
 @contextlib.contextmanager
+def math_threads(n: int) -> Iterator[None]:
+    """Run torch's CPU math on ``n`` threads, then give the caller back its thread count. Training
+    is not thread-invariant (the order in which threads add partial sums changes the last bits), so
+    the in-process executor runs each run at its resource profile's ``cpus`` rather than at however
+    many cores the host has: the same run then gives the same numbers on a 2-core laptop and a
+    64-core node (of one CPU kind), as the local and Slurm executors already do."""
+    saved = torch.get_num_threads()
+    if saved == n:
+        yield
+        return
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved)
+
+
+@contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """Run torch's CPU math on one thread, then give the caller back its thread count.
 

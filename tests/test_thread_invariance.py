@@ -103,3 +103,27 @@ def test_one_thread_restores_the_callers_thread_count_even_after_an_error(thread
         assert torch.get_num_threads() == threads
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_in_process_executor_runs_each_run_at_its_profiles_cpus(tmp_path, monkeypatch):
+    """Training is not thread-invariant, so the debug executor pins each run's math threads to its
+    resource profile's cpus (not the host's core count) and gives the caller its own back."""
+    import bench.job
+    from bench.launch import LAUNCHERS, LaunchOptions
+    from bench.suite import expand, load_suite
+    from rich.console import Console
+
+    path = tmp_path / "s.yaml"
+    path.write_text("name: t\ndefaults: {data: {name: fmnist_composites}}\nresources: {default: {cpus: 3}}\n"
+                    "matrix: {method: [sft]}\n")
+    suite = load_suite(path)
+    seen = []
+
+    def fake_run_job(cfg, run_dir, suite_name, report, stage=None):
+        seen.append(torch.get_num_threads())
+        return {"wall_time_s": 0.0, "metrics": {}}
+
+    monkeypatch.setattr(bench.job, "run_job", fake_run_job)
+    before = torch.get_num_threads()
+    LAUNCHERS.get("debug")(suite, expand(suite, path), tmp_path / "results", LaunchOptions(), Console(file=open("/dev/null", "w")))
+    assert seen == [3] and torch.get_num_threads() == before
