@@ -400,7 +400,8 @@ def verdict_context(frame: pd.DataFrame, ends: Endpoints = Endpoints(), claims: 
     def cls(r: Any) -> str:
         return "holm" if r.family_significant else "sig" if r.significant else ""
 
-    rows = [{"setting": cells[0], "cells": [{"text": t, "cls": cls(r) if i == 2 else ""} for i, t in enumerate(cells[1:])]}
+    rows = [{"setting": cells[0], "cells": [{"text": t, "cls": (cls(r) if i == 2 else "") + ("" if i >= 2 else " text")}
+                                            for i, t in enumerate(cells[1:])]}
             for cells, r in zip(_box_rows(frame), frame.itertuples())]
     return {"title": verdict_title(frame), "headline": headline(frame, claims), "header": BOX_HEADER,
             "lines": verdict_lines(frame, ends), "rows": rows}
