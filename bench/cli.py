@@ -300,7 +300,11 @@ def cmd_run(args: argparse.Namespace, console: "Console") -> int:
     failed = [o for o in outcomes if o.state == "failed"]
     held = [o for o in outcomes if o.state == "held"]
     reported = True
-    if all(is_done(RunDir.of(args.results, s.suite, s.run_id), s.config) for s in specs) or failed:
+    kept = args.reports / suite.name / "manifest.json"  # bench.report.MANIFEST: a report is there
+    if args.only and all(o.state == "skipped" for o in outcomes) and kept.is_file():
+        console.print(f"--only {args.only}: the {len(specs)} runs chosen are done and nothing ran; the suite's report "
+                      f"{args.reports / suite.name}/ is left as it is (`bench report {args.suite}` rebuilds it)", markup=False, soft_wrap=True)
+    elif all(is_done(RunDir.of(args.results, s.suite, s.run_id), s.config) for s in specs) or failed:
         if args.only:
             console.print(f"--only {args.only}: the report covers every finished run of the suite, not only these "
                           f"(`bench report {args.suite} --only {args.only}` writes the subset's own)", markup=False, soft_wrap=True)
