@@ -29,20 +29,26 @@ MAX_RUNS_HELP = "10,000"  # bench.suite.MAX_RUNS (a test keeps the two equal)
 INTERRUPTED = "interrupted: rerun the same command to resume"
 
 
-def _specs(args: argparse.Namespace):
-    """The suite and its runs; with model selection, the final runs of groups already decided."""
+def _specs(args: argparse.Namespace, only: bool = True):
+    """The suite and its runs; with model selection, the final runs of groups already decided.
+    ``--only`` chooses among them (``only=False``: every run, e.g. for the suite's own report);
+    a filter that chooses no run is a usage error naming the values each key has."""
     if args.max_runs is not None:
         if args.max_runs < 1:
             raise SuiteError(f"--max-runs {args.max_runs}: must be at least 1")
         # later expansions (the launcher's next stage, local subprocesses, a Slurm selection job)
         # read the limit from the environment they inherit
         os.environ["BENCH_MAX_RUNS"] = str(args.max_runs)
-    from bench.suite import expand, load_suite, max_runs_default, parse_only, select_only
+    from bench.suite import expand, load_suite, max_runs_default, only_miss, parse_only, select_only
 
     limit = args.max_runs if args.max_runs is not None else max_runs_default()
     suite = load_suite(args.suite)
     specs = expand(suite, args.suite, args.override, args.data_root, getattr(args, "results", None), limit)
-    return suite, select_only(specs, parse_only(args.only))
+    chosen = parse_only(args.only) if only else ()
+    selected = select_only(specs, chosen)
+    if chosen and not selected:
+        raise SuiteError(only_miss(specs, chosen))
+    return suite, selected
 
 
 def _source(args: argparse.Namespace) -> "SuiteSource":
@@ -74,10 +80,65 @@ def _weights_problems(specs, console: "Console") -> bool:
     return bool(problems)
 
 
-def _build_report(suite, specs, args: argparse.Namespace) -> "Report":
-    from bench.report import build_report
+def _suite_specs(args: argparse.Namespace, specs):
+    """Every run of the suite, whatever ``--only`` chose: what the suite's own report covers, so a
+    filtered `bench run` never rewrites it from a subset."""
+    return _specs(args, only=False)[1] if args.only else specs
 
-    return build_report(suite, specs, args.results, args.reports, args.suite)
+
+def _build_report(suite, specs, args: argparse.Namespace, subset: bool = False) -> "Report":
+    """The suite's report in reports/<suite>/ from ``specs`` (every run of the suite), or with
+    ``subset`` the ``--only`` runs' report in its own folder reports/<suite>--only-<slug>/."""
+    from bench.report import build_report
+    from bench.suite import only_folder, parse_only
+
+    if not (subset and args.only):
+        return build_report(suite, specs, args.results, args.reports, args.suite)
+    total = len(_specs(args, only=False)[1])
+    folder = only_folder(suite.name, parse_only(args.only))
+    note = (f"Subset report: only the runs with {args.only} ({len(specs)} of the suite's {total} runs), in {args.reports / folder}/; "
+            f"the suite's report, {args.reports / suite.name}/, is left as it is.")
+    return build_report(suite, specs, args.results, args.reports, args.suite, folder=folder, note=note)
+
+
+def _display(folder: Path) -> str:
+    return str(folder) if folder.is_absolute() or str(folder).startswith(".") else f"./{folder}"
+
+
+def _checkout_results(suite_path: Path, names: list[str], root: Path) -> Path | None:
+    """The results folder of the checkout the suite file lives in, when it holds this suite's
+    results and is not ``root``: walks up from the suite file to the checkout's root (.git)."""
+    here = root.resolve()
+    for folder in [Path(suite_path).resolve().parent, *Path(suite_path).resolve().parent.parents]:
+        candidate = folder / "results"
+        if candidate.resolve() != here and any((candidate / n).is_dir() for n in names):
+            return candidate
+        if (folder / ".git").exists():
+            break
+    return None
+
+
+def _nothing_found(args: argparse.Namespace, specs) -> str | None:
+    """When no run of ``specs`` has a result in --results: one line naming the folder read (and,
+    if the suite's checkout has its results elsewhere, where), so '0 of 6 runs done' is never
+    read as 'my runs are lost'. None when something was found."""
+    from bench.store import RunDir
+
+    root = Path(args.results)
+    if any(RunDir.of(root, s.suite, s.run_id).result_file.is_file() for s in specs):
+        return None
+    names = list(dict.fromkeys(s.suite for s in specs)) or [args.suite.stem]
+    elsewhere = _checkout_results(args.suite, names, root)
+    if elsewhere is not None:
+        return (f"no results under {_display(root)}; the suite's checkout has them in {elsewhere}: "
+                f"pass --results {elsewhere}")
+    return "no finished runs in " + ", ".join(str((root / n).resolve()) for n in names)
+
+
+def _say_nothing_found(args: argparse.Namespace, specs, console: "Console") -> None:
+    line = _nothing_found(args, specs)
+    if line:
+        console.print(line, style="yellow", markup=False, soft_wrap=True)
 
 
 def _print_report(report: "Report", console: "Console") -> None:
@@ -86,13 +147,13 @@ def _print_report(report: "Report", console: "Console") -> None:
     console.print(f"wrote {len(report.files)} files to {folder}/ (open report.html in a browser)", markup=False)
 
 
-def _report(suite, specs, args: argparse.Namespace, console: "Console") -> bool:
+def _report(suite, specs, args: argparse.Namespace, console: "Console", subset: bool = False) -> bool:
     """Build, write and print the report; False (said in one line) when a disk refused a write:
     the runs' results are untouched, and `bench report` writes the report once there is room."""
     from bench.io import disk_message
 
     try:
-        report = _build_report(suite, specs, args)
+        report = _build_report(suite, specs, args, subset)
     except OSError as exc:
         why = disk_message(exc)
         if why is None:
@@ -100,6 +161,7 @@ def _report(suite, specs, args: argparse.Namespace, console: "Console") -> bool:
         console.print(f"report not written: {why}; free space and rerun `bench report {args.suite}` (the results are kept)",
                       style="red", markup=False, soft_wrap=True)
         return False
+    _say_nothing_found(args, specs, console)
     _print_report(report, console)
     return True
 
@@ -180,6 +242,7 @@ def cmd_dry_run(args: argparse.Namespace, suite, specs, console: "Console") -> i
     stored = {s.suite for s in specs if (Path(args.results) / s.suite).is_dir()}  # a suite never run has nothing done
     todo = [s for s in specs if args.force or s.suite not in stored or not is_done(RunDir.of(args.results, s.suite, s.run_id), s.config)]
     console.print(f"{len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run with --executor {args.executor}", markup=False)
+    _say_nothing_found(args, specs, console)
     for name in dict.fromkeys(s.profile for s in todo):
         group = [s for s in todo if s.profile == name]
         console.print(f"\nprofile {name!r}: {len(group)} run(s), {suite.resource(name).model_dump()}", markup=False)
@@ -237,8 +300,15 @@ def cmd_run(args: argparse.Namespace, console: "Console") -> int:
     failed = [o for o in outcomes if o.state == "failed"]
     held = [o for o in outcomes if o.state == "held"]
     reported = True
-    if all(is_done(RunDir.of(args.results, s.suite, s.run_id), s.config) for s in specs) or failed:
-        reported = _report(suite, specs, args, console)
+    kept = args.reports / suite.name / "manifest.json"  # bench.report.MANIFEST: a report is there
+    if args.only and all(o.state == "skipped" for o in outcomes) and kept.is_file():
+        console.print(f"--only {args.only}: the {len(specs)} runs chosen are done and nothing ran; the suite's report "
+                      f"{args.reports / suite.name}/ is left as it is (`bench report {args.suite}` rebuilds it)", markup=False, soft_wrap=True)
+    elif all(is_done(RunDir.of(args.results, s.suite, s.run_id), s.config) for s in specs) or failed:
+        if args.only:
+            console.print(f"--only {args.only}: the report covers every finished run of the suite, not only these "
+                          f"(`bench report {args.suite} --only {args.only}` writes the subset's own)", markup=False, soft_wrap=True)
+        reported = _report(suite, _suite_specs(args, specs), args, console)
     elif any(o.state == "submitted" for o in outcomes):
         console.print(f"submitted; follow with `bench status {args.suite}`, report with `bench report {args.suite}`", markup=False)
     elif not held:
@@ -254,8 +324,9 @@ def cmd_run(args: argparse.Namespace, console: "Console") -> int:
 
 
 def cmd_report(args: argparse.Namespace, console: "Console") -> int:
+    """The suite's report in reports/<suite>/; with --only, the subset's in reports/<suite>--only-<slug>/."""
     suite, specs = _specs(args)
-    return Exit.OK if _report(suite, specs, args, console) else Exit.NO_SPACE
+    return Exit.OK if _report(suite, specs, args, console, subset=True) else Exit.NO_SPACE
 
 
 def cmd_plan(args: argparse.Namespace, console: "Console") -> int:
@@ -264,6 +335,7 @@ def cmd_plan(args: argparse.Namespace, console: "Console") -> int:
     suite, specs = _specs(args)
     rows, sentences = plan(suite, specs, args.results)
     console.print("\n".join(plan_lines(rows, sentences)), markup=False, soft_wrap=True)
+    _say_nothing_found(args, specs, console)
     return Exit.OK
 
 
@@ -285,7 +357,7 @@ def cmd_reproduce(args: argparse.Namespace, console: "Console") -> int:
         if ready.why_not:
             console.print(explain(suite, args.suite, specs, ready), markup=False, soft_wrap=True)
             if len(todo) < len(specs):
-                _report(suite, specs, args, console)
+                _report(suite, _suite_specs(args, specs), args, console)
             if sys.stdin.isatty() and Path(DEMO_SUITE).is_file():
                 if console.input("Run the demo now (a few minutes on a 2-core CPU)? [y/N] ").strip().lower() in ("y", "yes"):
                     return main(["run", DEMO_SUITE])
@@ -297,7 +369,7 @@ def cmd_reproduce(args: argparse.Namespace, console: "Console") -> int:
     options = LaunchOptions(parallel=args.parallel, wait=args.wait)
     outcomes = launch_suite(executor, _source(args), args.results, options, console, first=todo) if todo else []
     suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
-    if not _report(suite, specs, args, console):
+    if not _report(suite, _suite_specs(args, specs), args, console):
         return Exit.NO_SPACE
     if not all(is_done(RunDir.of(args.results, s.suite, s.run_id), s.config) for s in specs):
         console.print(f"not all runs are done ({progress_line(specs, args.results)}); the tables show the finished ones. "
@@ -328,6 +400,7 @@ def cmd_status(args: argparse.Namespace, console: "Console") -> int:
                           "seeds": rounds or None}, indent=2, default=str))
         return Exit.RUNS_FAILED if failed else Exit.OK
     console.print(f"{args.suite}: {summary_line(rows)}", markup=False)
+    _say_nothing_found(args, specs, console)
     console.print(status_table(rows, wide=args.wide))
     for spec, row in zip(specs, rows):  # the table cuts errors short; a damaged file is named in full
         problem = RunDir.of(args.results, spec.suite, spec.run_id).corruption() if row["state"] == "corrupt" else None

@@ -964,22 +964,46 @@ def parse_only(text: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
+def only_folder(suite_name: str, only: tuple[tuple[str, str], ...]) -> str:
+    """The report folder of a ``--only`` subset, ``<suite>--only-<slug>`` (``method=sft,seed=0`` →
+    ``syn--only-method-sft_seed-0``), so a subset never overwrites the suite's own report."""
+    def clean(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "_"
+
+    return f"{suite_name}--only-" + "_".join(f"{clean(k)}-{clean(v)}" for k, v in only)[:120]
+
+
 def select_only(specs: list[RunSpec], only: tuple[tuple[str, str], ...]) -> list[RunSpec]:
     """The runs whose resolved config has every given value (``method`` is the method's name,
     ``stage`` the selection stage, anything else a dotted config path compared as text)."""
     if not only:
         return specs
+    return [s for s in specs if all(str(_only_value(s, k)) == v for k, v in only)]
 
-    def value(spec: RunSpec, key: str) -> Any:
-        if key == "method":
-            return spec.config.method.name
-        if key == "stage":
-            return spec.stage
-        node: Any = spec.config.canonical()
-        for part in key.split("."):
-            if not isinstance(node, dict) or part not in node:
-                raise SuiteError(f"--only {key}=…: {key!r} is not a setting of these runs (e.g. method, seed, data.name, method.params.mu)")
-            node = node[part]
-        return node
 
-    return [s for s in specs if all(str(value(s, k)) == v for k, v in only)]
+def only_miss(specs: list[RunSpec], only: tuple[tuple[str, str], ...], shown: int = 12) -> str:
+    """Why ``--only`` chose no run: per key given, the values the runs have (a filter that matches
+    nothing is a typo far more often than a wish to do nothing)."""
+    text = ",".join(f"{k}={v}" for k, v in only)
+    parts = []
+    for key, _ in only:
+        values = list(dict.fromkeys(str(_only_value(s, key)) for s in specs))
+        more = f", … ({len(values)} values)" if len(values) > shown else ""
+        parts.append(f"{key} is one of: {', '.join(values[:shown])}{more}" if values else f"the suite has no runs to choose {key} from")
+    note = ("; final runs appear once their group's tuning runs end (`bench status` follows them)"
+            if ("stage", "final") in only else "")
+    return f"--only {text} matches no run; " + "; ".join(parts) + note
+
+
+def _only_value(spec: RunSpec, key: str) -> Any:
+    """A run's value of one --only key: ``method`` is the method's name, ``stage`` the selection stage."""
+    if key == "method":
+        return spec.config.method.name
+    if key == "stage":
+        return spec.stage
+    node: Any = spec.config.canonical()
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise SuiteError(f"--only {key}=…: {key!r} is not a setting of these runs (e.g. method, seed, data.name, method.params.mu)")
+        node = node[part]
+    return node

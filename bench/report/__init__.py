@@ -137,14 +137,16 @@ def load_final(specs: list[RunSpec], results_root: Path) -> tuple[pd.DataFrame, 
     return final, predictions, unread
 
 
-def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None) -> Report:
-    """Write ``reports/<suite>/``. Every Δ interval, p-value and MDE comes from the one
+def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None,
+                 folder: str | None = None, note: str | None = None) -> Report:
+    """Write ``reports/<suite>/`` (or ``reports/<folder>/``: a ``--only`` subset's own folder,
+    whose ``note`` opens the report and says what it covers). Every Δ interval, p-value and MDE comes from the one
     uncertainty model (:func:`bench.report.stats.delta_estimate`); the primary endpoint, the
     minimum practical effects and the claims come from the suite. Figures are drawn unless
     :func:`figures_wanted` says otherwise."""
     from bench.report import claims as claims_module
 
-    out = Path(reports_root) / suite.name
+    out = Path(reports_root) / (folder or suite.name)
     refused = link_problem(out, Path(reports_root))  # never write, or delete stale files, through a link
     if refused is not None:
         raise refused
@@ -249,7 +251,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
             skipped.append(f"No {key.replace('_', ' ')} figure: {reason}")
 
     done = int((states["state"] == "done").sum())
-    head = [f"# {title}", "", f"{suite.description}".strip(), "", f"{done} of {len(states)} runs done."
+    head = [f"# {title}", "", *([note, ""] if note else []), f"{suite.description}".strip(), "", f"{done} of {len(states)} runs done."
             + (" Tables aggregate the finished runs only." if done < len(states) else ""), ""]
     if final.empty:
         head.append("No finished runs yet." + (" (Only tuning runs have finished.)" if not long.empty else "") + "\n")
