@@ -231,7 +231,7 @@ def cmd_run(args: argparse.Namespace, console: "Console") -> int:
     console.print(f"suite {suite.name!r}: {len(specs)} runs → {args.results / suite.name} (executor {args.executor})", markup=False)
     for line in _resume_lines([] if args.force else todo, args.results):
         console.print(line, markup=False, soft_wrap=True)
-    options = LaunchOptions(force=args.force, parallel=args.parallel, wait=args.wait)
+    options = LaunchOptions(force=args.force, parallel=args.parallel, wait=args.wait, keep_checkpoints=args.keep_checkpoints)
     outcomes = launch_suite(args.executor, _source(args), args.results, options, console)
     suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
     failed = [o for o in outcomes if o.state == "failed"]
@@ -294,7 +294,7 @@ def cmd_reproduce(args: argparse.Namespace, console: "Console") -> int:
             return Exit.MISSING_INPUT
         console.print(f"{args.suite}: {progress_line(specs, args.results)}; {len(queued)} still queued on Slurm; "
                       f"launching {len(todo)} with --executor {executor} ({ready.gpu or 'CPU, --allow-cpu'})", markup=False)
-    options = LaunchOptions(parallel=args.parallel, wait=args.wait)
+    options = LaunchOptions(parallel=args.parallel, wait=args.wait, keep_checkpoints=args.keep_checkpoints)
     outcomes = launch_suite(executor, _source(args), args.results, options, console, first=todo) if todo else []
     suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
     if not _report(suite, specs, args, console):
@@ -507,6 +507,9 @@ def parser() -> argparse.ArgumentParser:
         if name in ("run", "reproduce"):
             s.add_argument("--parallel", type=_at_least_one, default=1, help="local executor: runs at once (≥ 1)")
             s.add_argument("--wait", action="store_true", help="slurm executor: block until all jobs end")
+            s.add_argument("--keep-checkpoints", action="store_true",
+                           help="finished runs keep prev.pt as well as last.pt (default: only last.pt, the final weights "
+                                "re-evaluation needs); not part of any run's identity")
         if name == "run":
             s.add_argument("--executor", choices=EXECUTORS, default="debug",
                            help="debug: in this process (default; runs share in-memory caches); local: subprocesses; slurm: job arrays")
