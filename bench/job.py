@@ -100,7 +100,7 @@ class Job:
     def inputs(self, split: str) -> SplitInputs:
         cfg = self.cfg
         data = self.train_split if split == cfg.data.resolved_train_split else cfg.data.load(split)
-        inputs = SplitInputs(data, self.transform, cfg.data.num_workers)
+        inputs = SplitInputs(data, self.transform, cfg.data.workers())
         if self.use_prefix_cache:
             key = self.prefix_key(cfg.data.name, cfg.data.params, split, self.transform, cfg.data.holdout)
             inputs.tokens = prefix_tokens(self.model, inputs, cfg.train.eval_batch_size, self.device, key, self.cache_spend)
@@ -125,7 +125,7 @@ class Job:
     def train_batches(self, train: SplitInputs, batches: list[Tensor], epoch: int):
         """(inputs, labels) per index batch: images + class ids, or paired crops + masks."""
         if self.dense:
-            yield from train_pairs(train.split, self.seg_transform, batches, (self.cfg.seed, epoch), self.cfg.data.num_workers)
+            yield from train_pairs(train.split, self.seg_transform, batches, (self.cfg.seed, epoch), self.cfg.data.workers())
             return
         labels = torch.from_numpy(train.labels)
         augment = (self.cfg.seed, epoch) if self.transform.augments and train.tokens is None else None
@@ -144,14 +144,14 @@ class Job:
             data = cfg.data.load(split)
             s = cfg.seg
             scores = evaluate_segmentation(self.logits, data, self.entry.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device,
-                                           num_workers=cfg.data.num_workers, ctx=ctx)
+                                           num_workers=cfg.data.workers(), ctx=ctx)
             return {**scores, "split_facts": data.meta}
         if not ctx.active:
             inputs = self.inputs(split)
             scores = evaluate_split(self.logits, inputs.sequential(cfg.train.eval_batch_size), inputs.labels, self.device, inputs.split.label_space)
             return {**scores, "split_facts": inputs.split.meta}
         data = self.train_split if split == cfg.data.resolved_train_split else cfg.data.load(split)
-        inputs = SplitInputs(data, self.transform, cfg.data.num_workers)
+        inputs = SplitInputs(data, self.transform, cfg.data.workers())
         index = eval_batches(len(inputs), cfg.train.eval_batch_size, ctx)
 
         def from_pixels(x: Tensor) -> Tensor:

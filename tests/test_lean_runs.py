@@ -89,3 +89,52 @@ def test_a_run_task_pickled_before_keep_checkpoints_still_runs_with_the_default(
     path = write(tmp_path, ONE_RUN_SUITE)
     spec = expand(load_suite(path), path)[0]
     assert RunTask.of(spec, tmp_path, True).keep_checkpoints and not RunTask.of(spec, tmp_path).keep_checkpoints
+
+
+# ---- (2) num_workers from the CPUs the run has ------------------------------------------------
+
+@pytest.mark.parametrize("cpus,expected", [(1, 0), (2, 1), (3, 2), (9, 8), (64, 8)])
+def test_num_workers_defaults_to_the_usable_cpus_minus_one_at_most_8(monkeypatch, cpus, expected):
+    from bench.config import DataConfig
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert DataConfig().num_workers == "auto" and DataConfig().workers() == expected
+    assert DataConfig(num_workers="auto").workers() == expected
+    assert DataConfig(num_workers=3).workers() == 3  # set explicitly: as set, whatever the CPUs
+
+
+def test_the_num_workers_default_leaves_run_ids_unchanged(monkeypatch):
+    """num_workers is no part of a run's identity: ids computed with the old fixed default (4),
+    with 'auto' on any CPU count, and with any explicit count are one id."""
+    from bench.config import RunConfig
+
+    cfg = tiny_config("sft")
+    ids = set()
+    for cpus in (1, 2, 16):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid, n=cpus: set(range(n)), raising=False)
+        ids.add(cfg.run_id())
+    tree = cfg.model_dump(mode="json")
+    for workers in (0, 4, "auto"):
+        ids.add(RunConfig(**{**tree, "data": {**tree["data"], "num_workers": workers}}).run_id())
+    assert len(ids) == 1 and "num_workers" not in cfg.canonical()["data"]
+    assert RunConfig.model_validate_json(cfg.model_dump_json()).data.num_workers == "auto"  # what a Slurm task carries
+    assert ids == {"0b93dcb7adf7"}  # tiny_config("sft")'s id before num_workers became 'auto' (fixed default 4)
+
+
+def test_a_run_starts_as_many_loader_workers_as_auto_resolves_to(monkeypatch):
+    """The loader gets the resolved count (mocked affinity), not a fixed 4."""
+    import bench.job as job_module
+    from bench.distributed import current
+
+    seen = []
+    real = job_module.SplitInputs
+
+    def spy(data, transform, num_workers=0, *args, **kwargs):
+        seen.append(num_workers)
+        return real(data, transform, 0, *args, **kwargs)
+
+    monkeypatch.setattr(job_module, "SplitInputs", spy)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    job = job_module.Job(tiny_config("sft", model={"cache_frozen_prefix": False}), current())
+    job.inputs(job.cfg.data.resolved_train_split)
+    assert seen == [2]
