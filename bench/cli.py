@@ -550,6 +550,25 @@ def _complete_suite_files(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. A reader that closes the pipe early (``bench status --json
+    | head -1``) ends it quietly with Exit.BROKEN_PIPE, as Python's docs recommend for SIGPIPE:
+    stdout is pointed at /dev/null so that the interpreter's last flush cannot fail again, and no
+    traceback is printed (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: buffered output meets a closed pipe here, not at exit
+        return code
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # no file descriptor behind sys.stdout (captured in tests)
+            pass
+        return Exit.BROKEN_PIPE
+
+
+def _main(argv: list[str] | None = None) -> int:
     p = parser()
     if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions: answer and exit
         import argcomplete
@@ -577,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # runs record 'interrupted' themselves; the rerun resumes them
         console.print(INTERRUPTED, markup=False)
         return Exit.INTERRUPTED
+    except BrokenPipeError:  # stdout's reader is gone: nothing more can be said there (main ends quietly)
+        raise
     except OSError as exc:  # a full / read-only disk anywhere else: one line with the path, no traceback
         from bench.io import disk_message
 

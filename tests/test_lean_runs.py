@@ -138,3 +138,30 @@ def test_a_run_starts_as_many_loader_workers_as_auto_resolves_to(monkeypatch):
     job = job_module.Job(tiny_config("sft", model={"cache_frozen_prefix": False}), current())
     job.inputs(job.cfg.data.resolved_train_split)
     assert seen == [2]
+
+
+# ---- (3) no BrokenPipe traceback ----------------------------------------------------------------
+
+MANY_RUNS_SUITE = ONE_RUN_SUITE.replace("  seed: [0]", "  seed: [" + ", ".join(str(i) for i in range(300)) + "]")
+
+
+def test_status_json_into_a_closed_pipe_exits_quietly_without_a_traceback(tmp_path):
+    """`bench status --json | head -c 10`: the JSON of 300 runs (more than a pipe holds) meets a
+    reader that has gone; the command ends with 141 (128 + SIGPIPE) and says nothing on stderr."""
+    suite = write(tmp_path, MANY_RUNS_SUITE)
+    err = tmp_path / "stderr.txt"
+    script = (f"{sys.executable} -m bench.cli status {suite} --json --results {tmp_path / 'results'} 2>{err} | head -c 10; "
+              'echo " exit=${PIPESTATUS[0]}"')
+    out = subprocess.run(["bash", "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.stdout.startswith('{\n  "suite"'[:10]) and out.stdout.rstrip().endswith("exit=141"), out
+    assert "Traceback" not in err.read_text() and "BrokenPipe" not in err.read_text(), err.read_text()
+
+
+def test_a_pipe_closed_before_anything_is_written_ends_the_same_way(tmp_path):
+    """The deterministic form: the reader closes its end before the command writes a byte."""
+    suite = write(tmp_path, ONE_RUN_SUITE)
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "status", str(suite), "--json", "--results", str(tmp_path / "results")],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 141 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
