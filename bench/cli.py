@@ -449,6 +449,7 @@ def cmd_config(args: argparse.Namespace, console: "Console") -> int:
     """The resolved config of a run (default: the first), as YAML: what would run, defaults filled."""
     import yaml
 
+    from bench.config import config_differences, shown_config, unused_sections
     from bench.runner import describe
 
     suite, specs = _specs(args)
@@ -457,8 +458,17 @@ def cmd_config(args: argparse.Namespace, console: "Console") -> int:
         console.print(f"{args.suite}: no run id starts with {args.run!r} (`bench validate {args.suite} --list` lists them)", style="red", markup=False)
         return Exit.USAGE
     spec = chosen[0]
+    cfg = spec.config
     console.print(f"# run {spec.run_id} ({describe(spec)}), stage {spec.stage}, profile {spec.profile}", markup=False)
-    console.print(yaml.safe_dump(spec.config.canonical(), sort_keys=True), markup=False, soft_wrap=True)
+    left_out = "; ".join(f"{section} ({why})" for section, why in unused_sections(cfg).items())
+    if args.diff:
+        console.print("# only the values that differ from the defaults (`bench config` without --diff: all)"
+                      + (f"; not read by this run: {left_out}" if left_out else ""), markup=False, soft_wrap=True)
+        console.print(yaml.safe_dump(config_differences(cfg), sort_keys=True), markup=False, soft_wrap=True)
+        return Exit.OK
+    if left_out:
+        console.print(f"# not shown, never read by this run: {left_out}", markup=False, soft_wrap=True)
+    console.print(yaml.safe_dump(shown_config(cfg), sort_keys=True), markup=False, soft_wrap=True)
     return Exit.OK
 
 
@@ -488,6 +498,7 @@ def parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="print the resolved config of a run before running it")
     _suite_arguments(config)
     config.add_argument("--run", default=None, metavar="ID", help="run id or its prefix (default: the first run)")
+    config.add_argument("--diff", action="store_true", help="only the values that differ from the run-config defaults")
     config.add_argument("--results", type=Path, default=Path("results"), help="result store root (selection stages read it)")
     config.set_defaults(fn=cmd_config)
     data = sub.add_parser("data", help="datasets: list the registry, check a suite's data on disk")

@@ -449,3 +449,62 @@ class RunConfig(Strict):
     def run_id(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ---- what `bench config` shows ------------------------------------------------------------------
+
+NOT_IDENTITY = (("data", "data_root"), ("data", "num_workers"), ("train", "checkpoint_every_min"))
+"""Settings that are no part of a run's identity (:meth:`RunConfig.canonical` leaves them out)."""
+
+
+def unused_sections(cfg: RunConfig) -> dict[str, str]:
+    """Config sections this run never reads, with why: ``seg`` for a classification run,
+    ``transfer`` for a run without the transfer evaluation (a segmentation run never has one)."""
+    unused = {}
+    if cfg.task != "segmentation":
+        unused["seg"] = f"{cfg.data.name} is a {cfg.task} dataset"
+    if "transfer" not in cfg.evaluations:
+        unused["transfer"] = "the run has no 'transfer' evaluation"
+    return unused
+
+
+def shown_config(cfg: RunConfig) -> dict[str, Any]:
+    """The canonical config (the run's identity) without the sections the run never reads."""
+    dump = cfg.canonical()
+    for section in unused_sections(cfg):
+        dump.pop(section, None)
+    return dump
+
+
+def config_differences(cfg: RunConfig) -> dict[str, Any]:
+    """The settings of ``cfg`` that differ from RunConfig's defaults, nested as in the config:
+    what a suite (or -o) set, not what the defaults fill in. Method parameters are compared with
+    the method's own defaults (the ignore index a segmentation dataset sets is left out, as in
+    method labels), ``method.name`` is always there, and settings outside the run's identity and
+    sections it never reads are left out; dataset parameters are compared with the dataset's defaults."""
+    mine = cfg.model_dump(mode="json")
+    default = RunConfig(method=MethodConfig(name=cfg.method.name)).model_dump(mode="json")
+    for section, key in NOT_IDENTITY:
+        mine[section].pop(key, None)
+        default[section].pop(key, None)
+    for section in unused_sections(cfg):
+        mine.pop(section, None)
+    dataset_params = DATASETS.get(cfg.data.name).params  # a dataset parameter set to the dataset's own default is no change
+    mine["data"]["params"] = {k: v for k, v in mine["data"]["params"].items() if k not in dataset_params or dataset_params[k] != v}
+    method_defaults = METHODS.get(cfg.method.name).Params().model_dump(mode="json")
+    params = {k: v for k, v in json.loads(json.dumps(cfg.method.resolved_params())).items()
+              if k != "ignore_index" and method_defaults.get(k) != v}
+    mine["method"], default["method"] = {"name": cfg.method.name, **({"params": params} if params else {})}, {}
+
+    def changed(node: Any, base: Any) -> Any:
+        if isinstance(node, dict) and isinstance(base, dict):
+            out = {k: d for k, v in node.items() if (d := changed(v, base.get(k, _MISSING))) is not _MISSING}
+            return out if out else _MISSING
+        return _MISSING if node == base else node
+
+    diff = changed(mine, default)
+    return {} if diff is _MISSING else diff
+
+
+_MISSING = object()
+

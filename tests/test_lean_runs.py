@@ -165,3 +165,43 @@ def test_a_pipe_closed_before_anything_is_written_ends_the_same_way(tmp_path):
     proc.stdout.close()
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=300) == 141 and "Traceback" not in stderr and "Exception ignored" not in stderr, stderr
+
+
+# ---- (4) bench config: --diff, and no section a run never reads -------------------------------
+
+def _config_yaml(out: str) -> dict:
+    import yaml
+
+    return yaml.safe_load("\n".join(line for line in out.splitlines() if not line.startswith("#")))
+
+
+def test_config_diff_lists_only_the_values_that_differ_from_the_defaults(tmp_path, capsys):
+    suite = write(tmp_path, ONE_RUN_SUITE)
+    assert main(["config", str(suite), "--diff", "-o", "train.lr=3e-4", "-o", "train.weight_decay=0.05"]) == 0
+    shown = _config_yaml(capsys.readouterr().out)
+    assert shown == {
+        "backbone": {"name": "dinov2_tiny", "weights": "random", "img_size": 28},
+        "model": {"trainable_blocks": 1},
+        "data": {"params": {"img_size": 28, "train_size": 32, "eval_size": 16}},
+        "train": {"epochs": 2, "batch_size": 16, "lr": 3e-4},  # weight_decay 0.05 is the default: not a difference
+        "method": {"name": "sft"},
+    }, shown
+
+
+def test_config_diff_shows_method_parameters_that_differ_from_the_methods_defaults(tmp_path, capsys):
+    suite = write(tmp_path, ONE_RUN_SUITE.replace("method: [sft]", "method: [{name: grpo_rm, params: {epsilon: 0.3}}]"))
+    assert main(["config", str(suite), "--diff"]) == 0
+    assert _config_yaml(capsys.readouterr().out)["method"] == {"name": "grpo_rm", "params": {"epsilon": 0.3}}
+
+
+def test_config_leaves_out_the_seg_section_of_a_classification_run_and_keeps_it_for_segmentation(tmp_path, capsys):
+    suite = write(tmp_path, ONE_RUN_SUITE)
+    assert main(["config", str(suite)]) == 0
+    out = capsys.readouterr().out
+    shown = _config_yaml(out)
+    assert "seg" not in shown and "transfer" not in shown and {"backbone", "data", "method", "model", "train"} <= set(shown)
+    assert "seg (fmnist_composites is a classification dataset)" in out
+    seg = write(tmp_path, ONE_RUN_SUITE.replace("name: fmnist_composites,", "name: fmnist_composites_seg,"), "seg.yaml")
+    assert main(["config", str(seg)]) == 0
+    shown = _config_yaml(capsys.readouterr().out)
+    assert shown["seg"]["crop"] == 512 and "transfer" not in shown
