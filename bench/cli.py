@@ -294,7 +294,7 @@ def cmd_run(args: argparse.Namespace, console: "Console") -> int:
     console.print(f"suite {suite.name!r}: {len(specs)} runs → {args.results / suite.name} (executor {args.executor})", markup=False)
     for line in _resume_lines([] if args.force else todo, args.results):
         console.print(line, markup=False, soft_wrap=True)
-    options = LaunchOptions(force=args.force, parallel=args.parallel, wait=args.wait)
+    options = LaunchOptions(force=args.force, parallel=args.parallel, wait=args.wait, keep_checkpoints=args.keep_checkpoints)
     outcomes = launch_suite(args.executor, _source(args), args.results, options, console)
     suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
     failed = [o for o in outcomes if o.state == "failed"]
@@ -366,7 +366,7 @@ def cmd_reproduce(args: argparse.Namespace, console: "Console") -> int:
             return Exit.MISSING_INPUT
         console.print(f"{args.suite}: {progress_line(specs, args.results)}; {len(queued)} still queued on Slurm; "
                       f"launching {len(todo)} with --executor {executor} ({ready.gpu or 'CPU, --allow-cpu'})", markup=False)
-    options = LaunchOptions(parallel=args.parallel, wait=args.wait)
+    options = LaunchOptions(parallel=args.parallel, wait=args.wait, keep_checkpoints=args.keep_checkpoints)
     outcomes = launch_suite(executor, _source(args), args.results, options, console, first=todo) if todo else []
     suite, specs = _specs(args)  # with model selection, the final runs decided meanwhile
     if not _report(suite, _suite_specs(args, specs), args, console):
@@ -522,6 +522,7 @@ def cmd_config(args: argparse.Namespace, console: "Console") -> int:
     """The resolved config of a run (default: the first), as YAML: what would run, defaults filled."""
     import yaml
 
+    from bench.config import config_differences, shown_config, unused_sections
     from bench.runner import describe
 
     suite, specs = _specs(args)
@@ -530,8 +531,17 @@ def cmd_config(args: argparse.Namespace, console: "Console") -> int:
         console.print(f"{args.suite}: no run id starts with {args.run!r} (`bench validate {args.suite} --list` lists them)", style="red", markup=False)
         return Exit.USAGE
     spec = chosen[0]
+    cfg = spec.config
     console.print(f"# run {spec.run_id} ({describe(spec)}), stage {spec.stage}, profile {spec.profile}", markup=False)
-    console.print(yaml.safe_dump(spec.config.canonical(), sort_keys=True), markup=False, soft_wrap=True)
+    left_out = "; ".join(f"{section} ({why})" for section, why in unused_sections(cfg).items())
+    if args.diff:
+        console.print("# only the values that differ from the defaults (`bench config` without --diff: all)"
+                      + (f"; not read by this run: {left_out}" if left_out else ""), markup=False, soft_wrap=True)
+        console.print(yaml.safe_dump(config_differences(cfg), sort_keys=True), markup=False, soft_wrap=True)
+        return Exit.OK
+    if left_out:
+        console.print(f"# not shown, never read by this run: {left_out}", markup=False, soft_wrap=True)
+    console.print(yaml.safe_dump(shown_config(cfg), sort_keys=True), markup=False, soft_wrap=True)
     return Exit.OK
 
 
@@ -561,6 +571,7 @@ def parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="print the resolved config of a run before running it")
     _suite_arguments(config)
     config.add_argument("--run", default=None, metavar="ID", help="run id or its prefix (default: the first run)")
+    config.add_argument("--diff", action="store_true", help="only the values that differ from the run-config defaults")
     config.add_argument("--results", type=Path, default=Path("results"), help="result store root (selection stages read it)")
     config.set_defaults(fn=cmd_config)
     data = sub.add_parser("data", help="datasets: list the registry, check a suite's data on disk")
@@ -580,6 +591,9 @@ def parser() -> argparse.ArgumentParser:
         if name in ("run", "reproduce"):
             s.add_argument("--parallel", type=_at_least_one, default=1, help="local executor: runs at once (≥ 1)")
             s.add_argument("--wait", action="store_true", help="slurm executor: block until all jobs end")
+            s.add_argument("--keep-checkpoints", action="store_true",
+                           help="finished runs keep prev.pt as well as last.pt (default: only last.pt, the final weights "
+                                "re-evaluation needs); not part of any run's identity")
         if name == "run":
             s.add_argument("--executor", choices=EXECUTORS, default="debug",
                            help="debug: in this process (default; runs share in-memory caches); local: subprocesses; slurm: job arrays")
@@ -620,6 +634,25 @@ def _complete_suite_files(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. A reader that closes the pipe early (``bench status --json
+    | head -1``) ends it quietly with Exit.BROKEN_PIPE, as Python's docs recommend for SIGPIPE:
+    stdout is pointed at /dev/null so that the interpreter's last flush cannot fail again, and no
+    traceback is printed (https://docs.python.org/3/library/signal.html#note-on-sigpipe)."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # inside the try: buffered output meets a closed pipe here, not at exit
+        return code
+    except BrokenPipeError:
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):  # no file descriptor behind sys.stdout (captured in tests)
+            pass
+        return Exit.BROKEN_PIPE
+
+
+def _main(argv: list[str] | None = None) -> int:
     p = parser()
     if "_ARGCOMPLETE" in os.environ:  # a shell asking for completions: answer and exit
         import argcomplete
@@ -647,6 +680,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # runs record 'interrupted' themselves; the rerun resumes them
         console.print(INTERRUPTED, markup=False)
         return Exit.INTERRUPTED
+    except BrokenPipeError:  # stdout's reader is gone: nothing more can be said there (main ends quietly)
+        raise
     except OSError as exc:  # a full / read-only disk anywhere else: one line with the path, no traceback
         from bench.io import disk_message
 

@@ -13,9 +13,10 @@ import fnmatch
 import hashlib
 import json
 import math
+import os
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from bench.bounds import MAX_PATH, Checked, cut
 from bench.data import DATASETS
@@ -36,6 +37,8 @@ MAX_IMG_SIZE = 2_048
 validation and then allocated 12.9 GiB in the data check (DINOv2 works at 224 … 518)."""
 MAX_WORKERS = 256
 """Most DataLoader processes a run may start (``num_workers: 100000`` forked to the process limit)."""
+AUTO_WORKERS_MAX = 8
+"""Most loader processes ``num_workers: auto`` starts (more rarely pays for a single run's decoding)."""
 MAX_DATASET_SIZE = 1_000_000
 """Most images a generated dataset parameter (``train_size``, ``eval_size``) may ask for."""
 """Most DataLoader processes a run may start (``num_workers: 100000`` forked to the process limit)."""
@@ -112,12 +115,29 @@ class DataConfig(Strict):
     )
     crop_pct: float | None = Field(None, gt=0, le=1, description="eval resize = img_size / crop_pct, then centre crop (DINOv2: 0.875); default: the dataset's")
     train_aug: TrainAug | None = Field(None, description="none | flip | rrc_flip (DINOv2 linear-eval train transform); default: the dataset's")
-    num_workers: int = Field(4, ge=0, le=MAX_WORKERS, description=f"loader processes for datasets decoded from files, at most {MAX_WORKERS} and at most the profile's cpus when set (not part of a run's identity)")
+    # an int or 'auto' (the default): the schema checks counts only, _auto_workers lets 'auto' pass (one
+    # message for a bad count, not one per branch of a union)
+    num_workers: int = Field(  # type: ignore[assignment]
+        "auto", ge=0, le=MAX_WORKERS,
+        description=f"loader processes for datasets decoded from files, at most {MAX_WORKERS} and at most the profile's cpus when set; "
+        f"auto (default): the CPUs the run may use (its affinity, e.g. a Slurm allocation) minus one, 0 … {AUTO_WORKERS_MAX}, "
+        "resolved when the run starts (not part of a run's identity)",
+    )
     val_fraction: float = Field(
         0.1, ge=0, lt=1, description="share of the training split held out (seeded, class-stratified) as split 'heldout' for model selection; 0 trains on all"
     )
     val_seed: int = Field(0, ge=0, lt=SEED_LIMIT, strict=True, description="seed of the held-out carve (shared by every run of a comparison, independent of the run's seed)")
     _text_limits: ClassVar[dict[str, int]] = {"data_root": MAX_PATH}
+
+    @field_validator("num_workers", mode="wrap")
+    @classmethod
+    def _auto_workers(cls, value: Any, handler: Any) -> Any:
+        """'auto' stays as it is (resolved when the run starts: :meth:`workers`); anything else is a count."""
+        return value if value == "auto" else handler(value)
+
+    @field_serializer("num_workers")
+    def _workers_as_set(self, value: Any) -> Any:
+        return value  # 'auto' or a count, as set (the schema's int would warn on 'auto')
 
     @model_validator(mode="wrap")
     @classmethod
@@ -151,6 +171,11 @@ class DataConfig(Strict):
         """The held-out carve of the training split (None when val_fraction is 0)."""
         return Holdout(self.resolved_train_split, self.val_fraction, self.val_seed) if self.val_fraction > 0 else None
 
+    def workers(self) -> int:
+        """Loader processes this run starts: ``num_workers`` as set, else (``auto``) :func:`auto_workers`,
+        read where the run executes (a launcher's host may have other CPUs than the job's node)."""
+        return auto_workers() if self.num_workers == "auto" else self.num_workers
+
     def load(self, split: str, data_root: str | None = None) -> Split:
         """A split as runs see it: the training split without its held-out part, 'heldout', or any other split."""
         entry = DATASETS.get(self.name)
@@ -169,6 +194,22 @@ class DataConfig(Strict):
 
     def transform(self, img_size: int) -> ClassificationTransform:
         return dataset_transform(self.name, img_size, self.crop_pct, self.train_aug)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (which a Slurm allocation's cpuset, taskset
+    or a container's cpuset narrow), else the machine's count where there is no such call (macOS)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_workers() -> int:
+    """``num_workers: auto``: one loader process per usable CPU but one (the training process
+    keeps a core), 0 … AUTO_WORKERS_MAX. A fixed 4 on a 2-core machine started more workers than
+    CPUs, and torch warned about it twice per run."""
+    return max(0, min(AUTO_WORKERS_MAX, usable_cpus() - 1))
 
 
 @functools.lru_cache(maxsize=4096)
@@ -408,3 +449,62 @@ class RunConfig(Strict):
     def run_id(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+# ---- what `bench config` shows ------------------------------------------------------------------
+
+NOT_IDENTITY = (("data", "data_root"), ("data", "num_workers"), ("train", "checkpoint_every_min"))
+"""Settings that are no part of a run's identity (:meth:`RunConfig.canonical` leaves them out)."""
+
+
+def unused_sections(cfg: RunConfig) -> dict[str, str]:
+    """Config sections this run never reads, with why: ``seg`` for a classification run,
+    ``transfer`` for a run without the transfer evaluation (a segmentation run never has one)."""
+    unused = {}
+    if cfg.task != "segmentation":
+        unused["seg"] = f"{cfg.data.name} is a {cfg.task} dataset"
+    if "transfer" not in cfg.evaluations:
+        unused["transfer"] = "the run has no 'transfer' evaluation"
+    return unused
+
+
+def shown_config(cfg: RunConfig) -> dict[str, Any]:
+    """The canonical config (the run's identity) without the sections the run never reads."""
+    dump = cfg.canonical()
+    for section in unused_sections(cfg):
+        dump.pop(section, None)
+    return dump
+
+
+def config_differences(cfg: RunConfig) -> dict[str, Any]:
+    """The settings of ``cfg`` that differ from RunConfig's defaults, nested as in the config:
+    what a suite (or -o) set, not what the defaults fill in. Method parameters are compared with
+    the method's own defaults (the ignore index a segmentation dataset sets is left out, as in
+    method labels), ``method.name`` is always there, and settings outside the run's identity and
+    sections it never reads are left out; dataset parameters are compared with the dataset's defaults."""
+    mine = cfg.model_dump(mode="json")
+    default = RunConfig(method=MethodConfig(name=cfg.method.name)).model_dump(mode="json")
+    for section, key in NOT_IDENTITY:
+        mine[section].pop(key, None)
+        default[section].pop(key, None)
+    for section in unused_sections(cfg):
+        mine.pop(section, None)
+    dataset_params = DATASETS.get(cfg.data.name).params  # a dataset parameter set to the dataset's own default is no change
+    mine["data"]["params"] = {k: v for k, v in mine["data"]["params"].items() if k not in dataset_params or dataset_params[k] != v}
+    method_defaults = METHODS.get(cfg.method.name).Params().model_dump(mode="json")
+    params = {k: v for k, v in json.loads(json.dumps(cfg.method.resolved_params())).items()
+              if k != "ignore_index" and method_defaults.get(k) != v}
+    mine["method"], default["method"] = {"name": cfg.method.name, **({"params": params} if params else {})}, {}
+
+    def changed(node: Any, base: Any) -> Any:
+        if isinstance(node, dict) and isinstance(base, dict):
+            out = {k: d for k, v in node.items() if (d := changed(v, base.get(k, _MISSING))) is not _MISSING}
+            return out if out else _MISSING
+        return _MISSING if node == base else node
+
+    diff = changed(mine, default)
+    return {} if diff is _MISSING else diff
+
+
+_MISSING = object()
+

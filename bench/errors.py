@@ -19,6 +19,7 @@ class Exit(IntEnum):
     MISSING_INPUT = 3  # data or pretrained weights not on this machine; nothing was launched
     NO_SPACE = 4  # a disk was full, over quota or read-only: runs failed resumably, or the report was not written
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT); rerunning the same command resumes
+    BROKEN_PIPE = 141  # the reader of the output went away (`bench status --json | head -1`): 128 + SIGPIPE, as a shell reports it
 
 
 EXIT_HELP = {
@@ -28,6 +29,7 @@ EXIT_HELP = {
     Exit.MISSING_INPUT: "missing data or pretrained weights (nothing launched)",
     Exit.NO_SPACE: "no space left (or read-only / over quota) on the path named: free space and rerun the same command to resume",
     Exit.INTERRUPTED: "interrupted (Ctrl-C): rerun the same command to resume",
+    Exit.BROKEN_PIPE: "the output's reader closed the pipe early (e.g. `| head`); said by this code alone, no traceback",
 }
 
 

@@ -100,7 +100,7 @@ class Job:
     def inputs(self, split: str) -> SplitInputs:
         cfg = self.cfg
         data = self.train_split if split == cfg.data.resolved_train_split else cfg.data.load(split)
-        inputs = SplitInputs(data, self.transform, cfg.data.num_workers)
+        inputs = SplitInputs(data, self.transform, cfg.data.workers())
         if self.use_prefix_cache:
             key = self.prefix_key(cfg.data.name, cfg.data.params, split, self.transform, cfg.data.holdout)
             inputs.tokens = prefix_tokens(self.model, inputs, cfg.train.eval_batch_size, self.device, key, self.cache_spend)
@@ -125,7 +125,7 @@ class Job:
     def train_batches(self, train: SplitInputs, batches: list[Tensor], epoch: int):
         """(inputs, labels) per index batch: images + class ids, or paired crops + masks."""
         if self.dense:
-            yield from train_pairs(train.split, self.seg_transform, batches, (self.cfg.seed, epoch), self.cfg.data.num_workers)
+            yield from train_pairs(train.split, self.seg_transform, batches, (self.cfg.seed, epoch), self.cfg.data.workers())
             return
         labels = torch.from_numpy(train.labels)
         augment = (self.cfg.seed, epoch) if self.transform.augments and train.tokens is None else None
@@ -144,14 +144,14 @@ class Job:
             data = cfg.data.load(split)
             s = cfg.seg
             scores = evaluate_segmentation(self.logits, data, self.entry.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device,
-                                           num_workers=cfg.data.num_workers, ctx=ctx)
+                                           num_workers=cfg.data.workers(), ctx=ctx)
             return {**scores, "split_facts": data.meta}
         if not ctx.active:
             inputs = self.inputs(split)
             scores = evaluate_split(self.logits, inputs.sequential(cfg.train.eval_batch_size), inputs.labels, self.device, inputs.split.label_space)
             return {**scores, "split_facts": inputs.split.meta}
         data = self.train_split if split == cfg.data.resolved_train_split else cfg.data.load(split)
-        inputs = SplitInputs(data, self.transform, cfg.data.num_workers)
+        inputs = SplitInputs(data, self.transform, cfg.data.workers())
         index = eval_batches(len(inputs), cfg.train.eval_batch_size, ctx)
 
         def from_pixels(x: Tensor) -> Tensor:
@@ -169,13 +169,17 @@ class Job:
 
 def run_job(
     cfg: RunConfig, run_dir: RunDir, suite: str = "", progress: ProgressFn | None = None, stage: dict[str, Any] | None = None,
-    **status_fields: Any,
+    keep_checkpoints: bool = False, **status_fields: Any,
 ) -> dict[str, Any]:
     """Train + evaluate one run into ``run_dir``; resumes from ``last.pt`` if present.
 
     ``stage`` (model selection: ``{"stage": "tune", "tuned_values": …}`` or the final runs'
     ``{"stage": "final", "selection": …}``) is recorded in result.json. ``status_fields`` (e.g. the
     scheduler's job id) are recorded in ``status.json``.
+
+    A finished run keeps ``last.pt`` (its final weights: re-evaluation and the digest check need
+    nothing else) and loses ``prev.pt``, unless ``keep_checkpoints`` (``bench run
+    --keep-checkpoints``; recorded nowhere: it changes what is kept, not what a run is).
 
     The run's lock (:class:`RunLock`) is taken first: when another live process holds it this
     raises :class:`RunHeld` having written nothing, so two launchers never train one run twice.
@@ -196,14 +200,14 @@ def run_job(
     if held is not None:
         raise RunHeld(run_dir.path, held)
     try:
-        return _run_locked(cfg, run_dir, suite, progress, ctx, stage or {}, lock, status_fields)
+        return _run_locked(cfg, run_dir, suite, progress, ctx, stage or {}, lock, status_fields, keep_checkpoints)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None, ctx: DistContext, stage: dict[str, Any],
-                lock: RunLock | None, status_fields: dict[str, Any]) -> dict[str, Any]:
+                lock: RunLock | None, status_fields: dict[str, Any], keep_checkpoints: bool = False) -> dict[str, Any]:
     main = ctx.is_main
     notes = run_dir.prepare(since=lock.info["start"]) if main and lock else []
     if lock and lock.took_over:
@@ -223,6 +227,8 @@ def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressF
         if notes:
             run_dir.set_status("done", resume_note="; ".join(notes))
             log.close_attempt("already done; repaired: " + "; ".join(notes))
+        if not keep_checkpoints:  # finished before prev.pt was deleted at the end (or killed in between)
+            run_dir.drop_previous_checkpoint()
         return run_dir.read_result()
     board = None
     try:
@@ -253,6 +259,8 @@ def _run_locked(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressF
     if main:
         log.close_attempt(f"done: result.json written ({result.get('wall_time_s')} s of wall time over all attempts)")
         run_dir.set_status("done")
+        if not keep_checkpoints:  # last.pt (the final weights) is all a finished run needs
+            run_dir.drop_previous_checkpoint()
     return result
 
 

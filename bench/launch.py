@@ -39,15 +39,17 @@ from bench.suite import ResourceProfile, RunSpec, Suite
 class RunTask:
     """A picklable job: train + evaluate one run into its run directory."""
 
-    def __init__(self, config_json: str, suite: str, run_dir: str, stage: dict[str, Any] | None = None) -> None:
+    def __init__(self, config_json: str, suite: str, run_dir: str, stage: dict[str, Any] | None = None, keep_checkpoints: bool = False) -> None:
         self.config_json = config_json
         self.suite = suite
         self.run_dir = run_dir
         self.stage = stage or {}
+        self.keep_checkpoints = keep_checkpoints  # bench run --keep-checkpoints: a finished run keeps prev.pt too
 
     @classmethod
-    def of(cls, spec: RunSpec, results_root: Path) -> "RunTask":
-        return cls(spec.config.model_dump_json(), spec.suite, str(RunDir.of(results_root, spec.suite, spec.run_id).path.resolve()), spec.stage_record)
+    def of(cls, spec: RunSpec, results_root: Path, keep_checkpoints: bool = False) -> "RunTask":
+        return cls(spec.config.model_dump_json(), spec.suite, str(RunDir.of(results_root, spec.suite, spec.run_id).path.resolve()), spec.stage_record,
+                   keep_checkpoints)
 
     def __call__(self) -> dict[str, Any]:
         import torch
@@ -72,14 +74,16 @@ class RunTask:
             result = run_dir.read_result()
         else:
             try:
-                result = run_job(cfg, run_dir, self.suite, stage=self.stage, executor_job_id=job_id) or run_dir.read_result()  # ranks > 0: rank 0's
+                # a task pickled before the option existed has no attribute: the default
+                keep = getattr(self, "keep_checkpoints", False)
+                result = run_job(cfg, run_dir, self.suite, stage=self.stage, keep_checkpoints=keep, executor_job_id=job_id) or run_dir.read_result()  # ranks > 0: rank 0's
             except RunHeld as held:  # another live job trains this run: this one leaves it alone
                 return {"run_id": run_dir.path.name, "held_by": held.holder, "message": str(held)}
         return {"run_id": result["run_id"], "metrics": result["metrics"]}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Requeue as the same task: the run resumes from its last checkpoint."""
-        return submitit.helpers.DelayedSubmission(RunTask(self.config_json, self.suite, self.run_dir, self.stage))
+        return submitit.helpers.DelayedSubmission(RunTask(self.config_json, self.suite, self.run_dir, self.stage, getattr(self, "keep_checkpoints", False)))
 
 
 def submitit_folder(results_root: Path, suite: str) -> Path:
@@ -188,7 +192,7 @@ def local_threads(parallel: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, parallel))
 
 
-def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, parallel: int, console: Console) -> list[RunOutcome]:
+def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, parallel: int, console: Console, keep_checkpoints: bool = False) -> list[RunOutcome]:
     """Each run in a subprocess (submitit LocalExecutor), at most ``parallel`` at once; a profile
     with several processes per run starts that many (DDP over gloo on CPU)."""
     executor = submitit.LocalExecutor(folder=submitit_folder(results_root, specs[0].suite) if specs else results_root)
@@ -202,7 +206,7 @@ def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, paralle
             while queue and len(running) < parallel:
                 spec = queue.pop(0)
                 executor.update_parameters(setup=[f"export OMP_NUM_THREADS={threads}"], tasks_per_node=suite.resource(spec.profile).processes)
-                running[spec.run_id] = (spec, executor.submit(RunTask.of(spec, results_root)))
+                running[spec.run_id] = (spec, executor.submit(RunTask.of(spec, results_root, keep_checkpoints)))
             for run_id, (spec, job) in list(running.items()):
                 if job.done():
                     del running[run_id]
@@ -229,7 +233,7 @@ def _coarse(progress: str) -> str:
     return progress
 
 
-def launch_slurm(suite: Suite, specs: list[RunSpec], results_root: Path, wait: bool, console: Console) -> list[RunOutcome]:
+def launch_slurm(suite: Suite, specs: list[RunSpec], results_root: Path, wait: bool, console: Console, keep_checkpoints: bool = False) -> list[RunOutcome]:
     """Submit one job array per resource profile; record job ids in each run's status."""
     folder = submitit_folder(results_root, suite.name)
     jobs: list[tuple[RunSpec, Any]] = []
@@ -238,7 +242,7 @@ def launch_slurm(suite: Suite, specs: list[RunSpec], results_root: Path, wait: b
         executor = submitit.SlurmExecutor(folder=folder)
         executor.update_parameters(job_name=job_name(suite.name, profile_name), **slurm_parameters(suite.resource(profile_name), len(group)))
         with executor.batch():
-            submitted = [executor.submit(RunTask.of(spec, results_root)) for spec in group]
+            submitted = [executor.submit(RunTask.of(spec, results_root, keep_checkpoints)) for spec in group]
         for spec, job in zip(group, submitted):
             run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
             run_dir.path.mkdir(parents=True, exist_ok=True)
@@ -320,14 +324,22 @@ class LaunchOptions:
     force: bool = False
     parallel: int = 1  # local executor: runs at once
     wait: bool = False  # slurm executor: block until every job ends
+    keep_checkpoints: bool = False  # finished runs keep prev.pt as well as last.pt (not part of any run's identity)
+
+
+def kept(keep_checkpoints: bool) -> dict[str, bool]:
+    """``keep_checkpoints`` as a keyword only when it is set: the default calls stay as they were."""
+    return {"keep_checkpoints": True} if keep_checkpoints else {}
 
 
 Launcher = Callable[[Suite, list[RunSpec], Path, LaunchOptions, Console], list[RunOutcome]]
 LAUNCHERS: Registry[Launcher] = Registry("executor")
+
 LAUNCHERS.add("debug", lambda suite, todo, root, opts, console: run_local(todo, root, console=console,
-                                                                       threads=lambda spec: suite.resource(spec.profile).cpus))
-LAUNCHERS.add("local", lambda suite, todo, root, opts, console: launch_local(suite, todo, root, opts.parallel, console))
-LAUNCHERS.add("slurm", lambda suite, todo, root, opts, console: launch_slurm(suite, todo, root, opts.wait, console))
+                                                                       threads=lambda spec: suite.resource(spec.profile).cpus,
+                                                                       **kept(opts.keep_checkpoints)))
+LAUNCHERS.add("local", lambda suite, todo, root, opts, console: launch_local(suite, todo, root, opts.parallel, console, **kept(opts.keep_checkpoints)))
+LAUNCHERS.add("slurm", lambda suite, todo, root, opts, console: launch_slurm(suite, todo, root, opts.wait, console, **kept(opts.keep_checkpoints)))
 
 
 def launch(executor: str, suite: Suite, specs: list[RunSpec], results_root: Path, options: LaunchOptions, console: Console) -> list[RunOutcome]:
@@ -391,7 +403,7 @@ def launch_suite(
     if not has_stages(suite):
         return outcomes
     if executor == "slurm" and not options.wait:
-        submit_next_stage(suite, specs, source, results_root, console)
+        submit_next_stage(suite, specs, source, results_root, console, **kept(options.keep_checkpoints))
         return outcomes
     seen = {s.run_id for s in specs}
     while True:
@@ -443,7 +455,8 @@ def never_submitted(spec: RunSpec, results_root: Path) -> bool:
     return run_dir.effective_state() == "pending" and not run_dir.read_status().get("executor_job_id")
 
 
-def submit_next_stage(suite: Suite, specs: list[RunSpec], source: SuiteSource, results_root: Path, console: Console) -> str | None:
+def submit_next_stage(suite: Suite, specs: list[RunSpec], source: SuiteSource, results_root: Path, console: Console,
+                      keep_checkpoints: bool = False) -> str | None:
     """A 1-CPU Slurm job that starts once every unfinished run whose end can add runs has ended
     (tuning runs; final runs of a seed schedule still open); None when there is none to wait for."""
     from bench.sequential import open_schedules
@@ -464,7 +477,7 @@ def submit_next_stage(suite: Suite, specs: list[RunSpec], source: SuiteSource, r
     what = " and ".join(name for name, on in (("selection", any(s.stage == "tune" for s in waiting)),
                                               ("seed-round", any(s.stage == "final" for s in waiting))) if on)
     executor.update_parameters(job_name=job_name(suite.name, "next"), **params)
-    job = executor.submit(NextStageTask(source, str(Path(results_root).resolve())))
+    job = executor.submit(NextStageTask(source, str(Path(results_root).resolve()), keep_checkpoints))
     console.print(f"submitted the {what} job {job.job_id} (after jobs {', '.join(jobs)}): it decides what has ended "
                   "(each method's settings on the held-out split; whether a seed round resolves the claim), submits the "
                   "runs that follow, and itself again after them", markup=False)
@@ -477,18 +490,19 @@ class NextStageTask:
     the runs that appeared and were never submitted, and another such job after whatever can
     still add runs; with nothing left to wait for, it submits nothing and the chain ends."""
 
-    def __init__(self, source: SuiteSource, results_root: str) -> None:
-        self.source, self.results_root = source, results_root
+    def __init__(self, source: SuiteSource, results_root: str, keep_checkpoints: bool = False) -> None:
+        self.source, self.results_root, self.keep_checkpoints = source, results_root, keep_checkpoints
 
     def __call__(self) -> list[str]:
         console = Console(width=200, highlight=False)  # user text is never highlighted (quadratic)
         root = Path(self.results_root)
         suite, specs = self.source.expand(root)
         new = [s for s in specs if never_submitted(s, root)]
+        keep = getattr(self, "keep_checkpoints", False)  # a job pickled before the option: the default
         if new:
             say_what_is_new(suite, new, root, console)
-            launch("slurm", suite, new, root, LaunchOptions(), console)
-        submit_next_stage(suite, specs, self.source, root, console)
+            launch("slurm", suite, new, root, LaunchOptions(keep_checkpoints=keep), console)
+        submit_next_stage(suite, specs, self.source, root, console, **kept(keep))
         return [s.run_id for s in new]
 
 

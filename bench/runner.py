@@ -47,7 +47,7 @@ def method_label(config) -> str:
 
 
 def run_local(specs: list[RunSpec], results_root: Path, console: Console | None = None,
-              threads: Callable[[RunSpec], int] | None = None) -> list[RunOutcome]:
+              threads: Callable[[RunSpec], int] | None = None, keep_checkpoints: bool = False) -> list[RunOutcome]:
     """Each run in turn in this process. In a terminal, a live bar per run (training steps, then
     evaluation units); otherwise plain progress lines (:class:`PlainProgress`)."""
     console = console or Console(highlight=False)  # user text is never highlighted (quadratic)
@@ -76,7 +76,8 @@ def run_local(specs: list[RunSpec], results_root: Path, console: Console | None 
                 from bench.seeding import math_threads
 
                 with math_threads(threads(spec)) if threads is not None else nullcontext():
-                    result = run_job(spec.config, run_dir, spec.suite, report, stage=spec.stage_record)
+                    result = run_job(spec.config, run_dir, spec.suite, report, stage=spec.stage_record,
+                                         **({"keep_checkpoints": True} if keep_checkpoints else {}))
                 outcomes.append(RunOutcome(spec, "done"))
                 accs = " ".join(f"{split}={100 * m.get('top1', m.get('mIoU', float('nan'))):.1f}" for split, m in result["metrics"].items())
                 console.print(f"done {describe(spec)} in {result['wall_time_s']:.0f}s: top-1 / mIoU {accs}", markup=False, soft_wrap=True)

@@ -4,8 +4,8 @@ Files: ``config.yaml`` (the resolved config), ``status.json`` (pending → runni
 interrupted; pending with an ``executor_job_id`` means queued on a scheduler; interrupted = killed,
 timed out or pre-empted, resumable),
 ``metrics.jsonl`` (one line per optimiser step), ``last.pt`` (resumable checkpoint, written every
-``train.checkpoint_every_min`` minutes and at every epoch end; ``prev.pt`` the one before it; each
-with a ``.sha256`` sidecar), ``lock.json`` (held while a process trains the run), ``run.log`` (plain
+``train.checkpoint_every_min`` minutes and at every epoch end; ``prev.pt`` the one before it, deleted
+when the run is done unless ``bench run --keep-checkpoints``; each with a ``.sha256`` sidecar), ``lock.json`` (held while a process trains the run), ``run.log`` (plain
 lines for people, appended across attempts), ``tensorboard/`` (event files, with the optional
 ``tensorboard`` package) and ``result.json`` (written last, atomically, with a ``digest`` of its
 content: a run is done exactly when a verified one exists). Failures are recorded in ``status.json`` with their traceback
@@ -810,6 +810,22 @@ class RunDir:
             digest_path(prev).unlink(missing_ok=True)
         os.replace(last, prev)
         fsync_dir(self.path)
+
+    def drop_previous_checkpoint(self) -> bool:
+        """Delete prev.pt and its digest once the run is done: re-evaluation and the digest check
+        use last.pt (the final trainable weights and statistics) alone, and prev.pt (a resumable
+        checkpoint with the optimiser's state) is only a fallback while training. A finished run
+        whose last.pt is damaged then reads ``corrupt`` and is trained again from step 0 (same
+        numbers: training is seeded). True when a file was removed. Call with the run's lock held."""
+        self.refuse_links()
+        removed = False
+        for path in (self.prev_checkpoint, digest_path(self.prev_checkpoint)):
+            if path.is_file():
+                path.unlink()
+                removed = True
+        if removed:
+            fsync_dir(self.path)
+        return removed
 
     def load_checkpoint(self, map_location: Any = None) -> tuple[dict[str, Any] | None, Path | None]:
         """The newest checkpoint that verifies and loads: last.pt, else prev.pt, else (None, None)

@@ -836,13 +836,13 @@ def expand(
 
 def _check_workers(suite: Suite, path: str | Path, specs: list[RunSpec]) -> None:
     """A ``data.num_workers`` that is set must fit the run's profile: more loader processes than
-    CPUs only contend (and 100,000 forked until the process limit). The default (4) is left alone:
-    the loader never starts more workers than a pass has batches, and a suite that says nothing
-    should not be refused for a default."""
+    CPUs only contend (and 100,000 forked until the process limit). ``auto`` (the default, set or
+    not) is left alone: it is resolved from the CPUs the run has when it starts
+    (:func:`bench.config.auto_workers`)."""
     for spec in specs:
         data = spec.config.data
         cpus = suite.resource(spec.profile).cpus
-        if "num_workers" in data.model_fields_set and data.num_workers > cpus:
+        if "num_workers" in data.model_fields_set and data.num_workers != "auto" and data.num_workers > cpus:
             line = line_of(suite._lines, ("defaults", "data", "num_workers"), ("matrix", "data.num_workers"), ("defaults", "data")) or 1
             raise SuiteError(f"{path}:{line}: data.num_workers: {data.num_workers} loader processes, but profile {spec.profile!r} gives the run "
                              f"{cpus} CPU(s); set num_workers ≤ cpus (or raise resources.{spec.profile}.cpus)\n  (in the run {spec.run_id})")

@@ -185,7 +185,7 @@ def _extract(job: "Job", entry, target, split: str, limit: int | None, transform
     data = entry.load(split, job.cfg.data.data_root, **target.params)
     if limit is not None and limit < len(data):
         data = take(data, np.sort(np.random.default_rng(0).permutation(len(data))[:limit]))
-    inputs = SplitInputs(data, transform, job.cfg.data.num_workers)
+    inputs = SplitInputs(data, transform, job.cfg.data.workers())
     model = job.model.eval()
     ctx = getattr(job, "ctx", None)
     distributed = ctx is not None and ctx.active

@@ -60,7 +60,7 @@ def test_help_lists_every_exit_code(capsys):
     with pytest.raises(SystemExit):
         main(["--help"])
     out = capsys.readouterr().out
-    assert [int(code) for code in EXIT_HELP] == [0, 1, 2, 3, 4, 130]
+    assert [int(code) for code in EXIT_HELP] == [0, 1, 2, 3, 4, 130, 141]
     for code, text in EXIT_HELP.items():
         assert f"  {int(code):<4} {text}" in out
 

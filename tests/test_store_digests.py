@@ -184,8 +184,10 @@ def test_a_changed_byte_in_a_finished_runs_checkpoint_is_corrupt_and_never_reuse
     result = run_job(tiny_config("sft"), run_dir)
     status = run_dir.read_status()
     assert "last.pt fails its SHA-256 check" in status["resume_note"] and len(list(run_dir.path.glob("last.pt.corrupt-*"))) == 1
-    assert result["metrics"] == clean.read_result()["metrics"] and rows(run_dir) == rows(clean)  # resumed from prev.pt (epoch 1)
-    assert run_dir.corruption() is None
+    # a finished run keeps no prev.pt (bench run --keep-checkpoints aside): trained again from step 0, to the same numbers
+    assert not run_dir.prev_checkpoint.exists() and "restarting from step 0" in status["resume_note"]
+    assert result["metrics"] == clean.read_result()["metrics"] and rows(run_dir) == rows(clean)
+    assert run_dir.corruption() is None and not run_dir.prev_checkpoint.exists()
 
 
 # ---- links -------------------------------------------------------------------------------------
