@@ -499,9 +499,6 @@ def row_members(row: Any, index: RunIndex) -> list[list[Member]]:
     return [[Member(treated[s], control[s])] for s in sorted(set(treated) & set(control))]
 
 
-ESTIMATE_COLUMNS = ["se", "df", "mde", "se_floor", "p_value", "ci_method", "ci_note", "t_ci_low", "t_ci_high"]
-
-
 def estimate_of_row(row: Any, runs: RunIndex, values: Mapping[str, RunTable], predictions: Predictions,
                     problems: Mapping[str, str]) -> tuple[DeltaEstimate, str]:
     """The Δ estimate of one :func:`bench.report.aggregate.paired_delta` row: crossed seeds ×
