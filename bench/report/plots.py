@@ -293,7 +293,7 @@ def forest(frame: pd.DataFrame, stem: Path, title: str, bands: list[tuple[str, f
     ax.set_yticks(y, [f"{s} — {e}" if i == 0 or settings[i - 1] != s else e for i, (s, e) in enumerate(zip(settings, frame["evaluation"]))],
                   fontsize=7)
     metrics = " / ".join(METRIC_NAMES.get(m, m) for m in dict.fromkeys(frame["metric"]))
-    ax.set_xlabel(f"Δ {frame_pair(frame)}, {metrics} (points), 95% CI; filled: † (CI excludes 0, |Δ| ≥ min. effect)")
+    ax.set_xlabel(f"Δ {frame_pair(frame)}, {metrics} (points), 95% CI; filled: †", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     ax.set_ylim(-0.8, n - 0.2)
     ax.legend(fontsize=7, loc="best")
