@@ -122,9 +122,32 @@ def implicit_default_lines(suite: "Suite", specs: list["RunSpec"]) -> list[str]:
     return lines
 
 
+def limit_text(cfg: RunConfig) -> str | None:
+    """'train ≤ 64 / eval ≤ 32 images per split, stop after 10 steps' for a limited run (data.limit,
+    train.max_steps: smoke-test tools), None for a full one."""
+    parts = []
+    limit = cfg.data.limit
+    if limit is not None:
+        sizes = [f"{role} ≤ {n}" for role, n in (("train", limit.train), ("eval", limit.eval)) if n is not None]
+        parts.append(" / ".join(sizes) + f" images per split (seed {limit.seed})")
+    if cfg.train.max_steps is not None:
+        parts.append(f"stop after {cfg.train.max_steps} optimiser steps")
+    return ", ".join(parts) or None
+
+
+def limit_lines(specs: list["RunSpec"]) -> list[str]:
+    """'  3 run(s): train ≤ 64 / eval ≤ 64 images per split …' per distinct limit: limited runs are smoke tests."""
+    counts = Counter(limit_text(s.config) for s in specs)
+    counts.pop(None, None)
+    return [f"  {n} run(s): {text} (smoke test: not comparable with full runs)" for text, n in counts.items()]
+
+
 def summary_lines(suite: "Suite", specs: list["RunSpec"]) -> list[str]:
     axes = axis_lines(suite, specs)
     lines = (["matrix:", *axes] if axes else []) + ["resources:", *profile_lines(suite, specs), "evaluation:", *evaluation_lines(specs)]
+    limited = limit_lines(specs)
+    if limited:
+        lines += ["limited runs (data.limit / train.max_steps / --limit):", *limited]
     implicit = implicit_default_lines(suite, specs)
     if implicit:
         lines += ["defaults this suite relies on (set them to silence this):", *implicit]
