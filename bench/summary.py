@@ -122,17 +122,23 @@ def implicit_default_lines(suite: "Suite", specs: list["RunSpec"]) -> list[str]:
     return lines
 
 
-def limit_text(cfg: RunConfig) -> str | None:
-    """'train ≤ 64 / eval ≤ 32 images per split, stop after 10 steps' for a limited run (data.limit,
-    train.max_steps: smoke-test tools), None for a full one."""
+def limit_words(limit: dict[str, Any] | None, max_steps: int | None) -> str | None:
+    """'train 64 / eval 32 images, max 10 steps' for a limited run (``data.limit`` as a mapping,
+    ``train.max_steps``: smoke-test tools), None for a full one. Reports' ``limited`` column."""
     parts = []
-    limit = cfg.data.limit
-    if limit is not None:
-        sizes = [f"{role} ≤ {n}" for role, n in (("train", limit.train), ("eval", limit.eval)) if n is not None]
-        parts.append(" / ".join(sizes) + f" images per split (seed {limit.seed})")
-    if cfg.train.max_steps is not None:
-        parts.append(f"stop after {cfg.train.max_steps} optimiser steps")
+    if limit:
+        sizes = [f"{role} {limit[role]}" for role in ("train", "eval") if limit.get(role) is not None]
+        parts.append(" / ".join(sizes) + " images")
+    if max_steps is not None:
+        parts.append(f"max {max_steps} steps")
     return ", ".join(parts) or None
+
+
+def limit_text(cfg: RunConfig) -> str | None:
+    """What validate says of a limited run (None for a full one)."""
+    limit = cfg.data.limit
+    words = limit_words(limit.model_dump() if limit is not None else None, cfg.train.max_steps)
+    return None if words is None else words + (f" (subset seed {limit.seed})" if limit is not None else "")
 
 
 def limit_lines(specs: list["RunSpec"]) -> list[str]:
