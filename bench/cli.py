@@ -474,6 +474,9 @@ def _suite_arguments(s: argparse.ArgumentParser) -> None:
                    help="e.g. train.lr=1e-4, or methods.grpo_rm.epsilon=0.3 for one method's runs only (repeatable)")
     s.add_argument("--only", default=None, metavar="KEY=VALUE,...", help="a subset of the runs, e.g. method=grpo_rm,seed=0 (any dotted config path)")
     s.add_argument("--data-root", default=None, help="datasets folder (wins over the suite's data_root and $BENCH_DATA_ROOT)")
+    s.add_argument("--limit", type=_at_least_one, default=None, metavar="N",
+                   help="smoke test: train on at most N images and score at most N per split (seeded, class-stratified); "
+                        "shorthand for -o data.limit.train=N -o data.limit.eval=N, so limited runs have their own run ids")
     s.add_argument("--max-runs", type=int, default=None, metavar="N",
                    help=f"refuse a suite that expands to more runs than this (default $BENCH_MAX_RUNS, else {MAX_RUNS_HELP})")
 
@@ -659,6 +662,8 @@ def _main(argv: list[str] | None = None) -> int:
 
         argcomplete.autocomplete(p)
     args = p.parse_args(argv)
+    if getattr(args, "limit", None) is not None:  # --limit N: overrides, so launched subprocesses and jobs see them too
+        args.override = [*args.override, f"data.limit.train={args.limit}", f"data.limit.eval={args.limit}"]
     from rich.console import Console
 
     # logs and pipes have no width: without one, rich truncates tables to 80 columns. highlight=False:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serial
 from bench.bounds import MAX_PATH, Checked, cut
 from bench.data import DATASETS
 from bench.data.base import Split
-from bench.data.holdout import HELDOUT, Holdout, load_split
+from bench.data.holdout import HELDOUT, Holdout, Subset, load_split
 from bench.data.transforms import ClassificationTransform, TrainAug
 from bench.evaluate import EVALUATIONS, protocol_splits
 from bench.methods import METHODS
@@ -105,6 +105,24 @@ class ModelConfig(Strict):
     cache_frozen_prefix: bool = Field(True, description="compute the frozen blocks once per image (no augmentation) and reuse")
 
 
+class DataLimit(Strict):
+    """``data.limit``: a seeded, class-stratified subset of each split (a smoke-test tool, see docs/suites.md)."""
+
+    train: int | None = Field(None, ge=1, lt=SEED_LIMIT, strict=True, description="images trained on at most (the training split after the held-out carve)")
+    eval: int | None = Field(None, ge=1, lt=SEED_LIMIT, strict=True, description="images scored per evaluated split at most (heldout included)")
+    seed: int = Field(0, ge=0, lt=SEED_LIMIT, strict=True, description="seed of the subsets (independent of the run's seed and of data.val_seed)")
+
+    @model_validator(mode="after")
+    def _something(self) -> "DataLimit":
+        if self.train is None and self.eval is None:
+            raise ValueError("data.limit: set train, eval or both (e.g. {train: 64, eval: 32}), or leave the key out")
+        return self
+
+    def subset(self, role: str) -> Subset | None:
+        n = self.train if role == "train" else self.eval
+        return Subset(n, self.seed, role) if n is not None else None
+
+
 class DataConfig(Strict):
     name: str = Field("fmnist_composites", description="registered dataset name (`bench data list`)")
     params: dict[str, Any] = Field(default_factory=dict, description="dataset parameters (see the dataset entry)")
@@ -127,6 +145,10 @@ class DataConfig(Strict):
         0.1, ge=0, lt=1, description="share of the training split held out (seeded, class-stratified) as split 'heldout' for model selection; 0 trains on all"
     )
     val_seed: int = Field(0, ge=0, lt=SEED_LIMIT, strict=True, description="seed of the held-out carve (shared by every run of a comparison, independent of the run's seed)")
+    limit: DataLimit | None = Field(
+        None, description="smoke tests: {train: N, eval: N} images per split at most (seeded, class-stratified); --limit N sets both; "
+        "part of a run's identity only when set",
+    )
     _text_limits: ClassVar[dict[str, int]] = {"data_root": MAX_PATH}
 
     @field_validator("num_workers", mode="wrap")
@@ -179,7 +201,16 @@ class DataConfig(Strict):
     def load(self, split: str, data_root: str | None = None) -> Split:
         """A split as runs see it: the training split without its held-out part, 'heldout', or any other split."""
         entry = DATASETS.get(self.name)
-        return load_split(entry, split, data_root if data_root is not None else self.data_root, self.params, self.holdout)
+        data = load_split(entry, split, data_root if data_root is not None else self.data_root, self.params, self.holdout)
+        subset = self.subset(split)
+        return subset.apply(data, stratify=entry.task == "classification") if subset is not None else data
+
+    def subset(self, split: str) -> Subset | None:
+        """The ``data.limit`` subset ``split`` is cut to (None: the whole split): ``train`` for the
+        training split, ``eval`` for every other split."""
+        if self.limit is None:
+            return None
+        return self.limit.subset("train" if split == self.resolved_train_split else "eval")
 
     @property
     def resolved_train_split(self) -> str:
@@ -259,6 +290,11 @@ class TrainConfig(Strict):
     head_lr: float | None = Field(None, gt=0, description="head learning rate; default = lr")
     weight_decay: float = Field(0.05, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, lt=1, description="linear warmup share of all optimiser steps, then cosine to 0")
+    max_steps: int | None = Field(
+        None, ge=1, strict=True,
+        description="smoke tests: stop after this many optimiser steps; the LR schedule keeps the full run's length (so the run is "
+        "the first max_steps steps of the full run); part of a run's identity only when set",
+    )
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null disables")
     eval_batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -444,6 +480,11 @@ class RunConfig(Strict):
         dump["data"]["crop_pct"], dump["data"]["train_aug"] = transform.crop_pct, transform.train_aug
         del dump["data"]["data_root"], dump["data"]["num_workers"]  # where files live and how they load do not change what a run is
         del dump["train"]["checkpoint_every_min"]  # how often progress is saved does not change what a run computes
+        # smoke-test settings enter a run's identity only when set: every run without them keeps its id
+        if self.data.limit is None:
+            del dump["data"]["limit"]
+        if self.train.max_steps is None:
+            del dump["train"]["max_steps"]
         return dump
 
     def run_id(self) -> str:

@@ -102,7 +102,8 @@ class Job:
         data = self.train_split if split == cfg.data.resolved_train_split else cfg.data.load(split)
         inputs = SplitInputs(data, self.transform, cfg.data.workers())
         if self.use_prefix_cache:
-            key = self.prefix_key(cfg.data.name, cfg.data.params, split, self.transform, cfg.data.holdout)
+            subset = cfg.data.subset(split)  # data.limit: other images, other tokens (nothing added without one: keys as before)
+            key = self.prefix_key(cfg.data.name, cfg.data.params, split, self.transform, cfg.data.holdout, *((subset,) if subset is not None else ()))
             inputs.tokens = prefix_tokens(self.model, inputs, cfg.train.eval_batch_size, self.device, key, self.cache_spend)
         return inputs
 

@@ -122,9 +122,38 @@ def implicit_default_lines(suite: "Suite", specs: list["RunSpec"]) -> list[str]:
     return lines
 
 
+def limit_words(limit: dict[str, Any] | None, max_steps: int | None) -> str | None:
+    """'train 64 / eval 32 images, max 10 steps' for a limited run (``data.limit`` as a mapping,
+    ``train.max_steps``: smoke-test tools), None for a full one. Reports' ``limited`` column."""
+    parts = []
+    if limit:
+        sizes = [f"{role} {limit[role]}" for role in ("train", "eval") if limit.get(role) is not None]
+        parts.append(" / ".join(sizes) + " images")
+    if max_steps is not None:
+        parts.append(f"max {max_steps} steps")
+    return ", ".join(parts) or None
+
+
+def limit_text(cfg: RunConfig) -> str | None:
+    """What validate says of a limited run (None for a full one)."""
+    limit = cfg.data.limit
+    words = limit_words(limit.model_dump() if limit is not None else None, cfg.train.max_steps)
+    return None if words is None else words + (f" (subset seed {limit.seed})" if limit is not None else "")
+
+
+def limit_lines(specs: list["RunSpec"]) -> list[str]:
+    """'  3 run(s): train ≤ 64 / eval ≤ 64 images per split …' per distinct limit: limited runs are smoke tests."""
+    counts = Counter(limit_text(s.config) for s in specs)
+    counts.pop(None, None)
+    return [f"  {n} run(s): {text} (smoke test: not comparable with full runs)" for text, n in counts.items()]
+
+
 def summary_lines(suite: "Suite", specs: list["RunSpec"]) -> list[str]:
     axes = axis_lines(suite, specs)
     lines = (["matrix:", *axes] if axes else []) + ["resources:", *profile_lines(suite, specs), "evaluation:", *evaluation_lines(specs)]
+    limited = limit_lines(specs)
+    if limited:
+        lines += ["limited runs (data.limit / train.max_steps / --limit):", *limited]
     implicit = implicit_default_lines(suite, specs)
     if implicit:
         lines += ["defaults this suite relies on (set them to silence this):", *implicit]

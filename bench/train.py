@@ -285,6 +285,10 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
     clock.restart()  # set-up (the optimiser, the training split's tokens) is no step's time
 
     pending: list[dict[str, Any]] = []
+    # train.max_steps (smoke tests): stop after that many optimiser steps; the schedule above keeps
+    # the full run's length, so a limited run takes exactly the full run's first max_steps steps
+    max_steps = cfg.train.max_steps
+    stopped = False
     for epoch in range(start_epoch, cfg.train.epochs):
         model.train()
         method.generator = generator(cfg.seed, "groups", epoch)
@@ -319,9 +323,14 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
                 pending.append(row)
                 if progress:
                     progress(RunProgress("train", step, total_steps, stats={"lr": row["lr"], "grad_norm": row["grad_norm"], **stats}))
+                if max_steps is not None and step >= max_steps:
+                    stopped = True  # the batch's remaining μ passes are not taken either
+                    break
             if len(pending) >= LOG_EVERY and ctx.is_main:
                 run_dir.append_metrics(pending)
                 pending = []
+            if stopped:
+                break
             # between batches, after all μ passes: the only place a checkpoint captures the loop's whole state
             if timer.enabled and b + 1 < len(batches) and main_decides(ctx, device, ctx.is_main and timer.due()):
                 check_parameters(step, model)
@@ -335,11 +344,13 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
                 timer.reset()
             clock.restart()  # logs and checkpoints are bookkeeping, not the next step's time
         check_parameters(step, model)
-        final = epoch + 1 == cfg.train.epochs
+        final = stopped or epoch + 1 == cfg.train.epochs
         states = None if final else gather_rng_states(ctx, device, method)
         timer.reset()
         if not ctx.is_main:
             pending = []
+            if stopped:
+                break
             continue
         run_dir.append_metrics(pending)
         pending = []
@@ -348,6 +359,8 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
         hold_after_epoch(run_dir, epoch + 1)
         hold_after_step(run_dir, step, step_hold)
         clock.restart()  # an epoch's checkpoint (and a test's hold) is no step's time
+        if stopped:
+            break
     if ctx.is_main and start_epoch >= cfg.train.epochs:  # resumed from the last epoch's full checkpoint
         _save_checkpoint(run_dir, model, optimizer, schedule, start_epoch, step, prior_wall + time.time() - started, n, True, cost=cost_now())
 

@@ -64,6 +64,55 @@ class Holdout:
         }
 
 
+@dataclass(frozen=True)
+class Subset:
+    """``data.limit``: at most ``size`` images of a split (a smoke-test tool), chosen with ``seed``.
+
+    Stratified (image labels: classification), the ``size`` images are spread over the classes as
+    evenly as the split allows: every class gets ``size // classes`` or one more (the classes that
+    get one more are drawn with the seed), a class with fewer members gives all of them and the
+    rest goes to the others, so class counts differ by at most one wherever the split allows it.
+    Unstratified (segmentation): ``size`` images of a seeded permutation. The draw depends only on
+    (labels, size, seed) — not on the run's seed or method, nor on the split's name —, so splits
+    made of the test images in the test order (corruptions) keep the same images, and every run
+    of a comparison sees the same subset. ``role`` is 'train' or 'eval' (what results record)."""
+
+    size: int
+    seed: int = 0
+    role: str = "eval"
+
+    def indices(self, labels: np.ndarray, stratify: bool) -> np.ndarray:
+        """The kept sample indices, sorted (all of them when the split has at most ``size``)."""
+        n = len(labels)
+        if n <= self.size:
+            return np.arange(n)
+        rng = np.random.default_rng(self.seed)
+        if not stratify:
+            return np.sort(rng.permutation(n)[: self.size])
+        classes, counts = np.unique(labels, return_counts=True)
+        quota = np.zeros(len(classes), dtype=np.int64)
+        left = self.size
+        while left > 0:
+            open_ = np.flatnonzero(quota < counts)
+            share = left // len(open_)
+            if share == 0:  # fewer images left than classes still open: seeded classes get one more
+                quota[rng.permutation(open_)[:left]] += 1
+                break
+            give = np.minimum(share, counts[open_] - quota[open_])
+            quota[open_] += give
+            left -= int(give.sum())
+        parts = [rng.permutation(np.flatnonzero(labels == cls))[:q] for cls, q in zip(classes, quota)]
+        return np.sort(np.concatenate(parts))
+
+    def apply(self, split: Split, stratify: bool) -> Split:
+        """``split`` cut to the subset, its facts recording the limit (``limit_n_before``: the split's size)."""
+        index = self.indices(np.asarray(split.labels), stratify)
+        part = split if len(index) == len(split) else take(split, index)
+        facts = {"limit": self.size, "limit_seed": self.seed, "limit_role": self.role, "limit_n_before": len(split), "limit_n": int(len(index)),
+                 "limit_indices_sha256": indices_digest(index)}
+        return _with_meta(part, {**split.meta, **facts})
+
+
 def indices_digest(index: np.ndarray) -> str:
     return hashlib.sha256(np.asarray(index, dtype=np.int64).tobytes()).hexdigest()[:16]
 

@@ -6,6 +6,8 @@ reported from its finished runs, and the runs that are missing or failed are lis
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import os
 from dataclasses import dataclass, field
@@ -16,7 +18,7 @@ import pandas as pd
 
 from bench.io import atomic_write_json, atomic_write, atomic_write_text
 from bench.report import html, plots, stats, verdict
-from bench.report.aggregate import (describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table, run_states, seed_summary,
+from bench.report.aggregate import (limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table, run_states, seed_summary,
                                     selection_table, severity_summary, sweep_table, training_log, variant_legend, with_averages)
 from bench.report.cost import cost_table
 from bench.report.expected import CAPTION as EXPECTED_CAPTION
@@ -165,6 +167,9 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     ablation_rows = verdict.ablation_frame(final, predictions, unread, ends)
     selections = selection_table(results)
     tables = build_tables(summary, delta, selections) if not final.empty else []
+    limited = limited_note(final)  # data.limit / train.max_steps: every caption says these are smoke-test numbers
+    if limited:
+        tables = [dataclasses.replace(t, caption=f"{limited} {t.caption}") for t in tables]
     extra_tables = [t for t in (verdict.ablation_table(ablation_rows), cost_table(final) if not final.empty else None) if t is not None]
     files: list[Path] = []
 
@@ -255,6 +260,8 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
             + (" Tables aggregate the finished runs only." if done < len(states) else ""), ""]
     if final.empty:
         head.append("No finished runs yet." + (" (Only tuning runs have finished.)" if not long.empty else "") + "\n")
+    if limited:
+        head.append(f"**{limited}**\n")
     if not final.empty and final["random_init"].astype(bool).any():
         head.append("**Some runs use a RANDOMLY INITIALISED backbone (not pretrained); their rows say so.**\n")
     tuning = " ".join(x for x in (tuning_note(selections), probe_c_note(probes)) if x)

@@ -266,7 +266,7 @@ def result_rows(result: dict[str, Any], finished_utc: str | None = None) -> list
         "variant": config_variant(config), "pair": pair_key(config, tuned_keys(result)), "seed": result["seed"],
         "stage": stage_of(result), "tuned": json.dumps(tuned, sort_keys=True) if tuned else None,
         "img_size": proto.get("img_size"), "trainable_blocks": _text(proto.get("trainable_blocks")),
-        "train_size": proto.get("train_size"), "steps": proto.get("steps"),
+        "train_size": proto.get("train_size"), "steps": proto.get("steps"), "limited": limited_of(config),
         "method_params": json.dumps(result.get("method_params", {}), sort_keys=True),
         "git_commit": git.get("commit"), "git_dirty": git.get("dirty"), "torch": versions.get("torch"), "timm": versions.get("timm"),
         "host": result.get("host"), "device": result.get("device"), "wall_time_s": result.get("wall_time_s"), "finished_utc": finished_utc,
@@ -285,6 +285,23 @@ def result_rows(result: dict[str, Any], finished_utc: str | None = None) -> list
                  "label_space_size": values.get("label_space_size"), "n_eval": values.get("n")}
         rows += [{**where, "metric": m, "value": float(values[m])} for m in METRICS if m in values]
     return rows
+
+
+def limited_of(config: dict[str, Any] | None) -> str | None:
+    """The smoke-test limits a result's canonical config records (absent keys: a full run)."""
+    from bench.summary import limit_words
+
+    if not isinstance(config, dict):
+        return None
+    return limit_words((config.get("data") or {}).get("limit"), (config.get("train") or {}).get("max_steps"))
+
+
+def limited_note(long: pd.DataFrame) -> str:
+    """The caption sentence for tables with limited runs among their rows ('' when none)."""
+    if long.empty or "limited" not in long or not long["limited"].notna().any():
+        return ""
+    kinds = "; ".join(sorted(str(x) for x in long["limited"].dropna().unique()))
+    return f"LIMITED RUN (smoke test, not comparable with full runs): {kinds}."
 
 
 def _text(value: Any) -> str | None:

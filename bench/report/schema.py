@@ -51,6 +51,7 @@ SCHEMA: tuple[Column, ...] = (
     Column("trainable_blocks", "string", "protocol", "fine-tuned transformer blocks (all, k or 0)"),
     Column("train_size", "Int64", "protocol", "training images"),
     Column("steps", "Int64", "protocol", "optimiser steps"),
+    Column("limited", "string", "protocol", "smoke-test limits the run ran under (data.limit, train.max_steps), e.g. 'train 64 / eval 64 images, max 10 steps'; empty for full runs"),
     Column("method_params", "string", "protocol", "resolved method parameters as sorted JSON"),
     # measurement
     Column("metric", "string", "measurement", "top1, top5, nll, ece, brier, mIoU, aAcc or mAcc"),
