@@ -815,6 +815,17 @@ def _check_method_overrides(suite: Suite, parsed: list[tuple[str, Any]], texts: 
                 raise SuiteError(f"{shown_override(text)}: no run of this suite uses method {cut(parts[1])}{hint} (runs: {', '.join(sorted(running))})")
 
 
+def _check_swept_overrides(suite: Suite, parsed: list[tuple[str, Any]], texts: list[str]) -> None:
+    """An ``-o`` of a key a ``-m`` sweeps would set every run of the axis to one value (and make
+    them duplicates): refused, naming both."""
+    for (key, _), text in zip(parsed, texts):
+        for sweep in suite._sweeps:
+            swept = sweep.split("=", 1)[0].strip()
+            if key == swept or key.startswith(swept + ".") or swept.startswith(key + "."):
+                raise SuiteError(f"{shown_override(text)}: {key} is also swept with {shown_override(sweep, '-m')}; "
+                                 "give its values with -m, or one value with -o (command-line override)")
+
+
 def _check_declared_methods(suite: Suite, path: str | Path) -> None:
     """Every method under ``methods:`` is checked, not only those the matrix runs: a typo in the
     settings of a method left out today would otherwise surface the day it is added back."""
@@ -862,6 +873,7 @@ def expand(
         return expand_round(suite, path, overrides, data_root, results_root, limit)
     parsed = [parse_override(text) for text in overrides or []]  # command-line mistakes first, named as such
     _check_method_overrides(suite, parsed, overrides or [])
+    _check_swept_overrides(suite, parsed, overrides or [])
     root = _resolve_root(suite, path, data_root)
     # the method axis is applied first so dotted keys such as method.params.epsilon refine it
     included: list[RunSpec] = []
