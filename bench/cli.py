@@ -39,11 +39,12 @@ def _specs(args: argparse.Namespace, only: bool = True):
         # later expansions (the launcher's next stage, local subprocesses, a Slurm selection job)
         # read the limit from the environment they inherit
         os.environ["BENCH_MAX_RUNS"] = str(args.max_runs)
-    from bench.suite import expand, load_suite, max_runs_default, only_miss, parse_only, select_only
+    from bench.suite import expand, load_suite, max_runs_default, only_miss, parse_only, select_only, with_sweeps
 
     limit = args.max_runs if args.max_runs is not None else max_runs_default()
-    suite = load_suite(args.suite)
-    specs = expand(suite, args.suite, args.override, args.data_root, getattr(args, "results", None), limit)
+    sweeps = getattr(args, "sweep", None) or []
+    suite = with_sweeps(load_suite(args.suite), sweeps)  # the -m axes are the suite's from here on (validate shows them)
+    specs = expand(suite, args.suite, args.override, args.data_root, getattr(args, "results", None), limit, sweeps)
     chosen = parse_only(args.only) if only else ()
     selected = select_only(specs, chosen)
     if chosen and not selected:
@@ -57,7 +58,7 @@ def _source(args: argparse.Namespace) -> "SuiteSource":
 
     # absolute paths: a Slurm selection job expands the suite again from wherever it runs
     data_root = str(Path(args.data_root).expanduser().resolve()) if args.data_root else None
-    return SuiteSource(str(Path(args.suite).resolve()), tuple(args.override), data_root, parse_only(args.only))
+    return SuiteSource(str(Path(args.suite).resolve()), tuple(args.override), data_root, parse_only(args.only), tuple(getattr(args, "sweep", None) or ()))
 
 
 def _data_problems(specs, console: "Console") -> bool:
@@ -472,6 +473,8 @@ def _suite_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("suite", type=Path, help="suite YAML file")
     s.add_argument("-o", "--override", action="append", default=[], metavar="KEY=VALUE",
                    help="e.g. train.lr=1e-4, or methods.grpo_rm.epsilon=0.3 for one method's runs only (repeatable)")
+    s.add_argument("-m", "--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a matrix axis, e.g. train.lr=1e-4,3e-4 or seed=0,1,2; replaces the suite's axis of that key (repeatable)")
     s.add_argument("--only", default=None, metavar="KEY=VALUE,...", help="a subset of the runs, e.g. method=grpo_rm,seed=0 (any dotted config path)")
     s.add_argument("--data-root", default=None, help="datasets folder (wins over the suite's data_root and $BENCH_DATA_ROOT)")
     s.add_argument("--limit", type=_at_least_one, default=None, metavar="N",

@@ -363,12 +363,13 @@ class SuiteSource:
     overrides: tuple[str, ...] = ()
     data_root: str | None = None
     only: tuple[tuple[str, str], ...] = ()  # --only: the subset of runs to launch
+    sweeps: tuple[str, ...] = ()  # -m: matrix axes given on the command line
 
     def expand(self, results_root: Path) -> tuple[Suite, list[RunSpec]]:
-        from bench.suite import expand, load_suite, select_only
+        from bench.suite import expand, load_suite, select_only, with_sweeps
 
-        suite = load_suite(self.path)
-        return suite, select_only(expand(suite, self.path, list(self.overrides), self.data_root, results_root), self.only)
+        suite = with_sweeps(load_suite(self.path), self.sweeps)
+        return suite, select_only(expand(suite, self.path, list(self.overrides), self.data_root, results_root, sweeps=self.sweeps), self.only)
 
 
 def has_selection(suite: Suite) -> bool:

@@ -136,6 +136,7 @@ def with_seeds(suite: "Suite", n: int) -> "Suite":
     gives the run ids that list would (seed is an ordinary axis; key order is not part of an id)."""
     plain = suite.model_copy(update={"seeds": None, "matrix": {**suite.matrix, "seed": list(range(n))}})
     plain._lines, plain._children, plain._child_roots = suite._lines, suite._children, suite._child_roots
+    plain._sweeps = suite._sweeps
     return plain
 
 

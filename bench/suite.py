@@ -360,6 +360,7 @@ class Suite(Checked):
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
     _children: list = PrivateAttr(default_factory=list)  # (path, Suite) per suite file reached through include, flat
     _child_roots: dict = PrivateAttr(default_factory=dict)  # path → data_root its runs inherit (None: their own)
+    _sweeps: tuple = PrivateAttr(default=())  # -m texts already applied to matrix (see with_sweeps)
 
     @field_validator("resources")
     @classmethod
@@ -434,12 +435,12 @@ def set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def shown_override(text: str) -> str:
-    """``-o <text>`` as a message shows it: one line whatever was typed, and a long value cut with
+def shown_override(text: str, flag: str = "-o") -> str:
+    """``-o <text>`` (or ``-m <text>``) as a message shows it: one line whatever was typed, and a long value cut with
     the rest counted (a 100,000-character value echoed whole gave no output for two minutes)."""
     head = text[:80]
     shown = head if head.isprintable() else repr(head)
-    return "-o " + shown + (f"… (… {len(text) - 80:,} more characters)" if len(text) > 80 else "")
+    return f"{flag} " + shown + (f"… (… {len(text) - 80:,} more characters)" if len(text) > 80 else "")
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -458,6 +459,75 @@ def parse_override(text: str) -> tuple[str, Any]:
     except Refused as exc:
         raise SuiteError(f"{shown}: {exc.reason} (in the value of a command-line override)") from None
     return key, value
+
+
+def parse_sweep(text: str) -> tuple[str, list[Any]]:
+    """``train.lr=1e-4,3e-4`` (or ``train.lr=[1e-4,3e-4]``) → ("train.lr", [1e-4, 3e-4]): a
+    command-line matrix axis. The values are read as one YAML flow list by the same defensive
+    loader as suite files and ``-o`` (so ``-m method=sft,{name: grpo_rm, params: {mu: 2}}`` and
+    quoted text work); a value that is itself a list needs its own brackets: ``[[id,shift],[id]]``.
+    Errors are one line that starts ``-m <text>:``."""
+    shown = shown_override(text, "-m")
+    if "=" not in text:
+        raise SuiteError(f"{shown}: a command-line sweep looks like key.path=value,value, e.g. -m train.lr=1e-4,3e-4")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not all(_OVERRIDE_KEY.fullmatch(part) for part in key.split(".")):
+        raise SuiteError(f"{shown}: {key!r} is not a dotted key path such as train.lr (command-line sweep)")
+    values: Any = None
+    stripped = raw.strip()
+    if stripped.startswith("[") and stripped.endswith("]"):
+        try:
+            values, _ = load_yaml(stripped)
+        except Refused:
+            values = None  # e.g. [a,b],[c]: two list values, read below
+    if not isinstance(values, list):
+        try:
+            values, _ = load_yaml("[" + raw + "]")
+        except Refused as exc:
+            raise SuiteError(f"{shown}: {exc.reason} (in the values of a command-line sweep)") from None
+    if not values:
+        raise SuiteError(f"{shown}: empty list; give at least one value (command-line sweep)")
+    return key, values
+
+
+def with_sweeps(suite: Suite, sweeps: list[str] | tuple[str, ...] | None) -> Suite:
+    """The suite as if its file's ``matrix`` had the ``-m`` axes: a key the matrix has gets the
+    given values in its place, a new key is added after the file's axes (in command-line order).
+    A suite made only of included suites keeps its (empty) matrix: :func:`expand` passes the
+    sweeps on to the included suites. Applied once: the result remembers its sweeps."""
+    if not sweeps or suite._sweeps:
+        return suite
+    axes: dict[str, list[Any]] = {}
+    first: dict[str, str] = {}
+    for text in sweeps:
+        key, values = parse_sweep(text)
+        shown = shown_override(text, "-m")
+        if key in axes:
+            raise SuiteError(f"{shown}: {key} is swept twice on the command line (also {shown_override(first[key], '-m')}); give all its values in one -m")
+        if suite.seeds is not None and (key == "seed" or key.startswith("seed.")):
+            raise SuiteError(f"{shown}: this suite's seeds come from its seeds: schedule (0, 1, … per round); "
+                             "use --only seed=N to run or show one seed (command-line sweep)")
+        if key.startswith("methods."):
+            raise SuiteError(f"{shown}: an axis applies to every run; sweep method.params.<name> when every method has the "
+                             "parameter, or list method variants under matrix.method in the suite file (command-line sweep)")
+        for i, value in enumerate(values):
+            if key == "method" and not (isinstance(value, str) or (isinstance(value, dict) and isinstance(value.get("name"), str)
+                                                                   and set(value) <= {"name", "params"} and isinstance(value.get("params", {}) or {}, dict))):
+                raise SuiteError(f"{shown}: value {i + 1}, {cut(value)}, is not a method name or a variant {{name: <method>, params: {{...}}}} (command-line sweep)")
+            if key == "profile":
+                if not isinstance(value, str):
+                    raise SuiteError(f"{shown}: value {i + 1}, {cut(value)}, is not a profile name (command-line sweep)")
+                if value not in suite.resources:
+                    close = difflib.get_close_matches(value, list(suite.resources), n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    raise SuiteError(f"{shown}: unknown resource profile {value!r}{hint} (defined: {', '.join(suite.resources)}) (command-line sweep)")
+        axes[key], first[key] = values, text
+    own = bool(suite.matrix) or not suite.include
+    swept = suite.model_copy(update={"matrix": {**suite.matrix, **axes}} if own else {})
+    swept._lines, swept._children, swept._child_roots = suite._lines, suite._children, suite._child_roots
+    swept._sweeps = tuple(sweeps)
+    return swept
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
@@ -745,6 +815,17 @@ def _check_method_overrides(suite: Suite, parsed: list[tuple[str, Any]], texts: 
                 raise SuiteError(f"{shown_override(text)}: no run of this suite uses method {cut(parts[1])}{hint} (runs: {', '.join(sorted(running))})")
 
 
+def _check_swept_overrides(suite: Suite, parsed: list[tuple[str, Any]], texts: list[str]) -> None:
+    """An ``-o`` of a key a ``-m`` sweeps would set every run of the axis to one value (and make
+    them duplicates): refused, naming both."""
+    for (key, _), text in zip(parsed, texts):
+        for sweep in suite._sweeps:
+            swept = sweep.split("=", 1)[0].strip()
+            if key == swept or key.startswith(swept + ".") or swept.startswith(key + "."):
+                raise SuiteError(f"{shown_override(text)}: {key} is also swept with {shown_override(sweep, '-m')}; "
+                                 "give its values with -m, or one value with -o (command-line override)")
+
+
 def _check_declared_methods(suite: Suite, path: str | Path) -> None:
     """Every method under ``methods:`` is checked, not only those the matrix runs: a typo in the
     settings of a method left out today would otherwise surface the day it is added back."""
@@ -764,7 +845,7 @@ def _check_declared_methods(suite: Suite, path: str | Path) -> None:
 
 def expand(
     suite: Suite, path: str | Path = "<suite>", overrides: list[str] | None = None, data_root: str | Path | None = None,
-    results_root: str | Path | None = None, max_runs: int | None = None,
+    results_root: str | Path | None = None, max_runs: int | None = None, sweeps: list[str] | tuple[str, ...] | None = None,
 ) -> list[RunSpec]:
     """All runs of a suite, validated, in a deterministic order.
 
@@ -777,8 +858,12 @@ def expand(
     ``data_root`` (the ``--data-root`` flag) wins over the suite's ``data_root`` field, which is
     resolved relative to the suite file; both become ``data.data_root`` of each run.
 
+    ``sweeps`` (``-m key=v1,v2``) are matrix axes given on the command line (:func:`with_sweeps`);
+    they reach included suites too, as ``overrides`` do.
+
     More than ``max_runs`` runs (default :func:`max_runs_default`) is refused before any is built.
     """
+    suite = with_sweeps(suite, sweeps)  # command-line mistakes first; planned_runs counts the axes
     limit = max_runs if max_runs is not None else max_runs_default()
     _check_size(suite, path, limit)
     _check_names(suite, path)  # before anything reads matrix.method entries as name/params pairs
@@ -788,13 +873,14 @@ def expand(
         return expand_round(suite, path, overrides, data_root, results_root, limit)
     parsed = [parse_override(text) for text in overrides or []]  # command-line mistakes first, named as such
     _check_method_overrides(suite, parsed, overrides or [])
+    _check_swept_overrides(suite, parsed, overrides or [])
     root = _resolve_root(suite, path, data_root)
     # the method axis is applied first so dotted keys such as method.params.epsilon refine it
     included: list[RunSpec] = []
     for child_path, child in suite._children:  # flat: every file reached once (see _with_includes)
         # --data-root wins everywhere; else the outermost data_root on the way, else the included suite's own
         child_root = data_root if data_root is not None else root if root is not None else suite._child_roots.get(child_path)
-        for spec in expand(child, child_path, overrides, child_root, results_root, limit):
+        for spec in expand(child, child_path, overrides, child_root, results_root, limit, suite._sweeps):
             # stored where the included suite stores it (results/<child>/<run>): finished runs of
             # that suite are reused, never recomputed
             included.append(dataclasses.replace(spec, profile=f"{child.name}/{spec.profile}"))
@@ -912,23 +998,24 @@ def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: st
     except ValidationError as exc:
         given = tree.get("method")
         method = str(given.get("name", "")) if isinstance(given, dict) else ""  # defaults.method may be anything
-        from_command_line = _override_errors(exc, overrides or [], method)
+        from_command_line = _override_errors(exc, overrides or [], method, suite._sweeps)
         if from_command_line:
             raise SuiteError("\n".join(from_command_line) + f"\n  (in the run {where})") from None
         message = _format_validation(Path(path), exc, RunConfig, suite._lines, lambda loc: _run_config_paths(loc, method))
         raise SuiteError(f"{message}\n  (in the run {where})") from None
 
 
-def _override_errors(exc: ValidationError, overrides: list[str], method: str) -> list[str]:
-    """One line per validation error whose key an override set (``methods.<m>.<p>`` counts as
-    ``method.params.<p>`` for method ``m``); [] unless every error is such a one."""
-    keys = []
+def _override_errors(exc: ValidationError, overrides: list[str], method: str, sweeps: tuple[str, ...] = ()) -> list[str]:
+    """One line per validation error whose key an override or a sweep set (``methods.<m>.<p>``
+    counts as ``method.params.<p>`` for method ``m``); [] unless every error is such a one. An
+    override is applied after the sweeps, so it is the one blamed when both set a key."""
+    keys = [(text.split("=", 1)[0].strip(), text, "-m") for text in sweeps]
     for text in overrides:
         key = text.split("=", 1)[0].strip()
         if key.startswith("methods."):
             parts = key.split(".", 2)
             key = "method.params." + parts[2] if len(parts) == 3 and parts[1] == method else ""
-        keys.append((key, text))
+        keys.append((key, text, "-o"))
     lines = []
     for e in exc.errors():
         loc = ".".join(str(p) for p in e["loc"])
@@ -937,11 +1024,23 @@ def _override_errors(exc: ValidationError, overrides: list[str], method: str) ->
         if keyed:
             loc, msg = keyed.group(1), msg[keyed.end():]
         # the last override of a key is the one that took effect (later -o win), so it is the one blamed
-        match = next((text for key, text in reversed(keys) if key and (loc == key or loc.startswith(key + ".") or key.startswith(loc + "."))), None)
+        match = next(((key, text, flag) for key, text, flag in reversed(keys)
+                      if key and (loc == key or loc.startswith(key + ".") or key.startswith(loc + "."))), None)
         if match is None:
             return []
-        lines.append(f"{shown_override(match)}: {loc}: {msg} (command-line override){_hint(RunConfig, tuple(e['loc']), e['type'])}")
+        key, text, flag = match
+        what = "command-line sweep" if flag == "-m" else "command-line override"
+        lines.append(f"{shown_override(text, flag)}: {loc}: {msg} ({what}){_hint(RunConfig, tuple(e['loc']), e['type'])}{_sweep_hint(key, text, flag, loc)}")
     return capped(lines)
+
+
+def _sweep_hint(key: str, text: str, flag: str, loc: str) -> str:
+    """``-o train.lr=[1e-4,3e-4]`` sets one list value; where the key takes no list, the user
+    most likely meant one run per value: say how (``-m``)."""
+    raw = text.split("=", 1)[1].strip() if "=" in text else ""
+    if flag != "-o" or loc != key or not (raw.startswith("[") and raw.endswith("]")):
+        return ""
+    return f"; -o sets one value for every run: to run one run per value, sweep it with -m {key}={raw[1:-1].strip()}"
 
 
 def _unique(specs: list[RunSpec], path: str | Path, suite: Suite) -> list[RunSpec]:

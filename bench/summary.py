@@ -28,12 +28,13 @@ def _value_text(value: Any) -> str:
 
 
 def axis_lines(suite: "Suite", specs: list["RunSpec"]) -> list[str]:
-    """'  method: sft 3, grpo_rm 3' per matrix axis (values of this expansion's runs)."""
+    """'  matrix.method: sft, grpo_rm' per matrix axis, those given with ``-m`` marked."""
     lines = []
+    swept = {text.split("=", 1)[0].strip() for text in suite._sweeps}  # axes given with -m
     for key, values in suite.matrix.items():
         shown = [_value_text(v) for v in values[:MAX_VALUES_SHOWN]]
         more = f", … ({len(values)} values)" if len(values) > MAX_VALUES_SHOWN else ""
-        lines.append(f"  matrix.{key}: {', '.join(shown)}{more}")
+        lines.append(f"  matrix.{key}: {', '.join(shown)}{more}" + ("  (-m, command line)" if key in swept else ""))
     return lines
 
 
