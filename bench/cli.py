@@ -340,6 +340,27 @@ def cmd_plan(args: argparse.Namespace, console: "Console") -> int:
     return Exit.OK
 
 
+def cmd_samples(args: argparse.Namespace, console: "Console") -> int:
+    """reports/<suite>/samples.{parquet,csv,json} (+ samples_sheet.png) and the per-image table."""
+    from bench.report.samples import sample_table, table_lines, write_samples
+
+    suite, specs = _specs(args)
+    samples = sample_table(specs, args.results, args.split)
+    rows = samples.disagreements() if args.disagree else samples.table
+    out = Path(args.reports) / suite.name
+    files = write_samples(samples, out)
+    what = (f"{len(rows)} of {len(samples.table)} images where the methods differ (majority over seeds), largest disagreement first"
+            if args.disagree else f"{len(rows)} images")
+    console.print(f"# {samples.split}: {what}; +/- = right/wrong per seed", markup=False, soft_wrap=True)
+    console.print("\n".join(table_lines(samples, rows)), markup=False, highlight=False, soft_wrap=True)
+    if samples.label_why:
+        console.print(f"# labels unknown: {samples.label_why}", markup=False, soft_wrap=True)
+    for run_id, why in samples.skipped.items():
+        console.print(f"# run {run_id} left out: {why}", markup=False, soft_wrap=True)
+    console.print(f"wrote {', '.join(f.name for f in files)} to {out}/", markup=False, soft_wrap=True)
+    return Exit.OK
+
+
 def cmd_reproduce(args: argparse.Namespace, console: "Console") -> int:
     from bench.dataid import is_done
     from bench.launch import LaunchOptions, launch_suite
@@ -465,6 +486,7 @@ COMMANDS = {
     "reproduce": (cmd_reproduce, "run a paper-grid suite when data and GPUs are there, then render tables with expected vs actual"),
     "status": (cmd_status, "counts per state and each run's state and progress (--json for scripts; exit 1 if a run failed)"),
     "cancel": (cmd_cancel, "cancel a suite's queued or running Slurm jobs"),
+    "samples": (cmd_samples, "per-image outputs of one split (label, each method's right/wrong, p_true, prediction per seed); --disagree: where the methods differ"),
     "plan": (cmd_plan, "from finished (pilot) runs: per endpoint the detectable effect at 3/5/10/20 seeds, and the seeds the primary claim needs"),
 }
 
@@ -609,6 +631,9 @@ def parser() -> argparse.ArgumentParser:
                            help="launch without checking data and pretrained weights on this machine first (only compute nodes see them)")
         if name in ("run", "validate"):
             s.add_argument("--list", action="store_true", help="one line per run instead of the summary")
+        if name == "samples":
+            s.add_argument("--split", default=None, help="evaluation split (default: test, else the first split every run has)")
+            s.add_argument("--disagree", action="store_true", help="only the images where the methods differ, largest disagreement first")
         if name == "status":
             s.add_argument("--json", action="store_true", help="counts and runs as JSON")
             s.add_argument("--wide", action="store_true", help="every column, including empty ones")

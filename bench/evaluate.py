@@ -178,7 +178,7 @@ def evaluate_split(
     ctx: DistContext | None = None,
 ) -> dict[str, Any]:
     """top-1 / top-5 / NLL / ECE / Brier over a split fed as ``batches`` of inputs whose labels
-    are ``labels``, plus per-image correctness and true-class probability (``per_image``, numpy
+    are ``labels``, plus per-image correctness, true-class probability and predicted class (``per_image``, numpy
     arrays in image order: what paired tests over images need; not stored in result.json).
 
     ``label_space`` restricts predictions to a class subset (ImageNet-R/-A's 200 classes, the 9
@@ -242,6 +242,7 @@ def _score_batches(logits_fn: Callable[[Tensor], Tensor], batches: Iterable[Tens
             "pos": pos.numpy(), "correct1": int(hit.sum()), "correct5": int((topk == y[:, None]).any(-1).sum()),
             "nll": float(F.cross_entropy(logits, y, reduction="sum")), "brier": float(((p**2).sum(-1) - 2 * p_true + 1).sum()),
             "bins": calibration_bins(p.max(-1).values, hit), "correct": hit.numpy(), "p_true": p_true.numpy(),
+            "pred": topk[:, 0].numpy().astype(np.int32),  # the predicted class (per-sample outputs; no metric reads it)
         })
     if positions is not None and next(positions, None) is not None:
         raise ValueError("fewer batches than index tensors")
@@ -268,15 +269,17 @@ def _total(records: list[dict[str, Any]], n: int, label_space: Sequence[int] | N
         raise ValueError(f"evaluated {len(pos)} inputs for {n} labels" + (" (some twice)" if len(pos) == n else ""))
     correct = np.zeros(n, bool)
     p_true_all = np.zeros(n, np.float32)
+    pred_all = np.zeros(n, np.int32)
     if records:
         correct[pos] = np.concatenate([r["correct"] for r in records])
         p_true_all[pos] = np.concatenate([r["p_true"] for r in records])
+        pred_all[pos] = np.concatenate([r["pred"] for r in records])
     count, conf_sum, correct_sum = bins
     out: dict[str, Any] = {
         "top1": correct1 / n, "top5": correct5 / n, "nll": nll / n, "n": n,
         "ece": expected_calibration_error(count, conf_sum, correct_sum), "brier": brier / n,
         "calibration": {"bins": ECE_BINS, "count": count.long().tolist(), "confidence_sum": conf_sum.tolist(), "correct_sum": correct_sum.tolist()},
-        "per_image": {"correct": correct, "p_true": p_true_all},
+        "per_image": {"correct": correct, "p_true": p_true_all, "pred": pred_all},
     }
     if label_space is not None:
         out["label_space_size"] = len(label_space)

@@ -349,7 +349,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     if not ctx.is_main:  # rank 0 writes the result; the others wait for it (RunTask reads it)
         ctx.barrier()
         return {}
-    if job.per_image:  # per-image correctness for paired tests over images (bench.report.stats)
+    if job.per_image:  # per-image correctness, p_true, predicted class: paired tests over images (bench.report.stats), bench samples
         run_dir.write_predictions(_flat(job.per_image))
     wall = trained.prior_wall_s + time.time() - started
     # the fine-tuned weights (for later evaluations) are last.pt, saved by train() when training ended

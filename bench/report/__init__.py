@@ -21,6 +21,8 @@ from bench.report import html, plots, stats, verdict
 from bench.report.aggregate import (limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table, run_states, seed_summary,
                                     selection_table, severity_summary, sweep_table, training_log, variant_legend, with_averages)
 from bench.report.cost import cost_table
+from bench.report.samples import report_context as samples_context
+from bench.report.samples import samples_markdown
 from bench.report.expected import CAPTION as EXPECTED_CAPTION
 from bench.report.expected import compare, expected_latex, expected_markdown
 from bench.report.tables import (TABLES, Table, TextTable, arm_labels, build_tables, model_labels, probe_c_note, to_csv, to_latex, to_markdown,
@@ -271,7 +273,8 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     main = [to_markdown(t) for t in tables if not TABLES.get(t.key).detail]
     detail = [to_markdown(t) for t in tables if TABLES.get(t.key).detail] + [to_markdown(t) for t in extra_tables]
     legend = variant_legend(results)
-    tail = [expected_markdown(comparison), _variants_markdown(legend), _not_done_markdown(states), "\n".join(f"_{x}_" for x in skipped)]
+    tail = [expected_markdown(comparison), _variants_markdown(legend), _not_done_markdown(states), samples_markdown(out),
+            "\n".join(f"_{x}_" for x in skipped)]
     console = "\n".join([*head, *box, *main, *(x for x in tail if x)])
     markdown = "\n".join([*head, *box, *main, *detail, *(x for x in tail if x)])
     write("report.md", markdown)
@@ -280,7 +283,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         verdict=verdict.verdict_context(verdict_rows, ends, comparison),
         expected=html.expected_context(comparison, EXPECTED_CAPTION), figures=figures, skipped_figures=skipped, states=states,
         suite_files=suite_files(suite, suite_path), variants=legend, long=long, downloads=long_files, tuning=tuning,
-        variants_intro=VARIANTS_INTRO,
+        variants_intro=VARIANTS_INTRO, samples=samples_context(out),
     )
     write("report.html", page)
     _remove_stale(out, files)

@@ -76,11 +76,12 @@ def render(
     *, title: str, description: str, tables: list[tuple[Table, list[Path]]], expected: dict[str, Any] | None,
     figures: list[tuple[str, str, Path]], skipped_figures: list[str], states: pd.DataFrame, suite_files: list[tuple[str, str]],
     variants: dict[str, dict[str, Any]], long: pd.DataFrame, downloads: list[Path], tuning: str = "", variants_intro: str = "",
-    verdict: dict[str, Any] | None = None,
+    verdict: dict[str, Any] | None = None, samples: dict[str, Any] | None = None,
 ) -> str:
     """The report page. ``figures``: (key, caption, png path); ``tuning``: how the compared configs
     were selected (empty when nothing was tuned); ``verdict``: the box at the top
-    (:func:`bench.report.verdict.verdict_context`), None when there is no comparison."""
+    (:func:`bench.report.verdict.verdict_context`), None when there is no comparison; ``samples``:
+    `bench samples`' files in the report folder (:func:`bench.report.samples.report_context`), None when absent."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("bench.report", ""), autoescape=True, undefined=jinja2.StrictUndefined)
     not_done = states[states["state"] != "done"].to_dict("records")
     return env.get_template("report.html.j2").render(
@@ -89,4 +90,6 @@ def render(
         tables=[table_context(t, files) for t, files in tables], downloads=[_download(p) for p in downloads],
         figures=[{"key": k, "caption": c, "src": data_uri(p, "image/png")} for k, c, p in figures], skipped_figures=skipped_figures,
         suite_files=suite_files, variants=variants, variants_intro=variants_intro, tuning=tuning, env=environment(long), verdict=verdict,
+        samples=None if samples is None else {**samples, "csv": _download(samples["csv"]),
+                                              "sheet": data_uri(samples["sheet"], "image/png") if samples["sheet"] else None},
     )

@@ -60,7 +60,7 @@ from bench.report.aggregate import CONFIDENCE, FINAL, GROUP_COLUMNS, significant
 CROSSED, T_INTERVAL = "crossed", "t"  # the ci_method of a Δ: seeds × images, or seeds only
 POWER = 0.8  # the power a minimum detectable effect is stated at
 DF_BOUND = 0.75  # Satterthwaite's seed weight at this upper confidence bound of S_A (small-sample correction, Components.df)
-CORRECT, P_TRUE = "correct", "p_true"  # predictions.npz: <split>::correct, <split>::p_true
+CORRECT, P_TRUE, PRED = "correct", "p_true", "pred"  # predictions.npz: <split>::correct, ::p_true, ::pred (predicted class; runs since per-sample outputs)
 MATCH_TOL = {"top1": 1e-9, "nll": 1e-4}  # |per-image mean − result.json| above this: not this result's predictions
 PER_IMAGE_METRICS = tuple(MATCH_TOL)  # metrics that are a mean over images, so the crossed model applies
 
@@ -303,14 +303,14 @@ def holm(p_values: Sequence[float], alpha: float = 1 - CONFIDENCE) -> list[bool]
 # ---- reading predictions ----------------------------------------------------------------------
 
 def read_predictions(path: Path) -> dict[str, dict[str, np.ndarray]]:
-    """split → {correct, p_true} per image from one predictions.npz; ValueError when unreadable
+    """split → {correct, p_true[, pred]} per image from one predictions.npz; ValueError when unreadable
     (a damaged file must cost its run the crossed interval, never the report)."""
     try:
         out: dict[str, dict[str, np.ndarray]] = {}
         with np.load(path, allow_pickle=False) as npz:
             for key in npz.files:
                 split, _, name = key.rpartition("::")
-                if name in (CORRECT, P_TRUE):
+                if name in (CORRECT, P_TRUE, PRED):
                     out.setdefault(split, {})[name] = np.asarray(npz[key])
         return out
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
