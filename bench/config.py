@@ -26,6 +26,7 @@ from bench.data.transforms import ClassificationTransform, TrainAug
 from bench.evaluate import EVALUATIONS, protocol_splits
 from bench.methods import METHODS
 from bench.models import BACKBONES
+from bench.optim import OPTIMIZERS, SCHEDULES
 
 
 SEED_LIMIT = 2**32
@@ -258,7 +259,16 @@ class TrainConfig(Strict):
     lr: float = Field(1e-4, gt=0, description="peak AdamW learning rate (our choice: the paper reports none)")
     head_lr: float | None = Field(None, gt=0, description="head learning rate; default = lr")
     weight_decay: float = Field(0.05, ge=0)
-    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="linear warmup share of all optimiser steps, then cosine to 0")
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="linear warmup share of all optimiser steps, then the schedule (cosine: to 0)")
+    optimizer: str = Field("adamw", description="adamw (default) | adam | sgd (with train.momentum): bench.optim")
+    schedule: str = Field("cosine", description="LR schedule after the warmup: cosine (default, to 0) | constant | linear (to 0) | step (bench.optim)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (optimizer sgd only)")
+    step_gamma: float = Field(0.1, gt=0, le=1, description="LR factor at each milestone (schedule step only)")
+    step_milestones: tuple[float, ...] = Field((0.5, 0.75), min_length=1, description="milestones as fractions of all steps, in (0, 1) (schedule step only)")
+    eval_every_epoch: bool = Field(
+        False, description="score the held-out split after every epoch (top-1, NLL into metrics.jsonl and the curves figure); "
+        "a record only: model selection reads the final held-out score alone"
+    )
     grad_clip: float | None = Field(1.0, gt=0, description="max global grad norm; null disables")
     eval_batch_size: int = Field(256, ge=1, le=MAX_BATCH)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -268,6 +278,26 @@ class TrainConfig(Strict):
         description="minutes of training between mid-epoch checkpoints (last.pt is also written at every epoch end); 0: epoch ends "
         "only; a value below one batch's time checkpoints after every batch (tests). Not part of a run's identity",
     )
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        return OPTIMIZERS.check(v)
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, v: str) -> str:
+        return SCHEDULES.check(v)
+
+    @model_validator(mode="after")
+    def _settings_used(self) -> "TrainConfig":
+        """A setting of one choice set beside another choice would be silently ignored: refused."""
+        for key, needs, value in (("momentum", "optimizer", "sgd"), ("step_gamma", "schedule", "step"), ("step_milestones", "schedule", "step")):
+            if key in self.model_fields_set and getattr(self, needs) != value and getattr(self, key) != type(self).model_fields[key].default:
+                raise ValueError(f"train.{key}: only {needs} {value} reads it (train.{needs} is {getattr(self, needs)})")
+        if not all(0 < m < 1 for m in self.step_milestones):
+            raise ValueError(f"train.step_milestones: {list(self.step_milestones)}: each is a fraction of all steps in (0, 1)")
+        return self
 
 
 class SegConfig(Strict):
@@ -444,6 +474,9 @@ class RunConfig(Strict):
         dump["data"]["crop_pct"], dump["data"]["train_aug"] = transform.crop_pct, transform.train_aug
         del dump["data"]["data_root"], dump["data"]["num_workers"]  # where files live and how they load do not change what a run is
         del dump["train"]["checkpoint_every_min"]  # how often progress is saved does not change what a run computes
+        for key, default in DEFAULT_OMITTED.items():  # settings added later: at their defaults, run ids stay as they were
+            if dump["train"].get(key) == default:
+                del dump["train"][key]
         return dump
 
     def run_id(self) -> str:
@@ -452,6 +485,12 @@ class RunConfig(Strict):
 
 
 # ---- what `bench config` shows ------------------------------------------------------------------
+
+DEFAULT_OMITTED: dict[str, Any] = {
+    "optimizer": "adamw", "schedule": "cosine", "momentum": 0.9, "step_gamma": 0.1, "step_milestones": [0.5, 0.75], "eval_every_epoch": False,
+}
+"""train settings that enter a run's identity only when they differ from these defaults (JSON
+form): they were added after runs existed, whose ids (and the demo's) must not change."""
 
 NOT_IDENTITY = (("data", "data_root"), ("data", "num_workers"), ("train", "checkpoint_every_min"))
 """Settings that are no part of a run's identity (:meth:`RunConfig.canonical` leaves them out)."""

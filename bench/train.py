@@ -1,4 +1,5 @@
-"""The training loop of one run: seeded data order, AdamW + warmup/cosine, resumable, logged.
+"""The training loop of one run: seeded data order, the configured optimiser and LR schedule
+(AdamW + warmup/cosine by default: bench.optim), resumable, logged.
 
 Building the model, method and data is :class:`bench.job.Job`'s job; scoring is the evaluation
 protocols'; this module only trains: it resumes from ``last.pt``, appends per-step metrics to
@@ -34,7 +35,8 @@ from bench.config import RunConfig
 from bench.distributed import steps_per_epoch
 from bench.features import CacheSpend
 from bench.io import atomic_torch_save
-from bench.models import SplitViTClassifier
+from bench.models import SplitViTClassifier  # noqa: F401 (re-exported for callers)
+from bench.optim import build_optimizer, param_groups, warmup_cosine  # noqa: F401 (re-exported)
 from bench.progress import ProgressFn, RunProgress
 from bench.seeding import generator
 from bench.store import RunDir
@@ -197,31 +199,6 @@ class CheckpointTimer:
         self.last = self.clock()
 
 
-def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    warmup = int(total_steps * warmup_fraction)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def param_groups(model: SplitViTClassifier, cfg: RunConfig) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on 1-d tensors (norms, biases, LayerScale) and tokens."""
-    head_lr = cfg.train.head_lr or cfg.train.lr
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        no_decay = p.ndim <= 1 or name.endswith(("cls_token", "reg_token", "pos_embed"))
-        key = (head_lr if name.startswith("head.") else cfg.train.lr, 0.0 if no_decay else cfg.train.weight_decay)
-        groups.setdefault(key, []).append(p)
-    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
-
-
 def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Trained:
     """Train ``job``'s model on its training split; resume from ``run_dir``'s checkpoint if any.
 
@@ -259,8 +236,7 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
     if ctx.is_main:
         run_dir.update_status(total_steps=total_steps, phase="train")
 
-    optimizer = torch.optim.AdamW(param_groups(model, cfg))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.train.warmup_fraction))
+    optimizer, schedule = build_optimizer(model, cfg, total_steps)  # train.optimizer, train.schedule (bench.optim)
     trainable = [p for p in model.parameters() if p.requires_grad]
     step_hold = parse_step_hold(os.environ.get(STEP_HOLD_ENV))  # a typo fails now, not after hours
     start_epoch, start_batch, step, prior_wall = 0, 0, 0, 0.0
