@@ -457,6 +457,10 @@ class RunConfig(Strict):
                 raise ValueError(f"seg.layers: {self.seg.layers} but {self.backbone.name} has {depth} blocks")
         if "heldout" in self.evaluations and self.data.holdout is None:
             raise ValueError("evaluations.heldout: data.val_fraction is 0, so no held-out split exists; set data.val_fraction (e.g. 0.1)")
+        if self.train.eval_every_epoch and self.data.holdout is None:
+            raise ValueError("train.eval_every_epoch: data.val_fraction is 0, so no held-out split exists to score after each epoch")
+        if self.train.eval_every_epoch and self.task == "segmentation":
+            raise ValueError("train.eval_every_epoch: scores held-out top-1 and NLL, which a segmentation run has not (classification only)")
         if "transfer" in self.evaluations and not self.transfer.targets:
             raise ValueError("transfer.targets: the 'transfer' evaluation needs at least one target dataset, e.g. [{name: cifar100}]")
         if self.backbone.weights == "random" and self.backbone.checkpoint:

@@ -311,6 +311,8 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
                 timer.reset()
             clock.restart()  # logs and checkpoints are bookkeeping, not the next step's time
         check_parameters(step, model)
+        if cfg.train.eval_every_epoch:  # every rank scores its share; logged before the epoch's checkpoint covers it
+            pending.append(heldout_row(job, step, epoch))
         final = epoch + 1 == cfg.train.epochs
         states = None if final else gather_rng_states(ctx, device, method)
         timer.reset()
@@ -328,6 +330,26 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
         _save_checkpoint(run_dir, model, optimizer, schedule, start_epoch, step, prior_wall + time.time() - started, n, True, cost=cost_now())
 
     return Trained(step, n, prior_wall, cost_now())
+
+
+def heldout_row(job: "Job", step: int, epoch: int) -> dict[str, Any]:
+    """``train.eval_every_epoch``: the held-out split scored after an epoch, as one metrics.jsonl
+    row (``step``: the epoch's last step; ``epoch``: the 0-based epoch, as its training rows).
+    A record for curves only: model selection reads result.json's final held-out score alone.
+    Every random state is put back afterwards (a loader draws a seed from torch's), so training
+    computes the same numbers with or without it."""
+    from bench.data.holdout import HELDOUT
+
+    saved = rng_state(job.device, job.method)
+    was_training = job.model.training
+    job.model.eval()
+    try:
+        with torch.no_grad():
+            scores = job.score(HELDOUT)
+    finally:
+        job.model.train(was_training)
+        restore_rng(saved, job.device)
+    return {"step": step, "epoch": epoch, "time": round(time.time(), 3), "heldout_top1": float(scores["top1"]), "heldout_nll": float(scores["nll"])}
 
 
 def _load_checkpoint(run_dir: RunDir, ctx: Any, device: torch.device) -> dict[str, Any] | None:
