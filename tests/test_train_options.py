@@ -125,3 +125,45 @@ def test_default_training_is_unchanged_and_eval_every_epoch_logs_one_heldout_row
     assert [[r["step"], r["loss"], r["lr"]] for r in rows if "loss" in r] == BEFORE  # scoring draws no random number training uses
     assert held[-1]["heldout_top1"] == pytest.approx(result["metrics"]["heldout"]["top1"])  # the last one is the final weights'
     assert json.loads(evald.status_file.read_text())["state"] == "done"
+
+
+def _fake_weights(run_dir: RunDir) -> None:
+    import hashlib
+
+    data = b"final weights"
+    run_dir.checkpoint.write_bytes(data)
+    (run_dir.path / "last.pt.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  {len(data)}\n")
+
+
+def test_a_decided_tuning_run_drops_its_weights_and_still_reads_done(tmp_path):
+    from bench.suite import expand, load_suite
+    from test_select import SELECT_SUITE, _fake_result
+    from test_suite import write
+
+    path = write(tmp_path, SELECT_SUITE)
+    suite, results = load_suite(path), tmp_path / "results"
+    tune = expand(suite, path, results_root=results)
+    sft = [s for s in tune if s.config.method.name == "sft"]
+    grpo = [s for s in tune if s.config.method.name == "grpo_rm"]
+    for spec, score in zip(sft + grpo[:1], (0.4, 0.6, 0.7)):  # grpo_rm's second candidate never ends: undecided
+        run_dir = RunDir.of(results, spec.suite, spec.run_id)
+        _fake_result(run_dir, score, 0.0)
+        run_dir.set_status("done")
+        _fake_weights(run_dir)
+        assert run_dir.effective_state() == "done"
+    tampered = RunDir.of(results, "sel", grpo[0].run_id)
+    tampered.checkpoint.write_bytes(b"changed")
+    assert tampered.effective_state() == "corrupt"  # the digest check of a finished run's weights still works
+    _fake_weights(tampered)
+    specs = expand(suite, path, results_root=results)
+    assert {s.config.method.name for s in specs if s.stage == "final"} == {"sft"}
+    for spec in sft:  # decided: weights gone, the result and status stay, and the run is done, not corrupt
+        run_dir = RunDir.of(results, spec.suite, spec.run_id)
+        assert not run_dir.checkpoint.exists() and not (run_dir.path / "last.pt.sha256").exists()
+        assert run_dir.result_file.is_file() and run_dir.effective_state() == "done" and run_dir.corruption() is None
+        status = json.loads(run_dir.status_file.read_text())
+        assert status["state"] == "done" and "decided selection group" in status["weights_dropped"]["reason"]
+        assert len(status["weights_dropped"]["sha256"]) == 64
+    assert tampered.checkpoint.is_file()  # its group waits for a run: nothing dropped
+    expand(suite, path, results_root=results)  # planning again changes nothing
+    assert all(RunDir.of(results, s.suite, s.run_id).effective_state() == "done" for s in sft)
