@@ -167,3 +167,17 @@ def test_a_decided_tuning_run_drops_its_weights_and_still_reads_done(tmp_path):
     assert tampered.checkpoint.is_file()  # its group waits for a run: nothing dropped
     expand(suite, path, results_root=results)  # planning again changes nothing
     assert all(RunDir.of(results, s.suite, s.run_id).effective_state() == "done" for s in sft)
+
+
+def test_curves_draw_the_per_epoch_heldout_scores(tmp_path):
+    import pandas as pd
+
+    from bench.report.plots import curve_panels, curves
+
+    rows = [{"run_id": f"r{seed}", "seed": seed, "model": "m", "arm": "sft", "method": "sft", "step": s, "accuracy": s / 10 + seed} for seed in (0, 1) for s in range(1, 7)]
+    rows += [{"run_id": f"r{seed}", "seed": seed, "model": "m", "arm": "sft", "method": "sft", "step": s, "heldout_top1": s / 10 + seed, "heldout_nll": 2 - s / 10}
+             for seed in (0, 1) for s in (3, 6)]
+    log = pd.DataFrame(rows)
+    panels, _ = curve_panels(log)
+    assert [c for c, _ in panels] == ["accuracy", "heldout_top1", "heldout_nll"]
+    assert curves(log, tmp_path / "curves", "t", False)
