@@ -26,6 +26,7 @@ from bench.data.transforms import ClassificationTransform, TrainAug
 from bench.evaluate import EVALUATIONS, protocol_splits
 from bench.methods import METHODS
 from bench.models import BACKBONES
+from bench.optim import OPTIMIZERS, SCHEDULES
 
 
 SEED_LIMIT = 2**32
@@ -289,7 +290,16 @@ class TrainConfig(Strict):
     lr: float = Field(1e-4, gt=0, description="peak AdamW learning rate (our choice: the paper reports none)")
     head_lr: float | None = Field(None, gt=0, description="head learning rate; default = lr")
     weight_decay: float = Field(0.05, ge=0)
-    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="linear warmup share of all optimiser steps, then cosine to 0")
+    warmup_fraction: float = Field(0.1, ge=0, lt=1, description="linear warmup share of all optimiser steps, then the schedule (cosine: to 0)")
+    optimizer: str = Field("adamw", description="adamw (default) | adam | sgd (with train.momentum): bench.optim")
+    schedule: str = Field("cosine", description="LR schedule after the warmup: cosine (default, to 0) | constant | linear (to 0) | step (bench.optim)")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum (optimizer sgd only)")
+    step_gamma: float = Field(0.1, gt=0, le=1, description="LR factor at each milestone (schedule step only)")
+    step_milestones: tuple[float, ...] = Field((0.5, 0.75), min_length=1, description="milestones as fractions of all steps, in (0, 1) (schedule step only)")
+    eval_every_epoch: bool = Field(
+        False, description="score the held-out split after every epoch (top-1, NLL into metrics.jsonl and the curves figure); "
+        "a record only: model selection reads the final held-out score alone"
+    )
     max_steps: int | None = Field(
         None, ge=1, strict=True,
         description="smoke tests: stop after this many optimiser steps; the LR schedule keeps the full run's length (so the run is "
@@ -304,6 +314,26 @@ class TrainConfig(Strict):
         description="minutes of training between mid-epoch checkpoints (last.pt is also written at every epoch end); 0: epoch ends "
         "only; a value below one batch's time checkpoints after every batch (tests). Not part of a run's identity",
     )
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizer(cls, v: str) -> str:
+        return OPTIMIZERS.check(v)
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, v: str) -> str:
+        return SCHEDULES.check(v)
+
+    @model_validator(mode="after")
+    def _settings_used(self) -> "TrainConfig":
+        """A setting of one choice set beside another choice would be silently ignored: refused."""
+        for key, needs, value in (("momentum", "optimizer", "sgd"), ("step_gamma", "schedule", "step"), ("step_milestones", "schedule", "step")):
+            if key in self.model_fields_set and getattr(self, needs) != value and getattr(self, key) != type(self).model_fields[key].default:
+                raise ValueError(f"train.{key}: only {needs} {value} reads it (train.{needs} is {getattr(self, needs)})")
+        if not all(0 < m < 1 for m in self.step_milestones):
+            raise ValueError(f"train.step_milestones: {list(self.step_milestones)}: each is a fraction of all steps in (0, 1)")
+        return self
 
 
 class SegConfig(Strict):
@@ -463,6 +493,10 @@ class RunConfig(Strict):
                 raise ValueError(f"seg.layers: {self.seg.layers} but {self.backbone.name} has {depth} blocks")
         if "heldout" in self.evaluations and self.data.holdout is None:
             raise ValueError("evaluations.heldout: data.val_fraction is 0, so no held-out split exists; set data.val_fraction (e.g. 0.1)")
+        if self.train.eval_every_epoch and self.data.holdout is None:
+            raise ValueError("train.eval_every_epoch: data.val_fraction is 0, so no held-out split exists to score after each epoch")
+        if self.train.eval_every_epoch and self.task == "segmentation":
+            raise ValueError("train.eval_every_epoch: scores held-out top-1 and NLL, which a segmentation run has not (classification only)")
         if "transfer" in self.evaluations and not self.transfer.targets:
             raise ValueError("transfer.targets: the 'transfer' evaluation needs at least one target dataset, e.g. [{name: cifar100}]")
         if self.backbone.weights == "random" and self.backbone.checkpoint:
@@ -485,6 +519,9 @@ class RunConfig(Strict):
             del dump["data"]["limit"]
         if self.train.max_steps is None:
             del dump["train"]["max_steps"]
+        for key, default in DEFAULT_OMITTED.items():  # settings added later: at their defaults, run ids stay as they were
+            if dump["train"].get(key) == default:
+                del dump["train"][key]
         return dump
 
     def run_id(self) -> str:
@@ -493,6 +530,12 @@ class RunConfig(Strict):
 
 
 # ---- what `bench config` shows ------------------------------------------------------------------
+
+DEFAULT_OMITTED: dict[str, Any] = {
+    "optimizer": "adamw", "schedule": "cosine", "momentum": 0.9, "step_gamma": 0.1, "step_milestones": [0.5, 0.75], "eval_every_epoch": False,
+}
+"""train settings that enter a run's identity only when they differ from these defaults (JSON
+form): they were added after runs existed, whose ids (and the demo's) must not change."""
 
 NOT_IDENTITY = (("data", "data_root"), ("data", "num_workers"), ("train", "checkpoint_every_min"))
 """Settings that are no part of a run's identity (:meth:`RunConfig.canonical` leaves them out)."""

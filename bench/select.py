@@ -243,6 +243,7 @@ def plan_selection(suite: Suite, path: str | Path, runs: list[MatrixRun], result
     tune = [spec for g in groups.values() for c in g.candidates for spec in c.runs]
     if results_root is not None and any(g.chosen is not None for g in groups.values()):
         write_selection(Path(results_root) / suite.name, suite, list(groups.values()), overlap)
+        drop_decided_weights(list(groups.values()), Path(results_root))
     return SelectionPlan(tune, final, list(groups.values()))
 
 
@@ -312,6 +313,39 @@ def heldout_score(result: dict[str, Any], metric: str) -> float | None:
     """The one number selection reads from a tuning run: its held-out metric."""
     entry = result.get("metrics", {}).get(HELDOUT)
     return None if entry is None or metric not in entry else float(entry[metric])
+
+
+DROPPED_REASON = "tuning run of a decided selection group: its held-out score is recorded and no tuning run is evaluated again"
+
+
+def drop_decided_weights(groups: list[Group], results_root: Path) -> list[RunDir]:
+    """Delete the final weights (last.pt) of the finished tuning runs of every decided group:
+    selection read their held-out scores from result.json, and nothing evaluates a tuning run
+    again, so the weights are only disk (:meth:`RunDir.drop_final_weights`; result.json and
+    metrics.jsonl stay and the run reads 'done'). A run another process holds, or that is not
+    done on the data here, is left alone. The run folders whose weights went."""
+    from bench.store import RunHeld, RunLock
+
+    dropped = []
+    for group in groups:
+        if group.chosen is None:  # undecided (waiting, or extended beyond an edge): its runs may be read again
+            continue
+        for spec in (spec for candidate in group.candidates for spec in candidate.runs):
+            run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+            if not run_dir.checkpoint.is_file() or not is_done(run_dir, spec.config):
+                continue
+            try:
+                lock = RunLock.acquire(run_dir)
+            except (RunHeld, OSError):
+                continue
+            try:
+                if run_dir.drop_final_weights(DROPPED_REASON):
+                    dropped.append(run_dir)
+            except OSError:  # a read-only results folder: the weights stay, nothing else changes
+                pass
+            finally:
+                lock.release()
+    return dropped
 
 
 def write_selection(folder: Path, suite: Suite, groups: list[Group], seed_overlap: Sequence[int] = ()) -> None:

@@ -827,6 +827,28 @@ class RunDir:
             fsync_dir(self.path)
         return removed
 
+    def drop_final_weights(self, reason: str) -> bool:
+        """Delete a finished run's final weights (last.pt, prev.pt and their digests) when nothing
+        will read them again: a tuning run once its selection group is decided (bench.select; its
+        held-out score is in result.json, and no tuning run is evaluated again). result.json,
+        metrics.jsonl, predictions and the saved evaluations stay. status.json records
+        ``weights_dropped`` (the weights' SHA-256, why, when), so the run still reads 'done': the
+        digest check covers last.pt only where it exists. Only a verified 'done' run's weights
+        are dropped; True when a file was removed. Call with the run's lock held."""
+        self.refuse_links()
+        if not self.checkpoint.is_file() or not self.is_done():
+            return False
+        digest = self.weights_digest()
+        removed = False
+        for path in (self.checkpoint, digest_path(self.checkpoint), self.prev_checkpoint, digest_path(self.prev_checkpoint)):
+            if path.is_file():
+                path.unlink()
+                removed = True
+        if removed:
+            fsync_dir(self.path)
+            self.update_status(weights_dropped={"sha256": digest, "reason": reason, "at": time.time()})
+        return removed
+
     def load_checkpoint(self, map_location: Any = None) -> tuple[dict[str, Any] | None, Path | None]:
         """The newest checkpoint that verifies and loads: last.pt, else prev.pt, else (None, None)
         (start at step 0). One that fails its digest, does not unpickle, is empty or is not a

@@ -1,4 +1,5 @@
-"""The training loop of one run: seeded data order, AdamW + warmup/cosine, resumable, logged.
+"""The training loop of one run: seeded data order, the configured optimiser and LR schedule
+(AdamW + warmup/cosine by default: bench.optim), resumable, logged.
 
 Building the model, method and data is :class:`bench.job.Job`'s job; scoring is the evaluation
 protocols'; this module only trains: it resumes from ``last.pt``, appends per-step metrics to
@@ -34,7 +35,8 @@ from bench.config import RunConfig
 from bench.distributed import steps_per_epoch
 from bench.features import CacheSpend
 from bench.io import atomic_torch_save
-from bench.models import SplitViTClassifier
+from bench.models import SplitViTClassifier  # noqa: F401 (re-exported for callers)
+from bench.optim import build_optimizer, param_groups, warmup_cosine  # noqa: F401 (re-exported)
 from bench.progress import ProgressFn, RunProgress
 from bench.seeding import generator
 from bench.store import RunDir
@@ -197,31 +199,6 @@ class CheckpointTimer:
         self.last = self.clock()
 
 
-def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
-    warmup = int(total_steps * warmup_fraction)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total_steps - warmup)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
-
-
-def param_groups(model: SplitViTClassifier, cfg: RunConfig) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on 1-d tensors (norms, biases, LayerScale) and tokens."""
-    head_lr = cfg.train.head_lr or cfg.train.lr
-    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        no_decay = p.ndim <= 1 or name.endswith(("cls_token", "reg_token", "pos_embed"))
-        key = (head_lr if name.startswith("head.") else cfg.train.lr, 0.0 if no_decay else cfg.train.weight_decay)
-        groups.setdefault(key, []).append(p)
-    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
-
-
 def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Trained:
     """Train ``job``'s model on its training split; resume from ``run_dir``'s checkpoint if any.
 
@@ -259,8 +236,7 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
     if ctx.is_main:
         run_dir.update_status(total_steps=total_steps, phase="train")
 
-    optimizer = torch.optim.AdamW(param_groups(model, cfg))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, cfg.train.warmup_fraction))
+    optimizer, schedule = build_optimizer(model, cfg, total_steps)  # train.optimizer, train.schedule (bench.optim)
     trainable = [p for p in model.parameters() if p.requires_grad]
     step_hold = parse_step_hold(os.environ.get(STEP_HOLD_ENV))  # a typo fails now, not after hours
     start_epoch, start_batch, step, prior_wall = 0, 0, 0, 0.0
@@ -344,6 +320,8 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
                 timer.reset()
             clock.restart()  # logs and checkpoints are bookkeeping, not the next step's time
         check_parameters(step, model)
+        if cfg.train.eval_every_epoch:  # every rank scores its share; logged before the epoch's checkpoint covers it
+            pending.append(heldout_row(job, step, epoch))
         final = stopped or epoch + 1 == cfg.train.epochs
         states = None if final else gather_rng_states(ctx, device, method)
         timer.reset()
@@ -365,6 +343,26 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
         _save_checkpoint(run_dir, model, optimizer, schedule, start_epoch, step, prior_wall + time.time() - started, n, True, cost=cost_now())
 
     return Trained(step, n, prior_wall, cost_now())
+
+
+def heldout_row(job: "Job", step: int, epoch: int) -> dict[str, Any]:
+    """``train.eval_every_epoch``: the held-out split scored after an epoch, as one metrics.jsonl
+    row (``step``: the epoch's last step; ``epoch``: the 0-based epoch, as its training rows).
+    A record for curves only: model selection reads result.json's final held-out score alone.
+    Every random state is put back afterwards (a loader draws a seed from torch's), so training
+    computes the same numbers with or without it."""
+    from bench.data.holdout import HELDOUT
+
+    saved = rng_state(job.device, job.method)
+    was_training = job.model.training
+    job.model.eval()
+    try:
+        with torch.no_grad():
+            scores = job.score(HELDOUT)
+    finally:
+        job.model.train(was_training)
+        restore_rng(saved, job.device)
+    return {"step": step, "epoch": epoch, "time": round(time.time(), 3), "heldout_top1": float(scores["top1"]), "heldout_nll": float(scores["nll"])}
 
 
 def _load_checkpoint(run_dir: RunDir, ctx: Any, device: torch.device) -> dict[str, Any] | None:

@@ -181,7 +181,11 @@ CURVE_PANELS = (  # (logged column, panel title): what the policy is becoming, s
     ("logit_norm", "logit L2 norm"),
     ("grad_norm", "gradient norm (before clipping)"),
     ("clip_fraction", "clip fraction (GRPO-RM)"),
+    ("heldout_top1", "held-out top-1 (per epoch)"),
+    ("heldout_nll", "held-out NLL (per epoch)"),
 )
+EPOCH_PANELS = {"heldout_top1", "heldout_nll"}
+"""Logged once per epoch (train.eval_every_epoch), at the epoch's last step: drawn unsmoothed, with markers."""
 # Not drawn: the loss (GRPO-RM's clipped surrogate is 0 on a batch's first pass at μ = 1: ratio 1,
 # advantages summing to 0) and the advantage spread (std ≈ 1 and a fixed max by construction);
 # flat lines that say nothing about training. The reward mean repeats the batch accuracy.
@@ -237,12 +241,12 @@ def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list
                 if column not in runs or runs[column].isna().all():
                     continue
                 per_step = runs.pivot_table(index="step", columns="seed", values=column, aggfunc="mean")
-                smooth = per_step.rolling(window, min_periods=1).mean()
-                ax.plot(smooth.index, smooth.mean(axis=1), "-", color=colors[arm], lw=1.2, label=arm)
+                smooth = per_step if column in EPOCH_PANELS else per_step.rolling(window, min_periods=1).mean()
+                ax.plot(smooth.index, smooth.mean(axis=1), "o-" if column in EPOCH_PANELS else "-", color=colors[arm], lw=1.2, ms=3, label=arm)
                 if smooth.shape[1] > 1:
                     ax.fill_between(smooth.index, smooth.min(axis=1), smooth.max(axis=1), color=colors[arm], alpha=0.15, lw=0)
             ax.set_title(name if c else f"{model}\n{name}", fontsize=9)  # the model once, above its first panel
-            ax.set_xlabel(f"step (rolling mean of {window})" if window > 1 else "step", fontsize=8)
+            ax.set_xlabel(f"step (rolling mean of {window})" if window > 1 and column not in EPOCH_PANELS else "step", fontsize=8)
             ax.grid(alpha=0.3)
             if ax.lines and c == 0:
                 ax.legend(fontsize=7)
@@ -494,7 +498,7 @@ FIGURES.add("id_vs_ood", FigureInfo("Each run's in-distribution accuracy against
                                     "no run has both an ID split and OOD (shift) sets."))
 FIGURES.add("curves", FigureInfo("Training statistics per optimiser step, mean over seeds; the band spans the seeds. Panels: the "
                                  "logged quantities that vary — batch accuracy, p(true class), logit margin, entropy, logit norm, "
-                                 "gradient norm, clip fraction. Not drawn: the loss and the advantage spread (GRPO-RM's clipped surrogate "
+                                 "gradient norm, clip fraction, and, for runs with train.eval_every_epoch, the held-out top-1 and NLL after each epoch (markers, unsmoothed). Not drawn: the loss and the advantage spread (GRPO-RM's clipped surrogate "
                                  "is 0 on a batch's first pass at μ = 1 and its normalised advantages have a fixed spread: flat lines), "
                                  "and any quantity constant over training in every run (named below the figures).",
                                  "no training logs (metrics.jsonl) with a quantity that varies among the finished runs."))
