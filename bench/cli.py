@@ -142,10 +142,14 @@ def _say_nothing_found(args: argparse.Namespace, specs, console: "Console") -> N
         console.print(line, style="yellow", markup=False, soft_wrap=True)
 
 
-def _print_report(report: "Report", console: "Console") -> None:
-    console.print(report.console, markup=False, highlight=False, soft_wrap=True)  # the suite's description is in it
+def _print_report(report: "Report", console: "Console", full: bool = False) -> None:
+    """The verdict box's headline (and expectations, unfinished runs) and where the report is;
+    ``full`` (``--full``): the main tables too, as before."""
+    console.print(report.console if full else report.summary, markup=False, highlight=False, soft_wrap=True)
     folder = report.files[0].parent if report.files else None
-    console.print(f"wrote {len(report.files)} files to {folder}/ (open report.html in a browser)", markup=False)
+    page = f"{folder}/report.html" if folder is not None else "report.html"
+    console.print(f"wrote {len(report.files)} files to {folder}/; the report: {page} (open it in a browser)"
+                  + ("" if full else "; --full prints its tables here"), markup=False, soft_wrap=True)
 
 
 def _report(suite, specs, args: argparse.Namespace, console: "Console", subset: bool = False) -> bool:
@@ -163,7 +167,7 @@ def _report(suite, specs, args: argparse.Namespace, console: "Console", subset: 
                       style="red", markup=False, soft_wrap=True)
         return False
     _say_nothing_found(args, specs, console)
-    _print_report(report, console)
+    _print_report(report, console, getattr(args, "full", False))
     return True
 
 
@@ -622,6 +626,8 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--keep-checkpoints", action="store_true",
                            help="finished runs keep prev.pt as well as last.pt (default: only last.pt, the final weights "
                                 "re-evaluation needs); not part of any run's identity")
+        if name in ("run", "report", "reproduce"):
+            s.add_argument("--full", action="store_true", help="print the report's main tables too, not only its headline and path")
         if name == "run":
             s.add_argument("--executor", choices=EXECUTORS, default="debug",
                            help="debug: in this process (default; runs share in-memory caches); local: subprocesses; slurm: job arrays")

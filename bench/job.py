@@ -37,7 +37,7 @@ from bench.seeding import derive_seed, seed_everything
 from bench.segment import evaluate_segmentation, train_pairs
 from bench.store import RunDir, RunHeld, RunLock
 from bench import train as train_module
-from bench.progress import ProgressFn, RunLog, RunProgress, TensorBoardScalars, fan_out
+from bench.progress import PREPARING_DATA, ProgressFn, RunLog, RunProgress, TensorBoardScalars, fan_out
 from bench.train import Trained, peak_cuda_mb, peak_rss_mb, step_summary, train
 
 
@@ -320,6 +320,10 @@ def _same_data_as_checkpoint(cfg: RunConfig, run_dir: RunDir, ctx: DistContext) 
 
 def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: ProgressFn | None, ctx: DistContext, stage: dict[str, Any]) -> dict[str, Any]:
     started = time.time()
+    if ctx.is_main:  # data, model and method are built before the first step: `bench status` and the live view say so
+        run_dir.update_status(phase="prepare")
+    if progress:
+        progress(RunProgress("prepare", detail=PREPARING_DATA))
     data_fingerprints = _same_data_as_checkpoint(cfg, run_dir, ctx)
     job = Job(cfg, ctx)
     if job.device.type == "cuda":  # this run's peak, not an earlier run's of the same process

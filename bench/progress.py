@@ -1,6 +1,7 @@
 """Where a run is: one event type for every phase, and the ways it is shown and kept.
 
-A run reports :class:`RunProgress` events — ``resume`` (once, when it continues a checkpoint),
+A run reports :class:`RunProgress` events — ``prepare`` (preparing data, caching frozen-prefix
+tokens: the set-up before the first step), ``resume`` (once, when it continues a checkpoint),
 ``train`` (each optimiser step), ``checkpoint`` (each ``last.pt`` written) and ``evaluate`` (each
 split or transfer target scored, k of n) — to whatever callback its launcher passes. In a terminal
 they drive a live bar; in a log (stdout not a terminal: ``make demo > log``, a Slurm job's output)
@@ -25,8 +26,63 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping, TextIO
 
-Phase = Literal["resume", "train", "checkpoint", "evaluate"]
+Phase = Literal["prepare", "resume", "train", "checkpoint", "evaluate"]
 SHOWN_STATS = ("loss", "accuracy", "reward_mean")
+# GRPO-RM's surrogate loss is 0 on a batch's first pass at μ = 1 (ρ = 1 and the advantages are
+# centred per group: docs/mechanism.md), so its progress shows what moves: the rollout policy's
+# expected reward and the advantages' spread
+REWARD_STATS = ("reward_mean", "adv_std", "adv_max", "clip_fraction")
+PREPARING_DATA = "preparing data"
+CACHING_TOKENS = "caching frozen-prefix tokens"
+
+
+def shown_stats(stats: Mapping[str, float]) -> str:
+    """The few numbers a progress line shows: reward and advantage statistics for a method that
+    logs a reward (GRPO-RM), else loss / accuracy. 'reward_mean=0.412 adv_std=0.998 …'."""
+    keys = REWARD_STATS if "reward_mean" in stats else SHOWN_STATS
+    return " ".join(f"{k}={stats[k]:.3f}" for k in keys if isinstance(stats.get(k), (int, float)))
+
+
+def clock_text(seconds: float) -> str:
+    """'0:07', '12:31', '1:02:03'."""
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+class Pace:
+    """Steps/s, elapsed time and ETA of one run's training, from its train events and a clock
+    (injectable: tests hold it still). The rate counts this attempt's steps only (a resumed run's
+    earlier steps took no time here); elapsed time runs from the run's first event."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.started: float | None = None  # the run's first event (any phase)
+        self._first: tuple[float, int] | None = None  # (time, step) of this attempt's first train event
+        self.rate: float | None = None
+
+    def see(self, event: "RunProgress") -> None:
+        now = self.clock()
+        if self.started is None:
+            self.started = now
+        if event.phase == "resume":
+            self._first = (now, event.step)
+        elif event.phase == "train":
+            if self._first is None:  # steps before the first event: the set-up's, counted from the start
+                self._first = (self.started, 0)
+            since, step0 = self._first
+            self.rate = (event.step - step0) / (now - since) if now > since and event.step > step0 else self.rate
+
+    def elapsed(self) -> float:
+        return 0.0 if self.started is None else self.clock() - self.started
+
+    def text(self, event: "RunProgress") -> str:
+        """'3.2 steps/s, elapsed 0:09, ETA 0:18' (ETA once a rate is known, training events only)."""
+        parts = [f"{self.rate:.2f} steps/s" if self.rate else "", f"elapsed {clock_text(self.elapsed())}"]
+        if event.phase == "train" and self.rate:
+            parts.append(f"ETA {clock_text((event.total - event.step) / self.rate)}")
+        return ", ".join(p for p in parts if p)
 MAIN_METRICS = ("top1", "mIoU")  # an evaluation entry's headline number (classification / segmentation), as in the report
 
 
@@ -37,15 +93,29 @@ class RunProgress:
     total: int = 0
     detail: str = ""  # evaluate: the unit just scored; resume: where from; checkpoint: where it is
     stats: Mapping[str, float] = field(default_factory=dict)  # train: the step's logged numbers (lr, grad_norm, the method's)
+    epoch: int = 0  # train: the epoch this step is in, 1-based (0: not said)
+    epochs: int = 0
+
+    def position(self) -> str:
+        """'epoch 2/2, step 29/58' (train), '3/16' otherwise."""
+        where = f"{self.step}/{self.total}"
+        if self.phase == "train":
+            where = f"step {where}"
+            if self.epochs:
+                where = f"epoch {self.epoch}/{self.epochs}, {where}"
+        return where
 
     def describe(self) -> str:
-        """One short phrase: 'train 40/90 loss=0.412', 'evaluate 3/16 (shift_palette)'."""
+        """One short phrase: 'train epoch 1/2, step 40/90 loss=0.412', 'evaluate 3/16 (shift_palette)',
+        'preparing data'."""
+        if self.phase == "prepare":
+            return self.detail
         if self.phase == "resume":
             return f"resumed from {self.detail}"
         if self.phase == "checkpoint":
             return f"checkpoint at {self.detail}"
-        shown = " ".join(f"{k}={self.stats[k]:.3f}" for k in SHOWN_STATS if k in self.stats)
-        text = f"{self.phase} {self.step}/{self.total}"
+        shown = shown_stats(self.stats)
+        text = f"{self.phase} {self.position()}"
         if self.detail:
             text += f" ({self.detail})"
         return f"{text} {shown}".rstrip()
@@ -55,27 +125,29 @@ ProgressFn = Callable[[RunProgress], None]
 
 
 class PlainProgress:
-    """Progress as plain lines for logs: ``<label>: train 9/90 loss=…``. Training prints at each
-    tenth of its steps (and at least every ``every_s`` seconds); every evaluation unit and every
-    resume prints."""
+    """Progress as plain lines for logs: ``<label>: train epoch 1/2, step 9/90 loss=… | 3.10 steps/s,
+    elapsed 0:03, ETA 0:26``. Training prints at each tenth of its steps (and at least every
+    ``every_s`` seconds); every preparation phase, evaluation unit and resume prints."""
 
-    def __init__(self, label: str, out: TextIO, every_s: float = 60.0) -> None:
-        self.label, self.out, self.every_s = label, out, every_s
-        self._last_print = time.monotonic()
+    def __init__(self, label: str, out: TextIO, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.label, self.out, self.every_s, self.clock = label, out, every_s, clock
+        self.pace = Pace(clock)
+        self._last_print = clock()
         self._last_tenth = -1
 
     def __call__(self, event: RunProgress) -> None:
+        self.pace.see(event)
         if event.phase == "checkpoint":  # every few minutes: run.log has them, a job's stdout need not
             return
         if event.phase == "train":
             tenth = 10 * event.step // max(1, event.total)
-            due = tenth > self._last_tenth or time.monotonic() - self._last_print >= self.every_s
+            due = tenth > self._last_tenth or self.clock() - self._last_print >= self.every_s
             if not due:
                 return
             self._last_tenth = tenth
-        self.out.write(f"{self.label}: {event.describe()}\n")
+        self.out.write(f"{self.label}: {event.describe()} | {self.pace.text(event)}\n")
         self.out.flush()
-        self._last_print = time.monotonic()
+        self._last_print = self.clock()
 
 
 UnitMetrics = Callable[[str], Mapping[str, Mapping[str, Any]]]

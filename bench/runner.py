@@ -8,6 +8,7 @@ fastest way through small suites such as the demo.
 from __future__ import annotations
 
 import json
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +16,10 @@ from typing import Callable
 
 from rich.console import Console
 from rich.text import Text
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from bench.io import disk_error
-from bench.progress import SHOWN_STATS, PlainProgress, RunProgress
+from bench.progress import Pace, PlainProgress, RunProgress, shown_stats
 from bench.suite import RunSpec
 from bench.store import RunDir, RunHeld
 
@@ -46,31 +47,54 @@ def method_label(config) -> str:
     return config.method.name + ("{" + ", ".join(f"{k}={v}" for k, v in changed.items()) + "}" if changed else "")
 
 
+class LiveRun:
+    """One run's line in the live view: description (with the phase: preparing data, caching
+    frozen-prefix tokens, evaluation), the bar over training steps then evaluation units, the
+    shown statistics (reward / advantages for GRPO-RM, loss otherwise), the epoch, and the pace
+    (steps/s, elapsed, ETA: :class:`bench.progress.Pace`, on ``clock``)."""
+
+    def __init__(self, progress: Progress, label: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self.progress, self.label = progress, label
+        self.pace = Pace(clock)
+        self.task = progress.add_task(label, total=None, stats="", pace="")
+
+    def __call__(self, event: RunProgress) -> None:
+        self.pace.see(event)
+        if event.phase == "resume":
+            self.progress.console.print(f"{self.label}: {event.describe()}", markup=False, soft_wrap=True)
+            return
+        if event.phase == "prepare":
+            self.progress.update(self.task, description=f"{self.label} · {event.detail}", pace=self.pace.text(event))
+            return
+        if event.phase == "train":
+            epoch = f"epoch {event.epoch}/{event.epochs} " if event.epochs else ""
+            stats, description = epoch + shown_stats(event.stats), self.label
+        else:
+            stats, description = f"evaluating {event.detail}", f"{self.label} · eval"
+        self.progress.update(self.task, completed=event.step, total=event.total, stats=stats, description=description, pace=self.pace.text(event))
+
+
+LIVE_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TextColumn("{task.fields[pace]}"))
+
+
 def run_local(specs: list[RunSpec], results_root: Path, console: Console | None = None,
-              threads: Callable[[RunSpec], int] | None = None, keep_checkpoints: bool = False) -> list[RunOutcome]:
-    """Each run in turn in this process. In a terminal, a live bar per run (training steps, then
-    evaluation units); otherwise plain progress lines (:class:`PlainProgress`)."""
+              threads: Callable[[RunSpec], int] | None = None, keep_checkpoints: bool = False,
+              clock: Callable[[], float] = time.monotonic) -> list[RunOutcome]:
+    """Each run in turn in this process. In a terminal, a live bar per run (phase, training steps
+    with epoch, statistics, steps/s, elapsed and ETA, then evaluation units); otherwise plain
+    progress lines (:class:`PlainProgress`). ``clock``: the pace's (tests hold it still)."""
     console = console or Console(highlight=False)  # user text is never highlighted (quadratic)
     outcomes: list[RunOutcome] = []
     live = console.is_terminal
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=False, disable=not live) as progress:
-        overall = progress.add_task("suite", total=len(specs), stats="")
+    with Progress(*LIVE_COLUMNS, console=console, transient=False, disable=not live) as progress:
+        overall = progress.add_task("suite", total=len(specs), stats="", pace="")
         for number, spec in enumerate(specs, 1):
             run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-            task = progress.add_task(describe(spec), total=None, stats="")
             if live:
-                def report(event: RunProgress, task=task) -> None:
-                    if event.phase == "resume":
-                        progress.console.print(f"{describe(spec)}: {event.describe()}", markup=False, soft_wrap=True)
-                        return
-                    label = "" if event.phase == "train" else f"evaluating {event.detail}"
-                    shown = " ".join(f"{k}={event.stats[k]:.3f}" for k in SHOWN_STATS if k in event.stats)
-                    progress.update(task, completed=event.step, total=event.total, stats=label or shown,
-                                    description=describe(spec) + (" · eval" if event.phase == "evaluate" else ""))
+                report = LiveRun(progress, describe(spec), clock)
             else:
                 console.print(f"run {number}/{len(specs)}: {describe(spec)}", markup=False, soft_wrap=True)
-                report = PlainProgress(f"  {spec.run_id}", console.file)
+                report = PlainProgress(f"  {spec.run_id}", console.file, clock=clock)
             try:
                 from bench.job import run_job  # torch and the model code: imported when a run starts
                 from bench.seeding import math_threads

@@ -14,12 +14,14 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from bench.dataid import STALE, run_state
+from bench.progress import CACHING_TOKENS, PREPARING_DATA
 from bench.store import RunDir
 
 if TYPE_CHECKING:
     from bench.suite import RunSpec
 
 FAILED_STATES = ("failed", "corrupt")
+SETUP_PHASES = {"prepare": PREPARING_DATA, "cache": CACHING_TOKENS}  # status.json's phase before training → what status shows
 STATE_ORDER = ("done", "running", "interrupted", "pending", STALE, "failed", "corrupt")
 
 
@@ -32,9 +34,12 @@ def stage_label(spec: "RunSpec") -> str:
 
 
 def progress_text(status: dict[str, Any], logged_steps: int, state: str) -> str:
-    """'train 40/90', 'eval 3/16' or '' (done, or not started)."""
+    """'train 40/90', 'eval 3/16', 'preparing data', 'caching frozen-prefix tokens' or '' (done, or
+    not started)."""
     if state == "done":
         return ""
+    if state == "running" and status.get("phase") in SETUP_PHASES:
+        return SETUP_PHASES[status["phase"]]
     if status.get("phase") == "evaluate" and status.get("evaluations"):
         return f"eval {status.get('evaluated', 0)}/{status['evaluations']}"
     if status.get("total_steps"):

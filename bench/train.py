@@ -37,7 +37,7 @@ from bench.features import CacheSpend
 from bench.io import atomic_torch_save
 from bench.models import SplitViTClassifier  # noqa: F401 (re-exported for callers)
 from bench.optim import build_optimizer, param_groups, warmup_cosine  # noqa: F401 (re-exported)
-from bench.progress import ProgressFn, RunProgress
+from bench.progress import CACHING_TOKENS, ProgressFn, RunProgress
 from bench.seeding import generator
 from bench.store import RunDir
 
@@ -229,6 +229,11 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
         if progress:
             progress(RunProgress("resume", state["step"], state["step"], detail=f"the final weights (step {state['step']}): training is done, evaluating"))
         return Trained(state["step"], int(state.get("train_size", len(job.train_split))), float(state.get("wall_time_s", 0.0)), prior_cost)
+    if job.use_prefix_cache:  # embedding the training split can take a while: say so (status.json, the live view)
+        if ctx.is_main:
+            run_dir.update_status(phase="cache")
+        if progress:
+            progress(RunProgress("prepare", detail=CACHING_TOKENS))
     train = job.inputs(cfg.data.resolved_train_split)
     n = len(train)
     batches_per_epoch = steps_per_epoch(n, cfg.train.batch_size, ctx.world)  # the last-batch rule (bench.distributed)
@@ -298,7 +303,8 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
                        "grad_norm": float(grad_norm), **stats}
                 pending.append(row)
                 if progress:
-                    progress(RunProgress("train", step, total_steps, stats={"lr": row["lr"], "grad_norm": row["grad_norm"], **stats}))
+                    progress(RunProgress("train", step, total_steps, stats={"lr": row["lr"], "grad_norm": row["grad_norm"], **stats},
+                                         epoch=epoch + 1, epochs=cfg.train.epochs))
                 if max_steps is not None and step >= max_steps:
                     stopped = True  # the batch's remaining μ passes are not taken either
                     break

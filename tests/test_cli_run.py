@@ -26,8 +26,15 @@ def test_bench_run_writes_results_and_report_then_skips_done_runs(tmp_path, caps
     args = [str(suite), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]
     assert main(["run", *args]) == 0
     out = capsys.readouterr().out
-    assert "| SFT (n=1) | GRPO-RM (n=1) | Δ GRPO-RM − SFT |" in out and "fmnist_composites (random init) | id | test |" in out
-    assert "open report.html in a browser" in out
+    # the headline (the verdict box's sentences) and where the report is; the tables stay in the report
+    import html
+
+    page = html.unescape((tmp_path / "reports" / "tiny" / "report.html").read_text())
+    bullets = [line[2:] for line in out.splitlines() if line.startswith("- ")]
+    assert bullets and all(f"<li>{b}</li>" in page for b in bullets), bullets  # the verdict box's headline, sentence for sentence
+    assert "2 of 2 runs done." in out and f"{tmp_path / 'reports' / 'tiny'}/report.html" in out
+    assert "| SFT (n=1) | GRPO-RM (n=1) | Δ GRPO-RM − SFT |" not in out and "fmnist_composites (random init) | id | test |" not in out
+    assert "| SFT (n=1) | GRPO-RM (n=1) | Δ GRPO-RM − SFT |" in (tmp_path / "reports" / "tiny" / "report.md").read_text()  # …which has them
     results = sorted((tmp_path / "results" / "tiny").glob("*/result.json"))
     assert len(results) == 2
     table = (tmp_path / "reports" / "tiny" / "table_id.md").read_text()
@@ -38,6 +45,8 @@ def test_bench_run_writes_results_and_report_then_skips_done_runs(tmp_path, caps
 
     monkeypatch.setenv("BENCH_REPORT_FIGURES", "0")  # from here on the test is about what reruns, not figures
     assert main(["run", *args]) == 0  # everything is done: nothing reruns
+    assert main(["report", *args, "--full"]) == 0  # --full: the tables printed as well
+    assert "| SFT (n=1) | GRPO-RM (n=1) | Δ GRPO-RM − SFT |" in capsys.readouterr().out
     assert {p: p.stat().st_mtime_ns for p in results} == before
     assert main(["run", *args, "--force"]) == 0
     assert all(p.stat().st_mtime_ns != before[p] for p in results)

@@ -32,7 +32,10 @@ def test_run_log_and_tensorboard_across_an_interrupted_a_failed_and_a_finishing_
     run_dir = RunDir(tmp_path / "run")
     units = list(cfg.evaluation_splits())
 
+    seen: list[RunProgress] = []
+
     def interrupt(event: RunProgress) -> None:
+        seen.append(event)
         if event.phase == "train" and event.step == 5:
             raise KeyboardInterrupt("simulated pre-emption")
 
@@ -43,6 +46,11 @@ def test_run_log_and_tensorboard_across_an_interrupted_a_failed_and_a_finishing_
 
     with pytest.raises(KeyboardInterrupt):
         run_job(cfg, run_dir, progress=interrupt)
+    # the set-up before the first step is a phase of its own; each step says its epoch
+    assert seen[0] == RunProgress("prepare", detail="preparing data")
+    assert [e.describe() for e in seen if e.phase == "prepare"][-1] in ("preparing data", "caching frozen-prefix tokens")
+    assert [(e.epoch, e.epochs, e.step) for e in seen if e.phase == "train"] == [(1, 2, 1), (1, 2, 2), (1, 2, 3), (2, 2, 4), (2, 2, 5)]
+    assert seen[-1].describe().startswith("train epoch 2/2, step 5/6 reward_mean=") and "loss=" not in seen[-1].describe()
     with pytest.raises(RuntimeError):
         run_job(cfg, run_dir, progress=fail)
     result = run_job(cfg, run_dir)

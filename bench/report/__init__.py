@@ -40,6 +40,7 @@ class Report:
     tables: list[Table] = field(default_factory=list)
     extra_tables: list[TextTable] = field(default_factory=list)  # the ranked ablation, wall time
     verdict: pd.DataFrame = field(default_factory=pd.DataFrame)  # the verdict box's comparisons (verdict.csv)
+    summary: str = ""  # what `bench run` / `bench report` print by default: the verdict box's headline, expectations, unfinished runs; no tables
 
 
 
@@ -278,13 +279,17 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     console = "\n".join([*head, *box, *main, *(x for x in tail if x)])
     markdown = "\n".join([*head, *box, *main, *detail, *(x for x in tail if x)])
     write("report.md", markdown)
+    box_context = verdict.verdict_context(verdict_rows, ends, comparison)
+    headline = [f"- {line}" for line in (box_context or {}).get("headline", [])]
+    summary = "\n".join([f"# {title}", "", *([note, ""] if note else []), f"{done} of {len(states)} runs done.", "",
+                         *(headline + [""] if headline else []), *(x for x in (expected_markdown(comparison), _not_done_markdown(states)) if x)])
     page = html.render(
         title=title, description=suite.description, tables=[*table_files, *extra_files],
-        verdict=verdict.verdict_context(verdict_rows, ends, comparison),
+        verdict=box_context,
         expected=html.expected_context(comparison, EXPECTED_CAPTION), figures=figures, skipped_figures=skipped, states=states,
         suite_files=suite_files(suite, suite_path), variants=legend, long=long, downloads=long_files, tuning=tuning,
         variants_intro=VARIANTS_INTRO, samples=samples_context(out),
     )
     write("report.html", page)
     _remove_stale(out, files)
-    return Report(markdown, console, files, states, tables, extra_tables, verdict_rows)
+    return Report(markdown, console, files, states, tables, extra_tables, verdict_rows, summary)

@@ -23,6 +23,9 @@ ENV_COLUMNS = {"git_commit": "grpo-rm-bench commit", "git_dirty": "uncommitted c
                "host": "hosts", "device": "devices", "backbone": "backbones", "init": "backbone weights"}
 
 
+LEAD_FIGURES = ("forest",)  # right under the verdict box, before any table: the answer, drawn
+
+
 def data_uri(path: Path, mime: str) -> str:
     return f"data:{mime};base64,{base64.b64encode(Path(path).read_bytes()).decode('ascii')}"
 
@@ -78,7 +81,8 @@ def render(
     variants: dict[str, dict[str, Any]], long: pd.DataFrame, downloads: list[Path], tuning: str = "", variants_intro: str = "",
     verdict: dict[str, Any] | None = None, samples: dict[str, Any] | None = None,
 ) -> str:
-    """The report page. ``figures``: (key, caption, png path); ``tuning``: how the compared configs
+    """The report page: the verdict box, the forest plot, then the tables (long notes folded away
+    in <details>), the other figures, suite and environment. ``figures``: (key, caption, png path); ``tuning``: how the compared configs
     were selected (empty when nothing was tuned); ``verdict``: the box at the top
     (:func:`bench.report.verdict.verdict_context`), None when there is no comparison; ``samples``:
     `bench samples`' files in the report folder (:func:`bench.report.samples.report_context`), None when absent."""
@@ -88,7 +92,8 @@ def render(
         title=title, description=description, random_init=bool(long["random_init"].astype(bool).any()) if not long.empty else False,
         counts={"done": int((states["state"] == "done").sum()), "total": len(states)}, not_done=not_done, expected=expected,
         tables=[table_context(t, files) for t, files in tables], downloads=[_download(p) for p in downloads],
-        figures=[{"key": k, "caption": c, "src": data_uri(p, "image/png")} for k, c, p in figures], skipped_figures=skipped_figures,
+        figures=[{"key": k, "caption": c, "src": data_uri(p, "image/png")} for k, c, p in figures if k not in LEAD_FIGURES],
+        lead_figures=[{"key": k, "caption": c, "src": data_uri(p, "image/png")} for k, c, p in figures if k in LEAD_FIGURES], skipped_figures=skipped_figures,
         suite_files=suite_files, variants=variants, variants_intro=variants_intro, tuning=tuning, env=environment(long), verdict=verdict,
         samples=None if samples is None else {**samples, "csv": _download(samples["csv"]),
                                               "sheet": data_uri(samples["sheet"], "image/png") if samples["sheet"] else None},

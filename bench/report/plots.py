@@ -174,7 +174,7 @@ def id_vs_ood(long: pd.DataFrame, summary: pd.DataFrame, stem: Path, title: str)
 
 
 CURVE_PANELS = (  # (logged column, panel title): what the policy is becoming, step by step
-    ("accuracy", "batch accuracy"),
+    ("accuracy", "batch accuracy (%)"),
     ("p_true", "p(true class)"),
     ("margin", "top-1 − top-2 logit margin"),
     ("entropy", "predictive entropy (nats)"),
@@ -189,6 +189,9 @@ EPOCH_PANELS = {"heldout_top1", "heldout_nll"}
 # Not drawn: the loss (GRPO-RM's clipped surrogate is 0 on a batch's first pass at μ = 1: ratio 1,
 # advantages summing to 0) and the advantage spread (std ≈ 1 and a fixed max by construction);
 # flat lines that say nothing about training. The reward mean repeats the batch accuracy.
+
+
+PERCENT_COLUMNS = {"accuracy": 100.0}  # drawn in %, like every accuracy in the report
 
 
 CURVE_COLUMNS = 4  # panels per row; more wrap to the next row
@@ -240,7 +243,7 @@ def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list
                 runs = part[part["arm"] == arm]
                 if column not in runs or runs[column].isna().all():
                     continue
-                per_step = runs.pivot_table(index="step", columns="seed", values=column, aggfunc="mean")
+                per_step = runs.pivot_table(index="step", columns="seed", values=column, aggfunc="mean") * PERCENT_COLUMNS.get(column, 1.0)
                 smooth = per_step if column in EPOCH_PANELS else per_step.rolling(window, min_periods=1).mean()
                 ax.plot(smooth.index, smooth.mean(axis=1), "o-" if column in EPOCH_PANELS else "-", color=colors[arm], lw=1.2, ms=3, label=arm)
                 if smooth.shape[1] > 1:
@@ -342,20 +345,21 @@ def reliability(bins: pd.DataFrame, stem: Path, title: str) -> list[Path]:
             ece = float(np.abs(part["correct_sum"] - part["confidence_sum"]).sum() / count.sum()) if count.sum() else float("nan")
             ax = fig.add_subplot(grid[2 * r, c])
             hist = fig.add_subplot(grid[2 * r + 1, c], sharex=ax)
-            ax.bar(edges[:-1][seen], acc[seen], 1.0 / n_bins, align="edge", color=colors[arm], alpha=0.75, edgecolor="white", label="accuracy")
-            ax.plot(conf[seen], acc[seen], "o", color="black", ms=3, label="mean confidence")
-            ax.plot([0, 1], [0, 1], "--", color="grey", lw=1, label="perfect calibration")
-            ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
-            ax.set_ylabel("accuracy", fontsize=8)
+            # in % like every other accuracy of the report
+            ax.bar(100 * edges[:-1][seen], 100 * acc[seen], 100.0 / n_bins, align="edge", color=colors[arm], alpha=0.75, edgecolor="white", label="accuracy")
+            ax.plot(100 * conf[seen], 100 * acc[seen], "o", color="black", ms=3, label="mean confidence")
+            ax.plot([0, 100], [0, 100], "--", color="grey", lw=1, label="perfect calibration")
+            ax.set_xlim(0, 100)
+            ax.set_ylim(0, 100)
+            ax.set_ylabel("accuracy (%)", fontsize=8)
             ax.set_title(textwrap.fill(f"{model} · {arm} · ECE of bins pooled over seeds {100 * ece:.2f}%", width=48), fontsize=8)
             ax.grid(alpha=0.3)
             plt.setp(ax.get_xticklabels(), visible=False)
             if c == 0:
                 ax.legend(fontsize=6, loc="upper left")
-            hist.bar(edges[:-1], count, 1.0 / n_bins, align="edge", color=colors[arm], alpha=0.75, edgecolor="white")
+            hist.bar(100 * edges[:-1], count, 100.0 / n_bins, align="edge", color=colors[arm], alpha=0.75, edgecolor="white")
             hist.set_ylabel("images", fontsize=8)
-            hist.set_xlabel("confidence (top-1 probability)", fontsize=8)
+            hist.set_xlabel("confidence (top-1 probability, %)", fontsize=8)
             hist.grid(alpha=0.3)
     suptitle(fig, f"{title}: reliability on the ID split, bins pooled over seeds{_title_suffix(bins)}")
     fig.tight_layout()
