@@ -181,7 +181,7 @@ CURVE_PANELS = (  # (logged column, panel title): what the policy is becoming, s
     ("logit_norm", "logit L2 norm"),
     ("grad_norm", "gradient norm (before clipping)"),
     ("clip_fraction", "clip fraction (GRPO-RM)"),
-    ("heldout_top1", "held-out top-1 (per epoch)"),
+    ("heldout_top1", "held-out top-1 % (per epoch)"),
     ("heldout_nll", "held-out NLL (per epoch)"),
 )
 EPOCH_PANELS = {"heldout_top1", "heldout_nll"}
@@ -191,7 +191,7 @@ EPOCH_PANELS = {"heldout_top1", "heldout_nll"}
 # flat lines that say nothing about training. The reward mean repeats the batch accuracy.
 
 
-PERCENT_COLUMNS = {"accuracy": 100.0}  # drawn in %, like every accuracy in the report
+PERCENT_COLUMNS = {"accuracy": 100.0, "heldout_top1": 100.0}  # drawn in %, like every accuracy in the report
 
 
 CURVE_COLUMNS = 4  # panels per row; more wrap to the next row
