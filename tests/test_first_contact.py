@@ -205,7 +205,9 @@ def test_progress_covers_training_then_each_evaluation_unit_and_status_shows_the
     assert [e.step for e in evaluate] == list(range(1, units + 1)) and {e.total for e in evaluate} == {units}
     assert [e.detail for e in evaluate] == list(cfg.evaluation_splits())
     assert events.index(evaluate[0]) > events.index(train[-1])  # training, then evaluation
-    assert set(phases[: len(train)]) == {"train"} and set(phases[len(train):]) == {"evaluate"}
+    seen = list(zip(events, phases))  # the status phase when each event came
+    assert events[0].phase == "prepare" and events[0].detail == "preparing data"  # the data-preparation phase comes first
+    assert {p for e, p in seen if e.phase == "train"} == {"train"} and {p for e, p in seen if e.phase == "evaluate"} == {"evaluate"}
     status = run_dir.read_status()
     assert status["evaluated"] == status["evaluations"] == units
 
@@ -215,7 +217,7 @@ def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, capsys):
     assert main(["run", str(suite), "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports")]) == 0
     out = capsys.readouterr().out
     assert "run 1/1: sft seed=0" in out
-    assert ": train 2/2" in out  # 32 images, batch 16, 1 epoch (minus the held-out tenth: still 2 batches)
+    assert ": train epoch 1/1, step 2/2" in out  # 32 images, batch 16, 1 epoch (minus the held-out tenth: still 2 batches)
     assert ": evaluate 1/4 (test)" in out and ": evaluate 4/4 (shift_corruption)" in out
     # $BENCH_REPORT_FIGURES=0 (tests/conftest.py): tables and page, no figures, and the page says so
     report = tmp_path / "reports" / "tiny"

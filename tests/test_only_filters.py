@@ -83,7 +83,7 @@ def test_report_only_writes_the_subset_to_its_own_folder(finished, capsys):
     assert "3 of 3 runs done" in text and "Subset report: only the runs with method=sft (3 of the suite's 6 runs)" in text
     assert "Subset report" in "\n".join(text.splitlines()[:4])
     assert "Subset report: only the runs with method=sft" in "\n".join(out.splitlines()[:4])
-    assert f"files to {subset}/ (open report.html" in out
+    assert f"{subset}/report.html" in out
 
 
 def test_report_from_another_directory_names_where_it_looked(finished, tmp_path, capsys, monkeypatch):
