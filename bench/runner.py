@@ -57,16 +57,31 @@ class LiveRun:
         self.progress, self.label = progress, label
         self.pace = Pace(clock)
         self.task = progress.add_task(label, total=None, stats="", pace="")
+        self.last_train: RunProgress | None = None
+
+    def _line(self, text: str) -> None:
+        """A line that stays above the bar: what a refresh of the bar may skip (a short phase, an
+        epoch's end) is still on the screen afterwards."""
+        self.progress.console.print(f"{self.label}: {text}", markup=False, soft_wrap=True)
+
+    def _epoch_done(self, event: RunProgress) -> None:
+        self._line(f"epoch {event.epoch}/{event.epochs} done at step {event.step}/{event.total} ({self.pace.text(event)})")
 
     def __call__(self, event: RunProgress) -> None:
         self.pace.see(event)
         if event.phase == "resume":
-            self.progress.console.print(f"{self.label}: {event.describe()}", markup=False, soft_wrap=True)
+            self._line(event.describe())
             return
         if event.phase == "prepare":
+            self._line(str(event.detail))
             self.progress.update(self.task, description=f"{self.label} · {event.detail}", pace=self.pace.text(event))
             return
+        last = self.last_train
+        if last is not None and last.epochs and (event.phase != "train" or event.epoch != last.epoch):
+            self._epoch_done(last)  # the epoch before this event ended
+            self.last_train = None
         if event.phase == "train":
+            self.last_train = event
             epoch = f"epoch {event.epoch}/{event.epochs} " if event.epochs else ""
             stats, description = epoch + shown_stats(event.stats), self.label
         else:

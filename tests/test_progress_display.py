@@ -141,3 +141,43 @@ def test_bench_status_shows_the_preparation_phases():
     assert progress_text({"phase": "prepare"}, 0, "running") == "preparing data"
     assert progress_text({"phase": "cache"}, 0, "running") == "caching frozen-prefix tokens"
     assert progress_text({"phase": "train", "total_steps": 8}, 3, "running") == "train 3/8"
+
+
+def test_a_run_under_a_real_pseudo_terminal_shows_the_data_preparation_phase_and_eta(tmp_path):
+    """`bench run` with its stdout on a pseudo-terminal (pty.openpty): the live view is on, and
+    the preparation phase and each epoch's end (steps/s, elapsed, ETA) are printed as lines that
+    stay, so what is checked never depends on when the bar happened to refresh."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text(
+        "name: tiny\n"
+        "defaults:\n"
+        "  backbone: {name: dinov2_tiny, weights: random, img_size: 28}\n"
+        "  model: {trainable_blocks: 1}\n"
+        "  data: {name: fmnist_composites, params: {img_size: 28, train_size: 48, eval_size: 24}}\n"
+        "  train: {epochs: 2, batch_size: 16, eval_batch_size: 32}\n"
+        "matrix: {method: [sft], seed: [0]}\n")
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "200", "TERM": "xterm"}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.cli", "run", str(suite), "--results", str(tmp_path / "r"),
+                             "--reports", str(tmp_path / "p")], stdin=follower, stdout=follower, stderr=follower, env=env, cwd=tmp_path)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            data = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0
+    out = b"".join(chunks).decode("utf-8", "replace")
+    assert "preparing data" in out
+    assert "epoch 1/2 done at step" in out and "epoch 2/2 done at step" in out
+    assert "steps/s" in out and "ETA" in out
