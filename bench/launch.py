@@ -30,6 +30,7 @@ from bench.dataid import is_done
 from bench.io import DISK_WORDS
 from bench.registry import Registry
 from bench.runner import RunOutcome, run_local
+from bench.select import drop_decided_weights
 from bench.status import run_rows, status_table
 from bench.store import RunDir, RunHeld, RunLock, held_message
 from bench.suite import ResourceProfile, RunSpec, Suite
@@ -409,6 +410,8 @@ def launch_suite(
     seen = {s.run_id for s in specs}
     while True:
         suite, specs = source.expand(results_root)  # decides what has ended: selection groups, seed rounds
+        if not options.keep_checkpoints:
+            drop_decided_weights(specs, results_root)  # decided groups' tuning runs: their weights are only disk now
         new = [s for s in specs if s.run_id not in seen]
         if not new:
             return outcomes
@@ -500,6 +503,8 @@ class NextStageTask:
         suite, specs = self.source.expand(root)
         new = [s for s in specs if never_submitted(s, root)]
         keep = getattr(self, "keep_checkpoints", False)  # a job pickled before the option: the default
+        if not keep:
+            drop_decided_weights(specs, root)
         if new:
             say_what_is_new(suite, new, root, console)
             launch("slurm", suite, new, root, LaunchOptions(keep_checkpoints=keep), console)

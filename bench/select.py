@@ -243,7 +243,6 @@ def plan_selection(suite: Suite, path: str | Path, runs: list[MatrixRun], result
     tune = [spec for g in groups.values() for c in g.candidates for spec in c.runs]
     if results_root is not None and any(g.chosen is not None for g in groups.values()):
         write_selection(Path(results_root) / suite.name, suite, list(groups.values()), overlap)
-        drop_decided_weights(list(groups.values()), Path(results_root))
     return SelectionPlan(tune, final, list(groups.values()))
 
 
@@ -318,33 +317,35 @@ def heldout_score(result: dict[str, Any], metric: str) -> float | None:
 DROPPED_REASON = "tuning run of a decided selection group: its held-out score is recorded and no tuning run is evaluated again"
 
 
-def drop_decided_weights(groups: list[Group], results_root: Path) -> list[RunDir]:
+def drop_decided_weights(specs: list[RunSpec], results_root: Path) -> list[RunDir]:
     """Delete the final weights (last.pt) of the finished tuning runs of every decided group:
     selection read their held-out scores from result.json, and nothing evaluates a tuning run
     again, so the weights are only disk (:meth:`RunDir.drop_final_weights`; result.json and
-    metrics.jsonl stay and the run reads 'done'). A run another process holds, or that is not
-    done on the data here, is left alone. The run folders whose weights went."""
+    metrics.jsonl stay and the run reads 'done'). A group is decided when final runs carrying its
+    selection exist among ``specs``. Called by the launcher, never by a command that only reads
+    (status, validate, report): expanding a suite deletes nothing. A run another process holds,
+    or that is not done on the data here, is left alone. The run folders whose weights went."""
     from bench.store import RunHeld, RunLock
 
+    decided = {json.loads(s.record).get("selection", {}).get("group") for s in specs if s.stage == "final"} - {None}
     dropped = []
-    for group in groups:
-        if group.chosen is None:  # undecided (waiting, or extended beyond an edge): its runs may be read again
+    for spec in specs:
+        if spec.stage != "tune" or json.loads(spec.record).get("group") not in decided:
+            continue  # undecided (waiting, or extended beyond an edge): its runs may be read again
+        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+        if not run_dir.checkpoint.is_file() or not is_done(run_dir, spec.config):
             continue
-        for spec in (spec for candidate in group.candidates for spec in candidate.runs):
-            run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-            if not run_dir.checkpoint.is_file() or not is_done(run_dir, spec.config):
-                continue
-            try:
-                lock = RunLock.acquire(run_dir)
-            except (RunHeld, OSError):
-                continue
-            try:
-                if run_dir.drop_final_weights(DROPPED_REASON):
-                    dropped.append(run_dir)
-            except OSError:  # a read-only results folder: the weights stay, nothing else changes
-                pass
-            finally:
-                lock.release()
+        try:
+            lock = RunLock.acquire(run_dir)
+        except (RunHeld, OSError):
+            continue
+        try:
+            if run_dir.drop_final_weights(DROPPED_REASON):
+                dropped.append(run_dir)
+        except OSError:  # a read-only results folder: the weights stay, nothing else changes
+            pass
+        finally:
+            lock.release()
     return dropped
 
 

@@ -136,6 +136,7 @@ def _fake_weights(run_dir: RunDir) -> None:
 
 
 def test_a_decided_tuning_run_drops_its_weights_and_still_reads_done(tmp_path):
+    from bench.select import drop_decided_weights
     from bench.suite import expand, load_suite
     from test_select import SELECT_SUITE, _fake_result
     from test_suite import write
@@ -157,6 +158,9 @@ def test_a_decided_tuning_run_drops_its_weights_and_still_reads_done(tmp_path):
     _fake_weights(tampered)
     specs = expand(suite, path, results_root=results)
     assert {s.config.method.name for s in specs if s.stage == "final"} == {"sft"}
+    # expanding (what bench status and validate do) deletes nothing: only the launcher drops weights
+    assert all(RunDir.of(results, s.suite, s.run_id).checkpoint.is_file() for s in sft)
+    assert {d.path.name for d in drop_decided_weights(specs, results)} == {s.run_id for s in sft}
     for spec in sft:  # decided: weights gone, the result and status stay, and the run is done, not corrupt
         run_dir = RunDir.of(results, spec.suite, spec.run_id)
         assert not run_dir.checkpoint.exists() and not (run_dir.path / "last.pt.sha256").exists()
@@ -165,7 +169,7 @@ def test_a_decided_tuning_run_drops_its_weights_and_still_reads_done(tmp_path):
         assert status["state"] == "done" and "decided selection group" in status["weights_dropped"]["reason"]
         assert len(status["weights_dropped"]["sha256"]) == 64
     assert tampered.checkpoint.is_file()  # its group waits for a run: nothing dropped
-    expand(suite, path, results_root=results)  # planning again changes nothing
+    assert drop_decided_weights(expand(suite, path, results_root=results), results) == []  # again: nothing left to drop
     assert all(RunDir.of(results, s.suite, s.run_id).effective_state() == "done" for s in sft)
 
 
