@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.report.claims import ALPHA, ClaimTest, Quantity, primary_claim, quantity_estimates, seeds_for_mde
+from bench.report.claims import ALPHA, ClaimTest, Estimating, Quantity, primary_claim, quantity_estimates, seeds_for_mde
 
 if TYPE_CHECKING:
     from bench.suite import RunSpec, Suite
@@ -58,13 +58,13 @@ def plan(suite: "Suite", specs: list["RunSpec"], results_root: Path) -> tuple[li
     primary = primary_estimates(ends, final, predictions, problems)
     frame = verdict_frame(delta, final, ends, primary)
     rows: list[Plan] = []
-    cache: dict = {}
+    shared = Estimating.of(final)
     for r in frame.itertuples():
         if r.family == "primary":
             found = [e for e in primary if e.label == r.setting]
         else:
             q = Quantity(ends.treatment, ends.control, r.split, r.metric, str(r.dataset), "each")
-            found = quantity_estimates(q, final, predictions, problems, cache)
+            found = quantity_estimates(q, final, predictions, problems, shared)
         if not found:
             continue
         item = found[0]

@@ -443,17 +443,24 @@ def shown_override(text: str, flag: str = "-o") -> str:
     return f"{flag} " + shown + (f"… (… {len(text) - 80:,} more characters)" if len(text) > 80 else "")
 
 
+def _key_and_value(text: str, shown: str, kind: str, form: str) -> tuple[str, str]:
+    """``key.path=<raw>`` split at the first '=', the key checked as a dotted path: what `-o` and
+    `-m` share (``kind``: 'override' or 'sweep', named in their errors; ``form``: how one looks)."""
+    if "=" not in text:
+        raise SuiteError(f"{shown}: a command-line {kind} looks like {form}")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not all(_OVERRIDE_KEY.fullmatch(part) for part in key.split(".")):
+        raise SuiteError(f"{shown}: {key!r} is not a dotted key path such as train.lr (command-line {kind})")
+    return key, raw
+
+
 def parse_override(text: str) -> tuple[str, Any]:
     """``train.lr=1e-4`` → ("train.lr", 1e-4); the value is parsed as YAML by the same defensive
     loader as suite files. Errors are one line that starts ``-o <text>:`` so nobody searches a
     suite file for a mistake made on the command line."""
     shown = shown_override(text)
-    if "=" not in text:
-        raise SuiteError(f"{shown}: a command-line override looks like key.path=value, e.g. -o train.lr=1e-4")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not all(_OVERRIDE_KEY.fullmatch(part) for part in key.split(".")):
-        raise SuiteError(f"{shown}: {key!r} is not a dotted key path such as train.lr (command-line override)")
+    key, raw = _key_and_value(text, shown, "override", "key.path=value, e.g. -o train.lr=1e-4")
     try:
         value, _ = load_yaml(raw)
     except Refused as exc:
@@ -468,12 +475,7 @@ def parse_sweep(text: str) -> tuple[str, list[Any]]:
     quoted text work); a value that is itself a list needs its own brackets: ``[[id,shift],[id]]``.
     Errors are one line that starts ``-m <text>:``."""
     shown = shown_override(text, "-m")
-    if "=" not in text:
-        raise SuiteError(f"{shown}: a command-line sweep looks like key.path=value,value, e.g. -m train.lr=1e-4,3e-4")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    if not all(_OVERRIDE_KEY.fullmatch(part) for part in key.split(".")):
-        raise SuiteError(f"{shown}: {key!r} is not a dotted key path such as train.lr (command-line sweep)")
+    key, raw = _key_and_value(text, shown, "sweep", "key.path=value,value, e.g. -m train.lr=1e-4,3e-4")
     values: Any = None
     stripped = raw.strip()
     if stripped.startswith("[") and stripped.endswith("]"):

@@ -60,6 +60,12 @@ GROUP_COLUMNS = ["dataset", "backbone", "init", "random_init", "pair"]
 # what a seed aggregate is over: runs that differ only in seed (the method is a column of its own)
 MODEL_COLUMNS = [*GROUP_COLUMNS, "variant"]
 UNKNOWN_VARIANT = "unknown"  # results written without their config
+RAW_METRICS = ("nll", "brier")  # shown as they are (nats; the multi-class Brier score in [0, 2]); the others in percent
+
+
+def scale_of(metric: str) -> float:
+    """Report units: accuracy-like metrics (and ECE) in points (×100), NLL and Brier as they are."""
+    return 1.0 if metric in RAW_METRICS else 100.0
 PARAM_NAMES = {"epsilon": "ε", "mu": "μ", "beta": "β"}  # short display names of method parameters
 
 

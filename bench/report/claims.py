@@ -31,15 +31,15 @@ of a suite with adaptive seeds judges its claims at that same α_k / 2 of the lo
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import pandas as pd
 
 from bench.report.aggregate import CONFIDENCE, GROUP_COLUMNS, finals, variant_descriptions
-from bench.report.stats import (DeltaEstimate, Member, Predictions, Unavailable, _run_values, delta_estimate, paired_diffs, scale_of,
-                                seed_estimate)
+from bench.report.stats import (DeltaEstimate, Member, Predictions, RunTable, Unavailable, delta_estimate, paired_diffs, run_tables,
+                                scale_of, seed_estimate)
 
 if TYPE_CHECKING:
     from bench.suite import RunSpec, Suite
@@ -188,15 +188,35 @@ class Estimated:
     note: str  # why the seed-level model was used, '' for the crossed one
 
 
+@dataclass
+class Estimating:
+    """What estimating many quantities on one long table shares, built once: its final runs,
+    their variant labels, and each metric's per-run tables (filled on first use)."""
+
+    final: pd.DataFrame
+    descs: dict[str, str]
+    tables: dict[str, dict[str, RunTable]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, long: pd.DataFrame) -> "Estimating":
+        final = finals(long)
+        return cls(final, variant_descriptions(final))
+
+    def tables_of(self, metric: str) -> dict[str, RunTable]:
+        if metric not in self.tables:
+            self.tables[metric] = run_tables(self.final, metric)
+        return self.tables[metric]
+
+
 def quantity_estimates(q: Quantity, long: pd.DataFrame, predictions: Predictions, problems: Mapping[str, str] | None = None,
-                       cache: dict[str, Any] | None = None) -> list[Estimated]:
+                       shared: Estimating | None = None) -> list[Estimated]:
     """One estimate per comparison of ``q`` among the final runs of ``long`` (a dataset run in
     several settings or method configs gets one per comparison, labelled like the tables' rows).
-    ``cache``: a dict kept across calls on the same ``long`` (per-run tables, variant labels)."""
+    ``shared``: an :class:`Estimating` of the same ``long``, for callers that estimate many."""
     from bench.report.tables import arm_text, method_order, model_labels
 
-    cache = {} if cache is None else cache
-    long = cache["final"] if "final" in cache else cache.setdefault("final", finals(long))
+    shared = shared if shared is not None else Estimating.of(long)
+    long = shared.final
     rows = long[(long["split"] == q.split) & (long["metric"] == q.metric)]
     if q.dataset is not None:
         rows = rows[rows["dataset"] == q.dataset]
@@ -207,13 +227,13 @@ def quantity_estimates(q: Quantity, long: pd.DataFrame, predictions: Predictions
     pairs = pairs.dropna(subset=["value", "base"])
     if pairs.empty:
         return []
-    descs = cache["descs"] if "descs" in cache else cache.setdefault("descs", variant_descriptions(long))
+    descs = shared.descs
     order = method_order([q.control, q.treatment])
     pairs["arm"] = [", ".join(t for t in (arm_text(m, descs.get({q.treatment: r.variant, q.control: r.base_variant}[m], "")) for m in order) if t)
                     for r in pairs.itertuples()]
     pairs["label"] = model_labels(pairs, pairs["arm"])
     scale = scale_of(q.metric)
-    values = cache[q.metric] if q.metric in cache else cache.setdefault(q.metric, _run_values(long, q.metric))
+    values = shared.tables_of(q.metric)
     random_init = bool(pairs["random_init"].astype(bool).any())
     groups: list[tuple[str, pd.DataFrame, bool]] = []
     if q.across == "mean":

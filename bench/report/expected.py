@@ -18,7 +18,7 @@ from typing import Mapping
 import pandas as pd
 
 from bench.report.claims import ALPHA, VERDICT_MEANING, ClaimTest, Quantity, quantity_estimates
-from bench.report.stats import Predictions, seed_estimate
+from bench.report.stats import Predictions, scale_of, seed_estimate
 from bench.report.tables import METRIC_NAMES, method_name
 from bench.suite import Expectation
 
@@ -69,7 +69,7 @@ def _value_estimates(e: Expectation, long: pd.DataFrame) -> list[tuple[str, "obj
     if rows.empty:
         return []
     rows = rows.assign(label=model_labels(rows))
-    scale = 1.0 if e.metric == "nll" else 100.0
+    scale = scale_of(e.metric)
     return [(label, seed_estimate(list(scale * part["value"].astype(float))), "") for label, part in rows.groupby("label", sort=False)]
 
 

@@ -55,7 +55,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from bench.report.aggregate import CONFIDENCE, FINAL, GROUP_COLUMNS, significant, stage_of, zero_width
+from bench.report.aggregate import CONFIDENCE, FINAL, GROUP_COLUMNS, scale_of, significant, stage_of, zero_width
 
 CROSSED, T_INTERVAL = "crossed", "t"  # the ci_method of a Δ: seeds × images, or seeds only
 POWER = 0.8  # the power a minimum detectable effect is stated at
@@ -405,7 +405,7 @@ class RunTable:
         return self._compositions[split]
 
 
-def _run_values(long: pd.DataFrame, metric: str) -> dict[str, RunTable]:
+def run_tables(long: pd.DataFrame, metric: str) -> dict[str, RunTable]:
     rows = long[long["metric"] == metric]
     return {run: RunTable(part) for run, part in rows.groupby("run_id", sort=False)}
 
@@ -520,11 +520,6 @@ def estimate_of_row(row: Any, runs: RunIndex, values: Mapping[str, RunTable], pr
         return seed_level, f"per-image data unusable ({why})"
 
 
-def scale_of(metric: str) -> float:
-    """Report units: accuracy-like metrics in points (×100), NLL and Brier as they are."""
-    return 1.0 if metric in ("nll", "brier") else 100.0
-
-
 def with_intervals(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predictions, problems: Mapping[str, str] | None = None,
                    confidence: float = CONFIDENCE, min_effect: Mapping[str, float] | None = None) -> pd.DataFrame:
     """``delta`` (:func:`bench.report.aggregate.paired_delta` rows) with every row's interval from
@@ -543,7 +538,7 @@ def with_intervals(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predict
     if out.empty:
         return out
     runs = run_index(long.drop_duplicates("run_id")[["run_id", "method", "variant", "seed", *GROUP_COLUMNS]])
-    values = {m: _run_values(long, m) for m in PER_IMAGE_METRICS}
+    values = {m: run_tables(long, m) for m in PER_IMAGE_METRICS}
     problems = problems or {}
     for i, row in zip(out.index, out.itertuples()):
         est, why = estimate_of_row(row, runs, values.get(row.metric, {}), predictions, problems)

@@ -23,12 +23,11 @@ from typing import Callable
 import pandas as pd
 
 from bench.registry import Registry
-from bench.report.aggregate import GROUP_COLUMNS, IN_DOMAIN_PROBE, param_name, short_number
+from bench.report.aggregate import GROUP_COLUMNS, IN_DOMAIN_PROBE, RAW_METRICS, param_name, scale_of, short_number
 
 METHOD_NAMES = {"sft": "SFT", "grpo_rm": "GRPO-RM", "linear_margin": "linear margin"}
 METRIC_NAMES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "mIoU": "mIoU", "aAcc": "pixel accuracy", "mAcc": "mean class accuracy",
                 "nll": "NLL", "ece": "ECE", "brier": "Brier score"}
-RAW_METRICS = ("nll", "brier")  # shown as they are (nats; the multi-class Brier score in [0, 2]); the others in percent
 LOWER_BETTER = ("nll", "ece", "brier")  # calibration: the best method is the lowest
 PROTOCOL_ORDER = {"id": 0, IN_DOMAIN_PROBE: 1, "shift": 2, "transfer": 3}
 PROTOCOL_NAMES = {IN_DOMAIN_PROBE: "in-domain probe"}  # the others read as they are stored
@@ -185,7 +184,7 @@ def comparison(
             wide[f"delta_{c}"] = math.nan
         wide["delta_significant"] = False
     wide["delta_significant"] = wide["delta_significant"].fillna(False).astype(bool)
-    scale = 1.0 if metric in RAW_METRICS else 100.0
+    scale = scale_of(metric)
     for c in wide.columns:
         if c.endswith(("_mean", "_ci_low", "_ci_high")):
             wide[c] = wide[c].astype(float) * scale

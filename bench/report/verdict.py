@@ -29,7 +29,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-from bench.report.aggregate import GROUP_COLUMNS, finals, paired_delta, param_name, short_number, variant_descriptions
+from bench.report.aggregate import GROUP_COLUMNS, finals, paired_delta, param_name, short_number, significant, variant_descriptions
 from bench.report.claims import ALPHA, Estimated, Quantity, quantity_estimates, scale_of
 from bench.report.stats import CROSSED, Predictions, holm, with_intervals
 from bench.report.tables import (METRIC_NAMES, TextTable, arm_text, cell_text, method_name, method_order, model_labels, signed_text,
@@ -122,10 +122,6 @@ def _against_plain(delta: pd.DataFrame, long: pd.DataFrame, control: str = CONTR
     return delta[keep]
 
 
-def _scale(metric: str) -> float:
-    return scale_of(metric)
-
-
 def _headline(rows: pd.DataFrame) -> str | None:
     metrics = set(rows["metric"])
     return next((m for m in ("top1", "mIoU") if m in metrics), None)
@@ -201,8 +197,6 @@ def _comparisons(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endp
 
 def _mark(mean: float, low: float, high: float, floor: float) -> bool:
     """† : the CI excludes 0 and the effect is at least the minimum practical effect."""
-    from bench.report.aggregate import significant
-
     return bool(significant(low, high) and abs(mean) >= floor)
 
 
@@ -230,7 +224,7 @@ def verdict_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = End
             if found.empty:
                 continue
             r = found.iloc[0]
-            scale = _scale(m)
+            scale = scale_of(m)
             mean, low, high = scale * r["mean"], scale * r["ci_low"], scale * r["ci_high"]
             rows.append({"family": family, **{c: r[c] for c in GROUP_COLUMNS}, "treatment": r["treatment"], "control": r["control"],
                          "treatment_variant": r["treatment_variant"], "control_variant": r["control_variant"], "quantity": label,
@@ -436,7 +430,7 @@ def forest_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endp
                 name = f"{r.split} (ID)" if kind == "ID" else "OOD average" if kind == "OOD average" else split_label(r.split, dataset, {})
                 if r.split.endswith("/mean"):
                     name = f"{dataset}-C (mean)" if r.split.startswith("c/") else "generated corruptions (mean)"
-                mean, low, high = (_scale(metric) * x for x in (r.mean, r.ci_low, r.ci_high))
+                mean, low, high = (scale_of(metric) * x for x in (r.mean, r.ci_low, r.ci_high))
                 rows.append({**{c: getattr(r, c) for c in GROUP_COLUMNS}, "treatment_variant": r.treatment_variant, "evaluation": name,
                              "kind": kind, "split": r.split, "mean": mean, "ci_low": low, "ci_high": high,
                              "significant": _mark(mean, low, high, ends.min_effect.get(metric, 0.0)),
@@ -513,7 +507,7 @@ def ablation_frame(final: pd.DataFrame, predictions: Predictions, problems: dict
             if q == "id" and r is not None:
                 row["id_split"] = r["split"]
             for c in ("mean", "ci_low", "ci_high"):
-                row[f"{q}_{c}"] = _scale(metric) * r[c] if r is not None else math.nan
+                row[f"{q}_{c}"] = scale_of(metric) * r[c] if r is not None else math.nan
             row[f"{q}_p_value"] = r["p_value"] if r is not None else math.nan
             row[f"{q}_significant"] = _mark(row[f"{q}_mean"], row[f"{q}_ci_low"], row[f"{q}_ci_high"], ends.min_effect.get(metric, 0.0)) if r is not None else False
             row[f"{q}_ci_method"] = r["ci_method"] if r is not None else ""
