@@ -310,12 +310,12 @@ def forest(frame: pd.DataFrame, stem: Path, title: str, bands: list[tuple[str, f
 
 
 def frame_pair(frame: pd.DataFrame) -> str:
-    """'GRPO-RM − SFT' from a frame's treatment/control columns (the default pair without them)."""
+    """'GRPO-RM − SFT' from a frame's treatment/control columns; 'treatment − control' without them."""
     from bench.report.tables import method_name
 
-    t = str(frame["treatment"].iloc[0]) if "treatment" in frame and len(frame) else "grpo_rm"
-    c = str(frame["control"].iloc[0]) if "control" in frame and len(frame) else "sft"
-    return f"{method_name(t)} − {method_name(c)}"
+    if not {"treatment", "control"} <= set(frame.columns) or frame.empty:
+        return "treatment − control"
+    return f"{method_name(str(frame['treatment'].iloc[0]))} − {method_name(str(frame['control'].iloc[0]))}"
 
 
 def reliability(bins: pd.DataFrame, stem: Path, title: str) -> list[Path]:
