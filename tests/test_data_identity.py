@@ -114,7 +114,10 @@ def test_every_registered_dataset_has_a_fingerprint():
 
 # ---- caches --------------------------------------------------------------------------------------
 
-def test_composites_of_other_parameters_or_source_files_never_share_a_cache_entry(tmp_path, no_system_fmnist):
+def test_composites_of_other_parameters_or_source_files_never_share_a_cache_entry(tmp_path, no_system_fmnist, monkeypatch):
+    # a cache of its own: the session's is shared by every xdist worker, whose entries would
+    # appear in this folder while the test counts them
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
     write_fmnist(tmp_path / "real")
     write_fmnist(tmp_path / "fake", invert=True)
     folder = cache_dir("data", "fmnist_composites")
