@@ -542,6 +542,9 @@ def _registries() -> dict[str, Callable[[], list[tuple[str, str]]]]:
 
 
 def cmd_ls(args: argparse.Namespace, console: "Console") -> int:
+    from bench.plugins import load
+
+    load(args.plugin)  # what a suite's plugins: key would add (installed entry points are loaded already)
     kinds = _registries()
     for kind in [args.kind] if args.kind else list(kinds):
         console.print(f"{kind}:", markup=False)
@@ -599,6 +602,7 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("ls", help="list what exists: methods, backbones, datasets, evaluations, executors")
     ls.add_argument("kind", nargs="?", choices=list(_KINDS), help="one kind (default: all)")
+    ls.add_argument("--plugin", action="append", default=[], metavar="MODULE", help="import this plugin module first (as a suite's plugins: key does; docs/extending.md)")
     ls.set_defaults(fn=cmd_ls)
     config = sub.add_parser("config", help="print the resolved config of a run before running it")
     _suite_arguments(config)
@@ -707,10 +711,13 @@ def _main(argv: list[str] | None = None) -> int:
     saved = os.environ.get("BENCH_MAX_RUNS")
     from bench.data.fingerprint import memoised
 
+    from bench.plugins import PluginError, load_entry_points
+
     try:
+        load_entry_points()  # installed extensions (bench.plugins.ENTRY_POINT_GROUP) for every command
         with memoised():  # each split's data fingerprint is computed once per command (bench.dataid)
             return int(args.fn(args, console))
-    except SuiteError as exc:
+    except (SuiteError, PluginError) as exc:
         console.print(str(exc), markup=False, highlight=False, style="red", soft_wrap=True)
         return Exit.USAGE
     except LinkRefused as exc:  # a run or report folder that is (or holds) a symbolic link: `<path>: <reason>`

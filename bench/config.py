@@ -27,6 +27,7 @@ from bench.evaluate import EVALUATIONS, protocol_splits
 from bench.methods import METHODS
 from bench.models import BACKBONES
 from bench.optim import OPTIMIZERS, SCHEDULES
+from bench import plugins as plugin_code
 
 
 SEED_LIMIT = 2**32
@@ -432,6 +433,7 @@ _RESOLVED_PARAMS: dict[tuple[str, str], dict[str, Any]] = {}
 
 
 class RunConfig(Strict):
+    plugins: tuple[str, ...] = Field((), description="plugin modules imported before the names below are resolved (the suite's plugins: key; bench.plugins)")
     method: MethodConfig
     seed: int = Field(0, ge=0, lt=SEED_LIMIT, strict=True, description="whole number in [0, 2^32); a YAML true/false is not a seed")
     evaluations: tuple[str, ...] = Field(("id", "shift"), description="evaluation protocols to run (see bench.evaluate)")
@@ -445,7 +447,13 @@ class RunConfig(Strict):
     @model_validator(mode="before")
     @classmethod
     def _segmentation_ignore_index(cls, data: Any) -> Any:
-        """Dense labels mark unlabelled pixels with the dataset's ignore index (255): the method must skip them."""
+        """Dense labels mark unlabelled pixels with the dataset's ignore index (255): the method must skip them.
+        Plugins are imported first: the names checked below may be theirs."""
+        if isinstance(data, dict) and isinstance(data.get("plugins"), (list, tuple)) and all(isinstance(m, str) for m in data["plugins"]):
+            try:
+                plugin_code.load(data["plugins"])
+            except plugin_code.PluginError as exc:
+                raise ValueError(f"plugins: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("method"), dict):
             return data
         section = data.get("data", {})
@@ -514,6 +522,10 @@ class RunConfig(Strict):
         dump["data"]["crop_pct"], dump["data"]["train_aug"] = transform.crop_pct, transform.train_aug
         del dump["data"]["data_root"], dump["data"]["num_workers"]  # where files live and how they load do not change what a run is
         del dump["train"]["checkpoint_every_min"]  # how often progress is saved does not change what a run computes
+        del dump["plugins"]  # which modules were imported is not what ran: the code of those that provide its parts is
+        code = plugin_code.code_digests(self.registry_names())
+        if code:  # only runs that use plugin components have this key: every other run keeps its id
+            dump["code"] = code
         # smoke-test settings enter a run's identity only when set: every run without them keeps its id
         if self.data.limit is None:
             del dump["data"]["limit"]
@@ -523,6 +535,14 @@ class RunConfig(Strict):
             if dump["train"].get(key) == default:
                 del dump["train"][key]
         return dump
+
+    def registry_names(self) -> list[tuple[Any, str]]:
+        """(registry, name) of every registered component this run uses: whose code it runs."""
+        used: list[tuple[Any, str]] = [(METHODS, self.method.name), (BACKBONES, self.backbone.name), (DATASETS, self.data.name),
+                                       (OPTIMIZERS, self.train.optimizer), (SCHEDULES, self.train.schedule)]
+        used += [(EVALUATIONS, e) for e in self.evaluations]
+        used += [(DATASETS, t.name) for t in self.transfer.targets] if "transfer" in self.evaluations else []
+        return used
 
     def run_id(self) -> str:
         blob = json.dumps(self.canonical(), sort_keys=True, separators=(",", ":"))
@@ -571,6 +591,7 @@ def config_differences(cfg: RunConfig) -> dict[str, Any]:
     for section, key in NOT_IDENTITY:
         mine[section].pop(key, None)
         default[section].pop(key, None)
+    mine.pop("plugins"), default.pop("plugins")  # imports, not settings: the run id carries the code they provide
     for section in unused_sections(cfg):
         mine.pop(section, None)
     dataset_params = DATASETS.get(cfg.data.name).params  # a dataset parameter set to the dataset's own default is no change

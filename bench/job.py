@@ -32,6 +32,7 @@ from bench.io import atomic_write, disk_error, disk_message, with_path
 from bench.methods import build_method
 from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
 from bench.models.heads import full_precision_head, sync_batchnorm
+from bench.plugins import activate as activate_plugins, loaded_plugins
 from bench.provenance import git_state, host, versions
 from bench.seeding import derive_seed, seed_everything
 from bench.segment import evaluate_segmentation, train_pairs
@@ -186,6 +187,7 @@ def run_job(
     raises :class:`RunHeld` having written nothing, so two launchers never train one run twice.
     It is released however the run ends (done, failed, interrupted).
     """
+    activate_plugins(cfg.plugins)  # a job process unpickles names its plugins register: import them first
     ctx = current()
     main = ctx.is_main  # with DDP, rank 0 alone takes the lock and writes the run's files
     lock: RunLock | None = None
@@ -388,6 +390,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
         "versions": versions(),
         "git": git_state(),
         "host": host(),
+        **({"plugins": plugged} if (plugged := loaded_plugins()) else {}),
         "device": str(job.device),
         "wall_time_s": round(wall, 3),
         "cost": run_cost(job, trained, eval_s, eval_cache),

@@ -38,6 +38,7 @@ import typing
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, ValidationInfo, field_validator, model_validator
 
+from bench import plugins as plugin_code
 from bench.bounds import MAX_DESCRIPTION, MAX_ERRORS, MAX_NAME, MAX_PATH, Checked, capped, cut
 from bench.config import SEED_LIMIT, MethodConfig, RunConfig, copy_tree
 from bench.errors import SuiteError
@@ -357,6 +358,9 @@ class Suite(Checked):
     select: Selection | None = Field(None, description="tune each method on the held-out split before the final runs (see Selection)")
     include: list[str] = Field(default_factory=list, description="other suite files (relative to this one) whose runs join this suite, stored under their own results/<suite>/; their resource profiles become '<suite>/<profile>'")
     seeds: SeedSchedule | None = Field(None, description="add final-run seeds in rounds until the primary claim resolves (see SeedSchedule, bench.sequential)")
+    plugins: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", max_length=200)]] = Field(
+        default_factory=list, max_length=100,
+        description="Python modules (importable: installed, or on PYTHONPATH) that register methods, datasets, backbones or evaluations; imported before the suite's names are checked, and by every run (docs/extending.md)")
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
     _children: list = PrivateAttr(default_factory=list)  # (path, Suite) per suite file reached through include, flat
     _child_roots: dict = PrivateAttr(default_factory=dict)  # path → data_root its runs inherit (None: their own)
@@ -641,6 +645,11 @@ def load_suite(path: str | Path, _seen: tuple[Path, ...] = (), _loaded: dict[Pat
     except ValidationError as exc:
         raise SuiteError(_format_validation(path, exc, Suite, lines, lambda loc: [loc])) from None
     suite._lines = lines
+    for i, module in enumerate(suite.plugins):  # before anything looks up a name a plugin may register
+        try:
+            plugin_code.load([module])
+        except plugin_code.PluginError as exc:
+            raise SuiteError(f"{path}:{line_of(lines, ('plugins', i), ('plugins',)) or 1}: plugins.{i}: {exc}") from None
     return _with_includes(suite, path, _seen, loaded)
 
 
@@ -956,6 +965,8 @@ def _profile(suite: Suite, axes: list, combo: tuple) -> str:
 
 def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: Any, overrides: list[tuple[str, Any]]) -> dict[str, Any]:
     tree: dict[str, Any] = dict(suite.defaults)  # nested sections are shared until set_dotted copies them
+    if suite.plugins:  # every process that runs this run imports them first (bench.plugins.activate)
+        tree["plugins"] = list(suite.plugins)
     if suite.evaluations is not None:
         tree["evaluations"] = list(suite.evaluations)
     for (key, _), value in zip(axes, combo):
