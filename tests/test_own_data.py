@@ -97,8 +97,11 @@ def test_a_val_folder_is_the_heldout_split_whole_and_train_is_not_carved(tmp_pat
     assert [s for _, s, _ in run_splits(spec.config)] == ["train", "val"]  # a tuning run: trains on train/, scores heldout = val/
     heldout, train = data.load("heldout"), data.load("train")
     assert len(heldout) == 6 and len(train) == 12 and heldout.meta["heldout_split"] == "val" and train.meta["holdout_role"] == "train"
+    with_val = fingerprint("imagefolder", "train", tmp_path / "data", root="pets")
     shutil.rmtree(tmp_path / "data" / "pets" / "val")
     assert spec.config.data.holdout.given is None and len(spec.config.data.load("train")) < 12  # carved from train/ again
+    # the same train/ files, trained on otherwise: runs from before are other runs (stale-data)
+    assert fingerprint("imagefolder", "train", tmp_path / "data", root="pets") != with_val
 
 
 @pytest.mark.parametrize("damage, where, reason", [
@@ -235,6 +238,20 @@ def test_a_manifest_without_a_split_column_is_all_train_and_says_there_is_no_tes
     assert len(entry.load("train", tmp_path / "data", file="m.csv")) == 6 and entry.class_count(tmp_path / "data", file="m.csv") == 3
     with pytest.raises(DatasetError, match=r"split 'test' is empty \(the manifest has no split column, so every row is train\)"):
         entry.load("test", tmp_path / "data", file="m.csv")
+
+
+def test_a_tsv_manifest_with_val_rows_and_blank_lines(tmp_path):
+    root = write_tree(tmp_path / "data" / "pets", {"train": 2, "val": 1, "test": 1})
+    rows = [f"{os.path.relpath(p, tmp_path / 'data')}\t{p.relative_to(root).parts[1]}\t{p.relative_to(root).parts[0]}"
+            for p in sorted(root.glob("*/*/**/*.png"))]
+    file = tmp_path / "data" / "m.tsv"
+    file.write_text("path\tlabel\tsplit\n\n" + "\n".join(rows) + "\n")
+    entry = DATASETS.get("manifest")
+    assert entry.heldout_from_data("train", tmp_path / "data", file="m.tsv") == "val"  # val rows: the held-out split, whole
+    assert [len(entry.load(s, tmp_path / "data", file="m.tsv")) for s in ("train", "val", "test")] == [6, 3, 3]
+    file.write_text("path\tlabel\tsplit\n\n" + "\n".join(rows) + "\nnothing.png\tcat\ttrain\n")
+    with pytest.raises(DatasetError, match=re.escape(f"{file}:{len(rows) + 3}: path: 'nothing.png' is not a file")):
+        entry.load("train", tmp_path / "data", file="m.tsv")  # the line counts the blank line
 
 
 # ---- segfolder -----------------------------------------------------------------------------------

@@ -281,6 +281,8 @@ class DatasetEntry:
         return {**self.params, **params}
 
     def class_names(self, data_root: str | Path | None = None) -> tuple[str, ...]:
+        if self.classes_from_data is not None:  # your own data, at its default parameters
+            return self.classes_in(data_root)
         if self.classes is not None:
             return self.classes
         if self.names_from_disk is not None:

@@ -79,8 +79,12 @@ def load(split: str, data_root: Any = None, root: str = "", **_: Any) -> ImageFi
 
 
 def fingerprint(split: str, data_root: Any = None, root: str = "", **_: Any) -> str:
+    """The split's files and labels (:func:`bench.data.own.own_fingerprint`); for ``train`` also
+    whether ``val/`` exists, since that decides whether runs train on all of ``train/`` or on a
+    carve of it: a ``val/`` added (or removed) later makes the runs before it ``stale-data``."""
     folder, _ = _folder(split, data_root, root)
-    return own_fingerprint(load(split, data_root, root), folder, split, classes(data_root, root))
+    facts = {"val_folder": (folder / "val").is_dir()} if split == "train" else {}
+    return own_fingerprint(load(split, data_root, root), folder, split, classes(data_root, root), **facts)
 
 
 def heldout(train_split: str, data_root: Any = None, root: str = "", **_: Any) -> str | None:

@@ -148,9 +148,11 @@ def load(split: str, data_root: Any = None, file: str = "manifest.csv", **_: Any
 
 def fingerprint(split: str, data_root: Any = None, file: str = "manifest.csv", **_: Any) -> str:
     """The split's images (relative to the manifest's folder: paths, sizes, content hashes) and
-    labels; not the manifest's bytes, so an edit to other splits' rows leaves this one's alone."""
+    labels; not the manifest's bytes, so an edit to other splits' rows leaves this one's alone.
+    For ``train`` also whether val rows exist (they decide whether train rows are carved)."""
     found, _ = _manifest(split, data_root, file)
-    return own_fingerprint(load(split, data_root, file), found.file.parent, f"{found.file.name}:{split}", found.classes)
+    facts = {"val_rows": bool(found.paths["val"])} if split == "train" else {}
+    return own_fingerprint(load(split, data_root, file), found.file.parent, f"{found.file.name}:{split}", found.classes, **facts)
 
 
 def heldout(train_split: str, data_root: Any = None, file: str = "manifest.csv", **_: Any) -> str | None:
