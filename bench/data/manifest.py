@@ -24,7 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from bench.data import shifts
-from bench.data.base import DATASETS, DatasetEntry, ImageFiles, Split
+from bench.data.base import DATASETS, DatasetEntry, ImageFiles
 from bench.data.classification import REAL_TRANSFORM
 from bench.data.layout import DatasetLocator, Layout
 from bench.data.own import OWN_SOURCE, own_fingerprint, own_path
