@@ -475,7 +475,7 @@ def cmd_data_list(args: argparse.Namespace, console: "Console") -> int:
     for name in DATASETS.names():
         e = DATASETS.get(name)
         families = ", ".join(dict.fromkeys("/".join(s.split("/")[:1] + ["*", "*"]) if s.count("/") == 2 else s for s in e.splits))
-        table.add_row(name, e.task, str(e.num_classes), str(e.ignore_index), str(e.reduce_zero_label), families, str(len(e.shift_splits)), e.description)
+        table.add_row(name, e.task, str(e.num_classes) if e.classes_from_data is None else "from the data", str(e.ignore_index), str(e.reduce_zero_label), families, str(len(e.shift_splits)), e.description)
     console.print(table)
     return Exit.OK
 

@@ -70,8 +70,8 @@ def check_dataset_params(entry: Any, name: str, params: dict[str, Any], where: s
         elif isinstance(default, float):
             ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             want = "a finite number"
-        elif isinstance(default, str):
-            ok, want = isinstance(value, str), "text"
+        elif isinstance(default, str):  # a file or folder of your own data (imagefolder's root, a manifest)
+            ok, want = isinstance(value, str) and len(value) <= MAX_PATH, f"text of at most {MAX_PATH} characters"
         else:
             continue
         if ok and key == "img_size" and not 14 <= value <= MAX_IMG_SIZE:
@@ -192,8 +192,18 @@ class DataConfig(Strict):
 
     @property
     def holdout(self) -> Holdout | None:
-        """The held-out carve of the training split (None when val_fraction is 0)."""
-        return Holdout(self.resolved_train_split, self.val_fraction, self.val_seed) if self.val_fraction > 0 else None
+        """The held-out carve of the training split (None when val_fraction is 0), or the held-out
+        split the data brings itself (your own data: an imagefolder's val/, see DatasetEntry.heldout_from_data)."""
+        if self.val_fraction <= 0:
+            return None
+        entry = DATASETS.get(self.name)
+        given = None
+        if entry.heldout_from_data is not None:
+            try:
+                given = entry.heldout_from_data(self.resolved_train_split, data_root=self.data_root, **{**entry.params, **self.params})
+            except (OSError, ValueError):  # the data cannot be read here (DatasetError): `bench data check` says why
+                given = None
+        return Holdout(self.resolved_train_split, self.val_fraction, self.val_seed, given)
 
     def workers(self) -> int:
         """Loader processes this run starts: ``num_workers`` as set, else (``auto``) :func:`auto_workers`,
@@ -227,6 +237,15 @@ class DataConfig(Strict):
 
     def transform(self, img_size: int) -> ClassificationTransform:
         return dataset_transform(self.name, img_size, self.crop_pct, self.train_aug)
+
+
+def _class_count(data: DataConfig) -> int | None:
+    """The dataset's class count (read from the data for your own data: a folder listing or class
+    file), or None when the data cannot be read here (a login node): `bench data check` says why."""
+    try:
+        return DATASETS.get(data.name).class_count(data.data_root, **data.params)
+    except (OSError, ValueError):
+        return None
 
 
 def usable_cpus() -> int:
@@ -491,9 +510,10 @@ class RunConfig(Strict):
         if blocks != "all" and not 0 <= blocks <= depth:
             raise ValueError(f"model.trainable_blocks: {blocks} but {self.backbone.name} has {depth} blocks (use 0..{depth} or 'all')")
         params = self.method.resolved_params()
-        classes = DATASETS.get(self.data.name).num_classes
-        if params.get("group_size") and params["group_size"] > classes:
-            raise ValueError(f"method.params.group_size: {params['group_size']} exceeds the {classes} classes of {self.data.name}")
+        if params.get("group_size"):  # a dataset whose classes are the data's own: counted from it, when it can be read here
+            classes = _class_count(self.data)
+            if classes is not None and params["group_size"] > classes:
+                raise ValueError(f"method.params.group_size: {params['group_size']} exceeds the {classes} classes of {self.data.name}")
         if self.task == "segmentation":
             if "transfer" in self.evaluations:
                 raise ValueError(f"evaluations.transfer: {self.data.name} is a segmentation dataset: 'transfer' probes classify images; use id (mIoU)")

@@ -61,19 +61,20 @@ class Job:
         check_batch_size(cfg.train.batch_size, ctx)  # equal training shards (bench.distributed)
         seed_everything(cfg.seed)
         self.entry = DATASETS.get(cfg.data.name)
+        self.num_classes = self.entry.class_count(cfg.data.data_root, **cfg.data.params)  # your own data: read from it
         self.dense = cfg.task == "segmentation"
         backbone = create_backbone(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.checkpoint, cfg.backbone.img_size, dynamic_img_size=self.dense)
         self.backbone = backbone
         trainable = None if cfg.model.trainable_blocks == "all" else cfg.model.trainable_blocks
         torch.manual_seed(derive_seed(cfg.seed, "head"))
         if self.dense:
-            self.model = ViTSegmenter(backbone.model, self.entry.num_classes, cfg.seg.layers, trainable).to(self.device)
+            self.model = ViTSegmenter(backbone.model, self.num_classes, cfg.seg.layers, trainable).to(self.device)
             if ctx.active:  # the head's BatchNorm normalises with the global batch's statistics
                 self.model = sync_batchnorm(self.model)
             s = cfg.seg
             self.seg_transform = SegTrainTransform((s.crop, s.crop), s.scale, s.ratio_range, s.cat_max_ratio, ignore_index=self.entry.ignore_index)
         else:
-            self.model = SplitViTClassifier(backbone.model, self.entry.num_classes, trainable).to(self.device)
+            self.model = SplitViTClassifier(backbone.model, self.num_classes, trainable).to(self.device)
         self.method = build_method(cfg.method.name, cfg.method.params)
         if self.method.passes > 1:  # ratios π_θ/π_old must not carry bf16 rounding noise
             full_precision_head(self.model)
@@ -145,7 +146,7 @@ class Job:
         if self.dense:
             data = cfg.data.load(split)
             s = cfg.seg
-            scores = evaluate_segmentation(self.logits, data, self.entry.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device,
+            scores = evaluate_segmentation(self.logits, data, self.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device,
                                            num_workers=cfg.data.workers(), ctx=ctx)
             return {**scores, "split_facts": data.meta}
         if not ctx.active:
@@ -380,6 +381,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
             "transform": cfg.seg.model_dump(mode="json") if job.dense else
             {"crop_pct": job.transform.crop_pct, "resize": job.transform.resize_size, "train_aug": job.transform.train_aug},
             "trainable_blocks": cfg.model.trainable_blocks,
+            "num_classes": job.num_classes,
             "frozen_prefix_cached": job.use_prefix_cache,
             "train_size": trained.train_size,
             "train_split_facts": job.train_split.meta,

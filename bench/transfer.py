@@ -158,7 +158,7 @@ def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None
                         "data": job.data_fingerprint(target.name, target.params, split)}  # other data: another entry
             feats[role] = cache.get(identity, lambda split=split, limit=limit: _extract(job, entry, target, split, limit, transform), getattr(job, "ctx", None))
         train_y, test_y = feats["train"]["labels"], feats["test"]["labels"]
-        knn = knn_top1(feats["train"]["cls"], train_y, feats["test"]["cls"], test_y, entry.num_classes, tc.knn_k, tc.knn_temperature)
+        knn = knn_top1(feats["train"]["cls"], train_y, feats["test"]["cls"], test_y, entry.class_count(cfg.data.data_root, **target.params), tc.knn_k, tc.knn_temperature)
         sr = softmax_regression(feats["train"]["pooled"].numpy(), train_y.numpy(), feats["test"]["pooled"].numpy(), test_y.numpy(),
                                 tc.sr_cs, tc.sr_holdout, seed=cfg.seed, solver=tc.sr_solver, device=job.device)
         common = {"n": len(test_y), "n_train": len(train_y), "shift": False, "protocol": "transfer", "dataset": target.name}

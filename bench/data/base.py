@@ -175,7 +175,7 @@ class DatasetEntry:
     """
 
     task: Literal["classification", "segmentation"]
-    num_classes: int
+    num_classes: int  # 0 where the classes are the data's own (classes_from_data)
     splits: tuple[str, ...]  # names a suite may use
     build: Callable[..., Split]
     fingerprint: Callable[..., str] | None = None  # fingerprint(split, data_root=None, **params); required
@@ -196,8 +196,17 @@ class DatasetEntry:
     # CIFAR-10-C's c/*/*: their per-image errors are correlated with the test split's, so the
     # report resamples them jointly (bench.report.stats); gen/*/* always are (generated from test)
     same_images: tuple[str, ...] = ()
+    # your own data (imagefolder, manifest, segfolder): the class list is whatever the data holds, so
+    # it is read from it — classes_from_data(data_root=None, **params), cheap (a folder listing, a
+    # class file) — instead of being fixed here; the head and GRPO-RM's group take its length
+    classes_from_data: Callable[..., tuple[str, ...]] | None = None
+    # a split the data itself provides as the held-out set (an imagefolder's val/), read whole instead
+    # of carving the training split: heldout_from_data(train_split, data_root=None, **params) → name or None
+    heldout_from_data: Callable[..., str | None] | None = None
 
     def __post_init__(self) -> None:
+        if (self.classes_from_data is None) == (self.num_classes == 0):
+            raise ValueError("a dataset has a fixed num_classes > 0, or num_classes 0 and classes_from_data (its classes are read from the data)")
         if self.classes is not None and len(self.classes) != self.num_classes:
             raise ValueError(f"{len(self.classes)} class names for {self.num_classes} classes")
         if self.fingerprint is None:  # every dataset must say which data it read (bench.data.fingerprint)
@@ -222,10 +231,7 @@ class DatasetEntry:
     def _params(self, split: str, params: dict[str, Any]) -> dict[str, Any]:
         if split not in self.splits:
             raise KeyError(f"unknown split {split!r} (known: {', '.join(_abbreviate(self.splits))})")
-        unknown = set(params) - set(self.params)
-        if unknown:
-            raise TypeError(f"unknown dataset parameter(s) {sorted(unknown)} (known: {sorted(self.params)})")
-        return {**self.params, **params}
+        return self._merged(params)
 
     def load(self, split: str, data_root: str | Path | None = None, **params: Any) -> Split:
         return self.build(split, data_root=data_root, **self._params(split, params))
@@ -255,7 +261,28 @@ class DatasetEntry:
         else:  # generated or small datasets: building is the check
             self.build(split, data_root=data_root, **resolved)
 
+    def classes_in(self, data_root: str | Path | None = None, **params: Any) -> tuple[str, ...]:
+        """Class names in label order under ``data_root`` with ``params``: read from the data where
+        the classes are the data's own (raises DatasetError when it cannot be read), else the
+        registered ones (:meth:`class_names`)."""
+        if self.classes_from_data is None:
+            return self.class_names(data_root)
+        return self.classes_from_data(data_root=data_root, **self._merged(params))
+
+    def class_count(self, data_root: str | Path | None = None, **params: Any) -> int:
+        """How many classes the head has (GRPO-RM's group size): the registered count, or the
+        number of classes the data holds (:meth:`classes_in`; raises DatasetError when unreadable)."""
+        return self.num_classes if self.classes_from_data is None else len(self.classes_in(data_root, **params))
+
+    def _merged(self, params: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(params) - set(self.params)
+        if unknown:
+            raise TypeError(f"unknown dataset parameter(s) {sorted(unknown)} (known: {sorted(self.params)})")
+        return {**self.params, **params}
+
     def class_names(self, data_root: str | Path | None = None) -> tuple[str, ...]:
+        if self.classes_from_data is not None:  # your own data, at its default parameters
+            return self.classes_in(data_root)
         if self.classes is not None:
             return self.classes
         if self.names_from_disk is not None:

@@ -13,6 +13,9 @@ split therefore has a fingerprint, formed by the function registered next to its
   image files are never read, only listed and stat'ed.
 - generated data: the fingerprint of its source split, the generator's parameters and a hash of
   the generator's source files.
+- your own data (imagefolder, manifest, segfolder): the listing as for folder datasets, but with
+  each file's content hash as well (:func:`content_listing`): nobody else vouches for these
+  files, so an image or mask changed in place at the same size must change the fingerprint.
 
 No absolute path, and no mtime, enters a fingerprint: the same bytes mounted or copied elsewhere
 have the same fingerprint (the run stays done), while changed labels or files change it.
@@ -110,6 +113,47 @@ def image_files_fingerprint(split: Any, root: Path | None, **facts: Any) -> str:
         "masks": listing(split.mask_paths, root), "mask_lut": array_digest(split.mask_lut),
         "label_space": split.label_space, "meta": split.meta, **facts,
     })
+
+
+def content_listing(paths: Sequence[str] | None, root: Path, tag: str) -> list[tuple[str, int, str]] | None:
+    """Relative path (to ``root``), size and SHA-256 of each listed file, in the split's order.
+
+    Each file is read once per change. Hashes are kept in this process (by absolute path, device,
+    inode, size, mtime, as :func:`file_hash`) and on disk in one cache file per (``root``,
+    ``tag``) — not one per image, since own datasets can hold millions —, written when something
+    was hashed anew. ``tag`` (the split) keeps two splits' listings from overwriting each other."""
+    if paths is None:
+        return None
+    keys = []
+    for p in paths:
+        st = os.stat(p)
+        keys.append((os.path.abspath(p), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+    missing = [k for k in keys if k not in _HASHES]
+    if missing:
+        _fill_from_listing_cache(missing, keys, Path(root), tag)
+    return [(relative_name(Path(p), root), k[3], _HASHES[k]) for p, k in zip(paths, keys)]
+
+
+def _fill_from_listing_cache(missing: list[tuple], keys: list[tuple], root: Path, tag: str) -> None:
+    from bench.io import atomic_write_text, cache_dir, sha256_file
+
+    store = cache_dir("file-hashes", "listings") / hashlib.sha1(f"{Path(root).resolve()}\0{tag}".encode()).hexdigest()
+    try:
+        cached = json.loads(store.read_text())
+        cached = cached if isinstance(cached, dict) else {}
+    except (OSError, ValueError):
+        cached = {}
+    hashed = False
+    for key in missing:
+        hit = cached.get(key[0])
+        if isinstance(hit, list) and len(hit) == 5 and tuple(hit[:4]) == key[1:] and isinstance(hit[4], str) and len(hit[4]) == 64:
+            _HASHES[key] = hit[4]
+        else:
+            _HASHES[key] = sha256_file(Path(key[0]))
+            hashed = True
+    if hashed or len(cached) != len(keys):
+        with contextlib.suppress(OSError):  # a read-only cache only costs speed
+            atomic_write_text(store, json.dumps({k[0]: [*k[1:], _HASHES[k]] for k in keys}))
 
 
 def source_hash(*modules: Any) -> str:

@@ -8,6 +8,10 @@ ADE20k and COCO-stuff already call their official evaluation set "val"; those st
 
 The carve depends only on (training split, labels, fraction, seed), never on the run's seed or
 method, so every run of a comparison trains on the same images and is selected on the same ones.
+
+Your own data may bring its own held-out set (an imagefolder's ``val/``, a manifest's ``val`` rows:
+``DatasetEntry.heldout_from_data``): then ``heldout`` is that split as it is and the training split
+is not carved (``Holdout.given``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ class Holdout:
     source: str
     fraction: float
     seed: int = 0
+    given: str | None = None  # a split of the data read whole as 'heldout' (then nothing is carved)
 
     def indices(self, labels: np.ndarray, stratify: bool) -> tuple[np.ndarray, np.ndarray]:
         """(kept for training, held out), each sorted. Stratified: per class, round(fraction · n_c)
@@ -118,8 +123,11 @@ def indices_digest(index: np.ndarray) -> str:
 
 
 def disk_split(split: str, holdout: Holdout | None) -> str:
-    """The split whose files a split name reads (``heldout`` reads the training split's)."""
-    return holdout.source if split == HELDOUT and holdout is not None else split
+    """The split whose files a split name reads (``heldout`` reads the training split's, or the
+    split the data gives as its held-out set)."""
+    if split != HELDOUT or holdout is None:
+        return split
+    return holdout.given or holdout.source
 
 
 def load_split(entry: DatasetEntry, split: str, data_root: Any, params: dict[str, Any], holdout: Holdout | None) -> Split:
@@ -130,6 +138,10 @@ def load_split(entry: DatasetEntry, split: str, data_root: Any, params: dict[str
         if split == HELDOUT:
             raise ValueError(f"split {HELDOUT!r} needs data.val_fraction > 0 (it is carved from the training split)")
         return entry.load(split, data_root, **params)
+    if holdout.given is not None:  # the data's own held-out split, whole; the training split whole too
+        part = entry.load(holdout.given if split == HELDOUT else split, data_root, **params)
+        role = HELDOUT if split == HELDOUT else "train"
+        return _with_meta(part, {**part.meta, "heldout_split": holdout.given, "holdout_role": role, "n": len(part)})
     base = entry.load(holdout.source, data_root, **params)
     kept, held = holdout.indices(np.asarray(base.labels), stratify=entry.task == "classification")
     index, role = (held, HELDOUT) if split == HELDOUT else (kept, "train")
