@@ -524,7 +524,7 @@ def _at_least_one(text: str) -> int:
 def _registries() -> dict[str, Callable[[], list[tuple[str, str]]]]:
     """What `bench ls` lists: (name, one-line description) per registered component."""
     from bench.data import DATASETS
-    from bench.evaluate import EVALUATIONS
+    from bench.protocols import EVALUATIONS
     from bench.methods import METHODS
     from bench.models import BACKBONES
 

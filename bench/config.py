@@ -23,7 +23,7 @@ from bench.data import DATASETS
 from bench.data.base import Split
 from bench.data.holdout import HELDOUT, Holdout, Subset, load_split
 from bench.data.transforms import ClassificationTransform, TrainAug
-from bench.evaluate import EVALUATIONS, protocol_splits
+from bench.protocols import EVALUATIONS, protocol_splits
 from bench.methods import METHODS
 from bench.models import BACKBONES
 from bench.optim import OPTIMIZERS, SCHEDULES
@@ -455,7 +455,7 @@ class RunConfig(Strict):
     plugins: tuple[str, ...] = Field((), description="plugin modules imported before the names below are resolved (the suite's plugins: key; bench.plugins)")
     method: MethodConfig
     seed: int = Field(0, ge=0, lt=SEED_LIMIT, strict=True, description="whole number in [0, 2^32); a YAML true/false is not a seed")
-    evaluations: tuple[str, ...] = Field(("id", "shift"), description="evaluation protocols to run (see bench.evaluate)")
+    evaluations: tuple[str, ...] = Field(("id", "shift"), description="evaluation protocols to run (see bench.protocols)")
     backbone: BackboneConfig = BackboneConfig()
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()

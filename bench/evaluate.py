@@ -1,17 +1,9 @@
-"""Evaluation protocols: one registered object per protocol, owning its splits and its scoring.
+"""Scoring a built run: each evaluation protocol's units, resumable, and the metrics of a split.
 
-- ``heldout``: the fine-tuned model + head on the split carved from training data
-  (:mod:`bench.data.holdout`); the only numbers model selection may read.
-- ``id``: the fine-tuned model + head on the dataset's in-distribution evaluation splits
-  (top-1/top-5/NLL; segmentation: mIoU, aAcc, mAcc).
-- ``shift``: the same model + head on the covariate-shifted splits of the same label space.
-- ``transfer``: the fine-tuned backbone frozen, Softmax Regression and kNN on other datasets'
-  features (:mod:`bench.transfer`; targets in the run config's ``transfer`` section).
-
-A protocol says which splits it scores for a run config (``splits``, used before anything runs:
-validation, data checks, progress) and scores them for a built job (``evaluate``). How its numbers
-aggregate across splits and seeds is the report's job (:mod:`bench.report.aggregate`), keyed by
-the ``protocol`` every metric entry records.
+Which protocols exist and which splits each scores is :mod:`bench.protocols` (below the run
+config, which validates against it); this module runs them on a built run: the resume loop
+(:func:`evaluate_protocol`), the scorer of the run's own splits (:func:`score_own_split`) and the
+classification metrics of a split (:func:`evaluate_split`: top-1/top-5/NLL/ECE/Brier).
 """
 
 from __future__ import annotations
@@ -20,133 +12,57 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence
 
 import numpy as np
 
-from bench.data.holdout import HELDOUT
 from bench.lazy import lazy, no_grad
-from bench.registry import Registry
+from bench.protocols import Metrics, Protocol, scorer
 
 torch = lazy("torch")  # validating a suite imports this module; scoring a split needs torch
 F = lazy("torch.nn.functional")
 
-if TYPE_CHECKING:  # evaluation runs on a built job; the config module imports this one
+if TYPE_CHECKING:
     from torch import Tensor
 
-    from bench.config import RunConfig
     from bench.distributed import DistContext
     from bench.job import Job
     from bench.store import RunDir
 
-Metrics = dict[str, Any]
+
+def score_unit(protocol: Protocol, run: "Job", run_dir: "RunDir", unit: str) -> tuple[dict[str, Metrics], dict[str, dict[str, Any]]]:
+    """(metric entries, per-image arrays by split) of one unit, by the protocol's scorer."""
+    return scorer(protocol.scorer)(protocol, run, run_dir, unit)
 
 
-class Protocol:
-    """One evaluation protocol. Subclasses say which splits they score; ``evaluate`` scores each
-    with the job's model and head and tags the entry with the protocol and the split's facts.
+def score_own_split(protocol: Protocol, run: "Job", run_dir: "RunDir", unit: str) -> tuple[dict[str, Metrics], dict[str, dict[str, Any]]]:
+    """A split of the run's own dataset, scored with its model and head (heldout, id, shift)."""
+    scores = run.score(unit)
+    per_image = scores.pop("per_image", None)
+    return {unit: {**scores, "shift": run.entry.is_shift(unit), "protocol": protocol.name}}, ({unit: per_image} if per_image is not None else {})
 
-    A protocol scores *units* one at a time (a split; for transfer, a target dataset). Each unit's
-    scores are kept in the run directory as soon as they exist (:meth:`RunDir.save_evaluation`),
-    so an evaluation interrupted after k of n units resumes at unit k + 1; ``done`` is called after
-    each unit (progress).
+
+def evaluate_protocol(protocol: Protocol, run: "Job", run_dir: "RunDir", done: Callable[[str], None] | None = None) -> dict[str, Metrics]:
+    """Every unit of ``protocol`` for a built run: scored, or read back when a previous attempt
+    saved it (:meth:`RunDir.save_evaluation`), so an evaluation interrupted after k of n units
+    resumes at unit k + 1; ``done`` is called after each unit (progress).
 
     With several processes every rank scores every unit together (each its share of the images:
     :mod:`bench.distributed`), so every rank must take the same path: rank 0 alone reads and
     writes the run directory, and whether a unit is scored or read back from its saved scores is
     rank 0's decision, broadcast. Ranks other than 0 return the units they scored (whole-split
     numbers, like rank 0's) and nothing for units rank 0 read back; only rank 0's are recorded."""
-
-    name: ClassVar[str]
-
-    def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
-        raise NotImplementedError
-
-    def units(self, cfg: "RunConfig") -> tuple[str, ...]:
-        """What this protocol scores one at a time: progress counts these, resumption skips them."""
-        return self.splits(cfg)
-
-    def score(self, job: "Job", run_dir: "RunDir", unit: str) -> tuple[dict[str, Metrics], dict[str, dict[str, Any]]]:
-        """(metric entries, per-image arrays by split) of one unit."""
-        scores = job.score(unit)
-        per_image = scores.pop("per_image", None)
-        return {unit: {**scores, "shift": job.entry.is_shift(unit), "protocol": self.name}}, ({unit: per_image} if per_image is not None else {})
-
-    def evaluate(self, job: "Job", run_dir: "RunDir", done: Callable[[str], None] | None = None) -> dict[str, Metrics]:
-        out: dict[str, Metrics] = {}
-        ctx = job.ctx
-        for unit in self.units(job.cfg):
-            saved = run_dir.saved_evaluation(unit) if ctx.is_main else None
-            if ctx.from_main(saved is None):  # a collective: all ranks score, or none does
-                metrics, per_image = self.score(job, run_dir, unit)
-                if ctx.is_main:
-                    run_dir.save_evaluation(unit, metrics, per_image)
-            else:
-                metrics, per_image = saved if saved is not None else ({}, {})
-            job.per_image.update(per_image)  # saved beside result.json (predictions.npz)
-            out.update(metrics)
-            if done:
-                done(unit)
-        return out
-
-
-class HeldOut(Protocol):
-    """The split carved from the training data (data.val_fraction): what model selection reads."""
-
-    name = "heldout"
-
-    def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
-        return (HELDOUT,) if cfg.data.holdout is not None else ()
-
-
-class InDistribution(Protocol):
-    """The fine-tuned model and head on the dataset's own evaluation splits (test / official val)."""
-
-    name = "id"
-
-    def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
-        entry = _entry(cfg)
-        return tuple(s for s in cfg.data.resolved_eval_splits() if not entry.is_shift(s))
-
-
-class Shift(Protocol):
-    """The same model and head on covariate-shifted splits of the same label space (OOD)."""
-
-    name = "shift"
-
-    def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
-        entry = _entry(cfg)
-        return tuple(s for s in cfg.data.resolved_eval_splits() if entry.is_shift(s))
-
-
-class Transfer(Protocol):
-    """The fine-tuned backbone frozen: kNN and Softmax Regression on other datasets' features."""
-
-    name = "transfer"
-
-    def splits(self, cfg: "RunConfig") -> tuple[str, ...]:
-        return ()
-
-    def units(self, cfg: "RunConfig") -> tuple[str, ...]:
-        return tuple(f"transfer/{target.name}" for target in cfg.transfer.targets)
-
-    def score(self, job: "Job", run_dir: "RunDir", unit: str) -> tuple[dict[str, Metrics], dict[str, dict[str, Any]]]:
-        from bench.transfer import evaluate_transfer
-
-        name = unit.removeprefix("transfer/")
-        return evaluate_transfer(job, run_dir, [t for t in job.cfg.transfer.targets if t.name == name]), {}
-
-
-def _entry(cfg: "RunConfig"):
-    from bench.data import DATASETS
-
-    return DATASETS.get(cfg.data.name)
-
-
-EVALUATIONS: Registry[Protocol] = Registry("evaluation")
-for _protocol in (HeldOut(), InDistribution(), Shift(), Transfer()):
-    EVALUATIONS.add(_protocol.name, _protocol)
-
-
-def protocol_splits(cfg: "RunConfig") -> dict[str, str]:
-    """split → protocol that scores it, for the protocols ``cfg`` lists, in protocol order."""
-    return {split: name for name in cfg.evaluations for split in EVALUATIONS.get(name).splits(cfg)}
+    out: dict[str, Metrics] = {}
+    ctx = run.ctx
+    for unit in protocol.units(run.cfg):
+        saved = run_dir.saved_evaluation(unit) if ctx.is_main else None
+        if ctx.from_main(saved is None):  # a collective: all ranks score, or none does
+            metrics, per_image = score_unit(protocol, run, run_dir, unit)
+            if ctx.is_main:
+                run_dir.save_evaluation(unit, metrics, per_image)
+        else:
+            metrics, per_image = saved if saved is not None else ({}, {})
+        run.per_image.update(per_image)  # saved beside result.json (predictions.npz)
+        out.update(metrics)
+        if done:
+            done(unit)
+    return out
 
 
 ECE_BINS = 15  # equal-width confidence bins, the usual definition (Guo et al., 2017)

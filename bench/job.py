@@ -26,7 +26,8 @@ from bench.data.fingerprint import digest
 from bench.data.holdout import disk_split
 from bench.data.seg_transforms import SegTrainTransform
 from bench.distributed import DistContext, check_batch_size, current, eval_batches
-from bench.evaluate import EVALUATIONS, evaluate_split
+from bench.evaluate import evaluate_protocol, evaluate_split
+from bench.protocols import EVALUATIONS
 from bench.features import CacheSpend, SplitInputs, prefix_cache_fits, prefix_tokens
 from bench.io import atomic_write, disk_error, disk_message, with_path
 from bench.methods import build_method
@@ -350,7 +351,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     if ctx.is_main:
         run_dir.update_status(phase="evaluate", evaluated=0, evaluations=len(units))
     for name in cfg.evaluations:
-        metrics.update(EVALUATIONS.get(name).evaluate(job, run_dir, done))
+        metrics.update(evaluate_protocol(EVALUATIONS.get(name), job, run_dir, done))
     eval_cache = job.cache_spend.minus(before_eval)  # evaluation and transfer splits embedded (or reused) now
     eval_s = time.time() - eval_started - eval_cache.build_s
     if not ctx.is_main:  # rank 0 writes the result; the others wait for it (RunTask reads it)

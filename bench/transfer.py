@@ -140,6 +140,12 @@ def fit_sr(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 1000, solver:
     return predict
 
 
+def score_transfer_unit(protocol: Any, job: "Job", run_dir: "RunDir", unit: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """The transfer protocol's scorer (:mod:`bench.protocols`): one target dataset, ``transfer/<name>``."""
+    name = unit.removeprefix("transfer/")
+    return evaluate_transfer(job, run_dir, [t for t in job.cfg.transfer.targets if t.name == name]), {}
+
+
 def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None) -> dict[str, dict[str, Any]]:
     """SR and kNN on each transfer target's features from the frozen fine-tuned backbone
     (``targets``: a subset of the config's, e.g. one at a time; default all)."""

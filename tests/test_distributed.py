@@ -115,7 +115,7 @@ def _batchnorm(rank: int, tmp: Path) -> dict[str, Any]:
 def _classification(rank: int, tmp: Path) -> dict[str, Any]:
     """Whole runs (train, every protocol, files) for both methods; rank 0 then scores the saved
     weights again as one process would."""
-    from bench.evaluate import EVALUATIONS
+    from bench.protocols import EVALUATIONS
     from bench.job import Job, run_job
     from bench.store import RunDir
     from bench.transfer import evaluate_transfer
@@ -141,7 +141,7 @@ def _segmentation(rank: int, tmp: Path) -> dict[str, Any]:
     """Both methods trained with SyncBatchNorm2d; every split scored sharded, then by this
     process alone with the same weights; and a one-image split (rank 1 scores nothing)."""
     from bench.data.base import take
-    from bench.evaluate import EVALUATIONS
+    from bench.protocols import EVALUATIONS
     from bench.job import Job
     from bench.segment import evaluate_segmentation
     from bench.store import RunDir

@@ -17,7 +17,7 @@ from bench.config import DataConfig, RunConfig
 from bench.data import DATASETS
 from bench.data.holdout import HELDOUT, Holdout
 from bench.distributed import DistContext
-from bench.evaluate import protocol_splits
+from bench.protocols import protocol_splits
 from bench.job import Job
 from conftest import tiny_config
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.evaluate import Protocol
+from bench import evaluate
 from bench.features import clear_cache
 from bench.job import run_job
 from bench.store import RunDir
@@ -27,13 +27,13 @@ from test_suite import write
 def scored_units(monkeypatch) -> list[str]:
     """The evaluation units scored from the weights (not read back from their saved files)."""
     scored: list[str] = []
-    real = Protocol.score
+    real = evaluate.score_unit
 
-    def spy(self, job, run_dir, unit):
+    def spy(protocol, job, run_dir, unit):
         scored.append(unit)
-        return real(self, job, run_dir, unit)
+        return real(protocol, job, run_dir, unit)
 
-    monkeypatch.setattr(Protocol, "score", spy)
+    monkeypatch.setattr(evaluate, "score_unit", spy)
     return scored
 
 
