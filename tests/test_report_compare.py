@@ -51,9 +51,13 @@ class Focal(MethodBase):
 
 @pytest.fixture(scope="module")
 def focal():
-    """``focal`` in the method registry for this module's tests only (a plugin's registration)."""
+    """``focal`` registered as a plugin would (``METHODS.add``), for this module's tests only: the
+    registry's tables are copies while it lives, the originals come back afterwards."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setitem(METHODS._entries, "focal", Focal)
+        for name, table in list(vars(METHODS).items()):
+            if isinstance(table, dict):
+                mp.setattr(METHODS, name, dict(table))
+        METHODS.add("focal", Focal)
         yield Focal
 
 
