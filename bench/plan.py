@@ -53,27 +53,33 @@ def plan(suite: "Suite", specs: list["RunSpec"], results_root: Path) -> tuple[li
     if final.empty:
         return [], ["No finished final runs to plan from: run a pilot first, e.g. the suite with fewer seeds "
                     "(`bench run SUITE -o seeds.max=3` for adaptive seeds, or `--only seed=0` and `--only seed=1`)."]
-    ends = Endpoints.of(suite, results_root)
-    delta = with_intervals(paired_delta(final, ends.treatment, ends.control), final, predictions, problems, min_effect=ends.min_effect)
-    primary = primary_estimates(ends, final, predictions, problems)
-    frame = verdict_frame(delta, final, ends, primary)
+    every = Endpoints.all_of(suite, results_root)  # one per compared pair
+    ends = next((e for e in every if e.primary is not None), every[0])
     rows: list[Plan] = []
     shared = Estimating.of(final)
-    for r in frame.itertuples():
-        if r.family == "primary":
-            found = [e for e in primary if e.label == r.setting]
-        else:
-            q = Quantity(ends.treatment, ends.control, r.split, r.metric, str(r.dataset), "each")
-            found = quantity_estimates(q, final, predictions, problems, shared)
-        if not found:
-            continue
-        item = found[0]
-        est = item.estimate
-        mde = {n: est.mde(n) for n in SEED_COUNTS}
-        floor = est.mde(10**6) if est.components is not None else math.nan
-        detect = seeds_for_mde(est, abs(est.mean)) if est.defined and est.mean != 0 else None
-        note = item.note or ("" if est.components is not None else "seed-level model: floor unknown")
-        rows.append(Plan(f"{r.family} · {r.quantity}", str(r.setting), est.n_seeds, est.mean, mde, floor, detect, unit_of(r.metric), note))
+    primary = primary_estimates(ends, final, predictions, problems)
+    for pair_ends in every:
+        delta = with_intervals(paired_delta(final, pair_ends.treatment, pair_ends.control), final, predictions, problems,
+                               min_effect=pair_ends.min_effect)
+        mine = primary if pair_ends is ends else []
+        frame = verdict_frame(delta, final, pair_ends, mine)
+        named = f"Δ {pair_ends.pair.label} · " if len(every) > 1 else ""  # several pairs: each endpoint names its own
+        for r in frame.itertuples():
+            if r.family == "primary":
+                found = [e for e in mine if e.label == r.setting]
+            else:
+                q = Quantity(pair_ends.treatment, pair_ends.control, r.split, r.metric, str(r.dataset), "each")
+                found = quantity_estimates(q, final, predictions, problems, shared)
+            if not found:
+                continue
+            item = found[0]
+            est = item.estimate
+            mde = {n: est.mde(n) for n in SEED_COUNTS}
+            floor = est.mde(10**6) if est.components is not None else math.nan
+            detect = seeds_for_mde(est, abs(est.mean)) if est.defined and est.mean != 0 else None
+            note = item.note or ("" if est.components is not None else "seed-level model: floor unknown")
+            rows.append(Plan(f"{named}{r.family} · {r.quantity}", str(r.setting), est.n_seeds, est.mean, mde, floor, detect,
+                             unit_of(r.metric), note))
     lines = []
     claim = primary_claim(suite)
     if ends.primary is not None and claim is not None:

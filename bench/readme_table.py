@@ -49,7 +49,8 @@ def render(report: Path) -> str:
     delta = pd.read_csv(report / "delta.csv")
     selection = pd.read_csv(report / "selection.csv") if (report / "selection.csv").is_file() else pd.DataFrame()
     expected = pd.read_csv(report / "expected.csv") if (report / "expected.csv").is_file() else pd.DataFrame()
-    treatment, control = str(delta["treatment"].iloc[0]), str(delta["control"].iloc[0])
+    treatment, control = str(delta["treatment"].iloc[0]), str(delta["control"].iloc[0])  # the report's first compared pair
+    delta = delta[(delta["treatment"] == treatment) & (delta["control"] == control)]
     from bench.report.tables import method_name
 
     chosen = {}
@@ -105,7 +106,9 @@ def render(report: Path) -> str:
         from bench.report.verdict import headline
 
         lines += ["", "The report's headline (`reports/demo/report.md`):", ""]
-        lines += [f"- {x}" for x in headline(pd.read_csv(report / "verdict.csv"), expected if not expected.empty else None)]
+        box = pd.read_csv(report / "verdict.csv")
+        box = box[(box["treatment"] == treatment) & (box["control"] == control)]
+        lines += [f"- {x}" for x in headline(box, expected if not expected.empty else None)]
     lines += ["", END]
     return "\n".join(lines)
 

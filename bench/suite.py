@@ -43,7 +43,7 @@ from bench.bounds import MAX_DESCRIPTION, MAX_ERRORS, MAX_NAME, MAX_PATH, Checke
 from bench.config import SEED_LIMIT, MethodConfig, RunConfig, copy_tree
 from bench.errors import SuiteError
 from bench.data import DATASETS
-from bench.methods import METHODS
+from bench.methods import DEFAULT_COMPARISON, METHODS
 from bench.yaml_lines import MAX_BYTES, Refused, decode, line_of, locate
 from bench.yaml_lines import load as load_yaml
 
@@ -219,8 +219,9 @@ class Expectation(Checked):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     quantity: Literal["delta", "value"] = Field("delta", description="delta = method − baseline, paired over seeds; value = method's mean")
-    method: str = "grpo_rm"
-    baseline: str = "sft"
+    # in a suite, an entry without them takes the treatment and control of the suite's first comparison (Suite._pair_defaults)
+    method: str = Field(default_factory=lambda: DEFAULT_COMPARISON[0], description="the method (a delta's treatment); default: the suite's first comparison's treatment")
+    baseline: str = Field(default_factory=lambda: DEFAULT_COMPARISON[1], description="a delta's control; default: the suite's first comparison's control")
     dataset: str | None = Field(None, description="restrict to one dataset (default: every dataset in the suite)")
     split: str = Field("ood_avg", description="an evaluation split, or a derived average: 'ood_avg' (mean over OOD sets), 'transfer_avg/knn', 'transfer_avg/sr'")
     metric: Literal["top1", "top5", "mIoU", "aAcc", "mAcc"] = Field("top1", description="the metric the figure is stated in")
@@ -251,14 +252,51 @@ class Primary(Checked):
 
     split: str = Field("ood_avg", description="an evaluation split or a derived average ('ood_avg', 'transfer_avg/sr', ...)")
     metric: Literal["top1", "top5", "nll", "mIoU", "aAcc", "mAcc"] = "top1"
-    treatment: str = "grpo_rm"
-    control: str = "sft"
+    treatment: str = Field(default_factory=lambda: DEFAULT_COMPARISON[0], description="default: the treatment of the suite's first comparison (compare:)")
+    control: str = Field(default_factory=lambda: DEFAULT_COMPARISON[1], description="default: the control of the suite's first comparison (compare:)")
     across: Literal["each", "mean"] = Field("mean", description="mean: one test of the mean over the suite's datasets; each: one per dataset (Holm-corrected among themselves)")
 
     @field_validator("treatment", "control")
     @classmethod
     def _known_method(cls, v: str) -> str:
         return METHODS.check(v)
+
+    @model_validator(mode="after")
+    def _two_methods(self) -> "Primary":
+        if self.treatment == self.control:
+            raise ValueError(f"treatment and control are both {self.treatment}; the primary endpoint compares two different methods")
+        return self
+
+
+class Comparison(Checked):
+    """One pair the report compares (``compare:`` in the suite): Δ = treatment − control, paired
+    per seed within a setting. Each pair gets its own Δ columns in the tables, its own verdict
+    box and its own forest plot; display names come from the methods registry."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    treatment: str = Field(description="the method whose effect is measured (a registered method the suite runs)")
+    control: str = Field(description="the baseline it is measured against (a registered method the suite runs)")
+
+    @field_validator("treatment", "control")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        return METHODS.check(v)
+
+    @model_validator(mode="after")
+    def _two_methods(self) -> "Comparison":
+        if self.treatment == self.control:
+            raise ValueError(f"treatment and control are both {self.treatment}; a comparison needs two different methods")
+        return self
+
+    @property
+    def pair(self) -> tuple[str, str]:
+        return self.treatment, self.control
+
+
+def default_comparison() -> Comparison:
+    """The pair of a suite that declares neither ``compare:`` nor ``primary:``."""
+    return Comparison(treatment=DEFAULT_COMPARISON[0], control=DEFAULT_COMPARISON[1])
 
 
 MIN_EFFECT_DEFAULTS = {"top1": 0.5, "top5": 0.5, "mIoU": 0.5, "aAcc": 0.5, "mAcc": 0.5, "ece": 0.5, "nll": 0.01, "brier": 0.005}
@@ -351,7 +389,10 @@ class Suite(Checked):
     profile: str = Field(DEFAULT_PROFILE, description="resource profile of runs unless the matrix has a 'profile' axis")
     evaluations: list[str] | None = Field(None, description="evaluation protocols for every run (default: id, shift)")
     expected: list[Expectation] = Field(default_factory=list, description="figures to reproduce, shown as expected vs actual")
-    primary: Primary | None = Field(None, description="the pre-specified primary endpoint, tested alone at α (see Primary)")
+    compare: list[Comparison] | None = Field(None, description="the (treatment, control) pairs the report compares, each with its own Δ, verdict box "
+                                                       "and forest plot; default: the primary endpoint's pair, else "
+                                                       f"{DEFAULT_COMPARISON[0]} vs {DEFAULT_COMPARISON[1]} (see Comparison)")
+    primary: Primary | None = Field(None, description="the pre-specified primary endpoint, tested alone at α (see Primary); its pair must be one of compare's")
     min_effect: dict[Literal["top1", "top5", "mIoU", "aAcc", "mAcc", "ece", "nll", "brier"], Annotated[float, Field(ge=0, strict=False)]] = Field(
         default_factory=dict, description="smallest Δ worth a † per metric (report units); unset metrics keep MIN_EFFECT_DEFAULTS")
     data_root: str | None = Field(None, description="datasets folder for every run (relative: to this file); --data-root overrides, $BENCH_DATA_ROOT is the fallback")
@@ -374,6 +415,59 @@ class Suite(Checked):
             if not _PROFILE_NAME.fullmatch(name):
                 raise ValueError(f"profile name {name!r}: use letters, digits, '_', '.' and '-' only (it becomes a Slurm job name)")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pair_defaults(cls, data: Any) -> Any:
+        """A ``primary:`` or ``expected:`` entry that names no method compares the suite's first
+        ``compare:`` pair; one that names only one side takes the other from the first pair with
+        that side (without ``compare:``, or without such a pair: the defaults of Primary and
+        Expectation)."""
+        if not isinstance(data, dict) or not isinstance(data.get("compare"), list):
+            return data
+        pairs = [(c["treatment"], c["control"]) for c in data["compare"]
+                 if isinstance(c, dict) and isinstance(c.get("treatment"), str) and isinstance(c.get("control"), str)]
+
+        def filled(entry: Any, keys: tuple[str, str]) -> Any:
+            if not isinstance(entry, dict):
+                return entry
+            given = [entry.get(k) for k in keys]
+            match = next((p for p in pairs if all(g is None or g == v for g, v in zip(given, p))), None)
+            return entry if match is None else {**dict(zip(keys, match)), **{k: v for k, v in entry.items() if v is not None or k not in keys}}
+
+        data = dict(data)
+        data["primary"] = filled(data.get("primary"), ("treatment", "control"))
+        if isinstance(data.get("expected"), list):
+            data["expected"] = [filled(e, ("method", "baseline")) for e in data["expected"]]
+        return data
+
+    @model_validator(mode="after")
+    def _pairs_consistent(self) -> "Suite":
+        """``compare:`` lists each pair once, and the primary endpoint tests one of them."""
+        if self.compare is None:
+            return self
+        if not self.compare:
+            raise ValueError("compare: empty list; list at least one {treatment, control} pair, or leave compare out "
+                             f"(default: the primary endpoint's pair, else {DEFAULT_COMPARISON[0]} vs {DEFAULT_COMPARISON[1]})")
+        seen: dict[tuple[str, str], int] = {}
+        for i, c in enumerate(self.compare):
+            if c.pair in seen:
+                raise ValueError(f"compare.{i}: {c.treatment} vs {c.control} is listed twice (also compare.{seen[c.pair]}); list each pair once")
+            seen[c.pair] = i
+        if self.primary is not None and (self.primary.treatment, self.primary.control) not in seen:
+            listed = ", ".join(f"{t} vs {c}" for t, c in seen)
+            raise ValueError(f"primary: {self.primary.treatment} vs {self.primary.control} is not one of the compared pairs ({listed}); "
+                             "add it to compare, or test one of them")
+        return self
+
+    def comparisons(self) -> list[Comparison]:
+        """The pairs the report compares, in the order given: ``compare:``; without it the primary
+        endpoint's pair; without that :data:`bench.methods.DEFAULT_COMPARISON`."""
+        if self.compare is not None:
+            return list(self.compare)
+        if self.primary is not None:
+            return [Comparison(treatment=self.primary.treatment, control=self.primary.control)]
+        return [default_comparison()]
 
     def min_effects(self) -> dict[str, float]:
         """Per metric, the smallest Δ worth a † (the suite's values over the defaults)."""
@@ -896,7 +990,7 @@ def expand(
             # that suite are reused, never recomputed
             included.append(dataclasses.replace(spec, profile=f"{child.name}/{spec.profile}"))
     if suite.include and not suite.matrix:  # a suite made of included suites only
-        return _unique(included, path, suite)
+        return _check_compared(suite, path, _unique(included, path, suite))
     axes = sorted(suite.matrix.items(), key=lambda kv: kv[0] != "method")
     if "method" not in suite.matrix and "method" not in suite.defaults:
         raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',), ('name',)) or 1}: matrix.method: missing; list the methods to compare, e.g. [sft, grpo_rm]")
@@ -928,7 +1022,24 @@ def expand(
 
         specs = plan_selection(suite, path, trees, results_root, overrides).specs
     _check_workers(suite, path, specs)
-    return _unique(specs + included, path, suite)
+    return _check_compared(suite, path, _unique(specs + included, path, suite))
+
+
+def _check_compared(suite: Suite, path: str | Path, specs: list[RunSpec]) -> list[RunSpec]:
+    """Every method of a ``compare:`` pair must be run by the suite (its matrix, defaults, overrides
+    or included suites: whatever the expanded runs hold), or its Δ, verdict box and forest plot
+    could never exist. Checked on the runs themselves, so ``-m method=...`` and includes count.
+    Returns ``specs``."""
+    if suite.compare is None:
+        return specs
+    running = {s.config.method.name for s in specs}
+    for i, c in enumerate(suite.compare):
+        for role, method in (("treatment", c.treatment), ("control", c.control)):
+            if method not in running:
+                line = line_of(suite._lines, ("compare", i, role), ("compare", i), ("compare",)) or 1
+                raise SuiteError(f"{path}:{line}: compare.{i}.{role}: {method} is not run by this suite (its runs use: "
+                                 f"{', '.join(sorted(running)) or 'no method'}); add it to matrix.method or compare methods the suite runs")
+    return specs
 
 
 def _check_workers(suite: Suite, path: str | Path, specs: list[RunSpec]) -> None:

@@ -82,6 +82,7 @@ class MethodBase:
 
     name: ClassVar[str]
     Params: ClassVar[type[MethodParams]]
+    display_name: ClassVar[str] = ""  # how reports name the method ('GRPO-RM'); the registered name when empty
 
     def __init__(self, params: MethodParams | None = None, generator: torch.Generator | None = None) -> None:
         self.params = params if params is not None else self.Params()
@@ -103,6 +104,15 @@ class MethodBase:
 
 
 METHODS: Registry[type[MethodBase]] = Registry("method")
+
+
+def display_name(method: str) -> str:
+    """How reports name ``method``: its class's ``display_name`` ('GRPO-RM' for grpo_rm), else the
+    registered name itself — also for a method this version does not register (a result written
+    by another version), so a report never fails on a name it does not know."""
+    if method not in METHODS:
+        return method
+    return getattr(METHODS.get(method), "display_name", "") or method
 
 
 def flatten_questions(logits: Tensor, labels: Tensor, ignore_index: int) -> tuple[Tensor, Tensor]:

@@ -140,6 +140,7 @@ def grpo_rm_loss(
 @METHODS.register("grpo_rm")
 class GRPORM(MethodBase):
     name: ClassVar[str] = "grpo_rm"
+    display_name: ClassVar[str] = "GRPO-RM"
     Params = GRPORMParams
     params: GRPORMParams
 

@@ -47,6 +47,7 @@ def linear_margin_loss(logits: Tensor, labels: Tensor, params: MarginParams) -> 
 @METHODS.register("linear_margin")
 class LinearMargin(MethodBase):
     name: ClassVar[str] = "linear_margin"
+    display_name: ClassVar[str] = "linear margin"
     Params = MarginParams
     params: MarginParams
 

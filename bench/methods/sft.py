@@ -34,6 +34,7 @@ def cross_entropy_loss(logits: Tensor, labels: Tensor, params: SFTParams) -> Los
 @METHODS.register("sft")
 class SFT(MethodBase):
     name: ClassVar[str] = "sft"
+    display_name: ClassVar[str] = "SFT"
     Params = SFTParams
     params: SFTParams
 

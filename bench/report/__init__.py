@@ -1,7 +1,9 @@
 """A suite's report: long table, seed aggregates, tables (CSV/Markdown/LaTeX), figures, HTML.
 
 Everything lands in ``reports/<suite>/``; each file is written atomically. A partial suite is
-reported from its finished runs, and the runs that are missing or failed are listed.
+reported from its finished runs, and the runs that are missing or failed are listed. What is
+compared comes from the suite (``compare:``, :mod:`bench.report.pairs`): each pair gets its Δ
+columns, verdict box and forest plot.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from bench.report.samples import report_context as samples_context
 from bench.report.samples import samples_markdown
 from bench.report.expected import CAPTION as EXPECTED_CAPTION
 from bench.report.expected import compare, expected_latex, expected_markdown
+from bench.report.pairs import pairs_of, stem, title_text
 from bench.report.tables import (TABLES, Table, TextTable, arm_labels, build_tables, model_labels, probe_c_note, to_csv, to_latex, to_markdown,
                                  tuning_note)
 from bench.store import RunDir, link_problem
@@ -39,7 +42,7 @@ class Report:
     states: pd.DataFrame
     tables: list[Table] = field(default_factory=list)
     extra_tables: list[TextTable] = field(default_factory=list)  # the ranked ablation, wall time
-    verdict: pd.DataFrame = field(default_factory=pd.DataFrame)  # the verdict box's comparisons (verdict.csv)
+    verdict: pd.DataFrame = field(default_factory=pd.DataFrame)  # the verdict boxes' comparisons, every pair's (verdict.csv)
     summary: str = ""  # what `bench run` / `bench report` print by default: the verdict box's headline, expectations, unfinished runs; no tables
 
 
@@ -120,6 +123,19 @@ def _id_calibration(results: list, runs: pd.DataFrame) -> pd.DataFrame:
     return bins.join(runs[["model", "arm", "method", "random_init"]], on="run_id")
 
 
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """The frames of several pairs as one (the first alone when all are empty: its columns stay)."""
+    full = [f for f in frames if not f.empty]
+    return pd.concat(full, ignore_index=True) if len(full) > 1 else (full[0] if full else frames[0])
+
+
+def _box_headline(contexts: list[dict], several: bool) -> list[str]:
+    """The verdict boxes' headlines for `bench run`'s summary; with ``several`` pairs each under its pair."""
+    if not several:
+        return [f"- {line}" for c in contexts for line in c["headline"]]
+    return [x for c in contexts for x in [f"- Δ {c['pair']}:", *(f"  - {line}" for line in c["headline"])]]
+
+
 def claim_bands(suite: Suite, ends: "verdict.Endpoints") -> list[tuple[str, float, float, str]]:
     """(split, low, high, label) of each ``expected:`` Δ claim of the compared pair in the headline
     metric, for the forest plot's claim bands."""
@@ -155,25 +171,33 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     refused = link_problem(out, Path(reports_root))  # never write, or delete stale files, through a link
     if refused is not None:
         raise refused
-    ends = verdict.Endpoints.of(suite, results_root)
+    every = verdict.Endpoints.all_of(suite, results_root)  # one per compared pair, in the suite's order
+    pairs = pairs_of(suite)
+    ends = next((e for e in every if e.primary is not None), every[0])  # the primary's pair: its box carries the claims
     states = run_states(specs, results_root)
     results = finished_results(specs, results_root)
     long = with_averages(long_from(results))  # tuning runs included (stage 'tune'): the record keeps them
     final = finals(long)  # what every table, Δ, figure but the sweep, and claim is made of
-    summary, delta = seed_summary(final), paired_delta(final, ends.treatment, ends.control)
+    summary, delta = seed_summary(final), _concat([paired_delta(final, e.treatment, e.control) for e in every])
     predictions, unread = stats.load_predictions(_prediction_paths(specs, results_root, final)) if not final.empty else ({}, {})
     delta = stats.with_intervals(delta, final, predictions, unread, min_effect=ends.min_effect)  # seeds × images where predictions exist
     alpha = claims_module.report_alpha(suite, results_root)
     comparison = compare(list(suite.expected), final, predictions, unread, alpha)
-    primary = verdict.primary_estimates(ends, final, predictions, unread)
-    verdict_rows = verdict.verdict_frame(delta, final, ends, primary) if not final.empty else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)
-    ablation_rows = verdict.ablation_frame(final, predictions, unread, ends)
+    boxes = [(e, verdict.verdict_frame(delta, final, e, verdict.primary_estimates(e, final, predictions, unread)) if not final.empty
+              else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)) for e in every]
+    verdict_rows = _concat([rows for _, rows in boxes])
+    by_control: dict[str, verdict.Endpoints] = {}  # one ablation ranking per control, with its first pair's endpoints
+    for e in every:
+        by_control.setdefault(e.control, e)
+    ablations = [(e, "ablation" if len(by_control) == 1 else f"ablation_{c}", verdict.ablation_frame(final, predictions, unread, e))
+                 for c, e in by_control.items()]
     selections = selection_table(results)
-    tables = build_tables(summary, delta, selections) if not final.empty else []
+    tables = build_tables(summary, delta, selections, pairs) if not final.empty else []
     limited = limited_note(final)  # data.limit / train.max_steps: every caption says these are smoke-test numbers
     if limited:
         tables = [dataclasses.replace(t, caption=f"{limited} {t.caption}") for t in tables]
-    extra_tables = [t for t in (verdict.ablation_table(ablation_rows), cost_table(final) if not final.empty else None) if t is not None]
+    extra_tables = [t for t in (*(verdict.ablation_table(rows, e.control, key) for e, key, rows in ablations),
+                                cost_table(final, pairs) if not final.empty else None) if t is not None]
     files: list[Path] = []
 
     def write(name: str, text: str) -> Path:
@@ -198,7 +222,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     if not probes.empty:
         write("probe_c.csv", probes.to_csv(index=False))
 
-    title = f"{suite.name}: SFT vs GRPO-RM"
+    title = f"{suite.name}: {title_text(pairs)}"
     table_files: list[tuple[Table, list[Path]]] = []
     for t in tables:
         table_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
@@ -224,39 +248,44 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         if not log.empty:
             log = log.assign(model=log["run_id"].map(runs["model"]), arm=log["run_id"].map(runs["arm"])).dropna(subset=["model"])
         labelled_sev = sev.assign(model=model_labels(sev), arm=arm_labels(sev)) if not sev.empty else sev
-        forest_rows = verdict.forest_frame(delta, final, ends)
         calibration = _id_calibration(results, runs)
-        draw = {
-            "bars": lambda: plots.bars(by_model, out / "bars", title),
-            "forest": lambda: plots.forest(forest_rows, out / "forest", title, claim_bands(suite, ends)),
-            "id_vs_ood": lambda: plots.id_vs_ood(labelled, by_model, out / "id_vs_ood", title),
-            "curves": lambda: plots.curves(log, out / "curves", title, bool(final["random_init"].astype(bool).any())),
-            "severity": lambda: plots.severity(labelled_sev, out / "severity", title),
-            "reliability": lambda: plots.reliability(calibration, out / "reliability", title),
-        }
-        if not ablation_rows.empty:  # a suite with one config per method has nothing to rank
-            draw["ablation"] = lambda: plots.ablation(ablation_rows, out / "ablation", title)
+        draw = {"bars": ("bars", None, lambda: plots.bars(by_model, out / "bars", title, pairs))}
+        for e in every:  # one forest plot per compared pair
+            key = stem("forest", e.pair, pairs)
+            rows = verdict.forest_frame(delta, final, e)
+            draw[key] = ("forest", e.pair, lambda rows=rows, key=key, e=e: plots.forest(rows, out / key, title, claim_bands(suite, e)))
+        draw.update({
+            "id_vs_ood": ("id_vs_ood", None, lambda: plots.id_vs_ood(labelled, by_model, out / "id_vs_ood", title, pairs)),
+            "curves": ("curves", None, lambda: plots.curves(log, out / "curves", title, bool(final["random_init"].astype(bool).any()), pairs)),
+            "severity": ("severity", None, lambda: plots.severity(labelled_sev, out / "severity", title, pairs)),
+            "reliability": ("reliability", None, lambda: plots.reliability(calibration, out / "reliability", title, pairs)),
+        })
+        for e, key, rows in ablations:
+            if not rows.empty:  # a suite with one config per method has nothing to rank
+                draw[key] = ("ablation", e.pair, lambda rows=rows, key=key, c=e.control: plots.ablation(rows, out / key, title, c))
         if not log.empty:
             flat = plots.curve_panels(log)[1]
             if flat:
                 skipped.append("Training curves: not drawn, constant over training in every run: " + "; ".join(flat) + ".")
     if not sweeps.empty:  # a suite that tunes nothing has no sweep to miss
-        draw["sweep"] = lambda: plots.sweep(sweeps, out / "sweep", title)
+        draw["sweep"] = ("sweep", None, lambda: plots.sweep(sweeps, out / "sweep", title, pairs))
     if draw and not figures_wanted():
         skipped.append("Figures: not drawn ($BENCH_REPORT_FIGURES=0); unset it and run `bench report` to draw them.")
         draw = {}
-    for key, make in draw.items():
+    for key, (kind, pair, make) in draw.items():
+        info = plots.FIGURES.get(kind).about(pair)
         try:  # a figure that fails must not cost the tables and the page
             paths = make()
         except Exception as exc:  # noqa: BLE001 — reported in the report itself
             paths, reason = [], f"drawing it failed ({exc.__class__.__name__}: {exc})"
         else:
-            reason = plots.FIGURES.get(key).absent
+            reason = info.absent
         files += paths
         if paths:
-            figures.append((key, plots.FIGURES.get(key).caption, paths[0]))
+            figures.append((key, info.caption, paths[0]))
         else:
-            skipped.append(f"No {key.replace('_', ' ')} figure: {reason}")
+            what = kind.replace("_", " ") + (f" ({pair.label})" if kind == "forest" and key != kind else "")
+            skipped.append(f"No {what} figure: {reason}")
 
     done = int((states["state"] == "done").sum())
     head = [f"# {title}", "", *([note, ""] if note else []), f"{suite.description}".strip(), "", f"{done} of {len(states)} runs done."
@@ -270,7 +299,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     tuning = " ".join(x for x in (tuning_note(selections), probe_c_note(probes)) if x)
     if tuning:
         head.append(tuning + "\n")
-    box = [verdict.verdict_markdown(verdict_rows, ends, comparison)] if not final.empty else []
+    box = [verdict.verdict_markdown(rows, e, comparison if e is ends else None) for e, rows in boxes] if not final.empty else []
     main = [to_markdown(t) for t in tables if not TABLES.get(t.key).detail]
     detail = [to_markdown(t) for t in tables if TABLES.get(t.key).detail] + [to_markdown(t) for t in extra_tables]
     legend = variant_legend(results)
@@ -279,13 +308,13 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     console = "\n".join([*head, *box, *main, *(x for x in tail if x)])
     markdown = "\n".join([*head, *box, *main, *detail, *(x for x in tail if x)])
     write("report.md", markdown)
-    box_context = verdict.verdict_context(verdict_rows, ends, comparison)
-    headline = [f"- {line}" for line in (box_context or {}).get("headline", [])]
+    contexts = [c for e, rows in boxes if (c := verdict.verdict_context(rows, e, comparison if e is ends else None, stem("verdict", e.pair, pairs)))]
+    headline = _box_headline(contexts, len(every) > 1)
     summary = "\n".join([f"# {title}", "", *([note, ""] if note else []), f"{done} of {len(states)} runs done.", "",
                          *(headline + [""] if headline else []), *(x for x in (expected_markdown(comparison), _not_done_markdown(states)) if x)])
     page = html.render(
         title=title, description=suite.description, tables=[*table_files, *extra_files],
-        verdict=box_context,
+        verdicts=contexts,
         expected=html.expected_context(comparison, EXPECTED_CAPTION), figures=figures, skipped_figures=skipped, states=states,
         suite_files=suite_files(suite, suite_path), variants=legend, long=long, downloads=long_files, tuning=tuning,
         variants_intro=VARIANTS_INTRO, samples=samples_context(out),

@@ -439,10 +439,15 @@ def seed_summary(long: pd.DataFrame) -> pd.DataFrame:
 DELTA_KEYS = [*GROUP_COLUMNS, *SET_COLUMNS, "metric", "treatment_variant", "control_variant"]
 
 
-def paired_delta(long: pd.DataFrame, treatment: str = "grpo_rm", control: str = "sft") -> pd.DataFrame:
+def paired_delta(long: pd.DataFrame, treatment: str | None = None, control: str | None = None) -> pd.DataFrame:
     """Δ = treatment − control per matching seed between runs of one setting (same ``pair`` key
     and evaluation set), then mean, std, n (pairs), 95% CI and whether it is significant, per
-    (treatment variant, control variant): every GRPO-RM variant of a setting gets its own Δ."""
+    (treatment variant, control variant): every GRPO-RM variant of a setting gets its own Δ.
+    Without ``treatment``/``control``: the default comparison (:data:`bench.methods.DEFAULT_COMPARISON`)."""
+    if treatment is None or control is None:
+        from bench.methods import DEFAULT_COMPARISON
+
+        treatment, control = treatment or DEFAULT_COMPARISON[0], control or DEFAULT_COMPARISON[1]
     columns = [*DELTA_KEYS, "mean", "std", "n", "ci_low", "ci_high", "significant", "treatment", "control"]
     long = finals(long)
     keys = [*GROUP_COLUMNS, *SET_COLUMNS, "metric"]

@@ -213,6 +213,7 @@ def quantity_estimates(q: Quantity, long: pd.DataFrame, predictions: Predictions
     """One estimate per comparison of ``q`` among the final runs of ``long`` (a dataset run in
     several settings or method configs gets one per comparison, labelled like the tables' rows).
     ``shared``: an :class:`Estimating` of the same ``long``, for callers that estimate many."""
+    from bench.report.pairs import Pair
     from bench.report.tables import arm_text, method_order, model_labels
 
     shared = shared if shared is not None else Estimating.of(long)
@@ -228,7 +229,7 @@ def quantity_estimates(q: Quantity, long: pd.DataFrame, predictions: Predictions
     if pairs.empty:
         return []
     descs = shared.descs
-    order = method_order([q.control, q.treatment])
+    order = method_order([q.control, q.treatment], (Pair(q.treatment, q.control),))
     pairs["arm"] = [", ".join(t for t in (arm_text(m, descs.get({q.treatment: r.variant, q.control: r.base_variant}[m], "")) for m in order) if t)
                     for r in pairs.itertuples()]
     pairs["label"] = model_labels(pairs, pairs["arm"])

@@ -17,9 +17,12 @@ with their wall time as recorded: a cache build may be inside it) and show '—'
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import pandas as pd
 
 from bench.report.aggregate import finals
+from bench.report.pairs import Pair
 from bench.report.tables import TextTable, method_name, method_order
 from bench.report.verdict import config_labels, duration_text
 
@@ -56,7 +59,7 @@ def _runs(final: pd.DataFrame) -> pd.DataFrame:
                        own_s=runs["wall_time_s"] - runs["shared_cache_s"].where(has_cost, 0.0).fillna(0.0))
 
 
-def cost_frame(final: pd.DataFrame) -> pd.DataFrame:
+def cost_frame(final: pd.DataFrame, pairs: Sequence[Pair] = ()) -> pd.DataFrame:
     """Per method config (in method order): runs, runs with a cost block, mean and total own wall
     time per run, mean training and evaluation time, the median over runs of each run's median
     step time, the peak memory over runs (GPU where any run used CUDA, else RSS) and the shared
@@ -73,7 +76,7 @@ def cost_frame(final: pd.DataFrame) -> pd.DataFrame:
                      "eval_s": part["eval_s"].mean(), "step_median_s": part["step_median_s"].median(), "peak_memory_mb": peak,
                      "peak_memory_kind": ("GPU" if gpu else "RSS") if pd.notna(peak) else "", "shared_cache_s": part["shared_cache_s"].sum(min_count=1)})
     out = pd.DataFrame(rows, columns=COST_FRAME_COLUMNS)
-    order = method_order(out["method"])
+    order = method_order(out["method"], pairs)
     return out.assign(_m=out["method"].map(order.index)).sort_values(["_m", "config"], kind="stable").drop(columns="_m").reset_index(drop=True)
 
 
@@ -106,9 +109,10 @@ def shared_cost_sentence(final: pd.DataFrame) -> str:
     return text + "; the other runs reused it."
 
 
-def cost_table(final: pd.DataFrame) -> TextTable | None:
-    """The cost per method config as a table (key ``wall_time``), None without finished runs."""
-    frame = cost_frame(final)
+def cost_table(final: pd.DataFrame, pairs: Sequence[Pair] = ()) -> TextTable | None:
+    """The cost per method config as a table (key ``wall_time``; methods in the order of the
+    compared ``pairs``), None without finished runs."""
+    frame = cost_frame(final, pairs)
     if frame.empty:
         return None
     rows = [([r.config], [str(int(r.runs)), duration_text(r.mean_s), duration_text(r.total_s), duration_text(r.train_s), duration_text(r.eval_s),

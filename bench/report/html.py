@@ -23,7 +23,12 @@ ENV_COLUMNS = {"git_commit": "grpo-rm-bench commit", "git_dirty": "uncommitted c
                "host": "hosts", "device": "devices", "backbone": "backbones", "init": "backbone weights"}
 
 
-LEAD_FIGURES = ("forest",)  # right under the verdict box, before any table: the answer, drawn
+LEAD_FIGURES = ("forest",)  # right under the verdict boxes, before any table: the answer, drawn (one per compared pair)
+
+
+def _lead(key: str) -> bool:
+    """A lead figure: 'forest', or a pair's own 'forest_<pair key>'."""
+    return any(key == k or key.startswith(f"{k}_") for k in LEAD_FIGURES)
 
 
 def data_uri(path: Path, mime: str) -> str:
@@ -79,12 +84,12 @@ def render(
     *, title: str, description: str, tables: list[tuple[Table, list[Path]]], expected: dict[str, Any] | None,
     figures: list[tuple[str, str, Path]], skipped_figures: list[str], states: pd.DataFrame, suite_files: list[tuple[str, str]],
     variants: dict[str, dict[str, Any]], long: pd.DataFrame, downloads: list[Path], tuning: str = "", variants_intro: str = "",
-    verdict: dict[str, Any] | None = None, samples: dict[str, Any] | None = None,
+    verdicts: list[dict[str, Any]] | None = None, samples: dict[str, Any] | None = None,
 ) -> str:
-    """The report page: the verdict box, the forest plot, then the tables (long notes folded away
+    """The report page: the verdict boxes, the forest plots, then the tables (long notes folded away
     in <details>), the other figures, suite and environment. ``figures``: (key, caption, png path); ``tuning``: how the compared configs
-    were selected (empty when nothing was tuned); ``verdict``: the box at the top
-    (:func:`bench.report.verdict.verdict_context`), None when there is no comparison; ``samples``:
+    were selected (empty when nothing was tuned); ``verdicts``: the boxes at the top, one per compared pair with a
+    comparison (:func:`bench.report.verdict.verdict_context`); ``samples``:
     `bench samples`' files in the report folder (:func:`bench.report.samples.report_context`), None when absent."""
     env = jinja2.Environment(loader=jinja2.PackageLoader("bench.report", ""), autoescape=True, undefined=jinja2.StrictUndefined)
     not_done = states[states["state"] != "done"].to_dict("records")
@@ -92,9 +97,9 @@ def render(
         title=title, description=description, random_init=bool(long["random_init"].astype(bool).any()) if not long.empty else False,
         counts={"done": int((states["state"] == "done").sum()), "total": len(states)}, not_done=not_done, expected=expected,
         tables=[table_context(t, files) for t, files in tables], downloads=[_download(p) for p in downloads],
-        figures=[{"key": k, "caption": c, "src": data_uri(p, "image/png")} for k, c, p in figures if k not in LEAD_FIGURES],
-        lead_figures=[{"key": k, "caption": c, "src": data_uri(p, "image/png")} for k, c, p in figures if k in LEAD_FIGURES], skipped_figures=skipped_figures,
-        suite_files=suite_files, variants=variants, variants_intro=variants_intro, tuning=tuning, env=environment(long), verdict=verdict,
+        figures=[{"key": k, "caption": c, "src": data_uri(p, "image/png")} for k, c, p in figures if not _lead(k)],
+        lead_figures=[{"key": k, "caption": c, "src": data_uri(p, "image/png")} for k, c, p in figures if _lead(k)], skipped_figures=skipped_figures,
+        suite_files=suite_files, variants=variants, variants_intro=variants_intro, tuning=tuning, env=environment(long), verdicts=verdicts or [],
         samples=None if samples is None else {**samples, "csv": _download(samples["csv"]),
                                               "sheet": data_uri(samples["sheet"], "image/png") if samples["sheet"] else None},
     )

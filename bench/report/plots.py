@@ -5,7 +5,7 @@
 - ``id_vs_ood``: every run as a point (ID vs OOD average), method means with CI crosses.
 - ``curves``: training statistics per step (accuracy, p(true class), margin, entropy, logit
   norm, gradient norm, clip fraction — those that vary), mean over seeds with the seed range shaded.
-- ``forest``: every paired Δ GRPO-RM − SFT with its CI against a zero line.
+- ``forest``: every paired Δ of one compared pair (e.g. GRPO-RM − SFT) with its CI against a zero line.
 - ``reliability``: reliability diagrams of the ID split per method config, bins pooled over seeds.
 - ``ablation``: every method config's Δ against the plain SFT, ranked (suites with several configs).
 - ``severity``: accuracy against corruption severity (0 = the clean ID split).
@@ -15,7 +15,9 @@ Figures whose data the suite does not have are skipped (the report says so). Eve
 a ``model`` column (the setting's label, :func:`bench.report.tables.model_labels`): one panel or
 marker per setting, so two backbones or settings of one dataset never mix; and an ``arm`` column
 (the method config, :func:`bench.report.tables.arm_labels`): one bar, line or colour per method
-config, so four GRPO-RM (ε, μ) configs of a setting are four series, never one.
+config, so four GRPO-RM (ε, μ) configs of a setting are four series, never one. Methods are
+ordered and coloured by the suite's compared pairs (``pairs``, :mod:`bench.report.pairs`): the
+first pair's control blue, its treatment red, any other method a colour of its own.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import matplotlib
 
@@ -34,36 +37,44 @@ import pandas as pd
 
 from bench.io import atomic_write
 from bench.report.aggregate import param_name, short_number
+from bench.report.pairs import Pair, default_pairs
 from bench.report.tables import METRIC_NAMES, PROTOCOL_ORDER, method_name, method_order, model_labels, split_label
 from bench.registry import Registry
 
-COLORS = {"sft": "#1f77b4", "grpo_rm": "#d62728"}
-SHADES = {"sft": "Blues", "grpo_rm": "Reds"}  # colormaps for a method with several configs
+PAIR_COLORS = ("#1f77b4", "#d62728")  # the first compared pair's control (blue) and treatment (red)
+PAIR_SHADES = ("Blues", "Reds")  # their colormaps when a method has several configs
 MARKERS = "osD^vP*X"
 FORMATS = ("png", "pdf")
 
 
-def _color(method: str, methods: list[str]) -> str:
-    return COLORS.get(method, f"C{2 + methods.index(method)}")
+def _lead(pairs: Sequence[Pair]) -> list[str]:
+    first = (tuple(pairs) or default_pairs())[0]
+    return [first.control, first.treatment]
 
 
-def arms_of(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    """(arm label, method) of every method config in ``frame``, the baseline's first."""
-    pairs = list(dict.fromkeys(zip(frame["arm"], frame["method"])))
-    methods = method_order(frame["method"])
-    return sorted(pairs, key=lambda p: methods.index(p[1]))
+def _color(method: str, methods: list[str], pairs: Sequence[Pair] = ()) -> str:
+    lead = _lead(pairs)
+    return PAIR_COLORS[lead.index(method)] if method in lead else f"C{2 + methods.index(method)}"
 
 
-def arm_colors(arms: list[tuple[str, str]]) -> dict[str, str]:
-    """A method's colour for its only config; shades of it when it has several (GRPO-RM reds)."""
-    methods = method_order([m for _, m in arms])
+def arms_of(frame: pd.DataFrame, pairs: Sequence[Pair] = ()) -> list[tuple[str, str]]:
+    """(arm label, method) of every method config in ``frame``, the controls' first."""
+    arms = list(dict.fromkeys(zip(frame["arm"], frame["method"])))
+    methods = method_order(frame["method"], pairs)
+    return sorted(arms, key=lambda p: methods.index(p[1]))
+
+
+def arm_colors(arms: list[tuple[str, str]], pairs: Sequence[Pair] = ()) -> dict[str, str]:
+    """A method's colour for its only config; shades of it when it has several (the treatment's reds)."""
+    methods = method_order([m for _, m in arms], pairs)
+    lead = _lead(pairs)
     out = {}
     for method in methods:
         mine = [a for a, m in arms if m == method]
         if len(mine) == 1:
-            out[mine[0]] = _color(method, methods)
+            out[mine[0]] = _color(method, methods, pairs)
             continue
-        cmap = matplotlib.colormaps[SHADES.get(method, "Greens")]
+        cmap = matplotlib.colormaps[PAIR_SHADES[lead.index(method)] if method in lead else "Greens"]
         for i, arm in enumerate(mine):
             out[arm] = matplotlib.colors.to_hex(cmap(0.45 + 0.5 * i / (len(mine) - 1)))
     return out
@@ -104,10 +115,10 @@ def bar_label(split: str, protocol: str) -> str:
     return f"{split} (ID)" if protocol == "id" else split_label(split, "", {})
 
 
-def bars(summary: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+def bars(summary: pd.DataFrame, stem: Path, title: str, pairs: Sequence[Pair] = ()) -> list[Path]:
     models = list(dict.fromkeys(summary["model"]))
-    arms = arms_of(summary)
-    colors = arm_colors(arms)
+    arms = arms_of(summary, pairs)
+    colors = arm_colors(arms, pairs)
     fig, axes = plt.subplots(1, len(models), figsize=(max(5.5, 1.0 + 3.6 * len(models)), 4.0), squeeze=False)
     for ax, model in zip(axes[0], models):
         metric = headline_metric(summary, model)
@@ -133,7 +144,7 @@ def bars(summary: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     return save(fig, stem)
 
 
-def id_vs_ood(long: pd.DataFrame, summary: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+def id_vs_ood(long: pd.DataFrame, summary: pd.DataFrame, stem: Path, title: str, pairs: Sequence[Pair] = ()) -> list[Path]:
     """x = ID (first ID split), y = OOD average, per run; crosses = method means ± 95% CI."""
     points = []
     for model in dict.fromkeys(long["model"]):
@@ -150,7 +161,7 @@ def id_vs_ood(long: pd.DataFrame, summary: pd.DataFrame, stem: Path, title: str)
         points.append((model, metric, first, both))
     if not points:
         return []
-    colors = arm_colors(arms_of(summary))
+    colors = arm_colors(arms_of(summary, pairs), pairs)
     fig, ax = plt.subplots(figsize=(5.6, 4.6))
     for k, (model, metric, first, both) in enumerate(points):
         for arm, group in both.groupby("arm", sort=False):
@@ -180,7 +191,7 @@ CURVE_PANELS = (  # (logged column, panel title): what the policy is becoming, s
     ("entropy", "predictive entropy (nats)"),
     ("logit_norm", "logit L2 norm"),
     ("grad_norm", "gradient norm (before clipping)"),
-    ("clip_fraction", "clip fraction (GRPO-RM)"),
+    ("clip_fraction", "clip fraction"),
     ("heldout_top1", "held-out top-1 % (per epoch)"),
     ("heldout_nll", "held-out NLL (per epoch)"),
 )
@@ -220,15 +231,15 @@ def curve_panels(log: pd.DataFrame) -> tuple[list[tuple[str, str]], list[str]]:
     return drawn, dropped
 
 
-def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool) -> list[Path]:
+def curves(log: pd.DataFrame, stem: Path, title: str, random_init: bool, pairs: Sequence[Pair] = ()) -> list[Path]:
     if log.empty:
         return []
     panels, _ = curve_panels(log)
     if not panels:
         return []
     models = list(dict.fromkeys(log["model"]))
-    arms = arms_of(log)
-    colors = arm_colors(arms)
+    arms = arms_of(log, pairs)
+    colors = arm_colors(arms, pairs)
     ncols = min(CURVE_COLUMNS, len(panels))
     per_model = -(-len(panels) // ncols)  # rows of panels per model
     fig, axes = plt.subplots(len(models) * per_model, ncols, figsize=(max(5.0, 3.3 * ncols), 2.7 * len(models) * per_model), squeeze=False)
@@ -311,14 +322,12 @@ def forest(frame: pd.DataFrame, stem: Path, title: str, bands: list[tuple[str, f
 
 def frame_pair(frame: pd.DataFrame) -> str:
     """'GRPO-RM − SFT' from a frame's treatment/control columns; 'treatment − control' without them."""
-    from bench.report.tables import method_name
-
     if not {"treatment", "control"} <= set(frame.columns) or frame.empty:
         return "treatment − control"
-    return f"{method_name(str(frame['treatment'].iloc[0]))} − {method_name(str(frame['control'].iloc[0]))}"
+    return Pair(str(frame["treatment"].iloc[0]), str(frame["control"].iloc[0])).label
 
 
-def reliability(bins: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+def reliability(bins: pd.DataFrame, stem: Path, title: str, pairs: Sequence[Pair] = ()) -> list[Path]:
     """Reliability diagrams of the ID split per (setting, method config): per confidence bin the
     accuracy (bars) and the mean confidence (dots) from bin sums pooled over seeds, the diagonal of
     perfect calibration, and the images per bin underneath. ``bins``: model, arm, method, bin,
@@ -326,8 +335,8 @@ def reliability(bins: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     if bins.empty or bins["count"].sum() == 0:
         return []
     models = list(dict.fromkeys(bins["model"]))
-    arms = arms_of(bins)
-    colors = arm_colors(arms)
+    arms = arms_of(bins, pairs)
+    colors = arm_colors(arms, pairs)
     per_model = {m: [a for a, _ in arms if ((bins["model"] == m) & (bins["arm"] == a)).any()] for m in models}
     ncols = max(len(v) for v in per_model.values())
     n_bins = int(bins["bin"].max()) + 1
@@ -366,12 +375,13 @@ def reliability(bins: pd.DataFrame, stem: Path, title: str) -> list[Path]:
     return save(fig, stem)
 
 
-def ablation(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+def ablation(frame: pd.DataFrame, stem: Path, title: str, control: str | None = None) -> list[Path]:
     """The ranked ablation (``bench.report.verdict.ablation_frame``) as horizontal bars: per config
-    its Δ against the plain SFT on the ID split and the OOD average, with 95% CIs; † where the CI
-    excludes 0. One panel per setting."""
+    its Δ against the plain ``control`` (default: the default comparison's) on the ID split and the
+    OOD average, with 95% CIs; † where the CI excludes 0. One panel per setting."""
     if frame.empty:
         return []
+    baseline = method_name(control if control is not None else default_pairs()[0].control)
     settings = list(dict.fromkeys(frame["setting"]))
     sizes = [int((frame["setting"] == s).sum()) for s in settings]
     fig, axes = plt.subplots(len(settings), 1, figsize=(8.0, sum(1.3 + 0.55 * k for k in sizes)), squeeze=False,
@@ -395,19 +405,19 @@ def ablation(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
         ax.grid(axis="x", alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     metrics = " / ".join(METRIC_NAMES.get(m, m) for m in dict.fromkeys(frame["metric"]))
-    axes[-1, 0].set_xlabel(f"Δ against the plain SFT, {metrics} (points), 95% CI")
-    suptitle(fig, f"{title}: what each config changes, against the plain SFT of its setting")
+    axes[-1, 0].set_xlabel(f"Δ against the plain {baseline}, {metrics} (points), 95% CI")
+    suptitle(fig, f"{title}: what each config changes, against the plain {baseline} of its setting")
     fig.tight_layout()
     return save(fig, stem)
 
 
-def severity(sev: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+def severity(sev: pd.DataFrame, stem: Path, title: str, pairs: Sequence[Pair] = ()) -> list[Path]:
     if sev.empty:
         return []
     panels = list(dict.fromkeys(zip(sev["model"], sev["ood_set"], sev["metric"])))
     panels = [p for p in panels if p[2] in ("top1", "mIoU")]
-    arms = arms_of(sev)
-    colors = arm_colors(arms)
+    arms = arms_of(sev, pairs)
+    colors = arm_colors(arms, pairs)
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.5, 1.0 + 3.8 * len(panels)), 4.0), squeeze=False)
     for ax, (model, family, metric) in zip(axes[0], panels):
         for arm, _ in arms:
@@ -439,7 +449,7 @@ def _is_log(key: str, values: list) -> bool:
     return key.split(".")[-1].endswith("lr") or max(numbers) / min(numbers) >= 9.99
 
 
-def sweep(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+def sweep(table: pd.DataFrame, stem: Path, title: str, pairs: Sequence[Pair] = ()) -> list[Path]:
     """One panel per (model, tuned key): the selection metric on the held-out split against the
     key's value, a line per method (and per combination of the other tuned keys), dots for single
     tuning runs, a ring and a dashed line at the chosen value. ``table``: aggregate.sweep_table."""
@@ -451,7 +461,7 @@ def sweep(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
               if any(key in v for v in table.loc[table["model"] == model, "parsed"])]
     if not panels:
         return []
-    methods = method_order(table["method"])
+    methods = method_order(table["method"], pairs)
     fig, axes = plt.subplots(1, len(panels), figsize=(max(5.0, 0.8 + 4.2 * len(panels)), 3.8), squeeze=False)
     for ax, (model, key) in zip(axes[0], panels):
         part = table[(table["model"] == model) & table["parsed"].map(lambda v: key in v)]
@@ -467,7 +477,7 @@ def sweep(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
                 line = line.assign(x=line["parsed"].map(lambda v: where(v[key]))).sort_values("x")
                 extra = ", ".join(f"{param_name(k)}={short_number(x)}" for k, x in json.loads(other).items())
                 label = method_name(method) + (f" ({extra})" if extra else "")
-                color = _color(method, methods)
+                color = _color(method, methods, pairs)
                 ax.plot(line["x"], scale * line["score"].astype(float), "o-", color=color, lw=1.4, ms=4, label=label)
                 for x, seeds in zip(line["x"], line["seed_values"]):
                     ax.scatter([x] * len(seeds), [scale * s for s in seeds], color=color, s=12, alpha=0.5, lw=0)
@@ -491,8 +501,17 @@ def sweep(table: pd.DataFrame, stem: Path, title: str) -> list[Path]:
 
 @dataclass(frozen=True)
 class FigureInfo:
+    """A figure's caption and why it can be missing; '{treatment}' and '{control}' in either are
+    the display names of the pair the figure is about (:meth:`about`)."""
+
     caption: str  # shown under the figure in the HTML report
     absent: str  # why the figure can be missing (said in the report when it is)
+
+    def about(self, pair: Pair | None = None) -> "FigureInfo":
+        """The texts with the pair's method names (the default comparison's when None)."""
+        pair = pair if pair is not None else default_pairs()[0]
+        names = {"treatment": method_name(pair.treatment), "control": method_name(pair.control)}
+        return FigureInfo(self.caption.format(**names), self.absent.format(**names))
 
 
 FIGURES: Registry[FigureInfo] = Registry("figure")
@@ -502,7 +521,7 @@ FIGURES.add("id_vs_ood", FigureInfo("Each run's in-distribution accuracy against
                                     "no run has both an ID split and OOD (shift) sets."))
 FIGURES.add("curves", FigureInfo("Training statistics per optimiser step, mean over seeds; the band spans the seeds. Panels: the "
                                  "logged quantities that vary — batch accuracy, p(true class), logit margin, entropy, logit norm, "
-                                 "gradient norm, clip fraction, and, for runs with train.eval_every_epoch, the held-out top-1 and NLL after each epoch (markers, unsmoothed). Not drawn: the loss and the advantage spread (GRPO-RM's clipped surrogate "
+                                 "gradient norm, clip fraction, and, for runs with train.eval_every_epoch, the held-out top-1 and NLL after each epoch (markers, unsmoothed). Not drawn: the loss and the advantage spread (a ratio-clipped surrogate "
                                  "is 0 on a batch's first pass at μ = 1 and its normalised advantages have a fixed spread: flat lines), "
                                  "and any quantity constant over training in every run (named below the figures).",
                                  "no training logs (metrics.jsonl) with a quantity that varies among the finished runs."))
@@ -510,14 +529,14 @@ FIGURES.add("forest", FigureInfo("Every paired Δ of the compared methods (again
                                  "its 95% CI (seeds × test images crossed where per-image predictions exist, else the seed-level "
                                  "t-interval; the same intervals as the tables and the verdict box); filled markers: † (the CI excludes 0 "
                                  "and |Δ| ≥ the minimum practical effect); shaded: a claim's band, expected ± tolerance.",
-                                 "no GRPO-RM and SFT runs of one setting and seed."))
+                                 "no {treatment} and {control} runs of one setting and seed."))
 FIGURES.add("reliability", FigureInfo("Reliability diagrams of the ID split per method config: accuracy per confidence bin (bars) and the "
                                       "bin's mean confidence (dots) from bin sums pooled over seeds, against the diagonal of perfect "
                                       "calibration; the images per bin underneath. The ECE in each panel's title is that of the pooled "
                                       "bins; the calibration table's ECE is the mean of each seed's own ECE (both with 15 equal-width bins), "
                                       "which is larger when seeds are miscalibrated in different bins.",
                                       "no result carries calibration bins (segmentation results have none; classification results written before calibration was recorded)."))
-FIGURES.add("ablation", FigureInfo("Each method config's Δ against the plain SFT of its setting on the ID split and the OOD average, "
+FIGURES.add("ablation", FigureInfo("Each method config's Δ against the plain {control} of its setting on the ID split and the OOD average, "
                                    "ranked, with 95% CIs; † the CI excludes 0.",
                                    "fewer than two method configs to rank."))
 FIGURES.add("severity", FigureInfo("Accuracy against corruption severity, averaged over corruptions; severity 0 is the clean ID split.",

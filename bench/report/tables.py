@@ -9,7 +9,8 @@ against it.
 Rows come in blocks, one per comparison: a setting (dataset, backbone, init, ``pair`` key) and
 one config variant per method. A setting whose GRPO-RM was run in four (ε, μ) configs has four
 blocks, each naming its config ('cifar10 · GRPO-RM ε=0.1, μ=2') next to the setting's SFT, with
-that config's own paired Δ.
+that config's own paired Δ. A suite that compares several pairs (``compare:``) gets one Δ
+column per pair (:mod:`bench.report.pairs`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ import itertools
 import json
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import pandas as pd
 
 from bench.registry import Registry
 from bench.report.aggregate import GROUP_COLUMNS, IN_DOMAIN_PROBE, RAW_METRICS, param_name, scale_of, short_number
+from bench.report.pairs import Pair, deltas_text, default_pairs, method_name, method_order, pairs_in, stem
 
-METHOD_NAMES = {"sft": "SFT", "grpo_rm": "GRPO-RM", "linear_margin": "linear margin"}
 METRIC_NAMES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "mIoU": "mIoU", "aAcc": "pixel accuracy", "mAcc": "mean class accuracy",
                 "nll": "NLL", "ece": "ECE", "brier": "Brier score"}
 LOWER_BETTER = ("nll", "ece", "brier")  # calibration: the best method is the lowest
@@ -36,20 +37,12 @@ MODEL_KEYS = GROUP_COLUMNS  # a table's row group: one setting, whatever the met
 ROW_KEYS = [*MODEL_KEYS, "protocol", "split"]
 
 
-def method_name(method: str) -> str:
-    return METHOD_NAMES.get(method, method)
-
-
-def method_order(methods) -> list[str]:
-    """The baseline first, then GRPO-RM, then any other method in order of appearance."""
-    seen = list(dict.fromkeys(methods))
-    return [m for m in METHOD_NAMES if m in seen] + [m for m in seen if m not in METHOD_NAMES]
-
-
 @dataclass(frozen=True)
 class Table:
     """A rendered-ready comparison: ``frame`` has the label columns, then per method
-    ``<method>_mean/_ci_low/_ci_high/_n`` and ``delta_mean/_ci_low/_ci_high/_n`` (percent)."""
+    ``<method>_mean/_ci_low/_ci_high/_n`` and per compared pair ``<prefix>_mean/_ci_low/_ci_high/_n``
+    (percent; the prefix is 'delta' with one pair, 'delta_<treatment>_vs_<control>' with several:
+    :meth:`prefix`)."""
 
     key: str  # file stem, e.g. "id" → table_id.csv/.md/.tex
     title: str
@@ -58,10 +51,20 @@ class Table:
     methods: list[str]
     frame: pd.DataFrame
     lower_is_better: bool = False  # calibration tables: the lowest mean is the best
+    pairs: tuple[Pair, ...] = ()  # the compared pairs, each with its Δ columns (the default comparison when empty)
+
+    def prefix(self, pair: Pair) -> str:
+        return delta_prefix(pair, self.pairs or default_pairs())
+
+    @property
+    def shown_pairs(self) -> list[Pair]:
+        """The pairs with at least one Δ in this table: one Δ column each."""
+        return [p for p in (self.pairs or default_pairs())
+                if f"{self.prefix(p)}_mean" in self.frame and self.frame[f"{self.prefix(p)}_n"].fillna(0).gt(0).any()]
 
     @property
     def has_delta(self) -> bool:
-        return "delta_mean" in self.frame and self.frame["delta_n"].fillna(0).gt(0).any()
+        return bool(self.shown_pairs)
 
     def best(self, row: pd.Series) -> set[str]:
         """Methods with the highest (``lower_is_better``: lowest) mean in this row as displayed
@@ -149,21 +152,46 @@ def comparison_blocks(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
 STATS = ("mean", "ci_low", "ci_high", "n")
 
 
+def delta_prefix(pair: Pair, pairs: Sequence[Pair]) -> str:
+    """A pair's Δ columns: 'delta_mean', … with one pair; 'delta_<treatment>_vs_<control>_mean', … with several."""
+    return stem("delta", pair, pairs)
+
+
+def _merge_delta(wide: pd.DataFrame, delta: pd.DataFrame, metric: str, pair: Pair, prefix: str) -> pd.DataFrame:
+    """``wide`` with the pair's Δ columns (NaN where the table has no runs of both methods)."""
+    variants = [f"{pair.treatment}_variant", f"{pair.control}_variant"]
+    d = pd.DataFrame()
+    if set(variants) <= set(wide.columns) and not delta.empty:
+        d = delta[(delta["metric"] == metric) & (delta["treatment"] == pair.treatment) & (delta["control"] == pair.control)]
+    if d.empty:
+        for c in STATS:
+            wide[f"{prefix}_{c}"] = math.nan
+        wide[f"{prefix}_significant"] = False
+        return wide
+    extra = [c for c in DELTA_EXTRA if c in d.columns]  # how the CI was formed (bench.report.stats.with_intervals)
+    d = d[[*ROW_KEYS, "treatment_variant", "control_variant", *STATS, "significant", *extra]]
+    d = d.rename(columns={"treatment_variant": variants[0], "control_variant": variants[1], "significant": f"{prefix}_significant",
+                          **{c: f"{prefix}_{c}" for c in (*STATS, *extra)}})
+    return wide.merge(d, on=[*ROW_KEYS, *variants], how="left")
+
+
 def comparison(
     key: str, title: str, summary: pd.DataFrame, delta: pd.DataFrame, metric: str,
     keep: Callable[[pd.DataFrame], pd.Series], set_sizes: dict[tuple[str, str], dict[str, int]] | None = None,
-    selections: pd.DataFrame | None = None,
+    selections: pd.DataFrame | None = None, pairs: Sequence[Pair] = (),
 ) -> Table | None:
     """A table of ``metric`` over the summary rows that ``keep`` selects; None when there are none.
     ``selections`` (:func:`bench.report.aggregate.selection_table`) adds how the compared configs
-    were tuned to the caption."""
+    were tuned to the caption. ``pairs``: the compared pairs, one Δ column each (default: those
+    ``delta`` holds, else the default comparison)."""
+    pairs = tuple(pairs) or pairs_in(delta) or default_pairs()
     rows = summary[(summary["metric"] == metric)]
     rows = rows[keep(rows).fillna(False).astype(bool)]
     if rows.empty:
         return None
     if "variant_desc" not in rows:
         rows = rows.assign(variant_desc="")
-    methods = method_order(rows["method"])
+    methods = method_order(rows["method"], pairs)
     blocks = comparison_blocks(rows, methods)
     sets = rows[ROW_KEYS].drop_duplicates()
     wide = sets.merge(blocks, on=MODEL_KEYS, how="left").reset_index(drop=True)
@@ -171,19 +199,10 @@ def comparison(
         part = rows[rows["method"] == method][ROW_KEYS + ["variant", *STATS]]
         part = part.rename(columns={"variant": f"{method}_variant", **{c: f"{method}_{c}" for c in STATS}})
         wide = wide.merge(part, on=[*ROW_KEYS, f"{method}_variant"], how="left")
-    pairs = {"grpo_rm_variant", "sft_variant"} <= set(wide.columns)
-    d = delta[delta["metric"] == metric] if pairs and not delta.empty else pd.DataFrame()
-    if not d.empty:
-        extra = [c for c in DELTA_EXTRA if c in d.columns]  # how the CI was formed (bench.report.stats.with_intervals)
-        d = d[[*ROW_KEYS, "treatment_variant", "control_variant", *STATS, "significant", *extra]]
-        d = d.rename(columns={"treatment_variant": "grpo_rm_variant", "control_variant": "sft_variant", "significant": "delta_significant",
-                              **{c: f"delta_{c}" for c in (*STATS, *extra)}})
-        wide = wide.merge(d, on=[*ROW_KEYS, "grpo_rm_variant", "sft_variant"], how="left")
-    else:
-        for c in STATS:
-            wide[f"delta_{c}"] = math.nan
-        wide["delta_significant"] = False
-    wide["delta_significant"] = wide["delta_significant"].fillna(False).astype(bool)
+    prefixes = [delta_prefix(p, pairs) for p in pairs]
+    for pair, prefix in zip(pairs, prefixes):
+        wide = _merge_delta(wide, delta, metric, pair, prefix)
+        wide[f"{prefix}_significant"] = wide[f"{prefix}_significant"].fillna(False).astype(bool)
     scale = scale_of(metric)
     for c in wide.columns:
         if c.endswith(("_mean", "_ci_low", "_ci_high")):
@@ -204,40 +223,43 @@ def comparison(
         "protocol": wide["protocol"].map(lambda p: PROTOCOL_NAMES.get(p, p)),
         "evaluation": [split_label(r.split, r.dataset, sizes.get((r.dataset, r.protocol), {})) for r in wide.itertuples()],
     })
-    numbers = wide[[c for c in wide.columns if c.endswith(("_mean", "_ci_low", "_ci_high", "_n"))] + ["delta_significant"]
-                   + [f"delta_{c}" for c in DELTA_EXTRA if f"delta_{c}" in wide.columns]]
+    numbers = wide[[c for c in wide.columns if c.endswith(("_mean", "_ci_low", "_ci_high", "_n"))] + [f"{p}_significant" for p in prefixes]
+                   + [f"{p}_{c}" for p in prefixes for c in DELTA_EXTRA if f"{p}_{c}" in wide.columns]]
     ids = wide[["split", "pair", *(f"{m}_variant" for m in methods)]]
     frame = pd.concat([labels, ids, numbers], axis=1)
     for c in frame.columns:
         if c.endswith("_n"):
             frame[c] = frame[c].astype("Int64")
     unit = "" if metric in RAW_METRICS else " (%)"
+    shown = [p for p, prefix in zip(pairs, prefixes) if wide[f"{prefix}_mean"].notna().any()] or list(pairs)
     caption = (f"{METRIC_NAMES.get(metric, metric)}{unit}, mean ± half-width of the 95% t-interval over seeds; "
-               f"bold: best method mean per row; Δ = GRPO-RM − SFT paired over matching seeds, † where its 95% CI excludes 0 "
+               f"bold: best method mean per row; Δ = {deltas_text(shown)} paired over matching seeds, † where its 95% CI excludes 0 "
                f"(never for a zero-width CI: the same difference on every seed).")
-    caption += interval_note(wide)
+    caption += interval_note(wide, prefixes)
     if (wide["protocol"] == IN_DOMAIN_PROBE).any():
         caption += " In-domain probe: the transfer probes on the source dataset itself, in no transfer or OOD average."
-    shown = {tuple(model): [m for m in methods if part[f"{m}_mean"].notna().any()]
-             for model, part in wide.groupby(["dataset", "backbone", "init", "random_init"], sort=False, dropna=False)}
-    note = tuning_note(selections, wide, shown)
+    shown_methods = {tuple(model): [m for m in methods if part[f"{m}_mean"].notna().any()]
+                     for model, part in wide.groupby(["dataset", "backbone", "init", "random_init"], sort=False, dropna=False)}
+    note = tuning_note(selections, wide, shown_methods, pairs)
     if note:
         caption += " " + note
     if wide["random_init"].astype(bool).any():
         caption = "RANDOM INIT (not pretrained) backbone in rows marked so. " + caption
-    return Table(key, title, caption, ["dataset", "protocol", "evaluation"], methods, frame)
+    return Table(key, title, caption, ["dataset", "protocol", "evaluation"], methods, frame, pairs=pairs)
 
 
 DELTA_EXTRA = ("p_value", "ci_method")  # carried from a Δ frame with its intervals when present
 
 
-def interval_note(wide: pd.DataFrame) -> str:
+def interval_note(wide: pd.DataFrame, prefixes: Sequence[str] = ("delta",)) -> str:
     """The caption's sentence on how the Δ intervals were formed (bench.report.stats.delta_estimate):
-    seeds × test images crossed where per-image predictions exist, else seeds only."""
-    if "delta_ci_method" not in wide or not wide["delta_mean"].notna().any():
+    seeds × test images crossed where per-image predictions exist, else seeds only; over the Δ
+    columns of every pair (``prefixes``)."""
+    prefixes = [p for p in prefixes if f"{p}_ci_method" in wide and wide[f"{p}_mean"].notna().any()]
+    if not prefixes:
         return ""
-    crossed = int((wide["delta_ci_method"] == "crossed").sum())
-    shown = int(wide["delta_mean"].notna().sum())
+    crossed = sum(int((wide[f"{p}_ci_method"] == "crossed").sum()) for p in prefixes)
+    shown = sum(int(wide[f"{p}_mean"].notna().sum()) for p in prefixes)
     if not crossed:
         return ""  # the caption's own words describe the seed-level t-interval
     rest = "" if crossed == shown else "; the others the seed-level t-interval (no per-image values)"
@@ -262,11 +284,12 @@ def _chosen_text(chosen: dict, one_key: bool) -> str:
     return ", ".join(f"{param_name(k)}={short_number(v)}" for k, v in chosen.items())
 
 
-def tuning_note(selections: pd.DataFrame | None, settings: pd.DataFrame | None = None, methods: dict[tuple, list[str]] | None = None) -> str:
+def tuning_note(selections: pd.DataFrame | None, settings: pd.DataFrame | None = None, methods: dict[tuple, list[str]] | None = None,
+                pairs: Sequence[Pair] = ()) -> str:
     """'Hyperparameters tuned on held-out split over lr ∈ {3e-5, 1e-4, 3e-4}; chosen: SFT 3e-5,
     GRPO-RM 1e-4 (...)' for the models (dataset, backbone, init) in ``settings`` (all when None);
     per dataset/backbone where the choices differ. ``methods`` (model → methods shown) lets it name
-    a compared method that was not tuned. '' when nothing was tuned. A table must say how its
+    a compared method that was not tuned; ``pairs`` orders the methods (:func:`method_order`). '' when nothing was tuned. A table must say how its
     configs were picked: that decides what its Δ means."""
     if selections is None or selections.empty:
         return ""
@@ -292,7 +315,7 @@ def tuning_note(selections: pd.DataFrame | None, settings: pd.DataFrame | None =
     several_backbones = sel["backbone"].nunique(dropna=False) > 1
     per_model: dict[str, str] = {}
     for model, mine in sel.groupby(models, sort=False, dropna=False):
-        shown = method_order([*(methods or {}).get(tuple(model), []), *mine["method"]])
+        shown = method_order([*(methods or {}).get(tuple(model), []), *mine["method"]], pairs)
         texts = []
         for m in shown:
             chosen = list(dict.fromkeys(mine.loc[mine["method"] == m, "chosen"]))
@@ -442,7 +465,7 @@ def header(table: Table | TextTable) -> list[str]:
     n = modal_n(table)
     seeds = f" (n={n})" if n is not None else ""
     cols = [method_name(m) + seeds for m in table.methods]
-    return [*table.labels, *cols] + (["Δ GRPO-RM − SFT"] if table.has_delta else [])
+    return [*table.labels, *cols] + [f"Δ {p.label}" for p in table.shown_pairs]
 
 
 def row_cells(table: Table | TextTable) -> list[tuple[list[str], list[str], set[int]]]:
@@ -455,9 +478,10 @@ def row_cells(table: Table | TextTable) -> list[tuple[list[str], list[str], set[
         best = table.best(row)
         values = [cell_text(row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"], row[f"{m}_n"], n) for m in table.methods]
         bold = {i for i, m in enumerate(table.methods) if m in best}
-        if table.has_delta:
-            values.append(cell_text(row["delta_mean"], row["delta_ci_low"], row["delta_ci_high"], row["delta_n"], n, signed=True,
-                                    mark=bool(row.get("delta_significant", False))))
+        for pair in table.shown_pairs:
+            d = table.prefix(pair)
+            values.append(cell_text(row[f"{d}_mean"], row[f"{d}_ci_low"], row[f"{d}_ci_high"], row[f"{d}_n"], n, signed=True,
+                                    mark=bool(row.get(f"{d}_significant", False))))
         out.append(([str(row[c]) for c in table.labels], values, bold))
     return out
 
@@ -525,18 +549,20 @@ class TableSpec:
     keep: Callable[[pd.DataFrame], pd.Series]
     rank: int  # position in reports
     detail: bool = False
-    build: Callable[..., "Table | None"] | None = None  # a table of several metrics: build(key, title, summary, delta, selections)
+    build: Callable[..., "Table | None"] | None = None  # a table of several metrics: build(key, title, summary, delta, selections, pairs)
 
 
-def calibration_table(key: str, title: str, summary: pd.DataFrame, delta: pd.DataFrame, selections: pd.DataFrame | None = None) -> Table | None:
+def calibration_table(key: str, title: str, summary: pd.DataFrame, delta: pd.DataFrame, selections: pd.DataFrame | None = None,
+                      pairs: Sequence[Pair] = ()) -> Table | None:
     """NLL, ECE and Brier per method config on the ID split(s) and the OOD average, one row block
     per setting: how confident each method is against how often it is right (a method can gain
     accuracy and still be worse calibrated). None when no run reports any of them."""
+    pairs = tuple(pairs) or pairs_in(delta) or default_pairs()
     keep = lambda r: ((r["protocol"] == "id") & ~r["derived"].astype(bool)) | (r["split"] == "ood_avg")  # noqa: E731
-    parts = [(m, t) for m in CALIBRATION_METRICS if (t := comparison(key, title, summary, delta, m, keep, None, selections)) is not None]
+    parts = [(m, t) for m in CALIBRATION_METRICS if (t := comparison(key, title, summary, delta, m, keep, None, selections, pairs)) is not None]
     if not parts:
         return None
-    methods = method_order([m for _, t in parts for m in t.methods])
+    methods = method_order([m for _, t in parts for m in t.methods], pairs)
     frame = pd.concat([t.frame.assign(metric=CALIBRATION_LABELS[m], _metric=i, _row=range(len(t.frame))) for i, (m, t) in enumerate(parts)],
                       ignore_index=True)
     block = {d: i for i, d in enumerate(dict.fromkeys(frame["dataset"]))}
@@ -547,18 +573,21 @@ def calibration_table(key: str, title: str, summary: pd.DataFrame, delta: pd.Dat
                 frame[f"{m}_{c}"] = math.nan
     labels = ["dataset", "metric", "evaluation"]
     frame = frame[[*labels, *(c for c in frame.columns if c not in labels and not c.startswith("_"))]].reset_index(drop=True)
-    frame["delta_significant"] = frame["delta_significant"].fillna(False).astype(bool)
+    for pair in pairs:
+        frame[f"{delta_prefix(pair, pairs)}_significant"] = frame[f"{delta_prefix(pair, pairs)}_significant"].fillna(False).astype(bool)
+    shown = list(dict.fromkeys(p for _, t in parts for p in t.shown_pairs)) or list(pairs)
+    better = f"{method_name(shown[0].treatment)} better" if len(shown) == 1 else "the first-named method better"
     first = parts[0][1].caption
     caption = ("RANDOM INIT (not pretrained) backbone in rows marked so. " if first.startswith("RANDOM INIT") else "")
     caption += ("Calibration: NLL (nats) and the multi-class Brier score (0–2) as they are, ECE (15 equal-width confidence bins) in % — "
                 "each seed's own ECE, then the mean over seeds (the reliability figure's ECE pools the bins of all seeds instead), "
                 "on the ID split and the OOD average over shift sets; mean ± half-width of the 95% t-interval over seeds; bold: the "
-                "lowest (best) method mean per row; Δ = GRPO-RM − SFT paired over matching seeds (negative: GRPO-RM better), † where "
+                f"lowest (best) method mean per row; Δ = {deltas_text(shown)} paired over matching seeds (negative: {better}), † where "
                 "its 95% CI excludes 0 (never for a zero-width CI).")
-    note = tuning_note(selections)
+    note = tuning_note(selections, pairs=pairs)
     if note:
         caption += " " + note
-    return Table(key, title, caption, labels, methods, frame, lower_is_better=True)
+    return Table(key, title, caption, labels, methods, frame, lower_is_better=True, pairs=pairs)
 
 
 CALIBRATION_METRICS = ("nll", "ece", "brier")
@@ -585,16 +614,17 @@ def set_sizes(summary: pd.DataFrame) -> dict[tuple[str, str], dict[str, int]]:
     return out
 
 
-def build_tables(summary: pd.DataFrame, delta: pd.DataFrame, selections: pd.DataFrame | None = None) -> list[Table]:
-    """Every registered table the summary has rows for, in rank order."""
+def build_tables(summary: pd.DataFrame, delta: pd.DataFrame, selections: pd.DataFrame | None = None, pairs: Sequence[Pair] = ()) -> list[Table]:
+    """Every registered table the summary has rows for, in rank order; one Δ column per compared
+    pair (``pairs``; default: those ``delta`` holds)."""
     sizes = set_sizes(summary)
     tables = []
     for key in sorted(TABLES.names(), key=lambda k: TABLES.get(k).rank):
         spec = TABLES.get(key)
         if spec.build is not None:
-            table = spec.build(key, spec.title, summary, delta, selections)
+            table = spec.build(key, spec.title, summary, delta, selections, pairs)
         else:
-            table = comparison(key, spec.title, summary, delta, spec.metric, spec.keep, sizes, selections)
+            table = comparison(key, spec.title, summary, delta, spec.metric, spec.keep, sizes, selections, pairs)
         if table is not None:
             tables.append(table)
     return tables

@@ -15,6 +15,10 @@
 - The forest plot's rows (:func:`forest_frame`): the same Δs for every evaluation set.
 - The ablation ranking (:func:`ablation_frame`): every method config against the plain control.
 
+Each of these is about one compared pair (:class:`Endpoints`: a suite's ``compare:`` entry, see
+:mod:`bench.report.pairs`); a suite that compares several pairs gets one verdict box and one
+forest plot per pair, each box's families Holm-corrected within that box.
+
 The baseline of every comparison here is the *plain* control of the setting — its default
 parameters (no label smoothing) — so that a label-smoothing variant is one of the ablated
 configs, not a second baseline.
@@ -31,12 +35,12 @@ import pandas as pd
 
 from bench.report.aggregate import GROUP_COLUMNS, finals, paired_delta, param_name, short_number, significant, variant_descriptions
 from bench.report.claims import ALPHA, Estimated, Quantity, quantity_estimates, scale_of
+from bench.report.pairs import Pair, default_pairs, pairs_of
 from bench.report.stats import CROSSED, Predictions, holm, with_intervals
 from bench.report.tables import (METRIC_NAMES, TextTable, arm_text, cell_text, method_name, method_order, model_labels, signed_text,
                                  split_label)
 from bench.suite import MIN_EFFECT_DEFAULTS
 
-TREATMENT, CONTROL = "grpo_rm", "sft"  # the comparison when a suite declares no primary endpoint
 LOWER_IS_BETTER = ("nll", "ece", "brier")
 FAMILIES = ("primary", "ID", "OOD", "transfer", "calibration")
 VERDICT_COLUMNS = ["family", *GROUP_COLUMNS, "treatment", "control", "treatment_variant", "control_variant", "setting", "quantity", "split",
@@ -44,13 +48,21 @@ VERDICT_COLUMNS = ["family", *GROUP_COLUMNS, "treatment", "control", "treatment_
                    "family_significant", "alpha"]
 
 
+def _default_treatment() -> str:
+    return default_pairs()[0].treatment
+
+
+def _default_control() -> str:
+    return default_pairs()[0].control
+
+
 @dataclass(frozen=True)
 class Endpoints:
-    """What the verdict box tests: the compared methods, the primary endpoint (None: none
-    declared), the minimum practical effect per metric (report units) and α."""
+    """What one verdict box tests: the compared pair, the primary endpoint (None: none declared,
+    or it tests another pair), the minimum practical effect per metric (report units) and α."""
 
-    treatment: str = TREATMENT
-    control: str = CONTROL
+    treatment: str = field(default_factory=_default_treatment)
+    control: str = field(default_factory=_default_control)
     primary: Quantity | None = None
     min_effect: Mapping[str, float] = field(default_factory=lambda: dict(MIN_EFFECT_DEFAULTS))
     alpha: float = ALPHA
@@ -59,17 +71,29 @@ class Endpoints:
 
     @classmethod
     def of(cls, suite: Any, results_root: Any = None) -> "Endpoints":
+        """The endpoints of the suite's primary pair (its first compared pair when it declares no primary)."""
+        every = cls.all_of(suite, results_root)
+        return next((e for e in every if e.primary is not None), every[0])
+
+    @classmethod
+    def all_of(cls, suite: Any, results_root: Any = None) -> list["Endpoints"]:
+        """One per pair the suite compares (:meth:`bench.suite.Suite.comparisons`), in its order;
+        the primary endpoint belongs to the pair it tests."""
         from bench.report.claims import primary_quantity, report_alpha
 
         q = primary_quantity(suite)
-        treatment, control = (q.treatment, q.control) if q is not None else (TREATMENT, CONTROL)
         alpha, look = ALPHA, ""
         if getattr(suite, "seeds", None) is not None and results_root is not None:
             from bench.sequential import current_look
 
             k, looks = current_look(suite, results_root)
             alpha, look = 2 * report_alpha(suite, results_root), f"look {k + 1} of {len(looks)}, {looks[k]} seeds"
-        return cls(treatment, control, q, suite.min_effects(), ALPHA, alpha, look)
+        mine = (lambda p: q if q is not None and (q.treatment, q.control) == (p.treatment, p.control) else None)
+        return [cls(p.treatment, p.control, mine(p), suite.min_effects(), ALPHA, alpha, look) for p in pairs_of(suite)]
+
+    @property
+    def pair(self) -> Pair:
+        return Pair(self.treatment, self.control)
 
     def floor(self, metric: str) -> float:
         """The minimum practical effect of ``metric`` in raw units (fractions for accuracy)."""
@@ -103,14 +127,14 @@ def config_label(method: str, params: dict[str, Any]) -> str:
     return f"{method_name(method)} {text}".strip()
 
 
-def plain_controls(long: pd.DataFrame, control: str = CONTROL) -> set[str]:
+def plain_controls(long: pd.DataFrame, control: str) -> set[str]:
     """Variants of the plain control: without label smoothing — the baseline every Δ here is
     taken against."""
     rows = long[long["method"] == control].drop_duplicates("variant")
     return {v for v, p in zip(rows["variant"], rows["method_params"]) if float(_params(p).get("label_smoothing", 0.0) or 0.0) == 0.0}
 
 
-def _against_plain(delta: pd.DataFrame, long: pd.DataFrame, control: str = CONTROL) -> pd.DataFrame:
+def _against_plain(delta: pd.DataFrame, long: pd.DataFrame, control: str) -> pd.DataFrame:
     """Δ rows whose control is the plain control of their setting; a setting without a plain one
     keeps all its controls (each is then a comparison of its own)."""
     if delta.empty:
@@ -134,7 +158,7 @@ def _id_split(rows: pd.DataFrame) -> str | None:
     return "test" if (ids["split"] == "test").any() else str(ids["split"].iloc[0])
 
 
-def _arms(frame: pd.DataFrame, long: pd.DataFrame, treatment: str = TREATMENT) -> pd.Series:
+def _arms(frame: pd.DataFrame, long: pd.DataFrame, treatment: str) -> pd.Series:
     descs = variant_descriptions(long)
     return pd.Series([arm_text(treatment, descs.get(v, "")) for v in frame["treatment_variant"]], index=frame.index)
 
@@ -386,8 +410,10 @@ def verdict_markdown(frame: pd.DataFrame, ends: Endpoints = Endpoints(), claims:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def verdict_context(frame: pd.DataFrame, ends: Endpoints = Endpoints(), claims: pd.DataFrame | None = None) -> dict[str, Any] | None:
-    """The HTML verdict box: headline, header, cells (class holm for ‡, sig for †), sentences."""
+def verdict_context(frame: pd.DataFrame, ends: Endpoints = Endpoints(), claims: pd.DataFrame | None = None,
+                    key: str = "verdict") -> dict[str, Any] | None:
+    """The HTML verdict box of one pair: headline, header, cells (class holm for ‡, sig for †),
+    sentences; ``key`` is its HTML id ('verdict', or 'verdict_<pair key>' with several pairs)."""
     if frame.empty:
         return None
 
@@ -398,7 +424,7 @@ def verdict_context(frame: pd.DataFrame, ends: Endpoints = Endpoints(), claims: 
                                             for i, t in enumerate(cells[1:])]}
             for cells, r in zip(_box_rows(frame), frame.itertuples())]
     return {"title": verdict_title(frame), "headline": headline(frame, claims), "header": BOX_HEADER,
-            "lines": verdict_lines(frame, ends), "rows": rows}
+            "lines": verdict_lines(frame, ends), "rows": rows, "id": key, "pair": ends.pair.label}
 
 
 # ---- forest plot rows ------------------------------------------------------------------------
@@ -466,7 +492,7 @@ def config_labels(long: pd.DataFrame) -> dict[tuple[str, str], str]:
 def ablation_frame(final: pd.DataFrame, predictions: Predictions, problems: dict[str, str] | None = None,
                    ends: Endpoints = Endpoints()) -> pd.DataFrame:
     """Every method config (GRPO-RM configs, linear margin, SFT with label smoothing, ...) against
-    the plain SFT of its setting, on the ID split and the OOD average of the headline metric, in
+    the plain control (``ends.control``) of its setting, on the ID split and the OOD average of the headline metric, in
     points with CIs (seeds × images crossed where predictions exist), ranked per setting by Δ ID. Empty
     when there are fewer than two configs to rank."""
     final = finals(final)
@@ -479,7 +505,7 @@ def ablation_frame(final: pd.DataFrame, predictions: Predictions, problems: dict
     if len(ranked) < 2:
         return pd.DataFrame(columns=ABLATION_COLUMNS)
     parts = []
-    for method in method_order(final["method"]):
+    for method in method_order(final["method"], (ends.pair,)):
         d = paired_delta(final, treatment=method, control=control)
         d = d[d["control_variant"].isin(plain) & (d["treatment_variant"] != d["control_variant"])]
         if d.empty:
@@ -525,22 +551,24 @@ def _delta_cell(mean: float, low: float, high: float, n: int, significant: bool,
     return cell_text(mean, low, high, n, n, signed=True, mark=significant)
 
 
-def ablation_table(frame: pd.DataFrame) -> TextTable | None:
-    """The ranked ablation as a table (None when there is nothing to rank)."""
+def ablation_table(frame: pd.DataFrame, control: str | None = None, key: str = "ablation") -> TextTable | None:
+    """The ranked ablation against the plain ``control`` (default: the default comparison's) as a
+    table (None when there is nothing to rank); ``key`` names its files."""
     if frame.empty:
         return None
+    name = method_name(control if control is not None else _default_control())
     rows = [([r.setting, str(r.rank), r.config],
              [_delta_cell(r.id_mean, r.id_ci_low, r.id_ci_high, r.n, r.id_significant, r.id_ci_method),
               _delta_cell(r.ood_mean, r.ood_ci_low, r.ood_ci_high, r.n, r.ood_significant, r.ood_ci_method), str(r.n)])
             for r in frame.itertuples()]
     splits = ", ".join(sorted({str(s) for s in frame["id_split"].dropna()}))
     metrics = " / ".join(METRIC_NAMES.get(m, m) for m in dict.fromkeys(frame["metric"]))
-    caption = (f"Every method config against the plain SFT of its setting (SFT, no label smoothing): Δ {metrics} in points on the ID "
+    caption = (f"Every method config against the plain {name} of its setting ({name}, no label smoothing): Δ {metrics} in points on the ID "
                f"split ({splits}) and the OOD average, paired over matching seeds, ranked per setting by Δ ID; a config is named by "
                "what differs from its method's defaults. ± half-width of the 95% CI: seeds × test images crossed where per-image "
                "predictions exist, else the seed-level t-interval; † the CI excludes 0 and |Δ| ≥ the minimum practical effect (never for "
                "a zero-width CI). No multiplicity correction: a ranking to read, not a test of each row.")
-    return TextTable("ablation", "Ablation: each config's Δ against the plain SFT", caption, ["setting", "rank", "config"],
+    return TextTable(key, f"Ablation: each config's Δ against the plain {name}", caption, ["setting", "rank", "config"],
                      ["Δ ID", "Δ OOD average", "n"], rows, frame)
 
 
