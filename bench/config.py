@@ -543,8 +543,13 @@ class RunConfig(Strict):
         del dump["data"]["data_root"], dump["data"]["num_workers"]  # where files live and how they load do not change what a run is
         del dump["train"]["checkpoint_every_min"]  # how often progress is saved does not change what a run computes
         del dump["plugins"]  # which modules were imported is not what ran: the code of those that provide its parts is
-        code = plugin_code.code_digests(self.registry_names())
-        if code:  # only runs that use plugin components have this key: every other run keeps its id
+        # only runs that use plugin components have these keys: every other run keeps its id. The
+        # method's code sits with the method (runs of two methods pair when all else is equal)
+        method_code = plugin_code.code_digests([(METHODS, self.method.name)])
+        if method_code:
+            dump["method"]["code"] = method_code
+        code = {m: d for m, d in plugin_code.code_digests(self.registry_names()[1:]).items() if m not in method_code}
+        if code:
             dump["code"] = code
         # smoke-test settings enter a run's identity only when set: every run without them keeps its id
         if self.data.limit is None:
@@ -557,7 +562,7 @@ class RunConfig(Strict):
         return dump
 
     def registry_names(self) -> list[tuple[Any, str]]:
-        """(registry, name) of every registered component this run uses: whose code it runs."""
+        """(registry, name) of every registered component this run uses: whose code it runs (the method first)."""
         used: list[tuple[Any, str]] = [(METHODS, self.method.name), (BACKBONES, self.backbone.name), (DATASETS, self.data.name),
                                        (OPTIMIZERS, self.train.optimizer), (SCHEDULES, self.train.schedule)]
         used += [(EVALUATIONS, e) for e in self.evaluations]

@@ -374,6 +374,9 @@ class SeedSchedule(Checked):
         return [*range(self.min, self.max, self.step), self.max]
 
 
+_MODULE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")  # a dotted Python module name
+
+
 class Suite(Checked):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     _text_limits: ClassVar[dict[str, int]] = {"description": MAX_DESCRIPTION, "data_root": MAX_PATH, "include": MAX_PATH}
@@ -399,7 +402,7 @@ class Suite(Checked):
     select: Selection | None = Field(None, description="tune each method on the held-out split before the final runs (see Selection)")
     include: list[str] = Field(default_factory=list, description="other suite files (relative to this one) whose runs join this suite, stored under their own results/<suite>/; their resource profiles become '<suite>/<profile>'")
     seeds: SeedSchedule | None = Field(None, description="add final-run seeds in rounds until the primary claim resolves (see SeedSchedule, bench.sequential)")
-    plugins: list[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", max_length=200)]] = Field(
+    plugins: list[Annotated[str, Field(pattern=_MODULE_NAME.pattern, max_length=200)]] = Field(
         default_factory=list, max_length=100,
         description="Python modules (importable: installed, or on PYTHONPATH) that register methods, datasets, backbones or evaluations; imported before the suite's names are checked, and by every run (docs/extending.md)")
     _lines: dict = PrivateAttr(default_factory=dict)  # key path → line in the suite file
@@ -734,17 +737,25 @@ def load_suite(path: str | Path, _seen: tuple[Path, ...] = (), _loaded: dict[Pat
     raw, lines = read_suite_file(path)
     if not isinstance(raw, dict):
         raise SuiteError(f"{path}:1: a suite must be a YAML mapping with at least 'name'")
+    _import_plugins(raw.get("plugins"), path, lines)
     try:
         suite = Suite(**raw)
     except ValidationError as exc:
         raise SuiteError(_format_validation(path, exc, Suite, lines, lambda loc: [loc])) from None
     suite._lines = lines
-    for i, module in enumerate(suite.plugins):  # before anything looks up a name a plugin may register
+    return _with_includes(suite, path, _seen, loaded)
+
+
+def _import_plugins(modules: Any, path: Path, lines: dict) -> None:
+    """Import a suite's plugins before the suite is validated: its methods, pairs and datasets
+    may name what they register. Anything but a list of module names is left to validation."""
+    if not isinstance(modules, list) or not all(isinstance(m, str) and _MODULE_NAME.match(m) for m in modules):
+        return
+    for i, module in enumerate(modules):
         try:
             plugin_code.load([module])
         except plugin_code.PluginError as exc:
             raise SuiteError(f"{path}:{line_of(lines, ('plugins', i), ('plugins',)) or 1}: plugins.{i}: {exc}") from None
-    return _with_includes(suite, path, _seen, loaded)
 
 
 def _with_includes(suite: Suite, path: Path, seen: tuple[Path, ...], loaded: dict[Path, Suite]) -> Suite:

@@ -86,8 +86,8 @@ def test_every_run_of_the_walkthrough_finished_with_its_plugin_code_in_its_ident
     assert sorted(by_method) == ["focal", "grpo_rm", "sft"]
     for r in records:
         # every run used the plugin's dataset, so its code is in every id; only focal runs have focal's
-        assert set(r["config"]["code"]) == ({"my_bench_plugins.stripes", "my_bench_plugins.focal"} if r["config"]["method"]["name"] == "focal"
-                                            else {"my_bench_plugins.stripes"})
+        assert set(r["config"]["code"]) == {"my_bench_plugins.stripes"}
+        assert set(r["config"]["method"].get("code", {})) == ({"my_bench_plugins.focal"} if r["config"]["method"]["name"] == "focal" else set())
         assert {"my_bench_plugins.focal", "my_bench_plugins.stripes"} <= set(r["plugins"])  # provenance: every plugin loaded
         assert r["metrics"]["noisy"]["shift"] is True
 

@@ -54,7 +54,7 @@ def test_a_suites_plugin_registers_a_method_and_its_code_enters_only_its_runs_id
     by_method = {s.config.method.name: s for s in specs}
     assert set(by_method) == {"sft", "plugged_sft"} and METHODS.origins("plugged_sft")[0] == "plug_ids"
     plugged = by_method["plugged_sft"].config.canonical()
-    assert plugged["code"] == {"plug_ids": plugins.module_digest("plug_ids")}
+    assert plugged["method"]["code"] == {"plug_ids": plugins.module_digest("plug_ids")} and "code" not in plugged
     sft = by_method["sft"].config
     assert "code" not in sft.canonical() and "plugins" not in sft.canonical()
     # the sft run's id is the id it has without any plugin listed: importing a plugin changes no other run
@@ -114,7 +114,7 @@ def test_an_installed_entry_point_is_loaded_without_a_suite_key(plugin_path, mon
     monkeypatch.setattr(plugins, "_entry_points_loaded", False)
     assert "entry_sft" not in METHODS
     assert plugins.load_entry_points() == ["mine"]
-    assert "entry_sft" in METHODS and RunConfig(method={"name": "entry_sft"}).canonical()["code"] == {"plug_ep": plugins.module_digest("plug_ep")}
+    assert "entry_sft" in METHODS and RunConfig(method={"name": "entry_sft"}).canonical()["method"]["code"] == {"plug_ep": plugins.module_digest("plug_ep")}
 
 
 def test_a_job_process_imports_the_runs_plugins_before_resolving_names(plugin_path):
