@@ -356,7 +356,7 @@ class TrainConfig(Strict):
 class SegConfig(Strict):
     """Segmentation runs (DINOv2 linear protocol in mmsegmentation's pipeline); all our documented choices."""
 
-    crop: int = Field(512, ge=14, description="training crop and sliding-window size (inputs are centre-padded to multiples of 14)")
+    crop: int = Field(512, ge=14, description="training crop and sliding-window size (inputs are centre-padded to multiples of the patch size or stride)")
     scale: tuple[int, int] = Field((2048, 512), description="base (long, short) scale of the random keep-ratio resize")
     ratio_range: tuple[float, float] = Field((0.5, 2.0), description="random resize ratio range")
     cat_max_ratio: float = Field(0.75, gt=0, le=1, description="crop retries while one class covers more than this")
