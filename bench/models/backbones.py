@@ -164,6 +164,9 @@ def _timm_entry(name: str) -> BackboneEntry:
         family = family_of(model)
     except ValueError as exc:
         raise ValueError(f"{model_name}: {exc}") from None
+    why = family.unsupported(model)
+    if why is not None:
+        raise ValueError(f"{model_name}: the {family.name} family cannot drive it: {why}")
     cfg = model.pretrained_cfg or {}
     size = (cfg.get("input_size") or (3, 224, 224))[-1]
     return BackboneEntry(

@@ -49,6 +49,10 @@ class Family:
         """Extra ``timm.create_model`` arguments for a run at ``img_size``."""
         return {}
 
+    def unsupported(self, model: nn.Module) -> str | None:
+        """Why this family's path cannot drive ``model`` although its class matches, or None."""
+        return None
+
     def units(self, model: nn.Module) -> Sequence[nn.Module]:
         raise NotImplementedError
 
@@ -150,6 +154,11 @@ class ViTFamily(Family):
     model_classes = (VisionTransformer,)
     description = "timm VisionTransformer: DINOv2, DeiT, MAE, CLIP, ViT"
     module_key = "vit"  # the state-dict prefix runs have always had
+
+    def unsupported(self, model: nn.Module) -> str | None:
+        if getattr(model, "cls_token", None) is None:  # e.g. SigLIP, global-average-pool ViTs
+            return "it has no class token, and the ViT head reads [CLS, mean patch token]"
+        return None
 
     def create_kwargs(self, img_size: int) -> dict:
         # the checkpoint's positions are resampled to img_size when loaded; dynamic: other sizes
