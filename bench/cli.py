@@ -533,7 +533,8 @@ def _registries() -> dict[str, Callable[[], list[tuple[str, str]]]]:
 
     return {
         "methods": lambda: [(n, doc(sys.modules[METHODS.get(n).__module__])) for n in METHODS.names()],
-        "backbones": lambda: [(n, BACKBONES.get(n).display) for n in BACKBONES.names()],
+        "backbones": lambda: [(n, BACKBONES.get(n).display) for n in BACKBONES.names()]
+        + [("timm:<model>[.<tag>]", "any timm ViT, Eva, ConvNeXt or ResNet (docs/backbones.md)")],
         "datasets": lambda: [(n, DATASETS.get(n).description) for n in DATASETS.names()],
         "evaluations": lambda: [(n, doc(EVALUATIONS.get(n))) for n in EVALUATIONS.names()],
         "executors": lambda: [(n, {"debug": "in this process, one run after another", "local": "subprocesses (submitit LocalExecutor)",

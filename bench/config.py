@@ -16,7 +16,7 @@ import math
 import os
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator, model_validator
 
 from bench.bounds import MAX_PATH, Checked, cut
 from bench.data import DATASETS
@@ -25,7 +25,7 @@ from bench.data.holdout import HELDOUT, Holdout, Subset, load_split
 from bench.data.transforms import ClassificationTransform, TrainAug
 from bench.protocols import EVALUATIONS, protocol_splits
 from bench.methods import METHODS
-from bench.models import BACKBONES
+from bench.models import BACKBONES, backbone_entry, check_backbone_name, is_timm_name
 from bench.optim import OPTIMIZERS, SCHEDULES
 from bench import plugins as plugin_code
 
@@ -83,22 +83,39 @@ def check_dataset_params(entry: Any, name: str, params: dict[str, Any], where: s
 
 
 class BackboneConfig(Strict):
-    name: str = Field("dinov2_vits14_imgfocus", description="registered backbone name")
+    name: str = Field("dinov2_vits14_imgfocus", description="registered backbone name, or any timm model as 'timm:<model>[.<tag>]' (docs/backbones.md)")
     weights: Literal["pretrained", "random"] = Field("pretrained", description="'random' is labelled 'random init' everywhere")
-    checkpoint: str | None = Field(None, description="official-format DINOv2 checkpoint file; default: the entry's provider")
-    img_size: int = Field(224, ge=14, le=MAX_IMG_SIZE, description=f"input resolution (multiple of the patch size 14, at most {MAX_IMG_SIZE})")
+    checkpoint: str | None = Field(None, description="weights file: official DINOv2 layout for dinov2_* names, timm's format for timm: names; default: the entry's provider or the hub")
+    img_size: int = Field(224, ge=14, le=MAX_IMG_SIZE, description=f"input resolution (a multiple of the backbone's patch size, e.g. 14 for DINOv2, or total stride; at most {MAX_IMG_SIZE}); default 224, a timm: model's own input size")
     _text_limits: ClassVar[dict[str, int]] = {"checkpoint": MAX_PATH}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _model_default_size(cls, data: Any) -> Any:
+        """A timm: model's default input size is its own (its pretrained config), not 224."""
+        if isinstance(data, dict) and "img_size" not in data and isinstance(data.get("name"), str) and is_timm_name(data["name"]):
+            try:
+                return {**data, "img_size": backbone_entry(data["name"]).default_img_size}
+            except ValueError:
+                return data  # the name's own validator says what is wrong with it
+        return data
 
     @field_validator("name")
     @classmethod
     def _known(cls, v: str) -> str:
-        return BACKBONES.check(v)
+        return check_backbone_name(v)
 
     @field_validator("img_size")
     @classmethod
-    def _multiple_of_patch(cls, v: int) -> int:
-        if v % 14:
-            raise ValueError(f"img_size {v} is not a multiple of the patch size 14 (try {14 * round(v / 14)})")
+    def _multiple_of_patch(cls, v: int, info: ValidationInfo) -> int:
+        name = info.data.get("name")
+        if name is None:  # the name was refused: nothing to check the size against
+            return v
+        entry = backbone_entry(name)
+        m = entry.size_multiple
+        if v % m:
+            of = "" if entry.official_positions else f" of {name}"
+            raise ValueError(f"img_size {v} is not a multiple of the {entry.size_word} {m}{of} (try {m * max(1, round(v / m))})")
         return v
 
 
@@ -359,7 +376,7 @@ class TrainConfig(Strict):
 class SegConfig(Strict):
     """Segmentation runs (DINOv2 linear protocol in mmsegmentation's pipeline); all our documented choices."""
 
-    crop: int = Field(512, ge=14, description="training crop and sliding-window size (inputs are centre-padded to multiples of 14)")
+    crop: int = Field(512, ge=14, description="training crop and sliding-window size (inputs are centre-padded to multiples of the patch size or stride)")
     scale: tuple[int, int] = Field((2048, 512), description="base (long, short) scale of the random keep-ratio resize")
     ratio_range: tuple[float, float] = Field((0.5, 2.0), description="random resize ratio range")
     cat_max_ratio: float = Field(0.75, gt=0, le=1, description="crop retries while one class covers more than this")
@@ -505,10 +522,11 @@ class RunConfig(Strict):
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
         """Combinations that no run can satisfy, caught before anything launches."""
-        depth = BACKBONES.get(self.backbone.name).depth
+        backbone = backbone_entry(self.backbone.name)
+        depth = backbone.depth
         blocks = self.model.trainable_blocks
         if blocks != "all" and not 0 <= blocks <= depth:
-            raise ValueError(f"model.trainable_blocks: {blocks} but {self.backbone.name} has {depth} blocks (use 0..{depth} or 'all')")
+            raise ValueError(f"model.trainable_blocks: {blocks} but {self.backbone.name} has {depth} {backbone.unit} (use 0..{depth} or 'all')")
         params = self.method.resolved_params()
         if params.get("group_size"):  # a dataset whose classes are the data's own: counted from it, when it can be read here
             classes = _class_count(self.data)
@@ -517,8 +535,10 @@ class RunConfig(Strict):
         if self.task == "segmentation":
             if "transfer" in self.evaluations:
                 raise ValueError(f"evaluations.transfer: {self.data.name} is a segmentation dataset: 'transfer' probes classify images; use id (mIoU)")
-            if self.seg.layers > depth:
-                raise ValueError(f"seg.layers: {self.seg.layers} but {self.backbone.name} has {depth} blocks")
+            if self.seg.layers > backbone.most_seg_layers:
+                if backbone.most_seg_layers == depth:
+                    raise ValueError(f"seg.layers: {self.seg.layers} but {self.backbone.name} has {depth} {backbone.unit}")
+                raise ValueError(f"seg.layers: {self.seg.layers} but {self.backbone.name} ({backbone.family}) gives its last stage's feature map only (seg.layers: 1)")
         if "heldout" in self.evaluations and self.data.holdout is None:
             raise ValueError("evaluations.heldout: data.val_fraction is 0, so no held-out split exists; set data.val_fraction (e.g. 0.1)")
         if self.train.eval_every_epoch and self.data.holdout is None:

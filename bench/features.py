@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, default_collate, get_
 from bench.data import ImageArrays, Split
 from bench.data.base import normalize, to_pixels
 from bench.data.transforms import ClassificationTransform
-from bench.models import SplitViTClassifier
+from bench.models import SplitClassifier
 from bench.seeding import generator, one_thread
 
 _CACHE: OrderedDict[Hashable, Tensor] = OrderedDict()  # least recently used first
@@ -71,7 +71,7 @@ class _Samples(Dataset):
         else:
             crops = (t.train_pixels(to_pixels(self.split.image(i)), sample_generator(augment, i)) for i in index)
         for k, crop in enumerate(crops):  # one image at a time: a cache-sized float pass each
-            normalize(crop, out=out[k])
+            normalize(crop, out=out[k], mean=t.mean, std=t.std)
         return out
 
 
@@ -229,13 +229,12 @@ class CacheSpend:
         return CacheSpend(self.build_s - earlier.build_s, self.built - earlier.built, self.reused - earlier.reused)
 
 
-def prefix_cache_fits(n: int, model: SplitViTClassifier, img_size: int) -> bool:
-    tokens = (img_size // 14) ** 2 + model.vit.num_prefix_tokens
-    return n * tokens * model.vit.embed_dim * 4 <= prefix_cache_budget_bytes()
+def prefix_cache_fits(n: int, model: SplitClassifier, img_size: int) -> bool:
+    return n * model.prefix_numel(img_size) * 4 <= prefix_cache_budget_bytes()
 
 
 @torch.no_grad()
-def prefix_tokens(model: SplitViTClassifier, inputs: SplitInputs, batch_size: int, device: torch.device, key: Hashable,
+def prefix_tokens(model: SplitClassifier, inputs: SplitInputs, batch_size: int, device: torch.device, key: Hashable,
                   spend: CacheSpend | None = None) -> Tensor:
     """Tokens after the frozen blocks for every image of a split (cached under ``key``).
     ``spend``, when given, is charged the build time (a miss) or counts a reuse (a hit)."""

@@ -25,13 +25,15 @@ from bench.data import DATASETS
 from bench.data.fingerprint import digest
 from bench.data.holdout import disk_split
 from bench.data.seg_transforms import SegTrainTransform
+from bench.data.transforms import ClassificationTransform
 from bench.distributed import DistContext, check_batch_size, current, eval_batches
 from bench.evaluate import evaluate_protocol, evaluate_split
 from bench.protocols import EVALUATIONS
 from bench.features import CacheSpend, SplitInputs, prefix_cache_fits, prefix_tokens
 from bench.io import atomic_write, disk_error, disk_message, with_path
 from bench.methods import build_method
-from bench.models import SplitViTClassifier, ViTSegmenter, create_backbone
+from bench.models import SplitClassifier, Segmenter, create_backbone
+from bench.models.families import FAMILIES
 from bench.models.heads import full_precision_head, sync_batchnorm
 from bench.plugins import activate as activate_plugins, loaded_plugins
 from bench.provenance import git_state, host, versions
@@ -66,23 +68,25 @@ class Job:
         self.dense = cfg.task == "segmentation"
         backbone = create_backbone(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.checkpoint, cfg.backbone.img_size, dynamic_img_size=self.dense)
         self.backbone = backbone
+        family = FAMILIES.get(backbone.family)
         trainable = None if cfg.model.trainable_blocks == "all" else cfg.model.trainable_blocks
         torch.manual_seed(derive_seed(cfg.seed, "head"))
         if self.dense:
-            self.model = ViTSegmenter(backbone.model, self.num_classes, cfg.seg.layers, trainable).to(self.device)
+            self.model = Segmenter(backbone.model, self.num_classes, cfg.seg.layers, trainable, family).to(self.device)
             if ctx.active:  # the head's BatchNorm normalises with the global batch's statistics
                 self.model = sync_batchnorm(self.model)
             s = cfg.seg
             self.seg_transform = SegTrainTransform((s.crop, s.crop), s.scale, s.ratio_range, s.cat_max_ratio, ignore_index=self.entry.ignore_index)
         else:
-            self.model = SplitViTClassifier(backbone.model, self.num_classes, trainable).to(self.device)
+            self.model = SplitClassifier(backbone.model, self.num_classes, trainable, family).to(self.device)
         self.method = build_method(cfg.method.name, cfg.method.params)
         if self.method.passes > 1:  # ratios π_θ/π_old must not carry bf16 rounding noise
             full_precision_head(self.model)
         self.reference = None
         if self.method.needs_reference:
             self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.transform = cfg.data.transform(cfg.backbone.img_size)
+        self.norm = (backbone.mean, backbone.std)  # the backbone's own input normalisation (its pretrained config)
+        self.transform = self.normalized(cfg.data.transform(cfg.backbone.img_size))
         self.train_split = cfg.data.load(cfg.data.resolved_train_split)
         self.per_image: dict[str, dict[str, np.ndarray]] = {}  # split → per-image arrays, filled by evaluation
         self.cache_spend = CacheSpend()  # this run's share of the shared frozen-prefix cache: builds paid, reuses (its cost block)
@@ -99,6 +103,10 @@ class Job:
         self.autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and cfg.train.bf16 else nullcontext()
         )
+
+    def normalized(self, transform: ClassificationTransform) -> ClassificationTransform:
+        """``transform`` normalising with the backbone's mean/std (every classification input, transfer targets' too)."""
+        return dataclasses.replace(transform, mean=self.norm[0], std=self.norm[1])
 
     def inputs(self, split: str) -> SplitInputs:
         cfg = self.cfg
@@ -129,7 +137,7 @@ class Job:
     def train_batches(self, train: SplitInputs, batches: list[Tensor], epoch: int):
         """(inputs, labels) per index batch: images + class ids, or paired crops + masks."""
         if self.dense:
-            yield from train_pairs(train.split, self.seg_transform, batches, (self.cfg.seed, epoch), self.cfg.data.workers())
+            yield from train_pairs(train.split, self.seg_transform, batches, (self.cfg.seed, epoch), self.cfg.data.workers(), self.norm)
             return
         labels = torch.from_numpy(train.labels)
         augment = (self.cfg.seed, epoch) if self.transform.augments and train.tokens is None else None
@@ -148,7 +156,7 @@ class Job:
             data = cfg.data.load(split)
             s = cfg.seg
             scores = evaluate_segmentation(self.logits, data, self.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device,
-                                           num_workers=cfg.data.workers(), ctx=ctx)
+                                           num_workers=cfg.data.workers(), ctx=ctx, norm=self.norm)
             return {**scores, "split_facts": data.meta}
         if not ctx.active:
             inputs = self.inputs(split)
@@ -376,11 +384,13 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
             "init": job.backbone.init,
             "random_init": cfg.backbone.weights == "random",
             "checkpoint": job.backbone.checkpoint,
+            "family": job.backbone.family,
         },
         "protocol": {
             "img_size": cfg.backbone.img_size,
             "transform": cfg.seg.model_dump(mode="json") if job.dense else
             {"crop_pct": job.transform.crop_pct, "resize": job.transform.resize_size, "train_aug": job.transform.train_aug},
+            "normalize": {"mean": list(job.norm[0]), "std": list(job.norm[1])},
             "trainable_blocks": cfg.model.trainable_blocks,
             "num_classes": job.num_classes,
             "frozen_prefix_cached": job.use_prefix_cache,

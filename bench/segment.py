@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from bench.data import Split, to_model_input
-from bench.data.base import take
+from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, take
 from bench.data.seg_transforms import SegTrainTransform, keep_ratio_resize, slide_inference
 from bench.features import data_loader, load_batches, sample_generator
 from bench.seg_metrics import IoUAccumulator
@@ -29,46 +29,51 @@ from bench.seeding import one_thread
 if TYPE_CHECKING:
     from bench.distributed import DistContext
 
+Norm = tuple[tuple[float, ...], tuple[float, ...]]  # (mean, std) of the backbone's inputs
+IMAGENET: Norm = (IMAGENET_MEAN, IMAGENET_STD)
+
 
 class _Pairs(Dataset):
-    def __init__(self, split: Split, transform: SegTrainTransform, augment: tuple[int, int]) -> None:
-        self.split, self.transform, self.augment = split, transform, augment
+    def __init__(self, split: Split, transform: SegTrainTransform, augment: tuple[int, int], norm: Norm = IMAGENET) -> None:
+        self.split, self.transform, self.augment, self.norm = split, transform, augment, norm
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
-        image = to_model_input(self.split.image(i))
+        image = to_model_input(self.split.image(i), *self.norm)
         mask = torch.from_numpy(self.split.mask(i).astype("int64"))
         return self.transform(image, mask, sample_generator(self.augment, i))
 
 
-def train_pairs(split: Split, transform: SegTrainTransform, indices: Sequence[Tensor], augment: tuple[int, int], num_workers: int) -> Iterator[tuple[Tensor, Tensor]]:
-    """(images, masks) batches for each index tensor, augmented; identical for any worker count."""
-    yield from load_batches(_Pairs(split, transform, augment), indices, num_workers)
+def train_pairs(split: Split, transform: SegTrainTransform, indices: Sequence[Tensor], augment: tuple[int, int], num_workers: int,
+                norm: Norm = IMAGENET) -> Iterator[tuple[Tensor, Tensor]]:
+    """(images, masks) batches for each index tensor, augmented; identical for any worker count.
+    ``norm``: the backbone's (mean, std)."""
+    yield from load_batches(_Pairs(split, transform, augment, norm), indices, num_workers)
 
 
 class _EvalImages(Dataset):
     """(image resized to the test scale and normalised, label at its own size) for index ``i``:
     the per-image work that workers do ahead of the model."""
 
-    def __init__(self, split: Split, test_scale: tuple[int, int]) -> None:
-        self.split, self.test_scale = split, test_scale
+    def __init__(self, split: Split, test_scale: tuple[int, int], norm: Norm = IMAGENET) -> None:
+        self.split, self.test_scale, self.norm = split, test_scale, norm
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         label = torch.from_numpy(self.split.mask(i).astype("int64"))
-        return keep_ratio_resize(to_model_input(self.split.image(i)), self.test_scale), label
+        return keep_ratio_resize(to_model_input(self.split.image(i), *self.norm), self.test_scale), label
 
 
-def eval_images(split: Split, test_scale: tuple[int, int], num_workers: int) -> Iterator[tuple[Tensor, Tensor]]:
+def eval_images(split: Split, test_scale: tuple[int, int], num_workers: int, norm: Norm = IMAGENET) -> Iterator[tuple[Tensor, Tensor]]:
     """(image, label) per test image, in order; with workers, decoded while the model runs.
 
     Items are not collated (``batch_size=None``): sizes differ from image to image.
     """
-    dataset = _EvalImages(split, test_scale)
+    dataset = _EvalImages(split, test_scale, norm)
     if num_workers == 0:
         yield from (dataset[i] for i in range(len(dataset)))
     else:
@@ -79,7 +84,7 @@ def eval_images(split: Split, test_scale: tuple[int, int], num_workers: int) -> 
 def evaluate_segmentation(
     logits_fn: Callable[[Tensor], Tensor], split: Split, num_classes: int, ignore_index: int,
     test_scale: tuple[int, int], crop: int, stride: int, device: torch.device, num_workers: int = 0,
-    ctx: DistContext | None = None,
+    ctx: DistContext | None = None, norm: Norm = IMAGENET,
 ) -> dict[str, float | list[float] | int]:
     """mIoU / aAcc / per-class IoU over ``split``; the same numbers for any ``num_workers``.
 
@@ -92,7 +97,7 @@ def evaluate_segmentation(
     acc = IoUAccumulator(num_classes, ignore_index)
     mine = split if ctx is None or not ctx.active else take(split, np.arange(ctx.rank, len(split), ctx.world))
     with one_thread():  # per-pixel argmax from logits that must not depend on the thread count (evaluate_split)
-        for image, label in eval_images(mine, test_scale, num_workers):
+        for image, label in eval_images(mine, test_scale, num_workers, norm):
             image = image[None].to(device, non_blocking=True)
             logits = slide_inference(lambda x: logits_fn(x).float(), image, num_classes, (crop, crop), (stride, stride))
             logits = F.interpolate(logits, size=tuple(label.shape), mode="bilinear", align_corners=False)

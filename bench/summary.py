@@ -40,9 +40,13 @@ def axis_lines(suite: "Suite", specs: list["RunSpec"]) -> list[str]:
 
 def profile_lines(suite: "Suite", specs: list["RunSpec"]) -> list[str]:
     lines = []
+    backbones = Counter((s.profile, s.config.backbone.name, s.config.backbone.weights) for s in specs)  # one pass, any suite size
     for name, n in Counter(s.profile for s in specs).items():
         res = suite.resource(name)  # included suites' profiles are there as '<suite>/<profile>'
         lines.append(f"  profile {name}: {n} run(s), each {res.gpus} GPU, {res.cpus} CPUs, {res.mem_gb:g} GB, ≤ {res.time_min} min")
+        used = [f"{backbone} ×{k}" + (" (random init)" if weights == "random" else "")
+                for (profile, backbone, weights), k in backbones.items() if profile == name]
+        lines.append(f"    backbones: {', '.join(used)}")  # what the profile's GPUs must hold (docs/backbones.md)
     return lines
 
 

@@ -156,6 +156,8 @@ def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None
     for target in tc.targets if targets is None else targets:
         entry = DATASETS.get(target.name)
         transform = dataset_transform(target.name, cfg.backbone.img_size)
+        if hasattr(job, "normalized"):  # the backbone's own mean/std (a Job; test doubles may have none)
+            transform = job.normalized(transform)
         feats = {}
         for role, split, limit in (("train", target.train_split or entry.train_split, target.train_limit),
                                    ("test", target.test_split or entry.test_split, target.test_limit)):
@@ -178,8 +180,8 @@ def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None
 
 @torch.no_grad()
 def _extract(job: "Job", entry, target, split: str, limit: int | None, transform) -> dict[str, Tensor]:
-    """CLS and [CLS, mean patch] features of every image of ``split`` (first ``limit`` of a seeded
-    permutation), in image order.
+    """Global and pooled features (ViT: CLS and [CLS, mean patch]; conv nets: the global pooling)
+    of every image of ``split`` (first ``limit`` of a seeded permutation), in image order.
 
     With several processes each rank embeds its share of the split's batches
     (:func:`bench.distributed.eval_batches`, from pixels: a prefix cache would embed the whole split
@@ -205,12 +207,13 @@ def _extract(job: "Job", entry, target, split: str, limit: int | None, transform
     with one_thread():  # the probes' input: the same features whatever the run's thread count
         for x in inputs.batches(index):
             with job.autocast:
-                tokens = model.final_tokens(x.to(job.device), embedded=embedded).float()
-            cls.append(tokens[:, 0].cpu())
-            pooled.append(torch.cat([tokens[:, 0], tokens[:, model.vit.num_prefix_tokens :].mean(1)], -1).cpu())
-    dim = model.vit.embed_dim
-    cls_rows = torch.cat(cls) if cls else torch.zeros(0, dim)
-    pooled_rows = torch.cat(pooled) if pooled else torch.zeros(0, 2 * dim)
+                final = model.final_tokens(x.to(job.device), embedded=embedded).float()
+            global_feature, pooled_feature = model.probe_features(final)
+            cls.append(global_feature.cpu())
+            pooled.append(pooled_feature.cpu())
+    cls_dim, pooled_dim = model.probe_dims()
+    cls_rows = torch.cat(cls) if cls else torch.zeros(0, cls_dim)
+    pooled_rows = torch.cat(pooled) if pooled else torch.zeros(0, pooled_dim)
     if distributed:
         rows = torch.cat(index) if index else torch.zeros(0, dtype=torch.long)
         cls_rows, pooled_rows = ctx.gather_rows(cls_rows, rows, len(inputs)), ctx.gather_rows(pooled_rows, rows, len(inputs))
@@ -223,5 +226,6 @@ def weights_digest(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
         h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        # reshape(-1): 0-d tensors (BatchNorm's num_batches_tracked) have no byte view; other tensors' bytes are the same
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
     return h.hexdigest()[:16]

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bench.models import BACKBONES
+from bench.models import backbone_entry
 
 if TYPE_CHECKING:
     from bench.suite import RunSpec
@@ -23,16 +23,19 @@ if TYPE_CHECKING:
 HUB_TIMEOUT_S = 5.0
 OFFLINE_FIX = ("Offline? Set backbone.checkpoint to an official DINOv2 checkpoint file (e.g. dinov2_vits14_pretrain.pth "
                "from the DINOv2 release), or backbone.weights: random (results are then labelled 'random init').")
+TIMM_OFFLINE_FIX = ("Offline? Set backbone.checkpoint to the model's weights file in timm's format (its hub repository's "
+                    "model.safetensors or pytorch_model.bin, copied here), or backbone.weights: random (results are then labelled 'random init').")
 
 
 def hub_file(name: str) -> tuple[str, str]:
     """(repo id, file name) of a hub backbone's weights, from timm's pretrained config."""
     import timm.models
 
-    entry = BACKBONES.get(name)
-    cfg = timm.models.get_pretrained_cfg(f"{entry.timm_arch}.{entry.hub_tag}")
+    entry = backbone_entry(name)
+    tag = f"{entry.timm_arch}.{entry.hub_tag}" if entry.hub_tag else entry.timm_arch
+    cfg = timm.models.get_pretrained_cfg(tag)
     if cfg is None or not cfg.hf_hub_id:
-        raise LookupError(f"timm knows no hub weights for {entry.timm_arch}.{entry.hub_tag}")
+        raise LookupError(f"timm knows no hub weights for {tag}")
     return cfg.hf_hub_id, cfg.hf_hub_filename or "model.safetensors"
 
 
@@ -53,7 +56,8 @@ def hub_problem(repo: str) -> str | None:
 
 
 CHECKPOINT_EXPECTED = ("expected a PyTorch checkpoint (.pth/.pt, as torch.save writes it: a zip archive or a pickle) or a "
-                       ".safetensors file, holding a DINOv2 state dict in the official layout (e.g. dinov2_vits14_pretrain.pth)")
+                       ".safetensors file, holding a DINOv2 state dict in the official layout (e.g. dinov2_vits14_pretrain.pth), "
+                       "or for a timm: backbone the model's state dict in timm's format")
 
 
 def checkpoint_file_problem(path: str | Path) -> str | None:
@@ -81,12 +85,13 @@ def checkpoint_file_problem(path: str | Path) -> str | None:
 
 def backbone_problem(name: str, checkpoint: str | None) -> str | None:
     """Why the pretrained weights of one backbone cannot be loaded here, or None."""
-    entry = BACKBONES.get(name)
+    entry = backbone_entry(name)
     where = f"backbone {name} (pretrained)"
+    fix = OFFLINE_FIX if entry.official_positions else TIMM_OFFLINE_FIX
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.exists():
-            return f"{where}: backbone.checkpoint {path} does not exist. {OFFLINE_FIX}"
+            return f"{where}: backbone.checkpoint {path} does not exist. {fix}"
         why = checkpoint_file_problem(path)
         return None if why is None else f"{where}: {why}"
     if entry.random_only:
@@ -100,13 +105,13 @@ def backbone_problem(name: str, checkpoint: str | None) -> str | None:
     try:
         repo, filename = hub_file(name)
     except LookupError as exc:
-        return f"{where}: {exc}. {OFFLINE_FIX}"
+        return f"{where}: {exc}. {fix}"
     from huggingface_hub import try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(repo, filename), str):
         return None  # in the local hub cache: loads offline
     why = hub_problem(repo)
-    return None if why is None else f"{where}: the weights ({repo}) are not in the local hub cache and {why}. {OFFLINE_FIX}"
+    return None if why is None else f"{where}: the weights ({repo}) are not in the local hub cache and {why}. {fix}"
 
 
 def weights_problems(specs: list["RunSpec"]) -> list[str]:

@@ -1,4 +1,4 @@
-"""Train-step time and peak memory of GRPO-RM vs SFT on the same DINOv2 ViT and batch.
+"""Train-step time and peak memory of GRPO-RM vs SFT on the same backbone and batch (any registered or timm: name).
 
 GRPO-RM at μ = 1 needs no extra forward pass (π_old is the detached first-pass policy), so its
 step should cost about what an SFT step costs; this measures that. Weights are randomly
@@ -7,6 +7,7 @@ and reports peak allocated memory; on CPU it reports time only.
 
     python benchmarks/step_time.py                      # CPU-sized defaults
     python benchmarks/step_time.py --img-size 224 --batch 64 128 256 --backbone dinov2_vits14   # GPU
+    python benchmarks/step_time.py --img-size 224 --batch 128 --backbone timm:convnext_tiny.fb_in1k   # the estimates in docs/suites.md
 """
 
 from __future__ import annotations

@@ -48,11 +48,12 @@ def test_paper_suite_without_data_root_explains_and_offers_the_demo(monkeypatch,
     assert main(["reproduce", str(REPO / "suites" / "paper.yaml"), "--executor", "local"]) == 3  # no data root: missing input, nothing launched
     out = capsys.readouterr().out
     assert "nothing was launched" in out and "no data root is configured" in out and "no GPU here" in out
-    assert "suite 'paper', 42 runs to tune each method on its held-out split, then 42 final runs at the chosen settings" in out
+    assert "suite 'paper', 48 runs to tune each method on its held-out split, then 48 final runs at the chosen settings" in out
     assert ("ood/gpu: 24 tuning runs = cifar10, cifar100, stl10, tiny_imagenet × sft, grpo_rm × train.lr ∈ {1e-05, 2e-05, 5e-05} "
             "× seeds [1000]; evaluations heldout") in out
     assert "ood/gpu: then cifar10, cifar100, stl10, tiny_imagenet × sft, grpo_rm × seeds [0, 1, 2] at each method's chosen settings; evaluations id, shift, transfer" in out
     assert "segmentation/gpu: 18 tuning runs = voc2012, ade20k, coco_stuff164k" in out
+    assert "imagenet/gpu: 6 tuning runs = imagenet × sft, grpo_rm" in out  # ImageNet-1k is part of the grid
     assert "+4.26 ± 1.50 points" in out and "make reproduce-table DATA_ROOT=/path/to/datasets EXECUTOR=slurm" in out
     assert "make demo" in out
 

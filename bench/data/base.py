@@ -138,8 +138,10 @@ def to_pixels(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(images)).movedim(-1, -3)
 
 
-def normalize(pixels: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 (…, 3, H, W) → contiguous float32 ``(x / 255 − mean) / std`` with ImageNet mean/std.
+def normalize(pixels: torch.Tensor, out: torch.Tensor | None = None, mean: Sequence[float] = IMAGENET_MEAN,
+              std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """uint8 (…, 3, H, W) → contiguous float32 ``(x / 255 − mean) / std``: ImageNet's mean/std
+    unless the backbone's own config gives others (CLIP, some timm ViTs: 0.5).
 
     Computed in place on one float copy, with the same float operations in the same order as
     torchvision's ``ToTensor`` + ``Normalize`` (so equal pixels give bitwise-equal inputs).
@@ -150,16 +152,16 @@ def normalize(pixels: torch.Tensor, out: torch.Tensor | None = None) -> torch.Te
         raise TypeError(f"normalize expects uint8 pixels, got {pixels.dtype} (already normalised?)")
     shape = (3, 1, 1)
     x = pixels.to(torch.float32, memory_format=torch.contiguous_format) if out is None else out.copy_(pixels)
-    return x.div_(255.0).sub_(torch.tensor(IMAGENET_MEAN).view(shape)).div_(torch.tensor(IMAGENET_STD).view(shape))
+    return x.div_(255.0).sub_(torch.tensor(mean).view(shape)).div_(torch.tensor(std).view(shape))
 
 
-def to_model_input(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) or (H, W, 3) → float (N, 3, H, W) / (3, H, W) normalised with ImageNet mean/std.
+def to_model_input(images: np.ndarray, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+    """uint8 (N, H, W, 3) or (H, W, 3) → float (N, 3, H, W) / (3, H, W) normalised (ImageNet mean/std by default).
 
     For consumers that resample in float afterwards (segmentation's bilinear resizes); the
     classification path resizes :func:`to_pixels` first and normalises last.
     """
-    return normalize(to_pixels(images))
+    return normalize(to_pixels(images), mean=mean, std=std)
 
 
 @dataclass(frozen=True)

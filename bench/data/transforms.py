@@ -2,7 +2,8 @@
 
 Evaluation: bicubic, antialiased resize of the short side to ``img_size / crop_pct`` (256 for 224
 at the default 0.875; the long side truncated as torchvision's ``Resize(256)`` does), centre crop
-to ``img_size`` (a multiple of the patch size), ImageNet mean/std. Training adds one of: ``none``,
+to ``img_size`` (a multiple of the patch size), the backbone's mean/std (ImageNet's unless its
+config says otherwise: CLIP's, or 0.5 for some timm ViTs). Training adds one of: ``none``,
 ``flip`` (horizontal, p = 0.5) or ``rrc_flip`` (random resized crop, scale 0.08–1, ratio 3/4–4/3,
 bicubic, then flip — DINOv2's linear-eval train transform).
 
@@ -26,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from bench.data.base import normalize
+from bench.data.base import IMAGENET_MEAN, IMAGENET_STD, normalize
 from bench.lazy import lazy
 
 if TYPE_CHECKING:
@@ -81,6 +82,8 @@ class ClassificationTransform:
     img_size: int
     crop_pct: float = 0.875
     train_aug: TrainAug = "none"
+    mean: tuple[float, ...] = IMAGENET_MEAN  # the backbone's input normalisation (Job sets it from the model's config)
+    std: tuple[float, ...] = IMAGENET_STD
 
     @property
     def resize_size(self) -> int:
@@ -105,11 +108,11 @@ class ClassificationTransform:
 
     def eval(self, x: Tensor) -> Tensor:
         """uint8 (…, 3, H, W) → normalised float (…, 3, img_size, img_size); one image or a batch."""
-        return normalize(self.eval_pixels(x))
+        return normalize(self.eval_pixels(x), mean=self.mean, std=self.std)
 
     def train(self, x: Tensor, g: torch.Generator) -> Tensor:
         """One uint8 image (3, H, W) → augmented, normalised float (3, img_size, img_size)."""
-        return normalize(self.train_pixels(x, g))
+        return normalize(self.train_pixels(x, g), mean=self.mean, std=self.std)
 
     @property
     def augments(self) -> bool:

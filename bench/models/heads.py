@@ -1,4 +1,4 @@
-"""Heads on top of DINOv2 tokens."""
+"""Linear heads: on ViT tokens (DINOv2's protocols), on pooled features, on feature maps."""
 
 from __future__ import annotations
 
@@ -21,6 +21,24 @@ class ClsMeanPatchLinearHead(nn.Module):
         cls = tokens[:, 0]
         patches = tokens[:, self.num_prefix_tokens :].mean(dim=1)
         features = torch.cat([cls, patches], dim=-1)
+        if self.fp32:
+            with torch.autocast(features.device.type, enabled=False):
+                return self.linear(features.float())
+        return self.linear(features)
+
+
+class LinearHead(nn.Module):
+    """A linear layer on pooled features (a conv net's own global pooling): the same protocol as
+    :class:`ClsMeanPatchLinearHead` (initialisation, float32 option) where there are no tokens."""
+
+    def __init__(self, in_features: int, num_classes: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(in_features, num_classes)
+        nn.init.normal_(self.linear.weight, std=0.01)
+        nn.init.zeros_(self.linear.bias)
+        self.fp32 = False
+
+    def forward(self, features: Tensor) -> Tensor:
         if self.fp32:
             with torch.autocast(features.device.type, enabled=False):
                 return self.linear(features.float())
@@ -127,40 +145,5 @@ def full_precision_head(model: nn.Module) -> None:
     policy by the rollout one: a bf16 head adds ~0.4 % noise to ρ, a visible share of ε = 0.2, so
     ratios that should be 1 would clip at random. The backbone stays in bf16."""
     for module in model.modules():
-        if isinstance(module, (ClsMeanPatchLinearHead, LinearSegHead)):
+        if isinstance(module, (ClsMeanPatchLinearHead, LinearHead, LinearSegHead)):
             module.fp32 = True
-
-
-class ViTSegmenter(nn.Module):
-    """A DINOv2 ViT + :class:`LinearSegHead`; feature maps come from timm's ``forward_intermediates``
-    (final norm applied, as DINOv2's linear segmentation uses normalised patch tokens). Inputs whose
-    sides are not multiples of the patch size are centre-padded (as DINOv2's ``CenterPadding``) and
-    the logits cropped back. ``trainable_blocks = k`` freezes everything below the last k blocks
-    (0: a frozen backbone, the linear protocol proper); None trains all of it."""
-
-    def __init__(self, vit: nn.Module, num_classes: int, layers: int = 1, trainable_blocks: int | None = None) -> None:
-        super().__init__()
-        self.vit, self.layers = vit, layers
-        self.patch = vit.patch_embed.patch_size[0]
-        self.head = LinearSegHead(vit.embed_dim * layers, num_classes)
-        if trainable_blocks is not None:
-            depth = len(vit.blocks)
-            frozen = [vit.patch_embed, *vit.blocks[: depth - trainable_blocks]] + ([vit.norm] if trainable_blocks == 0 else [])
-            for p in [p for m in frozen for p in m.parameters()]:
-                p.requires_grad_(False)
-            for name in ("cls_token", "reg_token", "pos_embed"):
-                if getattr(vit, name, None) is not None:
-                    getattr(vit, name).requires_grad_(False)
-
-    def feature_maps(self, images: Tensor) -> list[Tensor]:
-        depth = len(self.vit.blocks)
-        indices = list(range(depth - self.layers, depth))
-        return self.vit.forward_intermediates(images, indices=indices, norm=True, output_fmt="NCHW", intermediates_only=True)
-
-    def forward(self, images: Tensor, embedded: bool = False) -> Tensor:
-        h, w = images.shape[-2:]
-        ph, pw = (-h) % self.patch, (-w) % self.patch
-        if ph or pw:
-            images = nn.functional.pad(images, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
-        logits = self.head(self.feature_maps(images), size=tuple(images.shape[-2:]))
-        return logits[..., ph // 2 : ph // 2 + h, pw // 2 : pw // 2 + w]
