@@ -54,7 +54,8 @@ def run_commands(commands: list[str], cwd: Path) -> list[subprocess.CompletedPro
 def walked(tmp_path_factory):
     folder = tmp_path_factory.mktemp("extending")
     files, commands = walkthrough()
-    assert {"my_bench_plugins/focal.py", "my_bench_plugins/stripes.py", "my_bench_plugins/__init__.py", "stripes.yaml"} <= set(files)
+    assert {"my_bench_plugins/focal.py", "my_bench_plugins/stripes.py", "my_bench_plugins/resnet_lab.py", "my_bench_plugins/__init__.py",
+            "stripes.yaml"} <= set(files)
     assert any("bench run" in c for c in commands)
     for name, text in files.items():
         (folder / name).parent.mkdir(parents=True, exist_ok=True)
@@ -79,16 +80,17 @@ def test_every_run_of_the_walkthrough_finished_with_its_plugin_code_in_its_ident
     folder, _ = walked
     results = sorted((folder / "results" / "stripes_focal").glob("*/result.json"))
     records = [json.loads(p.read_text()) for p in results]
-    assert len(records) == 6  # 3 methods × 2 seeds
-    by_method: dict[str, list[dict]] = {}
+    assert len(records) == 12  # 3 methods × 2 backbones × 2 seeds
+    cells = {(r["config"]["method"]["name"], r["config"]["backbone"]["name"]) for r in records}
+    assert cells == {(m, b) for m in ("focal", "grpo_rm", "sft") for b in ("dinov2_tiny", "resnet_lab")}
     for r in records:
-        by_method.setdefault(r["config"]["method"]["name"], []).append(r)
-    assert sorted(by_method) == ["focal", "grpo_rm", "sft"]
-    for r in records:
-        # every run used the plugin's dataset, so its code is in every id; only focal runs have focal's
-        assert set(r["config"]["code"]) == {"my_bench_plugins.stripes"}
+        # every run used the plugin's dataset, so its code is in every id; the lab ResNet's runs have
+        # its code too, and only focal runs have focal's (with the method, so the methods still pair)
+        lab = r["config"]["backbone"]["name"] == "resnet_lab"
+        assert set(r["config"]["code"]) == {"my_bench_plugins.stripes", *(["my_bench_plugins.resnet_lab"] if lab else [])}
+        assert r["backbone"]["family"] == ("resnet" if lab else "vit") and r["backbone"]["init"] == "random init"
         assert set(r["config"]["method"].get("code", {})) == ({"my_bench_plugins.focal"} if r["config"]["method"]["name"] == "focal" else set())
-        assert {"my_bench_plugins.focal", "my_bench_plugins.stripes"} <= set(r["plugins"])  # provenance: every plugin loaded
+        assert {"my_bench_plugins.focal", "my_bench_plugins.stripes", "my_bench_plugins.resnet_lab"} <= set(r["plugins"])  # provenance
         assert r["metrics"]["noisy"]["shift"] is True
 
 

@@ -433,3 +433,17 @@ def test_new_latex_tables_compile(known, tmp_path):
         run = subprocess.run([PDFLATEX, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path, capture_output=True, text=True,
                              timeout=120)
         assert run.returncode == 0, f"{table.name}:\n{run.stdout[-3000:]}"
+
+
+def test_a_family_of_mixed_units_states_its_detectable_effect_in_its_first_metrics_unit():
+    """Calibration holds NLL (nats) and ECE (points): the MDE it states is the NLL rows' largest,
+    in nats, never an ECE MDE of 190 points called nats."""
+    from bench.report.verdict import family_sentence
+
+    rows = pd.DataFrame({
+        "quantity": ["NLL · ID", "NLL · OOD average", "ECE · ID"], "metric": ["nll", "nll", "ece"],
+        "mean": [0.001, 0.002, 1.4], "ci_low": [-0.01, -0.01, -8.8], "ci_high": [0.01, 0.01, 11.6],
+        "mde": [0.01, 0.0068, 190.0], "significant": [False] * 3, "family_significant": [False] * 3, "p_value": [0.6, 0.56, 0.33], "n": [2] * 3,
+    })
+    sentence = family_sentence("calibration", rows, "grpo_rm")
+    assert "could detect ≥ 0.01 nats at 80 % power" in sentence and "190" not in sentence.split("could detect")[1]

@@ -322,8 +322,9 @@ def family_sentence(family: str, part: pd.DataFrame, treatment: str) -> str:
         which = "; ".join(f"{r.quantity} {signed_text(r.mean)} [{signed_text(r.ci_low)}, {signed_text(r.ci_high)}]" for r in found.head(4).itertuples())
         how = f"p = {found['p_value'].iloc[0]:.2g}, tested alone" if family == "primary" else f"{len(found)} of {len(part)} after Holm within the family"
         return f"{FAMILY_TITLES[family]}: {word} ({which}; {how})."
-    mde = part["mde"].dropna()
-    could = f"; could detect ≥ {mde.max():.2g} {unit_of(part['metric'].iloc[0])} at 80 % power" if len(mde) else ""
+    first = part["metric"].iloc[0]  # a family may mix units (NLL in nats, ECE in points): its first metric's MDE only
+    mde = part.loc[part["metric"] == first, "mde"].dropna()
+    could = f"; could detect ≥ {mde.max():.2g} {unit_of(first)} at 80 % power" if len(mde) else ""
     extra = f" and {len(part) - 3} more" if len(part) > 3 else ""
     raw = int(part["significant"].sum())
     after = f" after Holm within the family ({raw} uncorrected †)" if raw else ""
