@@ -8,7 +8,7 @@ classification metrics of a split (:func:`evaluate_split`: top-1/top-5/NLL/ECE/B
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -22,23 +22,57 @@ if TYPE_CHECKING:
     from torch import Tensor
 
     from bench.distributed import DistContext
-    from bench.job import Job
+    from bench.built import BuiltRun
     from bench.store import RunDir
 
 
-def score_unit(protocol: Protocol, run: "Job", run_dir: "RunDir", unit: str) -> tuple[dict[str, Metrics], dict[str, dict[str, Any]]]:
+def score_unit(protocol: Protocol, run: "BuiltRun", run_dir: "RunDir", unit: str) -> tuple[dict[str, Metrics], dict[str, dict[str, Any]]]:
     """(metric entries, per-image arrays by split) of one unit, by the protocol's scorer."""
     return scorer(protocol.scorer)(protocol, run, run_dir, unit)
 
 
-def score_own_split(protocol: Protocol, run: "Job", run_dir: "RunDir", unit: str) -> tuple[dict[str, Metrics], dict[str, dict[str, Any]]]:
+def score_own_split(protocol: Protocol, run: "BuiltRun", run_dir: "RunDir", unit: str) -> tuple[dict[str, Metrics], dict[str, dict[str, Any]]]:
     """A split of the run's own dataset, scored with its model and head (heldout, id, shift)."""
-    scores = run.score(unit)
+    scores = score_split(run, unit)
     per_image = scores.pop("per_image", None)
     return {unit: {**scores, "shift": run.entry.is_shift(unit), "protocol": protocol.name}}, ({unit: per_image} if per_image is not None else {})
 
 
-def evaluate_protocol(protocol: Protocol, run: "Job", run_dir: "RunDir", done: Callable[[str], None] | None = None) -> dict[str, Metrics]:
+def score_split(run: "BuiltRun", split: str) -> dict[str, Any]:
+    """The model + head's metrics on one of the run's own splits, with the split's facts.
+
+    With several processes every rank calls this for every split and scores its share
+    (:mod:`bench.distributed`), from pixels: the frozen-prefix cache would embed the whole
+    split on every rank, and a process of a multi-process job runs one run, so no other run
+    reuses those tokens. Every rank returns the whole split's numbers."""
+    from bench.distributed import eval_batches
+    from bench.features import SplitInputs
+    from bench.segment import evaluate_segmentation
+
+    cfg, ctx = run.cfg, run.ctx
+    if run.dense:
+        data = cfg.data.load(split)
+        s = cfg.seg
+        scores = evaluate_segmentation(run.logits, data, run.num_classes, run.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, run.device,
+                                       num_workers=cfg.data.workers(), ctx=ctx, norm=run.norm)
+        return {**scores, "split_facts": data.meta}
+    if not ctx.active:
+        inputs = run.inputs(split)
+        scores = evaluate_split(run.logits, inputs.sequential(cfg.train.eval_batch_size), inputs.labels, run.device, inputs.split.label_space)
+        return {**scores, "split_facts": inputs.split.meta}
+    data = run.train_split if split == cfg.data.resolved_train_split else cfg.data.load(split)
+    inputs = SplitInputs(data, run.transform, cfg.data.workers())
+    index = eval_batches(len(inputs), cfg.train.eval_batch_size, ctx)
+
+    def from_pixels(x: Tensor) -> Tensor:
+        with run.autocast:
+            return run.model(x)
+
+    scores = evaluate_split(from_pixels, inputs.batches(index), inputs.labels, run.device, data.label_space, index=index, ctx=ctx)
+    return {**scores, "split_facts": data.meta}
+
+
+def evaluate_protocol(protocol: Protocol, run: "BuiltRun", run_dir: "RunDir", done: Callable[[str], None] | None = None) -> dict[str, Metrics]:
     """Every unit of ``protocol`` for a built run: scored, or read back when a previous attempt
     saved it (:meth:`RunDir.save_evaluation`), so an evaluation interrupted after k of n units
     resumes at unit k + 1; ``done`` is called after each unit (progress).

@@ -213,7 +213,7 @@ class SplitInputs:
 class CacheSpend:
     """What one run spent on the frozen-prefix cache that runs in one process share, and what it
     got from it: the first run of a backbone pays for embedding every split, later runs (the other
-    method, other seeds) read the tokens for free. Kept per run (``Job.cache_spend``) so a run's
+    method, other seeds) read the tokens for free. Kept per run (``BuiltRun.cache_spend``) so a run's
     cost can say which part of its time was such a one-off shared build, not its own per-run
     work."""
 

@@ -1,182 +1,36 @@
 """One run from config to result: build the job, train it, score its protocols, write result.json.
 
-The stages each have a home of their own — :class:`Job` builds (model, method, data),
+The stages each have a home of their own — :class:`bench.built.BuiltRun` builds (model, method, data),
 :func:`bench.train.train` trains, :mod:`bench.evaluate` protocols score, :class:`RunDir` stores —
 and :func:`run_job` calls them in that order and records the run's status around them.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import sys
 import time
 import traceback
-from contextlib import nullcontext
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch import Tensor, nn
 
+from bench.built import BuiltRun
 from bench.config import RunConfig
 from bench import dataid
-from bench.data import DATASETS
 from bench.data.fingerprint import digest
-from bench.data.holdout import disk_split
-from bench.data.seg_transforms import SegTrainTransform
-from bench.data.transforms import ClassificationTransform
-from bench.distributed import DistContext, check_batch_size, current, eval_batches
-from bench.evaluate import evaluate_protocol, evaluate_split
+from bench.distributed import DistContext, current
+from bench.evaluate import evaluate_protocol
 from bench.protocols import EVALUATIONS
-from bench.features import CacheSpend, SplitInputs, prefix_cache_fits, prefix_tokens
-from bench.io import atomic_write, disk_error, disk_message, with_path
-from bench.methods import build_method
-from bench.models import SplitClassifier, Segmenter, create_backbone
-from bench.models.families import FAMILIES
-from bench.models.heads import full_precision_head, sync_batchnorm
+from bench.features import CacheSpend
+from bench.io import disk_error, disk_message, with_path
 from bench.plugins import activate as activate_plugins, loaded_plugins
 from bench.provenance import git_state, host, versions
-from bench.seeding import derive_seed, seed_everything
-from bench.segment import evaluate_segmentation, train_pairs
 from bench.store import RunDir, RunHeld, RunLock
 from bench import train as train_module
 from bench.progress import PREPARING_DATA, ProgressFn, RunLog, RunProgress, TensorBoardScalars, fan_out
 from bench.train import Trained, peak_cuda_mb, peak_rss_mb, step_summary, train
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-class Job:
-    """Everything one run needs, built from its config: model (+ head, initialised from a seed
-    derived from the run's seed only, so both methods start identical), method, data, device."""
-
-    def __init__(self, cfg: RunConfig, ctx: DistContext) -> None:
-        self.cfg = cfg
-        self.ctx = ctx
-        self.device = resolve_device(cfg.train.device)
-        if self.device.type == "cuda" and ctx.active:
-            self.device = torch.device("cuda", ctx.local_rank)
-        check_batch_size(cfg.train.batch_size, ctx)  # equal training shards (bench.distributed)
-        seed_everything(cfg.seed)
-        self.entry = DATASETS.get(cfg.data.name)
-        self.num_classes = self.entry.class_count(cfg.data.data_root, **cfg.data.params)  # your own data: read from it
-        self.dense = cfg.task == "segmentation"
-        backbone = create_backbone(cfg.backbone.name, cfg.backbone.weights, cfg.backbone.checkpoint, cfg.backbone.img_size, dynamic_img_size=self.dense)
-        self.backbone = backbone
-        family = FAMILIES.get(backbone.family)
-        trainable = None if cfg.model.trainable_blocks == "all" else cfg.model.trainable_blocks
-        torch.manual_seed(derive_seed(cfg.seed, "head"))
-        if self.dense:
-            self.model = Segmenter(backbone.model, self.num_classes, cfg.seg.layers, trainable, family).to(self.device)
-            if ctx.active:  # the head's BatchNorm normalises with the global batch's statistics
-                self.model = sync_batchnorm(self.model)
-            s = cfg.seg
-            self.seg_transform = SegTrainTransform((s.crop, s.crop), s.scale, s.ratio_range, s.cat_max_ratio, ignore_index=self.entry.ignore_index)
-        else:
-            self.model = SplitClassifier(backbone.model, self.num_classes, trainable, family).to(self.device)
-        self.method = build_method(cfg.method.name, cfg.method.params)
-        if self.method.passes > 1:  # ratios π_θ/π_old must not carry bf16 rounding noise
-            full_precision_head(self.model)
-        self.reference = None
-        if self.method.needs_reference:
-            self.reference = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.norm = (backbone.mean, backbone.std)  # the backbone's own input normalisation (its pretrained config)
-        self.transform = self.normalized(cfg.data.transform(cfg.backbone.img_size))
-        self.train_split = cfg.data.load(cfg.data.resolved_train_split)
-        self.per_image: dict[str, dict[str, np.ndarray]] = {}  # split → per-image arrays, filled by evaluation
-        self.cache_spend = CacheSpend()  # this run's share of the shared frozen-prefix cache: builds paid, reuses (its cost block)
-        # frozen-prefix tokens are exact only without augmentation, and only kept if they fit in memory
-        self.use_prefix_cache = (
-            not self.dense and cfg.model.cache_frozen_prefix and not self.model.full_finetune and not self.transform.augments
-            and prefix_cache_fits(len(self.train_split), self.model, cfg.backbone.img_size)
-        )
-        # what the training forward goes through: the model itself, or DDP around it
-        self.train_model: nn.Module = self.model
-        if ctx.active:
-            ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_model = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and cfg.train.bf16 else nullcontext()
-        )
-
-    def normalized(self, transform: ClassificationTransform) -> ClassificationTransform:
-        """``transform`` normalising with the backbone's mean/std (every classification input, transfer targets' too)."""
-        return dataclasses.replace(transform, mean=self.norm[0], std=self.norm[1])
-
-    def inputs(self, split: str) -> SplitInputs:
-        cfg = self.cfg
-        data = self.train_split if split == cfg.data.resolved_train_split else cfg.data.load(split)
-        inputs = SplitInputs(data, self.transform, cfg.data.workers())
-        if self.use_prefix_cache:
-            subset = cfg.data.subset(split)  # data.limit: other images, other tokens (nothing added without one: keys as before)
-            key = self.prefix_key(cfg.data.name, cfg.data.params, split, self.transform, cfg.data.holdout, *((subset,) if subset is not None else ()))
-            inputs.tokens = prefix_tokens(self.model, inputs, cfg.train.eval_batch_size, self.device, key, self.cache_spend)
-        return inputs
-
-    def prefix_key(self, dataset: str, params: dict[str, Any], split: str, *extra: Any) -> tuple:
-        """What frozen-prefix tokens depend on: backbone weights and the split's data (its
-        fingerprint: the same split name under another data root is other data), never the method
-        or head."""
-        cfg = self.cfg
-        random_seed = cfg.seed if cfg.backbone.weights == "random" else None
-        return (cfg.backbone.model_dump_json(), self.backbone.init, random_seed, self.model.split, dataset, tuple(sorted(params.items())), split,
-                self.data_fingerprint(dataset, params, split), *extra)
-
-    def data_fingerprint(self, dataset: str, params: dict[str, Any], split: str) -> str:
-        """The fingerprint of a split this run reads (``heldout`` and the training split: the files
-        of the split they are carved from; the carve itself is part of the cache keys' other fields)."""
-        entry = DATASETS.get(dataset)
-        disk = disk_split(split, self.cfg.data.holdout) if dataset == self.cfg.data.name else split
-        return entry.split_fingerprint(disk, self.cfg.data.data_root, **{**entry.params, **params})
-
-    def train_batches(self, train: SplitInputs, batches: list[Tensor], epoch: int):
-        """(inputs, labels) per index batch: images + class ids, or paired crops + masks."""
-        if self.dense:
-            yield from train_pairs(train.split, self.seg_transform, batches, (self.cfg.seed, epoch), self.cfg.data.workers(), self.norm)
-            return
-        labels = torch.from_numpy(train.labels)
-        augment = (self.cfg.seed, epoch) if self.transform.augments and train.tokens is None else None
-        for index, x in zip(batches, train.batches(batches, augment)):
-            yield x, labels[index]
-
-    def score(self, split: str) -> dict[str, Any]:
-        """The model + head's metrics on one of the run's own splits, with the split's facts.
-
-        With several processes every rank calls this for every split and scores its share
-        (:mod:`bench.distributed`), from pixels: the frozen-prefix cache would embed the whole
-        split on every rank, and a process of a multi-process job runs one run, so no other run
-        reuses those tokens. Every rank returns the whole split's numbers."""
-        cfg, ctx = self.cfg, self.ctx
-        if self.dense:
-            data = cfg.data.load(split)
-            s = cfg.seg
-            scores = evaluate_segmentation(self.logits, data, self.num_classes, self.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, self.device,
-                                           num_workers=cfg.data.workers(), ctx=ctx, norm=self.norm)
-            return {**scores, "split_facts": data.meta}
-        if not ctx.active:
-            inputs = self.inputs(split)
-            scores = evaluate_split(self.logits, inputs.sequential(cfg.train.eval_batch_size), inputs.labels, self.device, inputs.split.label_space)
-            return {**scores, "split_facts": inputs.split.meta}
-        data = self.train_split if split == cfg.data.resolved_train_split else cfg.data.load(split)
-        inputs = SplitInputs(data, self.transform, cfg.data.workers())
-        index = eval_batches(len(inputs), cfg.train.eval_batch_size, ctx)
-
-        def from_pixels(x: Tensor) -> Tensor:
-            with self.autocast:
-                return self.model(x)
-
-        scores = evaluate_split(from_pixels, inputs.batches(index), inputs.labels, self.device, data.label_space, index=index, ctx=ctx)
-        return {**scores, "split_facts": data.meta}
-
-    def logits(self, x: Tensor, model: nn.Module | None = None) -> Tensor:
-        model = model or self.model
-        with self.autocast:
-            return model(x, embedded=self.use_prefix_cache)
 
 
 def run_job(
@@ -337,7 +191,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     if progress:
         progress(RunProgress("prepare", detail=PREPARING_DATA))
     data_fingerprints = _same_data_as_checkpoint(cfg, run_dir, ctx)
-    job = Job(cfg, ctx)
+    job = BuiltRun(cfg, ctx)
     if job.device.type == "cuda":  # this run's peak, not an earlier run's of the same process
         torch.cuda.reset_peak_memory_stats(job.device)
     trained = train(job, run_dir, progress)
@@ -414,7 +268,7 @@ def _train_and_evaluate(cfg: RunConfig, run_dir: RunDir, suite: str, progress: P
     return result
 
 
-def run_cost(job: Job, trained: Trained, eval_s: float, eval_cache: CacheSpend) -> dict[str, Any]:
+def run_cost(job: BuiltRun, trained: Trained, eval_s: float, eval_cache: CacheSpend) -> dict[str, Any]:
     """result.json's ``cost`` block: what the run cost, with the one-off shared cache builds apart.
 
     ``shared_cache_s``: seconds this run spent embedding splits into the frozen-prefix cache

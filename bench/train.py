@@ -1,7 +1,7 @@
 """The training loop of one run: seeded data order, the configured optimiser and LR schedule
 (AdamW + warmup/cosine by default: bench.optim), resumable, logged.
 
-Building the model, method and data is :class:`bench.job.Job`'s job; scoring is the evaluation
+Building the model, method and data is :class:`bench.built.BuiltRun`'s job; scoring is the evaluation
 protocols'; this module only trains: it resumes from ``last.pt``, appends per-step metrics to
 ``metrics.jsonl`` and writes a checkpoint at every epoch end and, between batches, every
 ``train.checkpoint_every_min`` minutes.
@@ -42,7 +42,7 @@ from bench.seeding import generator
 from bench.store import RunDir
 
 if TYPE_CHECKING:
-    from bench.job import Job
+    from bench.built import BuiltRun
 
 LOG_EVERY = 20  # steps between appends to metrics.jsonl (a resume truncates to the checkpoint)
 # A file barrier for tests and debugging of pre-emption: while the file this names exists, a run
@@ -199,7 +199,7 @@ class CheckpointTimer:
         self.last = self.clock()
 
 
-def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Trained:
+def train(job: "BuiltRun", run_dir: RunDir, progress: ProgressFn | None = None) -> Trained:
     """Train ``job``'s model on its training split; resume from ``run_dir``'s checkpoint if any.
 
     A weights-only checkpoint marked ``complete`` (written right after the last epoch) means
@@ -351,20 +351,21 @@ def train(job: "Job", run_dir: RunDir, progress: ProgressFn | None = None) -> Tr
     return Trained(step, n, prior_wall, cost_now())
 
 
-def heldout_row(job: "Job", step: int, epoch: int) -> dict[str, Any]:
+def heldout_row(job: "BuiltRun", step: int, epoch: int) -> dict[str, Any]:
     """``train.eval_every_epoch``: the held-out split scored after an epoch, as one metrics.jsonl
     row (``step``: the epoch's last step; ``epoch``: the 0-based epoch, as its training rows).
     A record for curves only: model selection reads result.json's final held-out score alone.
     Every random state is put back afterwards (a loader draws a seed from torch's), so training
     computes the same numbers with or without it."""
     from bench.data.holdout import HELDOUT
+    from bench.evaluate import score_split
 
     saved = rng_state(job.device, job.method)
     was_training = job.model.training
     job.model.eval()
     try:
         with torch.no_grad():
-            scores = job.score(HELDOUT)
+            scores = score_split(job, HELDOUT)
     finally:
         job.model.train(was_training)
         restore_rng(saved, job.device)

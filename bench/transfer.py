@@ -36,7 +36,7 @@ from bench.probe import SR_SOLVERS, fit_softmax_regression
 from bench.seeding import one_thread
 
 if TYPE_CHECKING:
-    from bench.job import Job
+    from bench.built import BuiltRun
     from bench.store import RunDir
 
 ExtractFn = Callable[[], dict[str, Tensor]]
@@ -140,13 +140,13 @@ def fit_sr(x: np.ndarray, y: np.ndarray, c: float, max_iter: int = 1000, solver:
     return predict
 
 
-def score_transfer_unit(protocol: Any, job: "Job", run_dir: "RunDir", unit: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+def score_transfer_unit(protocol: Any, job: "BuiltRun", run_dir: "RunDir", unit: str) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """The transfer protocol's scorer (:mod:`bench.protocols`): one target dataset, ``transfer/<name>``."""
     name = unit.removeprefix("transfer/")
     return evaluate_transfer(job, run_dir, [t for t in job.cfg.transfer.targets if t.name == name]), {}
 
 
-def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None) -> dict[str, dict[str, Any]]:
+def evaluate_transfer(job: "BuiltRun", run_dir: "RunDir", targets: list | None = None) -> dict[str, dict[str, Any]]:
     """SR and kNN on each transfer target's features from the frozen fine-tuned backbone
     (``targets``: a subset of the config's, e.g. one at a time; default all)."""
     cfg, tc = job.cfg, job.cfg.transfer
@@ -156,7 +156,7 @@ def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None
     for target in tc.targets if targets is None else targets:
         entry = DATASETS.get(target.name)
         transform = dataset_transform(target.name, cfg.backbone.img_size)
-        if hasattr(job, "normalized"):  # the backbone's own mean/std (a Job; test doubles may have none)
+        if hasattr(job, "normalized"):  # the backbone's own mean/std (a BuiltRun; test doubles may have none)
             transform = job.normalized(transform)
         feats = {}
         for role, split, limit in (("train", target.train_split or entry.train_split, target.train_limit),
@@ -179,7 +179,7 @@ def evaluate_transfer(job: "Job", run_dir: "RunDir", targets: list | None = None
 
 
 @torch.no_grad()
-def _extract(job: "Job", entry, target, split: str, limit: int | None, transform) -> dict[str, Tensor]:
+def _extract(job: "BuiltRun", entry, target, split: str, limit: int | None, transform) -> dict[str, Tensor]:
     """Global and pooled features (ViT: CLS and [CLS, mean patch]; conv nets: the global pooling)
     of every image of ``split`` (first ``limit`` of a seeded permutation), in image order.
 

@@ -116,7 +116,9 @@ def _classification(rank: int, tmp: Path) -> dict[str, Any]:
     """Whole runs (train, every protocol, files) for both methods; rank 0 then scores the saved
     weights again as one process would."""
     from bench.protocols import EVALUATIONS
-    from bench.job import Job, run_job
+    from bench.built import BuiltRun
+    from bench.evaluate import score_split
+    from bench.job import run_job
     from bench.store import RunDir
     from bench.transfer import evaluate_transfer
 
@@ -127,11 +129,11 @@ def _classification(rank: int, tmp: Path) -> dict[str, Any]:
         returned = run_job(cfg, run_dir)
         out[name] = {"returned": returned, "run_dir": str(run_dir.path)}
         if rank == 0:
-            ref = Job(cfg, DistContext())
+            ref = BuiltRun(cfg, DistContext())
             ref.model.load_state_dict(torch.load(run_dir.checkpoint, weights_only=False)["model"], strict=False)
             ref.model.eval()
             splits = [s for p in cfg.evaluations for s in EVALUATIONS.get(p).splits(cfg)]
-            out[name]["reference"] = {split: ref.score(split) for split in splits}
+            out[name]["reference"] = {split: score_split(ref, split) for split in splits}
             if "transfer" in cfg.evaluations:
                 out[name]["reference_transfer"] = evaluate_transfer(ref, RunDir(tmp / f"{name}-single"))
     return out
@@ -142,7 +144,8 @@ def _segmentation(rank: int, tmp: Path) -> dict[str, Any]:
     process alone with the same weights; and a one-image split (rank 1 scores nothing)."""
     from bench.data.base import take
     from bench.protocols import EVALUATIONS
-    from bench.job import Job
+    from bench.built import BuiltRun
+    from bench.evaluate import score_split
     from bench.segment import evaluate_segmentation
     from bench.store import RunDir
     from bench.train import train
@@ -150,16 +153,16 @@ def _segmentation(rank: int, tmp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, (method, params) in (("sft", ("sft", {})), ("grpo_mu2", ("grpo_rm", {"mu": 2}))):
         cfg = seg_config(method, params)
-        job = Job(cfg, current())
+        job = BuiltRun(cfg, current())
         run_dir = RunDir(tmp / name)
         trained = train(job, run_dir)
         job.model.eval()
         res: dict[str, Any] = {"steps": trained.steps, "train_size": trained.train_size, "bn": type(job.model.head.bn).__name__,
                                "running_var": job.model.head.bn.running_var.clone(), "rows": run_dir.metrics.read_text() if rank == 0 else ""}
         splits = [s for p in cfg.evaluations for s in EVALUATIONS.get(p).splits(cfg)]
-        res["sharded"] = {split: job.score(split) for split in splits}
+        res["sharded"] = {split: score_split(job, split) for split in splits}
         ctx, job.ctx = job.ctx, DistContext()  # the same weights, one process
-        res["single"] = {split: job.score(split) for split in splits}
+        res["single"] = {split: score_split(job, split) for split in splits}
         job.ctx = ctx
         data, s = take(cfg.data.load("test"), np.array([1])), cfg.seg
         args = (data, job.entry.num_classes, job.entry.ignore_index, s.test_scale, s.crop, s.slide_stride, job.device)
@@ -224,11 +227,11 @@ def test_train_shards_cut_the_last_global_batch_to_a_multiple_of_the_world() -> 
 
 
 def test_a_batch_size_the_world_does_not_divide_fails_before_training() -> None:
-    from bench.job import Job
+    from bench.built import BuiltRun
 
     check_batch_size(16, DistContext(1, 8))
     with pytest.raises(ValueError, match="not a multiple of the 3 processes"):
-        Job(cls_config("sft", {}), DistContext(0, 3))
+        BuiltRun(cls_config("sft", {}), DistContext(0, 3))
 
 
 def test_sharded_evaluate_split_equals_one_process_for_uneven_and_empty_shards(two_ranks) -> None:

@@ -12,7 +12,7 @@ import torch
 
 from bench.distributed import DistContext
 from bench.features import clear_cache
-from bench.job import Job
+from bench.built import BuiltRun
 from bench.store import RunDir
 from bench.suite import expand, load_suite
 from bench.train import train
@@ -25,7 +25,7 @@ METHODS = (("sft", {}), ("grpo_rm", {}), ("grpo_rm", {"mu": 2}))
 def _trace(cfg, run_dir: RunDir, monkeypatch) -> tuple[dict[str, torch.Tensor], list[tuple[int, torch.Tensor, torch.Tensor]]]:
     """The model's state before training, and every (epoch, inputs, labels) batch training consumed."""
     clear_cache()  # each job computes its own frozen-prefix tokens: nothing is shared by accident
-    job = Job(cfg, DistContext())
+    job = BuiltRun(cfg, DistContext())
     initial = {k: v.detach().clone() for k, v in job.model.state_dict().items()}
     consumed: list[tuple[int, torch.Tensor, torch.Tensor]] = []
     real = job.train_batches

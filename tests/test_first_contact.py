@@ -226,7 +226,7 @@ def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, capsys):
 
 
 def test_an_interrupted_evaluation_resumes_at_the_next_split_with_identical_numbers(tmp_path, monkeypatch):
-    from bench import job as job_module
+    from bench import evaluate
     from bench.job import run_job
     from bench.store import RunDir
     from conftest import tiny_config
@@ -234,16 +234,16 @@ def test_an_interrupted_evaluation_resumes_at_the_next_split_with_identical_numb
     cfg = tiny_config()
     reference = run_job(cfg, RunDir(tmp_path / "reference"))["metrics"]
     scored: list[str] = []
-    real_score = job_module.Job.score
+    real_score = evaluate.score_split
 
-    def score(self, split):
+    def score(run, split):
         if len(scored) == 3 and not (tmp_path / "interrupted").exists():
             (tmp_path / "interrupted").touch()
             raise KeyboardInterrupt  # Ctrl-C while the fourth split is being scored
         scored.append(split)
-        return real_score(self, split)
+        return real_score(run, split)
 
-    monkeypatch.setattr(job_module.Job, "score", score)
+    monkeypatch.setattr(evaluate, "score_split", score)
     run_dir = RunDir(tmp_path / "run")
     with pytest.raises(KeyboardInterrupt):
         run_job(cfg, run_dir)

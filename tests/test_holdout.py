@@ -18,7 +18,7 @@ from bench.data import DATASETS
 from bench.data.holdout import HELDOUT, Holdout
 from bench.distributed import DistContext
 from bench.protocols import protocol_splits
-from bench.job import Job
+from bench.built import BuiltRun
 from conftest import tiny_config
 
 PARAMS = {"img_size": 28, "train_size": 120, "eval_size": 16}
@@ -173,8 +173,8 @@ def test_defaults_and_val_seed_change_the_carve():
 
 def test_carve_does_not_depend_on_run_seed_or_method():
     data = {"params": PARAMS}
-    sft = Job(tiny_config("sft", seed=0, data=data), DistContext())
-    grpo = Job(tiny_config("grpo_rm", seed=5, data=data, method_params={"mu": 2}), DistContext())
+    sft = BuiltRun(tiny_config("sft", seed=0, data=data), DistContext())
+    grpo = BuiltRun(tiny_config("grpo_rm", seed=5, data=data, method_params={"mu": 2}), DistContext())
     facts = []
     for job in (sft, grpo):
         held = job.inputs(HELDOUT).split

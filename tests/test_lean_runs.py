@@ -123,19 +123,19 @@ def test_the_num_workers_default_leaves_run_ids_unchanged(monkeypatch):
 
 def test_a_run_starts_as_many_loader_workers_as_auto_resolves_to(monkeypatch):
     """The loader gets the resolved count (mocked affinity), not a fixed 4."""
-    import bench.job as job_module
+    import bench.built as built_module
     from bench.distributed import current
 
     seen = []
-    real = job_module.SplitInputs
+    real = built_module.SplitInputs
 
     def spy(data, transform, num_workers=0, *args, **kwargs):
         seen.append(num_workers)
         return real(data, transform, 0, *args, **kwargs)
 
-    monkeypatch.setattr(job_module, "SplitInputs", spy)
+    monkeypatch.setattr(built_module, "SplitInputs", spy)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
-    job = job_module.Job(tiny_config("sft", model={"cache_frozen_prefix": False}), current())
+    job = built_module.BuiltRun(tiny_config("sft", model={"cache_frozen_prefix": False}), current())
     job.inputs(job.cfg.data.resolved_train_split)
     assert seen == [2]
 

@@ -175,8 +175,8 @@ def test_check_finite_names_the_step():
 
 def test_grpo_rm_with_several_passes_gets_a_float32_head():
     from bench.distributed import DistContext
-    from bench.job import Job
+    from bench.built import BuiltRun
 
-    assert Job(tiny_config("grpo_rm", method_params={"mu": 2}), DistContext()).model.head.fp32
-    assert not Job(tiny_config("grpo_rm"), DistContext()).model.head.fp32
-    assert not Job(tiny_config("sft"), DistContext()).model.head.fp32
+    assert BuiltRun(tiny_config("grpo_rm", method_params={"mu": 2}), DistContext()).model.head.fp32
+    assert not BuiltRun(tiny_config("grpo_rm"), DistContext()).model.head.fp32
+    assert not BuiltRun(tiny_config("sft"), DistContext()).model.head.fp32

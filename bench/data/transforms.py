@@ -82,7 +82,7 @@ class ClassificationTransform:
     img_size: int
     crop_pct: float = 0.875
     train_aug: TrainAug = "none"
-    mean: tuple[float, ...] = IMAGENET_MEAN  # the backbone's input normalisation (Job sets it from the model's config)
+    mean: tuple[float, ...] = IMAGENET_MEAN  # the backbone's input normalisation (BuiltRun sets it from the model's config)
     std: tuple[float, ...] = IMAGENET_STD
 
     @property
