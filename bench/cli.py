@@ -93,13 +93,14 @@ def _build_report(suite, specs, args: argparse.Namespace, subset: bool = False) 
     from bench.report import build_report
     from bench.suite import only_folder, parse_only
 
+    cache = False if getattr(args, "no_cache", False) else None  # None: $BENCH_REPORT_CACHE decides (default on)
     if not (subset and args.only):
-        return build_report(suite, specs, args.results, args.reports, args.suite)
+        return build_report(suite, specs, args.results, args.reports, args.suite, cache=cache)
     total = len(_specs(args, only=False)[1])
     folder = only_folder(suite.name, parse_only(args.only))
     note = (f"Subset report: only the runs with {args.only} ({len(specs)} of the suite's {total} runs), in {args.reports / folder}/; "
             f"the suite's report, {args.reports / suite.name}/, is left as it is.")
-    return build_report(suite, specs, args.results, args.reports, args.suite, folder=folder, note=note)
+    return build_report(suite, specs, args.results, args.reports, args.suite, folder=folder, note=note, cache=cache)
 
 
 def _display(folder: Path) -> str:
@@ -628,6 +629,8 @@ def parser() -> argparse.ArgumentParser:
                                 "re-evaluation needs); not part of any run's identity")
         if name in ("run", "report", "reproduce"):
             s.add_argument("--full", action="store_true", help="print the report's main tables too, not only its headline and path")
+            s.add_argument("--no-cache", action="store_true",
+                           help="compute every Δ estimate afresh instead of reusing those remembered from earlier reports of the same runs")
         if name == "run":
             s.add_argument("--executor", choices=EXECUTORS, default="debug",
                            help="debug: in this process (default; runs share in-memory caches); local: subprocesses; slurm: job arrays")
@@ -706,9 +709,12 @@ def _main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False) if sys.stdout.isatty() else Console(width=200, highlight=False)
     saved = os.environ.get("BENCH_MAX_RUNS")
     from bench.data.fingerprint import memoised
+    from bench.ledger import ledger_scope
 
     try:
-        with memoised():  # each split's data fingerprint is computed once per command (bench.dataid)
+        # each split's data fingerprint is computed once per command (bench.dataid), and finished
+        # runs whose files are unchanged since they were verified are not verified again (bench.ledger)
+        with memoised(), ledger_scope():
             return int(args.fn(args, console))
     except SuiteError as exc:
         console.print(str(exc), markup=False, highlight=False, style="red", soft_wrap=True)

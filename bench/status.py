@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from bench.dataid import STALE, run_state
+from bench.dataid import STALE, record_state
 from bench.progress import CACHING_TOKENS, PREPARING_DATA
 from bench.store import RunDir
 
@@ -53,9 +53,8 @@ def run_rows(specs: list["RunSpec"], results_root: Path) -> list[dict[str, Any]]
     rows = []
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        status = run_dir.read_status()
-        problem = run_dir.corruption()
-        state, data = ("corrupt", None) if problem else run_state(run_dir, spec.config)  # done runs: their data checked too
+        state, data, record = record_state(run_dir, spec.config)  # each file read once; done runs: their data checked too
+        status, problem = record.status, record.problem
         job = str(status.get("executor_job_id") or "")
         if problem:
             error = f"{problem.path.name}: {problem.reason}"
@@ -66,7 +65,7 @@ def run_rows(specs: list["RunSpec"], results_root: Path) -> list[dict[str, Any]]
         rows.append({
             "run": spec.run_id, "stage": stage_label(spec), "method": spec.config.method.name, "seed": spec.config.seed,
             "dataset": spec.config.data.name, "profile": spec.profile, "state": state,
-            "progress": progress_text(status, run_dir.metrics_line_count(), state),
+            "progress": progress_text(status, run_dir.metrics_line_count() if state != "done" else 0, state),
             "attempts": int(status.get("attempts", 0)), "job": job, "scheduler": "",
             "error": error, "data": data.reason if data is not None and data.state == "unchecked" else "",
         })

@@ -43,6 +43,11 @@ def _present(name: str) -> type:
     return type(f"_Present{base.__name__}", (base,), attrs)
 
 
+# torchvision's base_folder of each reader (tests/test_report_scale.py keeps them equal): a data root
+# without the folder is said to be missing before torchvision is imported (`bench status` on a
+# login node without the data checks every finished run's data, and must not pay that import)
+BASE_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "stl10": "stl10_binary"}
+
 CIFAR_LAYOUTS = {
     "cifar10": Layout(
         "cifar10",
@@ -61,9 +66,9 @@ CIFAR_LAYOUTS = {
 
 
 def locate_cifar(name: str, split: str, data_root=None) -> Path:
-    cls = _present(name)
     loc = DatasetLocator(CIFAR_LAYOUTS[name], split, data_root)
-    folder = loc.base(cls.base_folder)
+    folder = loc.base(BASE_FOLDERS[name])
+    cls = _present(name)
     for fname, _ in cls.train_list + cls.test_list:
         loc.file(folder / fname, "batch file")
     loc.file(folder / cls.meta["filename"], "metadata file")
@@ -109,7 +114,7 @@ STL10_LAYOUT = Layout(
 
 def locate_stl10(split: str, data_root=None, **_) -> Path:
     loc = DatasetLocator(STL10_LAYOUT, split, data_root)
-    folder = loc.base(_present("stl10").base_folder)
+    folder = loc.base(BASE_FOLDERS["stl10"])
     for fname, _ in _present("stl10").train_list + _present("stl10").test_list:
         loc.file(folder / fname, "binary file")
     return loc.root

@@ -18,8 +18,8 @@ import pandas as pd
 
 from bench.io import atomic_write_json, atomic_write, atomic_write_text
 from bench.report import html, plots, stats, verdict
-from bench.report.aggregate import (limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table, run_states, seed_summary,
-                                    selection_table, severity_summary, sweep_table, training_log, variant_legend, with_averages)
+from bench.report.aggregate import (limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table, read_store,
+                                    seed_summary, selection_table, severity_summary, sweep_table, training_log_of, variant_legend, with_averages)
 from bench.report.cost import cost_table
 from bench.report.samples import report_context as samples_context
 from bench.report.samples import samples_markdown
@@ -142,8 +142,30 @@ def load_final(specs: list[RunSpec], results_root: Path) -> tuple[pd.DataFrame, 
     return final, predictions, unread
 
 
+def cache_wanted() -> bool:
+    """$BENCH_REPORT_CACHE=0 computes every Δ estimate afresh (`bench report --no-cache` does too);
+    by default a report reuses the estimates of an earlier report of the same runs
+    (:class:`bench.report.stats.EstimateCache`)."""
+    return os.environ.get("BENCH_REPORT_CACHE", "1").strip().lower() not in ("0", "off", "no", "false")
+
+
+def estimate_cache(out: Path, results: list, enabled: bool) -> stats.EstimateCache:
+    """The report folder's remembered estimates (in the user's cache, never beside the report),
+    keyed by each finished run's result digest where result.json covers its predictions."""
+    import hashlib
+
+    from bench.io import cache_dir
+
+    digests = {f.result["run_id"]: f.digest for f in results
+               if f.digest and "predictions.npz" in ((f.result.get("files") or {}) if isinstance(f.result.get("files"), dict) else {})}
+    path = None
+    if enabled:
+        path = cache_dir("report-estimates") / f"{hashlib.sha256(os.path.realpath(out).encode()).hexdigest()[:24]}.json"
+    return stats.EstimateCache(path, digests if enabled else {})
+
+
 def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None,
-                 folder: str | None = None, note: str | None = None) -> Report:
+                 folder: str | None = None, note: str | None = None, cache: bool | None = None) -> Report:
     """Write ``reports/<suite>/`` (or ``reports/<folder>/``: a ``--only`` subset's own folder,
     whose ``note`` opens the report and says what it covers). Every Δ interval, p-value and MDE comes from the one
     uncertainty model (:func:`bench.report.stats.delta_estimate`); the primary endpoint, the
@@ -156,18 +178,22 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     if refused is not None:
         raise refused
     ends = verdict.Endpoints.of(suite, results_root)
-    states = run_states(specs, results_root)
-    results = finished_results(specs, results_root)
+    store = read_store(specs, results_root)  # every run's files read and verified once
+    states, results = store.states, store.results
     long = with_averages(long_from(results))  # tuning runs included (stage 'tune'): the record keeps them
     final = finals(long)  # what every table, Δ, figure but the sweep, and claim is made of
     summary, delta = seed_summary(final), paired_delta(final, ends.treatment, ends.control)
-    predictions, unread = stats.load_predictions(_prediction_paths(specs, results_root, final)) if not final.empty else ({}, {})
-    delta = stats.with_intervals(delta, final, predictions, unread, min_effect=ends.min_effect)  # seeds × images where predictions exist
-    alpha = claims_module.report_alpha(suite, results_root)
-    comparison = compare(list(suite.expected), final, predictions, unread, alpha)
-    primary = verdict.primary_estimates(ends, final, predictions, unread)
-    verdict_rows = verdict.verdict_frame(delta, final, ends, primary) if not final.empty else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)
-    ablation_rows = verdict.ablation_frame(final, predictions, unread, ends)
+    # each predictions.npz is read when a Δ first needs it; Δs of unchanged runs come from the cache
+    predictions, unread = stats.lazy_predictions(_prediction_paths(specs, results_root, final)) if not final.empty else ({}, {})
+    remembered = estimate_cache(out, results, cache_wanted() if cache is None else cache)
+    with stats.remembering(remembered):
+        delta = stats.with_intervals(delta, final, predictions, unread, min_effect=ends.min_effect)  # seeds × images where predictions exist
+        alpha = claims_module.report_alpha(suite, results_root)
+        comparison = compare(list(suite.expected), final, predictions, unread, alpha)
+        primary = verdict.primary_estimates(ends, final, predictions, unread)
+        verdict_rows = verdict.verdict_frame(delta, final, ends, primary) if not final.empty else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)
+        ablation_rows = verdict.ablation_frame(final, predictions, unread, ends)
+    remembered.save()
     selections = selection_table(results)
     tables = build_tables(summary, delta, selections) if not final.empty else []
     limited = limited_note(final)  # data.limit / train.max_steps: every caption says these are smoke-test numbers
@@ -220,7 +246,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         labelled = labelled.assign(arm=arm_labels(labelled))
         by_model = summary.assign(model=model_labels(summary), arm=arm_labels(summary))
         runs = labelled.drop_duplicates("run_id").set_index("run_id")
-        log = training_log(specs, results_root)
+        log = training_log_of(store)
         if not log.empty:
             log = log.assign(model=log["run_id"].map(runs["model"]), arm=log["run_id"].map(runs["arm"])).dropna(subset=["model"])
         labelled_sev = sev.assign(model=model_labels(sev), arm=arm_labels(sev)) if not sev.empty else sev
