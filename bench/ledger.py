@@ -56,6 +56,11 @@ def signature(run_folder: Path, now: float | None = None) -> str | None:
     """A hash of the signed files' names and stat data, or None when one of them changed less
     than :data:`SETTLE_S` seconds ago (or the folder cannot be listed): such a run is verified
     in full."""
+    return signed(run_folder, now)[0]
+
+
+def signed(run_folder: Path, now: float | None = None) -> tuple[str | None, dict[str, tuple[str, int, int, int, int]]]:
+    """(:func:`signature`, name → its stat row (name, inode, size, mtime, ctime))."""
     rows = []
     newest = 0
     try:
@@ -73,10 +78,11 @@ def signature(run_folder: Path, now: float | None = None) -> str | None:
                     rows.append(_stat_row("evaluated/" + entry.name, st))
                     newest = max(newest, st.st_mtime_ns, st.st_ctime_ns)
     except OSError:
-        return None
+        return None, {}
+    by_name = {r[0]: r for r in rows}
     if newest / 1e9 > (time.time() if now is None else now) - SETTLE_S:
-        return None
-    return hashlib.sha256(repr(sorted(rows)).encode()).hexdigest()[:32]
+        return None, by_name
+    return hashlib.sha256(repr(sorted(rows)).encode()).hexdigest()[:32], by_name
 
 
 def _checksum(body: dict[str, Any]) -> str:
@@ -174,4 +180,4 @@ def save_open() -> None:
         ledger.save()
 
 
-__all__ = ["Ledger", "ledger_scope", "ledger_for", "signature", "save_open", "SETTLE_S"]
+__all__ = ["Ledger", "ledger_scope", "ledger_for", "signature", "signed", "save_open", "SETTLE_S"]

@@ -60,11 +60,27 @@ def link_problem(folder: Path, root: Path | None = None) -> LinkRefused | None:
             return LinkRefused(folder, f"resolves to {real}, outside {real_root} (a parent folder is a symbolic link): the store never follows a link out")
     if not folder.is_dir():
         return None
-    for here, dirs, files in os.walk(folder, followlinks=False):
-        for name in sorted(dirs + files):
-            entry = Path(here) / name
-            if entry.is_symlink():
-                return LinkRefused(entry, f"is a symbolic link to {os.readlink(entry)}: the store never follows a link out (remove the link)")
+    return _link_inside(folder)
+
+
+def _link_inside(folder: Path) -> LinkRefused | None:
+    """The first symbolic link under ``folder`` (depth first, names sorted, links never followed):
+    read from the directory entries' types, without a stat per file (every command over a suite
+    looks into every run folder)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.is_symlink():
+            path = Path(entry.path)
+            return LinkRefused(path, f"is a symbolic link to {os.readlink(path)}: the store never follows a link out (remove the link)")
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            found = _link_inside(Path(entry.path))
+            if found is not None:
+                return found
     return None
 
 
@@ -369,6 +385,26 @@ class RunDir:
         as they are). Raises CorruptFile when damaged, FileNotFoundError when absent."""
         return self._verified_result()[0]
 
+    def read_result_signed(self, signed: tuple | None) -> dict[str, Any]:
+        """:meth:`read_result` of a run the verification ledger vouches for: when result.json is
+        still the very file it verified (``signed``: its stat row then — inode, size, mtime and ctime,
+        checked before and after the read), its content is parsed without hashing it again;
+        otherwise it is read and verified as usual."""
+        if signed is not None:
+            try:
+                with open(self.result_file, "rb") as fh:
+                    before = os.fstat(fh.fileno())
+                    data = fh.read()
+                    after = os.fstat(fh.fileno())
+                same = [(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for st in (before, after)]
+                if same[0] == same[1] == tuple(signed[1:]):
+                    result = json.loads(data)
+                    if isinstance(result, dict):
+                        return {k: v for k, v in result.items() if k != "digest"}
+            except (OSError, ValueError):
+                pass
+        return self.read_result()
+
     def _verified_result(self) -> tuple[dict[str, Any], str | None]:
         """(result.json without its digest, the digest it records) — verified as :meth:`read_result` says."""
         result = _read_json(self.result_file)
@@ -451,11 +487,11 @@ class RunDir:
         except CorruptFile as exc:
             return exc, None, None
         ledger = ledgers.ledger_for(self.path)
-        sig = ledgers.signature(self.path) if ledger is not None else None
+        sig, stats = ledgers.signed(self.path) if ledger is not None else (None, {})
         if ledger is not None:
             hit = ledger.lookup(self.path.name, sig)
-            if hit is not None:
-                return None, {"digest": hit[0], **hit[1]}, status
+            if hit is not None:  # verified whole before, and no signed file changed since
+                return None, {"digest": hit[0], **hit[1], "signed": stats.get("result.json")}, status
         result, digest = None, None
         try:
             result, digest = self._verified_result()

@@ -83,8 +83,8 @@ def load_cifar(name: str, split: str, data_root=None) -> ImageArrays:
 
 def cifar_files(name: str, split: str, data_root=None) -> list[Path]:
     """The pickle files ``split`` is read from (its batches and the metadata file)."""
+    folder = locate_cifar(name, split, data_root) / BASE_FOLDERS[name]  # located first: missing data is said without torchvision
     cls = _present(name)
-    folder = locate_cifar(name, split, data_root) / cls.base_folder
     batches = cls.train_list if split == "train" else cls.test_list
     return [folder / f for f, _ in batches] + [folder / cls.meta["filename"]]
 
@@ -122,7 +122,7 @@ def locate_stl10(split: str, data_root=None, **_) -> Path:
 
 def stl10_files(split: str, data_root=None) -> list[Path]:
     """The image and label binaries of a labelled split."""
-    folder = locate_stl10(split, data_root) / _present("stl10").base_folder
+    folder = locate_stl10(split, data_root) / BASE_FOLDERS["stl10"]
     return [folder / f"{split}_X.bin", folder / f"{split}_y.bin"]
 
 

@@ -12,22 +12,23 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 from bench.io import atomic_write_json, atomic_write, atomic_write_text
+from bench.report import figures as figs
 from bench.report import html, plots, stats, verdict
 from bench.report.aggregate import (limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table, read_store,
                                     seed_summary, selection_table, severity_summary, sweep_table, training_log_of, variant_legend, with_averages)
 from bench.report.cost import cost_table
+from bench.report.runcache import RunCache, log_extremes, valid_extremes
 from bench.report.samples import report_context as samples_context
 from bench.report.samples import samples_markdown
 from bench.report.expected import CAPTION as EXPECTED_CAPTION
 from bench.report.expected import compare, expected_latex, expected_markdown
 from bench.report.tables import (TABLES, Table, TextTable, arm_labels, build_tables, model_labels, probe_c_note, to_csv, to_latex, to_markdown,
                                  tuning_note)
-from bench.store import RunDir, link_problem
+from bench.store import CorruptFile, RunDir, link_problem
 from bench.suite import RunSpec, Suite
 
 
@@ -106,17 +107,19 @@ def _prediction_paths(specs: list[RunSpec], results_root: Path, final: pd.DataFr
 def _id_calibration(results: list, runs: pd.DataFrame) -> pd.DataFrame:
     """Calibration bins of each final run's ID split ('test', else its first ID split) with the
     run's setting (model) and method config (arm): the reliability diagram's input."""
-    bins = stats.calibration_bins([f.result for f in results])
-    bins = bins[bins["run_id"].isin(runs.index)]
-    if bins.empty:
-        return bins
     chosen: dict[str, str] = {}
     for f in results:
         ids = [split for split, v in (f.result.get("metrics") or {}).items() if isinstance(v, dict) and v.get("protocol", "id") == "id"
                and not v.get("shift")]
         if ids:
             chosen[f.result["run_id"]] = "test" if "test" in ids else ids[0]
-    bins = bins[[chosen.get(r) == s for r, s in zip(bins["run_id"], bins["split"])]]
+    # only the chosen split's bins are built: every split's would be a row per run × split × bin
+    light = [{**{k: f.result[k] for k in ("run_id", "stage") if k in f.result},
+              "metrics": {s: m for s, m in (f.result.get("metrics") or {}).items() if s == chosen.get(f.result.get("run_id"))}} for f in results]
+    bins = stats.calibration_bins(light)
+    bins = bins[bins["run_id"].isin(runs.index)]
+    if bins.empty:
+        return bins
     return bins.join(runs[["model", "arm", "method", "random_init"]], on="run_id")
 
 
@@ -140,6 +143,37 @@ def load_final(specs: list[RunSpec], results_root: Path) -> tuple[pd.DataFrame, 
     final = finals(with_averages(long_from(finished_results(specs, results_root))))
     predictions, unread = stats.load_predictions(_prediction_paths(specs, results_root, final)) if not final.empty else ({}, {})
     return final, predictions, unread
+
+
+def _log_extremes(store, cache: RunCache, final: set[str]) -> dict[str, dict[str, list[float] | None]]:
+    """run id → :func:`bench.report.runcache.log_extremes` of each final run's metrics.jsonl (kept by
+    result digest): every run's log is read once, and not again while its result is unchanged."""
+    columns = ("step", *(c for c, _ in plots.CURVE_PANELS))
+    out = {}
+    for f in store.results:
+        run_id = f.result.get("run_id")
+        run_dir = store.dirs.get(run_id)
+        if run_id not in final or run_dir is None:
+            continue
+
+        def compute(run_dir=run_dir) -> dict[str, list[float] | None]:
+            try:
+                return log_extremes(run_dir.read_metrics(), columns)
+            except CorruptFile:  # damaged since the state was read: no curve, listed as corrupt next time
+                return {}
+
+        out[run_id] = cache.get(f.digest, "log", compute, valid_extremes)
+    return out
+
+
+def _extremes_log(extremes: dict[str, dict[str, list[float] | None]]) -> pd.DataFrame:
+    """Two rows per run, its minimum and its maximum of each logged quantity: the same verdict from
+    :func:`bench.report.plots.curve_panels` (varies in a run, constant at which value) as its log."""
+    rows = []
+    for run_id, found in extremes.items():
+        for k in (0, 1):
+            rows.append({"run_id": run_id, **{c: v[k] for c, v in found.items() if v is not None and c != "step"}})
+    return pd.DataFrame(rows)
 
 
 def cache_wanted() -> bool:
@@ -239,50 +273,62 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         write("expected.tex", expected_latex(comparison, f"tab:{suite.name}-expected"))
 
     figures, skipped = [], []
+    run_cache = RunCache(out, cache_wanted() if cache is None else cache)
     sweeps = sweep_table(long, selections)
-    draw: dict[str, Callable[[], list[Path]]] = {}
+    draw: list[figs.Figure] = []
     if not final.empty:
         labelled = final.assign(model=model_labels(final), variant_desc=describe_variants(final["variant"], final))
         labelled = labelled.assign(arm=arm_labels(labelled))
         by_model = summary.assign(model=model_labels(summary), arm=arm_labels(summary))
         runs = labelled.drop_duplicates("run_id").set_index("run_id")
-        log = training_log_of(store)
+        # each final run's log: its extremes per curve (kept between reports, bench.report.runcache); the
+        # whole log only of the runs the curves figure draws
+        extremes = _log_extremes(store, run_cache, set(runs.index))
+        logged = [r for r, e in extremes.items() if (e.get("step") is not None)]
+        first = list(dict.fromkeys(runs.loc[logged, "model"]))[: figs.MAX_CURVE_SETTINGS]
+        log = training_log_of(store, only={r for r in logged if runs.at[r, "model"] in first})
         if not log.empty:
             log = log.assign(model=log["run_id"].map(runs["model"]), arm=log["run_id"].map(runs["arm"])).dropna(subset=["model"])
         labelled_sev = sev.assign(model=model_labels(sev), arm=arm_labels(sev)) if not sev.empty else sev
         forest_rows = verdict.forest_frame(delta, final, ends)
         calibration = _id_calibration(results, runs)
-        draw = {
-            "bars": lambda: plots.bars(by_model, out / "bars", title),
-            "forest": lambda: plots.forest(forest_rows, out / "forest", title, claim_bands(suite, ends)),
-            "id_vs_ood": lambda: plots.id_vs_ood(labelled, by_model, out / "id_vs_ood", title),
-            "curves": lambda: plots.curves(log, out / "curves", title, bool(final["random_init"].astype(bool).any())),
-            "severity": lambda: plots.severity(labelled_sev, out / "severity", title),
-            "reliability": lambda: plots.reliability(calibration, out / "reliability", title),
-        }
+        # at most figs.MAX_PANELS panels per figure, the first settings in suite order (bench.report.figures)
+        bars_in, shown, total = figs.first_settings(by_model, figs.MAX_PANELS)
+        points, _, _ = figs.first_settings(labelled, figs.MAX_PANELS)
+        curves_in, curves_shown, curves_total = log, len(first), len(dict.fromkeys(runs.loc[logged, "model"]))
+        sev_in, sev_note = figs.cap_models(labelled_sev, lambda g: len(g.loc[g["metric"].isin(["top1", "mIoU"]), ["ood_set", "metric"]].drop_duplicates()))
+        cal_in, cal_note = figs.cap_models(calibration, lambda g: g["arm"].nunique())
+        summary_forest = len(forest_rows) > figs.MAX_FOREST_ROWS
+        draw = [
+            figs.Figure("bars", plots.bars, (bars_in, out / "bars", title), figs.shown_note(shown, total)),
+            figs.Figure("forest", plots.forest_summary, (forest_rows, out / "forest", title),
+                        f"Summary view: the {len(forest_rows)} rows of the full plot do not fit one figure; each comparison is shown by its "
+                        "OOD average (else its ID split), sorted by Δ; every Δ is in delta.csv and the verdict box.")
+            if summary_forest else figs.Figure("forest", plots.forest, (forest_rows, out / "forest", title, claim_bands(suite, ends))),
+            figs.Figure("id_vs_ood", plots.id_vs_ood, (points, by_model[by_model["model"].isin(set(points["model"]))], out / "id_vs_ood", title),
+                        figs.shown_note(shown, total)),
+            figs.Figure("curves", plots.curves, (curves_in, out / "curves", title, bool(final["random_init"].astype(bool).any())),
+                        figs.shown_note(curves_shown, curves_total)),
+            figs.Figure("severity", plots.severity, (sev_in, out / "severity", title), sev_note),
+            figs.Figure("reliability", plots.reliability, (cal_in, out / "reliability", title), cal_note),
+        ]
         if not ablation_rows.empty:  # a suite with one config per method has nothing to rank
-            draw["ablation"] = lambda: plots.ablation(ablation_rows, out / "ablation", title)
-        if not log.empty:
-            flat = plots.curve_panels(log)[1]
+            ranked, a_shown, a_total = figs.first_settings(ablation_rows, figs.MAX_ABLATION_SETTINGS, "setting")
+            draw.append(figs.Figure("ablation", plots.ablation, (ranked, out / "ablation", title), figs.shown_note(a_shown, a_total)))
+        if logged:
+            flat = plots.curve_panels(_extremes_log(extremes))[1]  # a quantity constant in every run (not only those drawn)
             if flat:
                 skipped.append("Training curves: not drawn, constant over training in every run: " + "; ".join(flat) + ".")
     if not sweeps.empty:  # a suite that tunes nothing has no sweep to miss
-        draw["sweep"] = lambda: plots.sweep(sweeps, out / "sweep", title)
+        draw.append(figs.Figure("sweep", plots.sweep, (sweeps, out / "sweep", title)))
     if draw and not figures_wanted():
         skipped.append("Figures: not drawn ($BENCH_REPORT_FIGURES=0); unset it and run `bench report` to draw them.")
-        draw = {}
-    for key, make in draw.items():
-        try:  # a figure that fails must not cost the tables and the page
-            paths = make()
-        except Exception as exc:  # noqa: BLE001 — reported in the report itself
-            paths, reason = [], f"drawing it failed ({exc.__class__.__name__}: {exc})"
-        else:
-            reason = plots.FIGURES.get(key).absent
-        files += paths
-        if paths:
-            figures.append((key, plots.FIGURES.get(key).caption, paths[0]))
-        else:
-            skipped.append(f"No {key.replace('_', ' ')} figure: {reason}")
+        draw = []
+    run_cache.save()
+    drawn, missing, figure_files = figs.draw_all(draw, out, cache_wanted() if cache is None else cache, lambda key: plots.FIGURES.get(key).absent)
+    files += figure_files
+    skipped += missing
+    figures = [(key, " ".join(x for x in (plots.FIGURES.get(key).caption, note) if x), path) for key, path, note in drawn]
 
     done = int((states["state"] == "done").sum())
     head = [f"# {title}", "", *([note, ""] if note else []), f"{suite.description}".strip(), "", f"{done} of {len(states)} runs done."

@@ -93,7 +93,10 @@ def pair_key(config: dict[str, Any] | None, tuned_keys: Iterable[str] = ()) -> s
     compare. Tuned keys are masked, not dropped, so a tuned run never pairs with an untuned one."""
     if not config:
         return UNKNOWN_VARIANT
-    rest = copy.deepcopy({k: v for k, v in config.items() if k not in ("seed", "method")})
+    tuned_keys = list(tuned_keys)
+    rest = {k: v for k, v in config.items() if k not in ("seed", "method")}
+    if tuned_keys:  # masked in a copy: the config itself is the run's record
+        rest = copy.deepcopy(rest)
     for key in tuned_keys:
         node = rest
         *parents, leaf = key.split(".")
@@ -166,6 +169,22 @@ def variant_descriptions(long: pd.DataFrame) -> dict[str, str]:
     if long.empty:
         return {}
     runs = long.drop_duplicates("run_id")
+    runs = runs[[c for c in (*GROUP_COLUMNS, "method", "variant", "method_params", "tuned") if c in runs]]
+    # a report asks this of the same runs many times (tables, figures, verdict): remembered by content
+    key = tuple(map(tuple, runs.astype(object).where(runs.notna(), None).to_numpy()))
+    if key in _DESCRIPTIONS:
+        return dict(_DESCRIPTIONS[key])
+    out = _describe_variants(runs)
+    if len(_DESCRIPTIONS) > 16:
+        _DESCRIPTIONS.clear()
+    _DESCRIPTIONS[key] = out
+    return dict(out)
+
+
+_DESCRIPTIONS: dict[tuple, dict[str, str]] = {}
+
+
+def _describe_variants(runs: pd.DataFrame) -> dict[str, str]:
     out: dict[str, str] = {}
     for _, part in runs.groupby([*GROUP_COLUMNS, "method"], sort=False, dropna=False):
         variants = part.drop_duplicates("variant")
@@ -280,7 +299,8 @@ def read_store(specs: list[RunSpec], results_root: Path) -> StoreRead:
         if state != "done":
             continue  # unfinished, failed, corrupt or stale-data: listed in the states, no table uses it
         try:
-            results.append(Finished(run_dir.read_result(), _finished_utc(run_dir, status), (record.facts or {}).get("digest")))
+            facts = record.facts or {}
+            results.append(Finished(run_dir.read_result_signed(facts.get("signed")), _finished_utc(run_dir, status), facts.get("digest")))
             dirs[spec.run_id] = run_dir
         except (CorruptFile, FileNotFoundError):  # damaged since the state was read: listed as corrupt next time
             continue
@@ -561,13 +581,13 @@ def training_log(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
     return training_log_of(read_store(specs, results_root))
 
 
-def training_log_of(store: StoreRead) -> pd.DataFrame:
-    """:func:`training_log` of an already read store: each final run's log parsed once, and one
-    frame built from all of them (not one per run)."""
+def training_log_of(store: StoreRead, only: set[str] | None = None) -> pd.DataFrame:
+    """:func:`training_log` of an already read store (``only``: of these runs): each final run's
+    log parsed once, and one frame built from all of them (not one per run)."""
     rows: list[dict[str, Any]] = []
     for f in store.results:
         run_dir = store.dirs.get(f.result.get("run_id"))
-        if run_dir is None or stage_of(f.result) != FINAL or not run_dir.metrics.is_file():
+        if run_dir is None or stage_of(f.result) != FINAL or (only is not None and f.result.get("run_id") not in only) or not run_dir.metrics.is_file():
             continue
         try:
             log = run_dir.read_metrics()

@@ -17,7 +17,13 @@ from functools import lru_cache
 
 import numpy as np
 from scipy import special as sc
-from scipy import stats as sps
+
+
+def _sps():
+    """scipy.stats, imported when first needed (a report whose estimates are all remembered needs none)."""
+    from scipy import stats
+
+    return stats
 
 
 def _valid(*values: float) -> bool:
@@ -28,41 +34,43 @@ def t_ppf(q: float, df: float) -> float:
     """``scipy.stats.t.ppf(q, df)``."""
     if _valid(q, df) and 0 < q < 1 and df > 0:
         return float(sc.stdtrit(df, q))
-    return float(sps.t.ppf(q, df))
+    return float(_sps().t.ppf(q, df))
 
 
 def t_sf(x: float, df: float) -> float:
     """``scipy.stats.t.sf(x, df)``."""
     if _valid(x, df) and math.isfinite(x) and df > 0:
         return float(sc.stdtr(df, -x))
-    return float(sps.t.sf(x, df))
+    return float(_sps().t.sf(x, df))
 
 
 def t_cdf(x: float, df: float) -> float:
     """``scipy.stats.t.cdf(x, df)``."""
     if _valid(x, df) and math.isfinite(x) and df > 0:
         return float(sc.stdtr(df, x))
-    return float(sps.t.cdf(x, df))
+    return float(_sps().t.cdf(x, df))
 
 
 def nct_sf(x: float, df: float, nc: float) -> float:
     """``scipy.stats.nct.sf(x, df, nc)``."""
     if _valid(x, df, nc) and math.isfinite(x) and df > 0:
-        return float(sps.nct._sf(np.float64(x), np.float64(df), np.float64(nc)))
-    return float(sps.nct.sf(x, df, nc))
+        return float(_sps().nct._sf(np.float64(x), np.float64(df), np.float64(nc)))
+    return float(_sps().nct.sf(x, df, nc))
 
 
 def nct_cdf(x: float, df: float, nc: float) -> float:
     """``scipy.stats.nct.cdf(x, df, nc)``."""
     if _valid(x, df, nc) and math.isfinite(x) and df > 0:
-        return float(sps.nct._cdf(np.float64(x), np.float64(df), np.float64(nc)))
-    return float(sps.nct.cdf(x, df, nc))
+        return float(_sps().nct._cdf(np.float64(x), np.float64(df), np.float64(nc)))
+    return float(_sps().nct.cdf(x, df, nc))
 
 
 @lru_cache(maxsize=4096)
 def chi2_ppf(q: float, df: float) -> float:
     """``scipy.stats.chi2.ppf(q, df)`` (asked for a handful of seed counts: remembered)."""
-    return float(sps.chi2.ppf(q, df))
+    if _valid(q, df) and 0 < q < 1 and df > 0 and math.isfinite(df):
+        return float(2 * sc.gammaincinv(df / 2, q))
+    return float(_sps().chi2.ppf(q, df))
 
 
 @lru_cache(maxsize=4096)

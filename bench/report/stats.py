@@ -54,8 +54,6 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
-
 from bench.report import dist
 from bench.report.aggregate import CONFIDENCE, FINAL, GROUP_COLUMNS, scale_of, significant, stage_of, zero_width
 
@@ -201,11 +199,21 @@ class DeltaEstimate:
         return DeltaEstimate(self.mean * factor, self.se * abs(factor), self.df, self.n_seeds, self.method, comps)
 
 
-@lru_cache(maxsize=65536)  # the seed-level model asks it again and again for the same degrees of freedom
 def noncentral_effect(df: float, alpha: float = 1 - CONFIDENCE, power: float = POWER, df_variance: float | None = None) -> float:
     """The non-centrality δ at which a two-sided t-test with critical value t_{1−α/2, df} rejects
     with probability ``power`` when its SE estimate varies like a χ² with ``df_variance`` degrees of
-    freedom (default ``df``): an effect of δ standard errors."""
+    freedom (default ``df``): an effect of δ standard errors. Remembered with the report's
+    estimates (:class:`EstimateCache`): the seed-level model asks it for the same few df again and
+    again, and each answer is a root search."""
+    cache = _CACHE
+    if cache is not None:
+        return cache.effect(df, alpha, power, df_variance)
+    return _noncentral_effect(df, alpha, power, df_variance)
+
+
+@lru_cache(maxsize=65536)
+def _noncentral_effect(df: float, alpha: float, power: float, df_variance: float | None) -> float:
+    from scipy import stats as sps
     from scipy.optimize import brentq
 
     dv = df if df_variance is None else df_variance
@@ -608,16 +616,15 @@ class EstimateCache:
         import hashlib
         import json
 
-        rows = []
+        parts = [self.code, split, metric]
         for seed in members:
-            part = []
+            parts.append(";")
             for m in seed:
                 dt, dc = self.digests.get(m.treatment), self.digests.get(m.control)
                 if dt is None or dc is None:
                     return None
-                part.append([m.treatment, dt, m.control, dc, repr(float(m.weight)), m.dataset, m.prefix])
-            rows.append(part)
-        return hashlib.sha256(json.dumps([self.code, split, metric, rows]).encode()).hexdigest()
+                parts += [m.treatment, dt, m.control, dc, repr(float(m.weight)), m.dataset, m.prefix]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
 
     def get(self, key: str) -> tuple[str, Any] | None:
         entry = self.entries.get(key)
@@ -649,6 +656,19 @@ class EstimateCache:
         self.entries[key] = {"kind": "unavailable" if isinstance(exc, Unavailable) else "invalid", "value": str(exc)}
         self.used.add(key)
         self.misses += 1
+
+    def effect(self, df: float, alpha: float, power: float, df_variance: float | None) -> float:
+        """:func:`noncentral_effect`, remembered (entries keyed by its arguments' exact repr)."""
+        key = f"effect|{df!r}|{alpha!r}|{power!r}|{df_variance!r}"
+        entry = self.entries.get(key)
+        if isinstance(entry, dict) and entry.get("kind") == "effect" and isinstance(entry.get("value"), float):
+            self.used.add(key)
+            return entry["value"]
+        value = _noncentral_effect(df, alpha, power, df_variance)
+        if self.path is not None:
+            self.entries[key] = {"kind": "effect", "value": value}
+            self.used.add(key)
+        return value
 
     def mde(self, key: str | None, est: DeltaEstimate) -> float:
         """``est.mde()``, remembered with its estimate (a root search per Δ)."""
