@@ -124,10 +124,8 @@ def _nothing_found(args: argparse.Namespace, specs) -> str | None:
     """When no run of ``specs`` has a result in --results: one line naming the folder read (and,
     if the suite's checkout has its results elsewhere, where), so '0 of 6 runs done' is never
     read as 'my runs are lost'. None when something was found."""
-    from bench.store import RunDir
-
     root = Path(args.results)
-    if any(RunDir.of(root, s.suite, s.run_id).result_file.is_file() for s in specs):
+    if any((root / suite / run_id / "result.json").is_file() for suite, run_id in _stored_runs(root, specs)):
         return None
     names = list(dict.fromkeys(s.suite for s in specs)) or [args.suite.stem]
     elsewhere = _checkout_results(args.suite, names, root)
@@ -135,6 +133,19 @@ def _nothing_found(args: argparse.Namespace, specs) -> str | None:
         return (f"no results under {_display(root)}; the suite's checkout has them in {elsewhere}: "
                 f"pass --results {elsewhere}")
     return "no finished runs in " + ", ".join(str((root / n).resolve()) for n in names)
+
+
+def _stored_runs(root: Path, specs) -> list[tuple[str, str]]:
+    """(suite, run id) of the runs of ``specs`` that have a folder under ``root``: one listing per
+    suite folder instead of a stat per run (a 100,000-run suite mostly has none yet)."""
+    out = []
+    for suite in dict.fromkeys(s.suite for s in specs):
+        try:
+            present = set(os.listdir(root / suite))
+        except OSError:
+            continue
+        out += [(suite, s.run_id) for s in specs if s.suite == suite and s.run_id in present]
+    return out
 
 
 def _say_nothing_found(args: argparse.Namespace, specs, console: "Console") -> None:
@@ -245,8 +256,8 @@ def cmd_dry_run(args: argparse.Namespace, suite, specs, console: "Console") -> i
         console.print(status_table(run_rows(specs, args.results)))
     else:
         console.print("\n".join(summary_lines(suite, specs)), markup=False, soft_wrap=True)
-    stored = {s.suite for s in specs if (Path(args.results) / s.suite).is_dir()}  # a suite never run has nothing done
-    todo = [s for s in specs if args.force or s.suite not in stored or not is_done(RunDir.of(args.results, s.suite, s.run_id), s.config)]
+    stored = {(suite, run_id) for suite, run_id in _stored_runs(Path(args.results), specs)}  # a run without a folder has nothing done
+    todo = [s for s in specs if args.force or (s.suite, s.run_id) not in stored or not is_done(RunDir.of(args.results, s.suite, s.run_id), s.config)]
     console.print(f"{len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run with --executor {args.executor}", markup=False)
     _say_nothing_found(args, specs, console)
     for name in dict.fromkeys(s.profile for s in todo):

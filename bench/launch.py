@@ -271,8 +271,11 @@ def scheduler_states(job_ids: list[str]) -> dict[str, str]:
 
     if not job_ids:
         return {}
+    # an array task '180_5' is asked as its array '180' (sacct lists every task of it): thousands of
+    # runs submitted as a few arrays make one short command line, not one id per run
+    asked = dict.fromkeys(j.split("_", 1)[0] if j.split("_", 1)[-1].isdigit() else j for j in job_ids)
     try:  # our call rather than the watcher's: it needs a timeout, and -X (allocations only)
-        out = subprocess.run(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(job_ids)], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(asked)], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return {}
     info = SlurmInfoWatcher().read_info(out.stdout) if out.returncode == 0 else {}
