@@ -243,6 +243,14 @@ def claim_coverage(suite, specs) -> list[str]:
     return lines
 
 
+def _print_table(console: "Console", table: Any) -> None:
+    """A status table: rich's, or (thousands of runs) plain aligned text, printed as it is."""
+    if isinstance(table, str):
+        console.print(table, markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(table)
+
+
 def cmd_dry_run(args: argparse.Namespace, suite, specs, console: "Console") -> int:
     """What `run` would do: the summary (or, with --list, every run's state), then per profile the
     resources and, for Slurm, the sbatch script submitit would submit."""
@@ -253,7 +261,7 @@ def cmd_dry_run(args: argparse.Namespace, suite, specs, console: "Console") -> i
     from bench.summary import summary_lines
 
     if args.list:
-        console.print(status_table(run_rows(specs, args.results)))
+        _print_table(console, status_table(run_rows(specs, args.results)))
     else:
         console.print("\n".join(summary_lines(suite, specs)), markup=False, soft_wrap=True)
     stored = {(suite, run_id) for suite, run_id in _stored_runs(Path(args.results), specs)}  # a run without a folder has nothing done
@@ -439,7 +447,7 @@ def cmd_status(args: argparse.Namespace, console: "Console") -> int:
         return Exit.RUNS_FAILED if failed else Exit.OK
     console.print(f"{args.suite}: {summary_line(rows)}", markup=False)
     _say_nothing_found(args, specs, console)
-    console.print(status_table(rows, wide=args.wide))
+    _print_table(console, status_table(rows, wide=args.wide))
     for spec, row in zip(specs, rows):  # the table cuts errors short; a damaged file is named in full
         problem = RunDir.of(args.results, spec.suite, spec.run_id).corruption() if row["state"] == "corrupt" else None
         if problem:

@@ -83,9 +83,12 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
     return f"{len(rows)} runs: " + (", ".join(f"{n} {state}" for state, n in counts.items()) or "none")
 
 
-def status_table(rows: list[dict[str, Any]], wide: bool = False) -> Table:
-    """The compact view: columns that say something for these runs only (no scheduler columns
-    without a scheduler, no profile column for a one-profile suite, ...); ``wide`` shows all."""
+RICH_ROWS = 500  # above this many runs the table is plain aligned text: rich measures every cell (seconds at thousands)
+
+
+def shown_columns(rows: list[dict[str, Any]], wide: bool = False) -> list[str]:
+    """The compact view's columns: those that say something for these runs only (no scheduler
+    columns without a scheduler, no profile column for a one-profile suite, ...); ``wide``: all."""
     columns = ["run", "stage", "method", "seed", "dataset", "profile", "state", "progress", "attempts", "job", "scheduler", "error", "data"]
     if not wide:
         always = {"run", "method", "seed", "state"}
@@ -101,8 +104,30 @@ def status_table(rows: list[dict[str, Any]], wide: bool = False) -> Table:
             "data": any(r["data"] for r in rows),  # 'data could not be checked (…)': a done run unverified here
         }
         columns = [c for c in columns if c in always or informative.get(c)]
+    return columns
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    return str(row[column])[:80] if column in ("error", "data") else str(row[column])
+
+
+def status_text(rows: list[dict[str, Any]], wide: bool = False) -> str:
+    """:func:`status_table`'s rows as plain aligned text, for suites of thousands of runs."""
+    columns = shown_columns(rows, wide)
+    cells = [[_cell(row, c).replace("\n", " ") for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    line = lambda texts: "  ".join(t.ljust(w) for t, w in zip(texts, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def status_table(rows: list[dict[str, Any]], wide: bool = False) -> Table | str:
+    """The compact view (:func:`shown_columns`) as a rich table; above :data:`RICH_ROWS` runs as
+    plain aligned text (:func:`status_text`), the same columns and cells."""
+    if len(rows) > RICH_ROWS:
+        return status_text(rows, wide)
+    columns = shown_columns(rows, wide)
     table = Table(*columns)
     table.columns[columns.index("state")].no_wrap = True  # 'interrupted' in full
     for row in rows:
-        table.add_row(*(str(row[c])[:80] if c in ("error", "data") else str(row[c]) for c in columns))
+        table.add_row(*(_cell(row, c) for c in columns))
     return table

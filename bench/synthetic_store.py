@@ -151,8 +151,10 @@ def _log_rows(key: tuple, skill: float) -> list[dict[str, Any]]:
     return rows
 
 
-def write_run(spec: Any, results_root: Path, images: int = 400, checkpoint_bytes: int = 64 * 1024, job_id: str | None = None) -> None:
-    """One finished run of ``spec`` in ``results_root``, written as :mod:`bench.job` writes it."""
+def write_run(spec: Any, results_root: Path, images: int = 400, checkpoint_bytes: int = 64 * 1024, job_id: str | None = None,
+              salt: str = "") -> None:
+    """One finished run of ``spec`` in ``results_root``, written as :mod:`bench.job` writes it;
+    another ``salt`` gives other numbers (the run computed again, differently)."""
     from bench.data import DATASETS as REGISTRY
     from bench.evaluate import EVALUATIONS
     from bench.io import atomic_torch_save
@@ -167,7 +169,7 @@ def write_run(spec: Any, results_root: Path, images: int = 400, checkpoint_bytes
     run_dir.write_config(cfg.canonical())
     submitted = {"executor": "slurm", "executor_job_id": job_id, "submitit_folder": str(Path(results_root) / spec.suite / ".submitit")} if job_id else {}
     run_dir.set_status("running", world_size=1, **submitted)
-    key = (spec.suite, spec.run_id)
+    key = (spec.suite, spec.run_id, salt) if salt else (spec.suite, spec.run_id)
     params = cfg.method.resolved_params()
     skill = 0.6 + 0.08 * (cfg.method.name != "sft") + 0.05 * float(params.get("mu", 1) or 1) ** 0.5 + 0.02 * cfg.seed + _rng("skill", *key).normal(0, 0.05)
     rows = _log_rows(key, skill)
