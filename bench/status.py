@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
+from rich.text import Text
 
 from bench.dataid import STALE, record_state
 from bench.progress import CACHING_TOKENS, PREPARING_DATA
@@ -118,6 +119,13 @@ def status_text(rows: list[dict[str, Any]], wide: bool = False) -> str:
     widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
     line = lambda texts: "  ".join(t.ljust(w) for t, w in zip(texts, widths)).rstrip()  # noqa: E731
     return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def status_renderable(rows: list[dict[str, Any]], wide: bool = False) -> Table | Text:
+    """:func:`status_table` as something rich can refresh in place (the local executor's live
+    view): plain text is shown as it is, never read as markup."""
+    table = status_table(rows, wide)
+    return Text(table, no_wrap=True, overflow="crop") if isinstance(table, str) else table
 
 
 def status_table(rows: list[dict[str, Any]], wide: bool = False) -> Table | str:

@@ -294,7 +294,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         calibration = _id_calibration(results, runs)
         # at most figs.MAX_PANELS panels per figure, the first settings in suite order (bench.report.figures)
         bars_in, shown, total = figs.first_settings(by_model, figs.MAX_PANELS)
-        points, _, _ = figs.first_settings(labelled, figs.MAX_PANELS)
+        points, points_note = figs.cap_models(labelled, lambda g: g["arm"].nunique(), figs.MAX_POINT_GROUPS)
         curves_in, curves_shown, curves_total = log, len(first), len(dict.fromkeys(runs.loc[logged, "model"]))
         sev_in, sev_note = figs.cap_models(labelled_sev, lambda g: len(g.loc[g["metric"].isin(["top1", "mIoU"]), ["ood_set", "metric"]].drop_duplicates()))
         cal_in, cal_note = figs.cap_models(calibration, lambda g: g["arm"].nunique())
@@ -306,7 +306,7 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
                         "OOD average (else its ID split), sorted by Δ; every Δ is in delta.csv and the verdict box.")
             if summary_forest else figs.Figure("forest", plots.forest, (forest_rows, out / "forest", title, claim_bands(suite, ends))),
             figs.Figure("id_vs_ood", plots.id_vs_ood, (points, by_model[by_model["model"].isin(set(points["model"]))], out / "id_vs_ood", title),
-                        figs.shown_note(shown, total)),
+                        points_note),
             figs.Figure("curves", plots.curves, (curves_in, out / "curves", title, bool(final["random_init"].astype(bool).any())),
                         figs.shown_note(curves_shown, curves_total)),
             figs.Figure("severity", plots.severity, (sev_in, out / "severity", title), sev_note),

@@ -5,8 +5,9 @@ forest row per comparison and evaluation set, a reliability panel per setting ×
 At a thousand runs that is a figure hundreds of inches wide or tall, minutes to draw and nothing
 a person can read. So:
 
-- each figure draws at most :data:`MAX_PANELS` panels — the first settings in suite order — and
-  its caption says how many it shows of how many (every number is in the tables and CSVs);
+- each figure draws at most :data:`MAX_PANELS` panels (fewer settings where a setting is a row
+  of panels or many markers) — the first settings in suite order — and its caption says how many
+  it shows of how many (every number is in the tables and CSVs);
 - the forest plot, past :data:`MAX_FOREST_ROWS` rows, becomes its summary view
   (:func:`bench.report.plots.forest_summary`): one row per comparison, sorted by Δ;
 - never one image per run: a figure is one file pair (PNG, PDF) per family;
@@ -28,8 +29,9 @@ import pandas as pd
 
 from bench.io import atomic_write_text, cache_dir, sha256_file
 
-MAX_PANELS = 12  # panels (settings, or setting × method config) per figure
-MAX_CURVE_SETTINGS = 4  # training curves: a setting is a row of up to 9 panels
+MAX_PANELS = 8  # panels (settings, or setting × method config) per figure
+MAX_CURVE_SETTINGS = 2  # training curves: a setting is a row of up to 9 panels, a line per config
+MAX_POINT_GROUPS = 20  # ID vs OOD: (setting, config) groups, each a colour × marker with its own legend entry
 MAX_ABLATION_SETTINGS = 6  # the ranked ablation: a setting is a panel as tall as its configs
 MAX_FOREST_ROWS = 60  # rows of the full forest plot; beyond, its summary view
 
