@@ -18,8 +18,8 @@ import pandas as pd
 from bench.io import atomic_write_json, atomic_write, atomic_write_text
 from bench.report import figures as figs
 from bench.report import html, plots, stats, verdict
-from bench.report.aggregate import (limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table, read_store,
-                                    seed_summary, selection_table, severity_summary, sweep_table, training_log_of, variant_legend, with_averages)
+from bench.report.aggregate import (StoreRead, limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table,
+                                    read_store, seed_summary, selection_table, severity_summary, sweep_table, training_log_of, variant_legend, with_averages)
 from bench.report.cost import cost_table
 from bench.report.runcache import RunCache, log_extremes, valid_extremes
 from bench.report.samples import report_context as samples_context
@@ -145,7 +145,7 @@ def load_final(specs: list[RunSpec], results_root: Path) -> tuple[pd.DataFrame, 
     return final, predictions, unread
 
 
-def _log_extremes(store, cache: RunCache, final: set[str]) -> dict[str, dict[str, list[float] | None]]:
+def _log_extremes(store: StoreRead, cache: RunCache, final: set[str]) -> dict[str, dict[str, list[float] | None]]:
     """run id → :func:`bench.report.runcache.log_extremes` of each final run's metrics.jsonl (kept by
     result digest): every run's log is read once, and not again while its result is unchanged."""
     columns = ("step", *(c for c, _ in plots.CURVE_PANELS))

@@ -564,13 +564,15 @@ def paired_diffs(members: Sequence[Sequence[Member]], split: str, metric: str, v
 # ---- remembered estimates ----------------------------------------------------------------------
 
 def _code_version() -> str:
-    """A hash of the code a crossed estimate is computed by: changing it forgets every estimate."""
+    """A hash of the code a crossed estimate is computed by — this module, the distributions, the
+    long table's averages, and the datasets' declarations of which splits share images: changing
+    any of it forgets every estimate."""
     import hashlib
 
     here = Path(__file__).parent
     h = hashlib.sha256()
-    for name in ("stats.py", "dist.py", "aggregate.py"):
-        h.update((here / name).read_bytes())
+    for path in [here / "stats.py", here / "dist.py", here / "aggregate.py", *sorted((here.parent / "data").glob("*.py"))]:
+        h.update(path.name.encode() + path.read_bytes())
     return h.hexdigest()[:16]
 
 
