@@ -21,6 +21,7 @@ from bench.report import html, plots, stats, verdict
 from bench.report.aggregate import (StoreRead, limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table,
                                     read_store, seed_summary, selection_table, severity_summary, sweep_table, training_log_of, variant_legend, with_averages)
 from bench.report.cost import cost_table
+from bench.report.longcsv import write_long_csv
 from bench.report.runcache import RunCache, log_extremes, valid_extremes
 from bench.report.samples import report_context as samples_context
 from bench.report.samples import samples_markdown
@@ -241,7 +242,10 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         files.append(out / name)
         return out / name
 
-    long_files = [write("results_long.csv", long.to_csv(index=False))]
+    # the lines of runs unchanged since the last report are taken from its file (bench.report.longcsv)
+    write_long_csv(long, out / "results_long.csv", {f.result["run_id"]: f.digest for f in results}, cache_wanted() if cache is None else cache)
+    files.append(out / "results_long.csv")
+    long_files = [out / "results_long.csv"]
     atomic_write(out / "results_long.parquet", lambda tmp: long.to_parquet(tmp, index=False))
     files.append(out / "results_long.parquet")
     write("summary.csv", summary.to_csv(index=False))
