@@ -89,3 +89,4 @@ bench-perf: install
 	$(PY) benchmarks/seg_loss.py
 	$(PY) benchmarks/sr_probe.py
 	$(PY) benchmarks/loader.py
+	$(PY) benchmarks/store_scale.py

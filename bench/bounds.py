@@ -75,6 +75,25 @@ def _numeric_only(annotation: Any) -> bool:
     return any(t in (int, float) for t in flat) and bool not in flat and Any not in flat
 
 
+_NUMERIC_ONLY: dict[tuple[type, str], bool] = {}
+_KNOWN: dict[tuple[type, str], bool] = {}
+
+
+def _known_field(cls: type, name: str) -> bool:
+    key = (cls, name)
+    if key not in _KNOWN:
+        _KNOWN[key] = cls.model_fields.get(name) is not None
+    return _KNOWN[key]
+
+
+def _numeric_only_field(cls: type, name: str) -> bool:
+    """:func:`_numeric_only` of a model field's annotation, worked out once per field."""
+    key = (cls, name)
+    if key not in _NUMERIC_ONLY:
+        _NUMERIC_ONLY[key] = _numeric_only(cls.model_fields[name].annotation)
+    return _NUMERIC_ONLY[key]
+
+
 def _has_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return True
@@ -96,13 +115,14 @@ class Checked(BaseModel):
     @field_validator("*", mode="before")
     @classmethod
     def _bounded(cls, value: Any, info: ValidationInfo) -> Any:
-        field = cls.model_fields.get(info.field_name or "")
-        if field is None:
+        if isinstance(value, BaseModel):  # a section validated when it was built (shared by runs of a suite): checked then
             return value
         name = info.field_name or ""
+        if not _known_field(cls, name):
+            return value
         # an item of a list is named by its index (``seeds.0: …``) so the message points at its line
         items = list(enumerate(value)) if isinstance(value, (list, tuple)) else [(None, value)]
-        if _has_bool(value) and _numeric_only(field.annotation):
+        if _has_bool(value) and _numeric_only_field(cls, name):
             where, bad = next(((i, v) for i, v in items if isinstance(v, bool)), (None, value))
             raise ValueError(f"{'' if where is None else f'{name}.{where}: '}{cut(bad)} is a boolean, not a number (write the number itself)")
         limit = cls._text_limits.get(name, MAX_NAME)

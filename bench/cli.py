@@ -93,13 +93,14 @@ def _build_report(suite, specs, args: argparse.Namespace, subset: bool = False) 
     from bench.report import build_report
     from bench.suite import only_folder, parse_only
 
+    cache = False if getattr(args, "no_cache", False) else None  # None: $BENCH_REPORT_CACHE decides (default on)
     if not (subset and args.only):
-        return build_report(suite, specs, args.results, args.reports, args.suite)
+        return build_report(suite, specs, args.results, args.reports, args.suite, cache=cache)
     total = len(_specs(args, only=False)[1])
     folder = only_folder(suite.name, parse_only(args.only))
     note = (f"Subset report: only the runs with {args.only} ({len(specs)} of the suite's {total} runs), in {args.reports / folder}/; "
             f"the suite's report, {args.reports / suite.name}/, is left as it is.")
-    return build_report(suite, specs, args.results, args.reports, args.suite, folder=folder, note=note)
+    return build_report(suite, specs, args.results, args.reports, args.suite, folder=folder, note=note, cache=cache)
 
 
 def _display(folder: Path) -> str:
@@ -123,10 +124,8 @@ def _nothing_found(args: argparse.Namespace, specs) -> str | None:
     """When no run of ``specs`` has a result in --results: one line naming the folder read (and,
     if the suite's checkout has its results elsewhere, where), so '0 of 6 runs done' is never
     read as 'my runs are lost'. None when something was found."""
-    from bench.store import RunDir
-
     root = Path(args.results)
-    if any(RunDir.of(root, s.suite, s.run_id).result_file.is_file() for s in specs):
+    if any((root / suite / run_id / "result.json").is_file() for suite, run_id in _stored_runs(root, specs)):
         return None
     names = list(dict.fromkeys(s.suite for s in specs)) or [args.suite.stem]
     elsewhere = _checkout_results(args.suite, names, root)
@@ -134,6 +133,19 @@ def _nothing_found(args: argparse.Namespace, specs) -> str | None:
         return (f"no results under {_display(root)}; the suite's checkout has them in {elsewhere}: "
                 f"pass --results {elsewhere}")
     return "no finished runs in " + ", ".join(str((root / n).resolve()) for n in names)
+
+
+def _stored_runs(root: Path, specs) -> list[tuple[str, str]]:
+    """(suite, run id) of the runs of ``specs`` that have a folder under ``root``: one listing per
+    suite folder instead of a stat per run (a 100,000-run suite mostly has none yet)."""
+    out = []
+    for suite in dict.fromkeys(s.suite for s in specs):
+        try:
+            present = set(os.listdir(root / suite))
+        except OSError:
+            continue
+        out += [(suite, s.run_id) for s in specs if s.suite == suite and s.run_id in present]
+    return out
 
 
 def _say_nothing_found(args: argparse.Namespace, specs, console: "Console") -> None:
@@ -231,6 +243,14 @@ def claim_coverage(suite, specs) -> list[str]:
     return lines
 
 
+def _print_table(console: "Console", table: Any) -> None:
+    """A status table: rich's, or (thousands of runs) plain aligned text, printed as it is."""
+    if isinstance(table, str):
+        console.print(table, markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print(table)
+
+
 def cmd_dry_run(args: argparse.Namespace, suite, specs, console: "Console") -> int:
     """What `run` would do: the summary (or, with --list, every run's state), then per profile the
     resources and, for Slurm, the sbatch script submitit would submit."""
@@ -241,11 +261,11 @@ def cmd_dry_run(args: argparse.Namespace, suite, specs, console: "Console") -> i
     from bench.summary import summary_lines
 
     if args.list:
-        console.print(status_table(run_rows(specs, args.results)))
+        _print_table(console, status_table(run_rows(specs, args.results)))
     else:
         console.print("\n".join(summary_lines(suite, specs)), markup=False, soft_wrap=True)
-    stored = {s.suite for s in specs if (Path(args.results) / s.suite).is_dir()}  # a suite never run has nothing done
-    todo = [s for s in specs if args.force or s.suite not in stored or not is_done(RunDir.of(args.results, s.suite, s.run_id), s.config)]
+    stored = {(suite, run_id) for suite, run_id in _stored_runs(Path(args.results), specs)}  # a run without a folder has nothing done
+    todo = [s for s in specs if args.force or (s.suite, s.run_id) not in stored or not is_done(RunDir.of(args.results, s.suite, s.run_id), s.config)]
     console.print(f"{len(specs)} runs, {len(specs) - len(todo)} done, {len(todo)} to run with --executor {args.executor}", markup=False)
     _say_nothing_found(args, specs, console)
     for name in dict.fromkeys(s.profile for s in todo):
@@ -427,7 +447,7 @@ def cmd_status(args: argparse.Namespace, console: "Console") -> int:
         return Exit.RUNS_FAILED if failed else Exit.OK
     console.print(f"{args.suite}: {summary_line(rows)}", markup=False)
     _say_nothing_found(args, specs, console)
-    console.print(status_table(rows, wide=args.wide))
+    _print_table(console, status_table(rows, wide=args.wide))
     for spec, row in zip(specs, rows):  # the table cuts errors short; a damaged file is named in full
         problem = RunDir.of(args.results, spec.suite, spec.run_id).corruption() if row["state"] == "corrupt" else None
         if problem:
@@ -633,6 +653,8 @@ def parser() -> argparse.ArgumentParser:
                                 "re-evaluation needs); not part of any run's identity")
         if name in ("run", "report", "reproduce"):
             s.add_argument("--full", action="store_true", help="print the report's main tables too, not only its headline and path")
+            s.add_argument("--no-cache", action="store_true",
+                           help="compute every Δ estimate afresh instead of reusing those remembered from earlier reports of the same runs")
         if name == "run":
             s.add_argument("--executor", choices=EXECUTORS, default="debug",
                            help="debug: in this process (default; runs share in-memory caches); local: subprocesses; slurm: job arrays")
@@ -711,12 +733,15 @@ def _main(argv: list[str] | None = None) -> int:
     console = Console(highlight=False) if sys.stdout.isatty() else Console(width=200, highlight=False)
     saved = os.environ.get("BENCH_MAX_RUNS")
     from bench.data.fingerprint import memoised
+    from bench.ledger import ledger_scope
 
     from bench.plugins import PluginError, load_entry_points
 
     try:
         load_entry_points()  # installed extensions (bench.plugins.ENTRY_POINT_GROUP) for every command
-        with memoised():  # each split's data fingerprint is computed once per command (bench.dataid)
+        # each split's data fingerprint is computed once per command (bench.dataid), and finished
+        # runs whose files are unchanged since they were verified are not verified again (bench.ledger)
+        with memoised(), ledger_scope():
             return int(args.fn(args, console))
     except (SuiteError, PluginError) as exc:
         console.print(str(exc), markup=False, highlight=False, style="red", soft_wrap=True)

@@ -17,6 +17,7 @@ compares them with the data on disk now:
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -25,7 +26,7 @@ from bench.data.holdout import disk_split
 
 if TYPE_CHECKING:
     from bench.config import RunConfig
-    from bench.store import RunDir
+    from bench.store import RunDir, RunRecord
 
 STALE = "stale-data"
 
@@ -80,6 +81,19 @@ def check(result: dict[str, Any], cfg: "RunConfig") -> DataCheck:
     recorded = (result.get("data") or {}).get("fingerprints")
     if not isinstance(recorded, list):
         return DataCheck("unrecorded", "result.json records no data fingerprints (from before they were recorded)")
+    from bench.data import fingerprint as fp
+
+    # within one command (fingerprint.memoised) runs that record the same splits are checked once:
+    # a suite's runs of one dataset share them, and a split that cannot be read is tried once
+    key = ("dataid.check", str(cfg.data.data_root), json.dumps(recorded, sort_keys=True, default=str))
+    found = fp.memo_get(key)
+    if found is None:
+        found = _check(recorded, cfg)
+        fp.memo_put(key, found)  # type: ignore[arg-type]  # the memo holds any value of its command
+    return found  # type: ignore[return-value]
+
+
+def _check(recorded: list[Any], cfg: "RunConfig") -> DataCheck:
     unreadable = []
     for entry in recorded:
         try:
@@ -102,17 +116,18 @@ def run_state(run_dir: "RunDir", cfg: "RunConfig") -> tuple[str, DataCheck | Non
     """The run's state as every command sees it: the store's (done, corrupt, running, …), except
     that a done run whose recorded data differs from the data on disk is ``stale-data``. The data
     check is returned for done and stale-data runs (None otherwise); it is made only for them."""
-    from bench.errors import CorruptFile
+    state, found, _ = record_state(run_dir, cfg)
+    return state, found
 
-    state = run_dir.effective_state()
-    if state != "done":
-        return state, None
-    try:
-        result = run_dir.read_result()
-    except (FileNotFoundError, CorruptFile):  # changed since the state was read
-        return run_dir.effective_state(), None
-    found = check(result, cfg)
-    return (STALE if found.state == "stale" else "done"), found
+
+def record_state(run_dir: "RunDir", cfg: "RunConfig") -> tuple[str, DataCheck | None, "RunRecord"]:
+    """:func:`run_state` with the run's :class:`bench.store.RunRecord` (status, damage, result
+    facts), each file read and verified once: what commands over a whole suite use."""
+    record = run_dir.record()
+    if record.state != "done" or record.facts is None:
+        return record.state, None, record
+    found = check(record.facts, cfg)  # the facts carry result.json's "data" block
+    return (STALE if found.state == "stale" else "done"), found, record
 
 
 def is_done(run_dir: "RunDir", cfg: "RunConfig") -> bool:

@@ -31,7 +31,7 @@ from bench.io import DISK_WORDS
 from bench.registry import Registry
 from bench.runner import RunOutcome, run_local
 from bench.select import drop_decided_weights
-from bench.status import run_rows, status_table
+from bench.status import run_rows, status_renderable
 from bench.store import RunDir, RunHeld, RunLock, held_message
 from bench.suite import ResourceProfile, RunSpec, Suite
 
@@ -200,7 +200,7 @@ def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, paralle
     executor.update_parameters(timeout_min=24 * 60)
     queue, running, outcomes = list(specs), {}, []
     threads = local_threads(parallel)
-    live = Live(status_table(run_rows(specs, results_root)), console=console, refresh_per_second=1) if console.is_terminal else None
+    live = Live(status_renderable(run_rows(specs, results_root)), console=console, refresh_per_second=1) if console.is_terminal else None
     shown: dict[str, tuple[str, str]] = {}  # without a terminal: a plain line when a run's state or phase moves on
     with live or contextlib.nullcontext():
         while queue or running:
@@ -214,7 +214,7 @@ def launch_local(suite: Suite, specs: list[RunSpec], results_root: Path, paralle
                     outcomes.append(_said(job_outcome(spec, job, results_root), console))
             rows = run_rows(specs, results_root)
             if live is not None:
-                live.update(status_table(rows))
+                live.update(status_renderable(rows))
             else:
                 for row in rows:
                     now = (row["state"], _coarse(row["progress"]))
@@ -271,8 +271,11 @@ def scheduler_states(job_ids: list[str]) -> dict[str, str]:
 
     if not job_ids:
         return {}
+    # an array task '180_5' is asked as its array '180' (sacct lists every task of it): thousands of
+    # runs submitted as a few arrays make one short command line, not one id per run
+    asked = dict.fromkeys(j.split("_", 1)[0] if j.split("_", 1)[-1].isdigit() else j for j in job_ids)
     try:  # our call rather than the watcher's: it needs a timeout, and -X (allocations only)
-        out = subprocess.run(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(job_ids)], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["sacct", "-X", "--parsable2", "-o", "JobID,State", "-j", ",".join(asked)], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired):
         return {}
     info = SlurmInfoWatcher().read_info(out.stdout) if out.returncode == 0 else {}

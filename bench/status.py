@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
+from rich.text import Text
 
-from bench.dataid import STALE, run_state
+from bench.dataid import STALE, record_state
 from bench.progress import CACHING_TOKENS, PREPARING_DATA
 from bench.store import RunDir
 
@@ -53,9 +54,8 @@ def run_rows(specs: list["RunSpec"], results_root: Path) -> list[dict[str, Any]]
     rows = []
     for spec in specs:
         run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        status = run_dir.read_status()
-        problem = run_dir.corruption()
-        state, data = ("corrupt", None) if problem else run_state(run_dir, spec.config)  # done runs: their data checked too
+        state, data, record = record_state(run_dir, spec.config)  # each file read once; done runs: their data checked too
+        status, problem = record.status, record.problem
         job = str(status.get("executor_job_id") or "")
         if problem:
             error = f"{problem.path.name}: {problem.reason}"
@@ -66,7 +66,7 @@ def run_rows(specs: list["RunSpec"], results_root: Path) -> list[dict[str, Any]]
         rows.append({
             "run": spec.run_id, "stage": stage_label(spec), "method": spec.config.method.name, "seed": spec.config.seed,
             "dataset": spec.config.data.name, "profile": spec.profile, "state": state,
-            "progress": progress_text(status, run_dir.metrics_line_count(), state),
+            "progress": progress_text(status, run_dir.metrics_line_count() if state != "done" else 0, state),
             "attempts": int(status.get("attempts", 0)), "job": job, "scheduler": "",
             "error": error, "data": data.reason if data is not None and data.state == "unchecked" else "",
         })
@@ -84,9 +84,12 @@ def summary_line(rows: list[dict[str, Any]]) -> str:
     return f"{len(rows)} runs: " + (", ".join(f"{n} {state}" for state, n in counts.items()) or "none")
 
 
-def status_table(rows: list[dict[str, Any]], wide: bool = False) -> Table:
-    """The compact view: columns that say something for these runs only (no scheduler columns
-    without a scheduler, no profile column for a one-profile suite, ...); ``wide`` shows all."""
+RICH_ROWS = 500  # above this many runs the table is plain aligned text: rich measures every cell (seconds at thousands)
+
+
+def shown_columns(rows: list[dict[str, Any]], wide: bool = False) -> list[str]:
+    """The compact view's columns: those that say something for these runs only (no scheduler
+    columns without a scheduler, no profile column for a one-profile suite, ...); ``wide``: all."""
     columns = ["run", "stage", "method", "seed", "dataset", "profile", "state", "progress", "attempts", "job", "scheduler", "error", "data"]
     if not wide:
         always = {"run", "method", "seed", "state"}
@@ -102,8 +105,37 @@ def status_table(rows: list[dict[str, Any]], wide: bool = False) -> Table:
             "data": any(r["data"] for r in rows),  # 'data could not be checked (…)': a done run unverified here
         }
         columns = [c for c in columns if c in always or informative.get(c)]
+    return columns
+
+
+def _cell(row: dict[str, Any], column: str) -> str:
+    return str(row[column])[:80] if column in ("error", "data") else str(row[column])
+
+
+def status_text(rows: list[dict[str, Any]], wide: bool = False) -> str:
+    """:func:`status_table`'s rows as plain aligned text, for suites of thousands of runs."""
+    columns = shown_columns(rows, wide)
+    cells = [[_cell(row, c).replace("\n", " ") for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    line = lambda texts: "  ".join(t.ljust(w) for t, w in zip(texts, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(columns), line(["-" * w for w in widths]), *(line(r) for r in cells)])
+
+
+def status_renderable(rows: list[dict[str, Any]], wide: bool = False) -> Table | Text:
+    """:func:`status_table` as something rich can refresh in place (the local executor's live
+    view): plain text is shown as it is, never read as markup."""
+    table = status_table(rows, wide)
+    return Text(table, no_wrap=True, overflow="crop") if isinstance(table, str) else table
+
+
+def status_table(rows: list[dict[str, Any]], wide: bool = False) -> Table | str:
+    """The compact view (:func:`shown_columns`) as a rich table; above :data:`RICH_ROWS` runs as
+    plain aligned text (:func:`status_text`), the same columns and cells."""
+    if len(rows) > RICH_ROWS:
+        return status_text(rows, wide)
+    columns = shown_columns(rows, wide)
     table = Table(*columns)
     table.columns[columns.index("state")].no_wrap = True  # 'interrupted' in full
     for row in rows:
-        table.add_row(*(str(row[c])[:80] if c in ("error", "data") else str(row[c]) for c in columns))
+        table.add_row(*(_cell(row, c) for c in columns))
     return table

@@ -60,11 +60,27 @@ def link_problem(folder: Path, root: Path | None = None) -> LinkRefused | None:
             return LinkRefused(folder, f"resolves to {real}, outside {real_root} (a parent folder is a symbolic link): the store never follows a link out")
     if not folder.is_dir():
         return None
-    for here, dirs, files in os.walk(folder, followlinks=False):
-        for name in sorted(dirs + files):
-            entry = Path(here) / name
-            if entry.is_symlink():
-                return LinkRefused(entry, f"is a symbolic link to {os.readlink(entry)}: the store never follows a link out (remove the link)")
+    return _link_inside(folder)
+
+
+def _link_inside(folder: Path) -> LinkRefused | None:
+    """The first symbolic link under ``folder`` (depth first, names sorted, links never followed):
+    read from the directory entries' types, without a stat per file (every command over a suite
+    looks into every run folder)."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.is_symlink():
+            path = Path(entry.path)
+            return LinkRefused(path, f"is a symbolic link to {os.readlink(path)}: the store never follows a link out (remove the link)")
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            found = _link_inside(Path(entry.path))
+            if found is not None:
+                return found
     return None
 
 
@@ -313,6 +329,18 @@ def unwritable(folder: Path) -> str | None:
 
 
 @dataclass(frozen=True)
+class RunRecord:
+    """One run as a command over a whole suite sees it (:meth:`RunDir.record`): ``status`` as
+    :meth:`RunDir.read_status` gives it, the first damaged file (``problem``), the ``facts`` of a
+    verified result (``digest``, ``data``; None unless done) and the effective ``state``."""
+
+    status: dict[str, Any]
+    problem: CorruptFile | None
+    facts: dict[str, Any] | None
+    state: str
+
+
+@dataclass(frozen=True)
 class RunDir:
     path: Path
     root: Path | None = field(default=None, compare=False)  # the results folder: a run folder must resolve inside it
@@ -342,11 +370,8 @@ class RunDir:
     def is_done(self) -> bool:
         """A result.json that verifies exists and no file of the run is damaged (a damaged one makes
         the run corrupt, not done): the run is verified as a whole."""
-        try:
-            self.read_result()
-        except (FileNotFoundError, CorruptFile):
-            return False
-        return self.corruption() is None
+        problem, facts, _ = self._inspect()
+        return problem is None and facts is not None
 
     def refuse_links(self) -> None:
         """Raise :class:`LinkRefused` when the run folder is, or contains, a symbolic link (or
@@ -358,15 +383,40 @@ class RunDir:
     def read_result(self) -> dict[str, Any]:
         """result.json, verified against its digest (schema 1 files, from before digests, are read
         as they are). Raises CorruptFile when damaged, FileNotFoundError when absent."""
+        return self._verified_result()[0]
+
+    def read_result_signed(self, signed: tuple | None) -> dict[str, Any]:
+        """:meth:`read_result` of a run the verification ledger vouches for: when result.json is
+        still the very file it verified (``signed``: its stat row then — inode, size, mtime and ctime,
+        checked before and after the read), its content is parsed without hashing it again;
+        otherwise it is read and verified as usual."""
+        if signed is not None:
+            try:
+                with open(self.result_file, "rb") as fh:
+                    before = os.fstat(fh.fileno())
+                    data = fh.read()
+                    after = os.fstat(fh.fileno())
+                same = [(st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for st in (before, after)]
+                if same[0] == same[1] == tuple(signed[1:]):
+                    result = json.loads(data)
+                    if isinstance(result, dict):
+                        return {k: v for k, v in result.items() if k != "digest"}
+            except (OSError, ValueError):
+                pass
+        return self.read_result()
+
+    def _verified_result(self) -> tuple[dict[str, Any], str | None]:
+        """(result.json without its digest, the digest it records) — verified as :meth:`read_result` says."""
         result = _read_json(self.result_file)
         if not isinstance(result, dict):
             raise CorruptFile(self.result_file, "not a JSON object")
         version = result.get("schema_version")
+        recorded = result.get("digest")
         if "digest" in result or not isinstance(version, int) or version >= 2:
-            recorded, actual = result.get("digest"), result_digest(result)
+            actual = result_digest(result)
             if recorded != actual:
                 raise CorruptFile(self.result_file, f"digest mismatch (content hashes to {actual[:12]}…, recorded {str(recorded)[:12]}…)")
-        return {k: v for k, v in result.items() if k != "digest"}
+        return {k: v for k, v in result.items() if k != "digest"}, recorded if isinstance(recorded, str) else None
 
     def load_status(self) -> dict[str, Any]:
         """status.json as recorded (absent: pending); CorruptFile when it is damaged."""
@@ -404,31 +454,67 @@ class RunDir:
         """The first damaged file of this run, or None: a symbolic link in or above the run folder,
         then status.json, result.json, metrics.jsonl (a bad line, then its digest), predictions.npz, the
         saved evaluation units, and a finished run's final checkpoint."""
+        return self._inspect()[0]
+
+    def record(self) -> "RunRecord":
+        """The run as commands over a whole suite see it, read and verified once: status, first
+        damaged file, facts of the verified result, and the effective state."""
+        problem, facts, status = self._inspect()
+        if status is None:
+            status = self.read_status()
+        state = "corrupt" if problem is not None else "done" if facts is not None else self._unfinished_state(status)
+        return RunRecord(status, problem, facts, state)
+
+    def result_facts(self) -> dict[str, Any] | None:
+        """What bookkeeping needs of a verified finished run without its whole result: ``digest``
+        (result.json's) and ``data`` (the data fingerprints it records); None when the run is not
+        done (no result, or a damaged file)."""
+        problem, facts, _ = self._inspect()
+        return facts if problem is None else None
+
+    def _inspect(self) -> tuple[CorruptFile | None, dict[str, Any] | None, dict[str, Any] | None]:
+        """(the first damaged file or None, the facts of a verified result.json or None, status.json
+        when it was read): the whole-run verification of :meth:`corruption`. Inside :func:`bench.ledger.ledger_scope` a
+        finished run whose signed files are unchanged since a clean verification is not verified
+        again (bench.ledger); the links and status.json are checked every time."""
+        from bench import ledger as ledgers
+
         link = link_problem(self.path, self.root)
         if link is not None:
-            return link
+            return link, None, None
         try:
-            self.load_status()
+            status = self.load_status()
         except CorruptFile as exc:
-            return exc
-        result = None
+            return exc, None, None
+        ledger = ledgers.ledger_for(self.path)
+        sig, stats = ledgers.signed(self.path) if ledger is not None else (None, {})
+        if ledger is not None:
+            hit = ledger.lookup(self.path.name, sig)
+            if hit is not None:  # verified whole before, and no signed file changed since
+                return None, {"digest": hit[0], **hit[1], "signed": stats.get("result.json")}, status
+        result, digest = None, None
         try:
-            result = self.read_result()
+            result, digest = self._verified_result()
         except CorruptFile as exc:
-            return exc
+            return exc, None, status
         except FileNotFoundError:
             pass
         problem = _metrics_problem(self.metrics) or self._digest_problem(self.metrics, result) or self._digest_problem(self.predictions, result)
         if problem is not None:
-            return problem
+            return problem, None, status
         damaged = self.damaged_evaluations()
         if damaged:
-            return damaged[0]
+            return damaged[0], None, status
         if result is not None and self.checkpoint.is_file():  # a finished run's weights: what re-evaluation reuses
             why, _ = _verify_digest(self.checkpoint, cached=True)
             if why is not None:
-                return CorruptFile(self.checkpoint, why)
-        return None
+                return CorruptFile(self.checkpoint, why), None, status
+        if result is None:
+            return None, None, status
+        facts = {"data": result.get("data")}
+        if ledger is not None and sig is not None and digest is not None:
+            ledger.record(self.path.name, sig, digest, facts)
+        return None, {"digest": digest, **facts}, status
 
     def _recorded(self, path: Path, result: dict[str, Any] | None) -> tuple[str, int | None, bool, str] | None:
         """(digest, size, whole file?, where recorded) for a covered file: result.json's ``files``
@@ -467,11 +553,10 @@ class RunDir:
         """'corrupt' when a store file is damaged; 'done' with a verified result (only then); else the
         recorded state, except that a 'running' run whose process is gone from this host reads
         'interrupted' (it was killed without a chance to say so)."""
-        if self.corruption() is not None:
-            return "corrupt"
-        if self.is_done():
-            return "done"
-        status = self.read_status()
+        return self.record().state
+
+    def _unfinished_state(self, status: dict[str, Any]) -> str:
+        """The state of a run that is neither corrupt nor done, from its status (see effective_state)."""
         state = status.get("state", "pending")
         if state == "done":  # its result.json was removed (e.g. by --force): to be run again
             return "pending"

@@ -31,7 +31,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Iterator, Literal
 
 import re
 import typing
@@ -1017,21 +1017,28 @@ def expand(
             where = line_of(suite._lines, ("matrix", "profile"), ("profile",)) if name != suite.profile else line_of(suite._lines, ("profile",))
             raise SuiteError(f"{path}:{where or 1}: profile: unknown resource profile {name!r}{hint} (defined: {', '.join(suite.resources)})")
     _check_declared_methods(suite, path)
-    try:
-        trees = [
-            MatrixRun(_tree(suite, axes, combo, root, data_root, parsed), _profile(suite, axes, combo),
-                      {k: v for (k, _), v in zip(axes, combo)})
-            for combo in itertools.product(*(values for _, values in axes))
-        ]
-    except SuiteError as exc:
-        raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',)) or 1}: {exc}") from None
+    # which matrix axes write into each config section: two runs that take the same values on
+    # them have equal sections (defaults and overrides are the same for every run)
+    touching = {section: [i for i, (key, _) in enumerate(axes) if key == section or key.startswith(section + ".")] for section in _SECTIONS}
+
+    def matrix_runs() -> Iterator[MatrixRun]:
+        try:
+            for index in itertools.product(*(range(len(values)) for _, values in axes)):
+                combo = tuple(values[i] for (_, values), i in zip(axes, index))
+                yield MatrixRun(_tree(suite, axes, combo, root, data_root, parsed), _profile(suite, axes, combo),
+                                {k: v for (k, _), v in zip(axes, combo)}, {section: tuple(index[i] for i in at) for section, at in touching.items()})
+        except SuiteError as exc:
+            raise SuiteError(f"{path}:{line_of(suite._lines, ('matrix',)) or 1}: {exc}") from None
+
     if suite.select is None:
-        shared: dict[str, tuple[dict, Any]] = {}
-        specs = [RunSpec(suite.name, c.run_id(), c, run.profile) for run in trees for c in [build_config(suite, path, run.tree, run.where, overrides, shared)]]
+        shared: dict[Any, Any] = {}
+        # one matrix point at a time: its config tree is dropped once validated (100,000 trees at once were most of the memory)
+        specs = [RunSpec(suite.name, c.run_id(), c, run.profile) for run in matrix_runs()
+                 for c in [build_config(suite, path, run.tree, run.where, overrides, shared, run.sections)]]
     else:
         from bench.select import plan_selection  # the selection stages read finished tuning results
 
-        specs = plan_selection(suite, path, trees, results_root, overrides).specs
+        specs = plan_selection(suite, path, list(matrix_runs()), results_root, overrides).specs
     _check_workers(suite, path, specs)
     return _check_compared(suite, path, _unique(specs + included, path, suite))
 
@@ -1075,6 +1082,7 @@ class MatrixRun:
     tree: dict[str, Any]
     profile: str
     values: dict[str, Any]  # matrix axis → value
+    sections: dict[str, tuple] | None = None  # config section → indices of the values its matrix axes take (build_config)
 
     @property
     def where(self) -> str:
@@ -1110,25 +1118,36 @@ def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: A
     return tree
 
 
-_SECTIONS = ("backbone", "model", "data", "train", "transfer", "seg")
+_SECTIONS = ("backbone", "model", "data", "train", "transfer", "seg", "method")
 
 
 def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: str, overrides: list[str] | None = None,
-                 shared: dict[str, tuple[dict, Any]] | None = None) -> RunConfig:
+                 shared: dict[Any, Any] | None = None, sections: dict[str, tuple] | None = None) -> RunConfig:
     """The validated run config of a matrix point; errors as ``file:line: key: reason``, or as
     ``-o key=value: reason`` when the rejected key came from a command-line override.
 
     ``shared`` (one per expansion) remembers each config section validated so far together with the
     very mapping it came from: a run whose section is that same, unchanged mapping (``set_dotted``
     copies what it changes) reuses the validated section, so a 10,000-run suite validates its
-    common sections once. Checks across sections still run for every run."""
+    common sections once. With ``sections`` (section → the indices of the values its matrix axes
+    take, :class:`MatrixRun`) a section built anew for a run but from the same axis values reuses
+    the validated one too: a 100,000-run sweep validates each distinct learning rate's train
+    section once, and its runs share one object per section instead of a copy each. Checks
+    across sections still run for every run."""
     original = tree
     if shared:
-        tree = {**tree, **{k: v[1] for k, v in shared.items() if original.get(k) is v[0]}}
+        same, by_axes = shared.setdefault("same", {}), shared.setdefault("axes", {})
+        reuse = {k: v[1] for k, v in same.items() if original.get(k) is v[0]}
+        for k, key in (sections or {}).items():
+            found = by_axes.get((k, key))
+            if k not in reuse and isinstance(original.get(k), dict) and found is not None:
+                reuse[k] = found
+        tree = {**tree, **reuse}
     try:
         config = RunConfig(**tree)
         if shared is not None:
-            shared.update({k: (original[k], getattr(config, k)) for k in _SECTIONS if isinstance(original.get(k), dict)})
+            shared.setdefault("same", {}).update({k: (original[k], getattr(config, k)) for k in _SECTIONS if isinstance(original.get(k), dict)})
+            shared.setdefault("axes", {}).update({(k, key): getattr(config, k) for k, key in (sections or {}).items() if isinstance(original.get(k), dict)})
         return config
     except ValidationError as exc:
         given = tree.get("method")

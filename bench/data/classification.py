@@ -43,6 +43,11 @@ def _present(name: str) -> type:
     return type(f"_Present{base.__name__}", (base,), attrs)
 
 
+# torchvision's base_folder of each reader (tests/test_report_scale.py keeps them equal): a data root
+# without the folder is said to be missing before torchvision is imported (`bench status` on a
+# login node without the data checks every finished run's data, and must not pay that import)
+BASE_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python", "stl10": "stl10_binary"}
+
 CIFAR_LAYOUTS = {
     "cifar10": Layout(
         "cifar10",
@@ -61,9 +66,9 @@ CIFAR_LAYOUTS = {
 
 
 def locate_cifar(name: str, split: str, data_root=None) -> Path:
-    cls = _present(name)
     loc = DatasetLocator(CIFAR_LAYOUTS[name], split, data_root)
-    folder = loc.base(cls.base_folder)
+    folder = loc.base(BASE_FOLDERS[name])
+    cls = _present(name)
     for fname, _ in cls.train_list + cls.test_list:
         loc.file(folder / fname, "batch file")
     loc.file(folder / cls.meta["filename"], "metadata file")
@@ -78,8 +83,8 @@ def load_cifar(name: str, split: str, data_root=None) -> ImageArrays:
 
 def cifar_files(name: str, split: str, data_root=None) -> list[Path]:
     """The pickle files ``split`` is read from (its batches and the metadata file)."""
+    folder = locate_cifar(name, split, data_root) / BASE_FOLDERS[name]  # located first: missing data is said without torchvision
     cls = _present(name)
-    folder = locate_cifar(name, split, data_root) / cls.base_folder
     batches = cls.train_list if split == "train" else cls.test_list
     return [folder / f for f, _ in batches] + [folder / cls.meta["filename"]]
 
@@ -109,7 +114,7 @@ STL10_LAYOUT = Layout(
 
 def locate_stl10(split: str, data_root=None, **_) -> Path:
     loc = DatasetLocator(STL10_LAYOUT, split, data_root)
-    folder = loc.base(_present("stl10").base_folder)
+    folder = loc.base(BASE_FOLDERS["stl10"])
     for fname, _ in _present("stl10").train_list + _present("stl10").test_list:
         loc.file(folder / fname, "binary file")
     return loc.root
@@ -117,7 +122,7 @@ def locate_stl10(split: str, data_root=None, **_) -> Path:
 
 def stl10_files(split: str, data_root=None) -> list[Path]:
     """The image and label binaries of a labelled split."""
-    folder = locate_stl10(split, data_root) / _present("stl10").base_folder
+    folder = locate_stl10(split, data_root) / BASE_FOLDERS["stl10"]
     return [folder / f"{split}_X.bin", folder / f"{split}_y.bin"]
 
 

@@ -14,15 +14,17 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
 from bench.io import atomic_write_json, atomic_write, atomic_write_text
+from bench.report import figures as figs
 from bench.report import html, plots, stats, verdict
-from bench.report.aggregate import (limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table, run_states, seed_summary,
-                                    selection_table, severity_summary, sweep_table, training_log, variant_legend, with_averages)
+from bench.report.aggregate import (StoreRead, limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table,
+                                    read_store, seed_summary, selection_table, severity_summary, sweep_table, training_log_of, variant_legend, with_averages)
 from bench.report.cost import cost_table
+from bench.report.longcsv import write_long_csv
+from bench.report.runcache import RunCache, log_extremes, valid_extremes
 from bench.report.samples import report_context as samples_context
 from bench.report.samples import samples_markdown
 from bench.report.expected import CAPTION as EXPECTED_CAPTION
@@ -30,7 +32,7 @@ from bench.report.expected import compare, expected_latex, expected_markdown
 from bench.report.pairs import pairs_of, stem, title_text
 from bench.report.tables import (TABLES, Table, TextTable, arm_labels, build_tables, model_labels, probe_c_note, to_csv, to_latex, to_markdown,
                                  tuning_note)
-from bench.store import RunDir, link_problem
+from bench.store import CorruptFile, RunDir, link_problem
 from bench.suite import RunSpec, Suite
 
 
@@ -109,17 +111,19 @@ def _prediction_paths(specs: list[RunSpec], results_root: Path, final: pd.DataFr
 def _id_calibration(results: list, runs: pd.DataFrame) -> pd.DataFrame:
     """Calibration bins of each final run's ID split ('test', else its first ID split) with the
     run's setting (model) and method config (arm): the reliability diagram's input."""
-    bins = stats.calibration_bins([f.result for f in results])
-    bins = bins[bins["run_id"].isin(runs.index)]
-    if bins.empty:
-        return bins
     chosen: dict[str, str] = {}
     for f in results:
         ids = [split for split, v in (f.result.get("metrics") or {}).items() if isinstance(v, dict) and v.get("protocol", "id") == "id"
                and not v.get("shift")]
         if ids:
             chosen[f.result["run_id"]] = "test" if "test" in ids else ids[0]
-    bins = bins[[chosen.get(r) == s for r, s in zip(bins["run_id"], bins["split"])]]
+    # only the chosen split's bins are built: every split's would be a row per run × split × bin
+    light = [{**{k: f.result[k] for k in ("run_id", "stage") if k in f.result},
+              "metrics": {s: m for s, m in (f.result.get("metrics") or {}).items() if s == chosen.get(f.result.get("run_id"))}} for f in results]
+    bins = stats.calibration_bins(light)
+    bins = bins[bins["run_id"].isin(runs.index)]
+    if bins.empty:
+        return bins
     return bins.join(runs[["model", "arm", "method", "random_init"]], on="run_id")
 
 
@@ -158,8 +162,61 @@ def load_final(specs: list[RunSpec], results_root: Path) -> tuple[pd.DataFrame, 
     return final, predictions, unread
 
 
+def _log_extremes(store: StoreRead, cache: RunCache, final: set[str]) -> dict[str, dict[str, list[float] | None]]:
+    """run id → :func:`bench.report.runcache.log_extremes` of each final run's metrics.jsonl (kept by
+    result digest): every run's log is read once, and not again while its result is unchanged."""
+    columns = ("step", *(c for c, _ in plots.CURVE_PANELS))
+    out = {}
+    for f in store.results:
+        run_id = f.result.get("run_id")
+        run_dir = store.dirs.get(run_id)
+        if run_id not in final or run_dir is None:
+            continue
+
+        def compute(run_dir=run_dir) -> dict[str, list[float] | None]:
+            try:
+                return log_extremes(run_dir.read_metrics(), columns)
+            except CorruptFile:  # damaged since the state was read: no curve, listed as corrupt next time
+                return {}
+
+        out[run_id] = cache.get(f.digest, "log", compute, valid_extremes)
+    return out
+
+
+def _extremes_log(extremes: dict[str, dict[str, list[float] | None]]) -> pd.DataFrame:
+    """Two rows per run, its minimum and its maximum of each logged quantity: the same verdict from
+    :func:`bench.report.plots.curve_panels` (varies in a run, constant at which value) as its log."""
+    rows = []
+    for run_id, found in extremes.items():
+        for k in (0, 1):
+            rows.append({"run_id": run_id, **{c: v[k] for c, v in found.items() if v is not None and c != "step"}})
+    return pd.DataFrame(rows)
+
+
+def cache_wanted() -> bool:
+    """$BENCH_REPORT_CACHE=0 computes every Δ estimate afresh (`bench report --no-cache` does too);
+    by default a report reuses the estimates of an earlier report of the same runs
+    (:class:`bench.report.stats.EstimateCache`)."""
+    return os.environ.get("BENCH_REPORT_CACHE", "1").strip().lower() not in ("0", "off", "no", "false")
+
+
+def estimate_cache(out: Path, results: list, enabled: bool) -> stats.EstimateCache:
+    """The report folder's remembered estimates (in the user's cache, never beside the report),
+    keyed by each finished run's result digest where result.json covers its predictions."""
+    import hashlib
+
+    from bench.io import cache_dir
+
+    digests = {f.result["run_id"]: f.digest for f in results
+               if f.digest and "predictions.npz" in ((f.result.get("files") or {}) if isinstance(f.result.get("files"), dict) else {})}
+    path = None
+    if enabled:
+        path = cache_dir("report-estimates") / f"{hashlib.sha256(os.path.realpath(out).encode()).hexdigest()[:24]}.json"
+    return stats.EstimateCache(path, digests if enabled else {})
+
+
 def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None,
-                 folder: str | None = None, note: str | None = None) -> Report:
+                 folder: str | None = None, note: str | None = None, cache: bool | None = None) -> Report:
     """Write ``reports/<suite>/`` (or ``reports/<folder>/``: a ``--only`` subset's own folder,
     whose ``note`` opens the report and says what it covers). Every Δ interval, p-value and MDE comes from the one
     uncertainty model (:func:`bench.report.stats.delta_estimate`); the primary endpoint, the
@@ -174,23 +231,27 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     every = verdict.Endpoints.all_of(suite, results_root)  # one per compared pair, in the suite's order
     pairs = pairs_of(suite)
     ends = next((e for e in every if e.primary is not None), every[0])  # the primary's pair: its box carries the claims
-    states = run_states(specs, results_root)
-    results = finished_results(specs, results_root)
+    store = read_store(specs, results_root)  # every run's files read and verified once
+    states, results = store.states, store.results
     long = with_averages(long_from(results))  # tuning runs included (stage 'tune'): the record keeps them
     final = finals(long)  # what every table, Δ, figure but the sweep, and claim is made of
     summary, delta = seed_summary(final), _concat([paired_delta(final, e.treatment, e.control) for e in every])
-    predictions, unread = stats.load_predictions(_prediction_paths(specs, results_root, final)) if not final.empty else ({}, {})
-    delta = stats.with_intervals(delta, final, predictions, unread, min_effect=ends.min_effect)  # seeds × images where predictions exist
-    alpha = claims_module.report_alpha(suite, results_root)
-    comparison = compare(list(suite.expected), final, predictions, unread, alpha)
-    boxes = [(e, verdict.verdict_frame(delta, final, e, verdict.primary_estimates(e, final, predictions, unread)) if not final.empty
-              else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)) for e in every]
-    verdict_rows = _concat([rows for _, rows in boxes])
-    by_control: dict[str, verdict.Endpoints] = {}  # one ablation ranking per control, with its first pair's endpoints
-    for e in every:
-        by_control.setdefault(e.control, e)
-    ablations = [(e, "ablation" if len(by_control) == 1 else f"ablation_{c}", verdict.ablation_frame(final, predictions, unread, e))
-                 for c, e in by_control.items()]
+    # each predictions.npz is read when a Δ first needs it; Δs of unchanged runs come from the cache
+    predictions, unread = stats.lazy_predictions(_prediction_paths(specs, results_root, final)) if not final.empty else ({}, {})
+    remembered = estimate_cache(out, results, cache_wanted() if cache is None else cache)
+    with stats.remembering(remembered):
+        delta = stats.with_intervals(delta, final, predictions, unread, min_effect=ends.min_effect)  # seeds × images where predictions exist
+        alpha = claims_module.report_alpha(suite, results_root)
+        comparison = compare(list(suite.expected), final, predictions, unread, alpha)
+        boxes = [(e, verdict.verdict_frame(delta, final, e, verdict.primary_estimates(e, final, predictions, unread)) if not final.empty
+                  else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)) for e in every]
+        verdict_rows = _concat([rows for _, rows in boxes])
+        by_control: dict[str, verdict.Endpoints] = {}  # one ablation ranking per control, with its first pair's endpoints
+        for e in every:
+            by_control.setdefault(e.control, e)
+        ablations = [(e, "ablation" if len(by_control) == 1 else f"ablation_{c}", verdict.ablation_frame(final, predictions, unread, e))
+                     for c, e in by_control.items()]
+    remembered.save()
     selections = selection_table(results)
     tables = build_tables(summary, delta, selections, pairs) if not final.empty else []
     limited = limited_note(final)  # data.limit / train.max_steps: every caption says these are smoke-test numbers
@@ -205,7 +266,10 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         files.append(out / name)
         return out / name
 
-    long_files = [write("results_long.csv", long.to_csv(index=False))]
+    # the lines of runs unchanged since the last report are taken from its file (bench.report.longcsv)
+    write_long_csv(long, out / "results_long.csv", {f.result["run_id"]: f.digest for f in results}, cache_wanted() if cache is None else cache)
+    files.append(out / "results_long.csv")
+    long_files = [out / "results_long.csv"]
     atomic_write(out / "results_long.parquet", lambda tmp: long.to_parquet(tmp, index=False))
     files.append(out / "results_long.parquet")
     write("summary.csv", summary.to_csv(index=False))
@@ -237,55 +301,69 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         write("expected.tex", expected_latex(comparison, f"tab:{suite.name}-expected"))
 
     figures, skipped = [], []
+    run_cache = RunCache(out, cache_wanted() if cache is None else cache)
     sweeps = sweep_table(long, selections)
-    draw: dict[str, Callable[[], list[Path]]] = {}
+    draw: list[figs.Figure] = []
     if not final.empty:
         labelled = final.assign(model=model_labels(final), variant_desc=describe_variants(final["variant"], final))
         labelled = labelled.assign(arm=arm_labels(labelled))
         by_model = summary.assign(model=model_labels(summary), arm=arm_labels(summary))
         runs = labelled.drop_duplicates("run_id").set_index("run_id")
-        log = training_log(specs, results_root)
+        # each final run's log: its extremes per curve (kept between reports, bench.report.runcache); the
+        # whole log only of the runs the curves figure draws
+        extremes = _log_extremes(store, run_cache, set(runs.index))
+        logged = [r for r, e in extremes.items() if (e.get("step") is not None)]
+        first = list(dict.fromkeys(runs.loc[logged, "model"]))[: figs.MAX_CURVE_SETTINGS]
+        log = training_log_of(store, only={r for r in logged if runs.at[r, "model"] in first})
         if not log.empty:
             log = log.assign(model=log["run_id"].map(runs["model"]), arm=log["run_id"].map(runs["arm"])).dropna(subset=["model"])
         labelled_sev = sev.assign(model=model_labels(sev), arm=arm_labels(sev)) if not sev.empty else sev
         calibration = _id_calibration(results, runs)
-        draw = {"bars": ("bars", None, lambda: plots.bars(by_model, out / "bars", title, pairs))}
-        for e in every:  # one forest plot per compared pair
+        # at most figs.MAX_PANELS panels per figure, the first settings in suite order (bench.report.figures)
+        bars_in, shown, total = figs.first_settings(by_model, figs.MAX_PANELS)
+        points, points_note = figs.cap_models(labelled, lambda g: g["arm"].nunique(), figs.MAX_POINT_GROUPS)
+        curves_in, curves_shown, curves_total = log, len(first), len(dict.fromkeys(runs.loc[logged, "model"]))
+        sev_in, sev_note = figs.cap_models(labelled_sev, lambda g: len(g.loc[g["metric"].isin(["top1", "mIoU"]), ["ood_set", "metric"]].drop_duplicates()))
+        cal_in, cal_note = figs.cap_models(calibration, lambda g: g["arm"].nunique())
+        draw.append(figs.Figure("bars", plots.bars, (bars_in, out / "bars", title, pairs), figs.shown_note(shown, total)))
+        for e in every:  # one forest plot per compared pair; past figs.MAX_FOREST_ROWS rows, its summary view
             key = stem("forest", e.pair, pairs)
-            rows = verdict.forest_frame(delta, final, e)
-            draw[key] = ("forest", e.pair, lambda rows=rows, key=key, e=e: plots.forest(rows, out / key, title, claim_bands(suite, e)))
-        draw.update({
-            "id_vs_ood": ("id_vs_ood", None, lambda: plots.id_vs_ood(labelled, by_model, out / "id_vs_ood", title, pairs)),
-            "curves": ("curves", None, lambda: plots.curves(log, out / "curves", title, bool(final["random_init"].astype(bool).any()), pairs)),
-            "severity": ("severity", None, lambda: plots.severity(labelled_sev, out / "severity", title, pairs)),
-            "reliability": ("reliability", None, lambda: plots.reliability(calibration, out / "reliability", title, pairs)),
-        })
+            forest_rows = verdict.forest_frame(delta, final, e)
+            if len(forest_rows) > figs.MAX_FOREST_ROWS:
+                draw.append(figs.Figure(key, plots.forest_summary, (forest_rows, out / key, title),
+                                        f"Summary view: the {len(forest_rows)} rows of the full plot do not fit one figure; each comparison is shown "
+                                        "by its OOD average (else its ID split), sorted by Δ; every Δ is in delta.csv and the verdict box.",
+                                        kind="forest", pair=e.pair))
+            else:
+                draw.append(figs.Figure(key, plots.forest, (forest_rows, out / key, title, claim_bands(suite, e)), kind="forest", pair=e.pair))
+        draw += [
+            figs.Figure("id_vs_ood", plots.id_vs_ood, (points, by_model[by_model["model"].isin(set(points["model"]))], out / "id_vs_ood", title, pairs),
+                        points_note),
+            figs.Figure("curves", plots.curves, (curves_in, out / "curves", title, bool(final["random_init"].astype(bool).any()), pairs),
+                        figs.shown_note(curves_shown, curves_total)),
+            figs.Figure("severity", plots.severity, (sev_in, out / "severity", title, pairs), sev_note),
+            figs.Figure("reliability", plots.reliability, (cal_in, out / "reliability", title, pairs), cal_note),
+        ]
         for e, key, rows in ablations:
             if not rows.empty:  # a suite with one config per method has nothing to rank
-                draw[key] = ("ablation", e.pair, lambda rows=rows, key=key, c=e.control: plots.ablation(rows, out / key, title, c))
-        if not log.empty:
-            flat = plots.curve_panels(log)[1]
+                ranked, a_shown, a_total = figs.first_settings(rows, figs.MAX_ABLATION_SETTINGS, "setting")
+                draw.append(figs.Figure(key, plots.ablation, (ranked, out / key, title, e.control), figs.shown_note(a_shown, a_total),
+                                        kind="ablation", pair=e.pair))
+        if logged:
+            flat = plots.curve_panels(_extremes_log(extremes))[1]  # a quantity constant in every run (not only those drawn)
             if flat:
                 skipped.append("Training curves: not drawn, constant over training in every run: " + "; ".join(flat) + ".")
     if not sweeps.empty:  # a suite that tunes nothing has no sweep to miss
-        draw["sweep"] = ("sweep", None, lambda: plots.sweep(sweeps, out / "sweep", title, pairs))
+        draw.append(figs.Figure("sweep", plots.sweep, (sweeps, out / "sweep", title, pairs)))
     if draw and not figures_wanted():
         skipped.append("Figures: not drawn ($BENCH_REPORT_FIGURES=0); unset it and run `bench report` to draw them.")
-        draw = {}
-    for key, (kind, pair, make) in draw.items():
-        info = plots.FIGURES.get(kind).about(pair)
-        try:  # a figure that fails must not cost the tables and the page
-            paths = make()
-        except Exception as exc:  # noqa: BLE001 — reported in the report itself
-            paths, reason = [], f"drawing it failed ({exc.__class__.__name__}: {exc})"
-        else:
-            reason = info.absent
-        files += paths
-        if paths:
-            figures.append((key, info.caption, paths[0]))
-        else:
-            what = kind.replace("_", " ") + (f" ({pair.label})" if kind == "forest" and key != kind else "")
-            skipped.append(f"No {what} figure: {reason}")
+        draw = []
+    run_cache.save()
+    drawn, missing, figure_files = figs.draw_all(draw, out, cache_wanted() if cache is None else cache, lambda f: plots.FIGURES.get(f.kind).about(f.pair).absent)
+    files += figure_files
+    skipped += missing
+    infos = {f.key: plots.FIGURES.get(f.kind).about(f.pair) for f in draw}
+    figures = [(key, " ".join(x for x in (infos[key].caption, note) if x), path) for key, path, note in drawn]
 
     done = int((states["state"] == "done").sum())
     head = [f"# {title}", "", *([note, ""] if note else []), f"{suite.description}".strip(), "", f"{done} of {len(states)} runs done."

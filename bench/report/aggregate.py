@@ -39,7 +39,7 @@ from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from bench.report import dist
 
 from bench.grid import grid_edge
 from bench.dataid import STALE, run_state
@@ -93,7 +93,10 @@ def pair_key(config: dict[str, Any] | None, tuned_keys: Iterable[str] = ()) -> s
     compare. Tuned keys are masked, not dropped, so a tuned run never pairs with an untuned one."""
     if not config:
         return UNKNOWN_VARIANT
-    rest = copy.deepcopy({k: v for k, v in config.items() if k not in ("seed", "method")})
+    tuned_keys = list(tuned_keys)
+    rest = {k: v for k, v in config.items() if k not in ("seed", "method")}
+    if tuned_keys:  # masked in a copy: the config itself is the run's record
+        rest = copy.deepcopy(rest)
     for key in tuned_keys:
         node = rest
         *parents, leaf = key.split(".")
@@ -166,6 +169,22 @@ def variant_descriptions(long: pd.DataFrame) -> dict[str, str]:
     if long.empty:
         return {}
     runs = long.drop_duplicates("run_id")
+    runs = runs[[c for c in (*GROUP_COLUMNS, "method", "variant", "method_params", "tuned") if c in runs]]
+    # a report asks this of the same runs many times (tables, figures, verdict): remembered by content
+    key = tuple(map(tuple, runs.astype(object).where(runs.notna(), None).to_numpy()))
+    if key in _DESCRIPTIONS:
+        return dict(_DESCRIPTIONS[key])
+    out = _describe_variants(runs)
+    if len(_DESCRIPTIONS) > 16:
+        _DESCRIPTIONS.clear()
+    _DESCRIPTIONS[key] = out
+    return dict(out)
+
+
+_DESCRIPTIONS: dict[tuple, dict[str, str]] = {}
+
+
+def _describe_variants(runs: pd.DataFrame) -> dict[str, str]:
     out: dict[str, str] = {}
     for _, part in runs.groupby([*GROUP_COLUMNS, "method"], sort=False, dropna=False):
         variants = part.drop_duplicates("variant")
@@ -239,25 +258,58 @@ class Finished:
 
     result: dict[str, Any]
     finished_utc: str | None
+    digest: str | None = None  # result.json's digest (it covers the run's logs and predictions by SHA-256)
 
 
-def _finished_utc(run_dir: RunDir) -> str | None:
-    end = run_dir.read_status().get("end")
+def _finished_utc(run_dir: RunDir, status: dict[str, Any] | None = None) -> str | None:
+    end = (status if status is not None else run_dir.read_status()).get("end")
     return dt.datetime.fromtimestamp(end, dt.timezone.utc).isoformat(timespec="seconds") if end else None
+
+
+STATE_COLUMNS = ["run_id", "method", "dataset", "seed", "stage", "state", "attempts", "error"]
+
+
+@dataclass(frozen=True)
+class StoreRead:
+    """A suite's runs as a report reads them, each run's files read and verified once:
+    ``states`` (:func:`run_states`' frame), ``results`` (:func:`finished_results`' list) and the
+    run folder of each finished run (``dirs``, by run id: where its predictions and log are)."""
+
+    states: pd.DataFrame
+    results: list[Finished]
+    dirs: dict[str, RunDir]
+
+
+def read_store(specs: list[RunSpec], results_root: Path) -> StoreRead:
+    """One pass over the store: every run's state (with its data check) and every finished run's
+    verified result.json. What :func:`run_states`, :func:`finished_results` and the report use, so
+    that no run's files are read or verified twice (bench.store.RunDir.record)."""
+    from bench.dataid import record_state
+
+    rows, results, dirs = [], [], {}
+    for spec in specs:
+        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
+        state, data, record = record_state(run_dir, spec.config)  # stale-data: the split that changed as the error
+        problem, status, c = record.problem, record.status, spec.config
+        rows.append({
+            "run_id": spec.run_id, "method": c.method.name, "dataset": c.data.name, "seed": c.seed, "stage": getattr(spec, "stage", FINAL),
+            "state": state, "attempts": status.get("attempts", 0),
+            "error": f"corrupt file {problem}" if problem else data.reason if state == STALE and data else status.get("error") or "",
+        })
+        if state != "done":
+            continue  # unfinished, failed, corrupt or stale-data: listed in the states, no table uses it
+        try:
+            facts = record.facts or {}
+            results.append(Finished(run_dir.read_result_signed(facts.get("signed")), _finished_utc(run_dir, status), facts.get("digest")))
+            dirs[spec.run_id] = run_dir
+        except (CorruptFile, FileNotFoundError):  # damaged since the state was read: listed as corrupt next time
+            continue
+    return StoreRead(pd.DataFrame(rows, columns=STATE_COLUMNS), results, dirs)
 
 
 def finished_results(specs: list[RunSpec], results_root: Path) -> list[Finished]:
     """The result of every finished run of ``specs``, tuning runs included (unfinished: none)."""
-    out = []
-    for spec in specs:
-        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        if run_state(run_dir, spec.config)[0] != "done":
-            continue  # unfinished, failed, corrupt or stale-data: run_states lists it, no table uses it
-        try:
-            out.append(Finished(run_dir.read_result(), _finished_utc(run_dir)))
-        except CorruptFile:  # damaged since the state was read: listed as corrupt next time
-            continue
-    return out
+    return read_store(specs, results_root).results
 
 
 def result_rows(result: dict[str, Any], finished_utc: str | None = None) -> list[dict[str, Any]]:
@@ -336,19 +388,7 @@ def finals(long: pd.DataFrame) -> pd.DataFrame:
 def run_states(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
     """One row per run of the suite: stage (final, tune), state (done, failed, interrupted,
     running, pending, corrupt) and error (for corrupt: the damaged file and why)."""
-    rows = []
-    for spec in specs:
-        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        status = run_dir.read_status()
-        problem = run_dir.corruption()  # a damaged file: state 'corrupt', its path and why as the error
-        c = spec.config
-        state, data = ("corrupt", None) if problem else run_state(run_dir, c)  # stale-data: the split that changed as the error
-        rows.append({
-            "run_id": spec.run_id, "method": c.method.name, "dataset": c.data.name, "seed": c.seed, "stage": getattr(spec, "stage", FINAL),
-            "state": state, "attempts": status.get("attempts", 0),
-            "error": f"corrupt file {problem}" if problem else data.reason if state == STALE and data else status.get("error") or "",
-        })
-    return pd.DataFrame(rows, columns=["run_id", "method", "dataset", "seed", "stage", "state", "attempts", "error"])
+    return read_store(specs, results_root).states
 
 
 # ---- per-run averages -----------------------------------------------------------------------
@@ -398,7 +438,7 @@ def t_interval(values: np.ndarray | pd.Series, confidence: float = CONFIDENCE) -
     x = x[~np.isnan(x)]
     if len(x) < 2:
         return math.nan, math.nan
-    half = float(stats.t.ppf(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    half = float(dist.t_ppf_cached(0.5 + confidence / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
     return float(x.mean()) - half, float(x.mean()) + half
 
 
@@ -423,6 +463,56 @@ def _describe(values: pd.Series) -> pd.Series:
                       "n": len(values), "ci_low": low, "ci_high": high})
 
 
+DESCRIBED = ["mean", "std", "n", "ci_low", "ci_high"]
+
+
+def _describe_complete(x: np.ndarray) -> tuple[float, float, int, float, float]:
+    """:func:`_describe` of values without a missing one, by the very operations pandas' nanmean /
+    nanstd and numpy's mean / std perform (sum, then divide; mean of squared deviations), without
+    their per-call dispatch (tests/test_report_scale.py checks it bit for bit against _describe)."""
+    n = len(x)
+    total = x.sum(dtype=np.float64)
+    mean = total / np.float64(n)
+    if n < 2:
+        return mean, math.nan, n, math.nan, math.nan
+    dev = x - mean
+    sd = np.sqrt((dev * dev).sum(dtype=np.float64) / (np.float64(n) - np.float64(1)))
+    half = float(dist.t_ppf_cached(0.5 + CONFIDENCE / 2, n - 1) * sd / math.sqrt(n))
+    return mean, sd, n, float(mean) - half, float(mean) + half
+
+
+def describe_groups(frame: pd.DataFrame, keys: list[str], value: str = "value") -> pd.DataFrame:
+    """``frame.groupby(keys, sort=False, dropna=False)[value].apply(_describe).unstack().reset_index()``
+    — the same numbers from the same functions (pandas' nanmean/nanstd, :func:`t_interval`) in the
+    same row order, without a pandas object per group: at thousands of runs the groups number
+    tens of thousands, and building a Series for each was most of a report's time.
+
+    Row order is what ``unstack`` gives: groups sorted by each key's position of first appearance
+    in ``frame`` (missing values included, as a value), the first key slowest."""
+    from pandas.core import nanops
+
+    if frame.empty:
+        return pd.DataFrame(columns=[*keys, *DESCRIBED])
+    codes = np.stack([pd.factorize(frame[k], use_na_sentinel=False)[0] for k in keys])
+    order = np.lexsort(codes[::-1])  # stable: a group's rows keep their order
+    ordered = codes[:, order]
+    starts = np.flatnonzero(np.r_[True, (ordered[:, 1:] != ordered[:, :-1]).any(axis=0)])
+    ends = np.r_[starts[1:], len(order)]
+    values = frame[value].to_numpy(dtype=float)[order]
+    missing = np.isnan(values)
+    stats_ = np.empty((len(starts), 5))
+    for g, (a, b) in enumerate(zip(starts, ends)):
+        x = values[a:b]
+        if missing[a:b].any():  # pandas skips missing values: its own functions, as Series.mean/std call them
+            stats_[g] = (nanops.nanmean(x, skipna=True), nanops.nanstd(x, skipna=True, ddof=1) if b - a > 1 else math.nan, b - a, *t_interval(x))
+        else:
+            stats_[g] = _describe_complete(x)
+    out = frame.iloc[order[starts]][keys].reset_index(drop=True)
+    for i, name in enumerate(DESCRIBED):
+        out[name] = stats_[:, i]
+    return out
+
+
 def seed_summary(long: pd.DataFrame) -> pd.DataFrame:
     """mean, std, n and 95% CI over seeds per (method, variant, evaluation set, metric), final runs
     only; ``variant_desc`` says what tells a variant from its method's others in its group."""
@@ -430,7 +520,7 @@ def seed_summary(long: pd.DataFrame) -> pd.DataFrame:
     long = finals(long)
     if long.empty:
         return pd.DataFrame(columns=[*keys, "mean", "std", "n", "ci_low", "ci_high", "variant_desc"])
-    out = long.groupby(keys, sort=False, dropna=False)["value"].apply(_describe).unstack().reset_index()
+    out = describe_groups(long, keys)
     out["n"] = out["n"].astype(int)
     out["variant_desc"] = describe_variants(out["variant"], long)
     return out
@@ -459,7 +549,7 @@ def paired_delta(long: pd.DataFrame, treatment: str | None = None, control: str 
     both = both.dropna(subset=["value"])
     if both.empty:
         return pd.DataFrame(columns=columns)
-    out = both.groupby(DELTA_KEYS, sort=False, dropna=False)["value"].apply(_describe).unstack().reset_index()
+    out = describe_groups(both, DELTA_KEYS)
     out["n"] = out["n"].astype(int)
     out["significant"] = [significant(lo, hi) for lo, hi in zip(out["ci_low"], out["ci_high"])]
     out["treatment"], out["control"] = treatment, control
@@ -481,31 +571,41 @@ def severity_summary(long: pd.DataFrame) -> pd.DataFrame:
     zero = families.merge(clean, on=["run_id", "metric"]).assign(severity=0)
     per_run = pd.concat([zero, per_run], ignore_index=True)
     keys = ["method", *MODEL_COLUMNS, "ood_set", "severity", "metric"]
-    out = per_run.groupby(keys, sort=False, dropna=False)["value"].apply(_describe).unstack().reset_index()
+    out = describe_groups(per_run, keys)
     out["n"] = out["n"].astype(int)
     out["variant_desc"] = describe_variants(out["variant"], long)
     return out.sort_values(["method", "dataset", "ood_set", "severity"], kind="stable").reset_index(drop=True)
 
 
+LOG_IDENTITY = ["run_id", "method", "dataset", "seed", "variant"]
+
+
 def training_log(specs: list[RunSpec], results_root: Path) -> pd.DataFrame:
     """Per-step training statistics (metrics.jsonl) of the finished final runs, with run identity
     (tuning runs are left out: their curves would join the final runs' seed bands)."""
-    frames = []
-    for spec in specs:
-        run_dir = RunDir.of(results_root, spec.suite, spec.run_id)
-        if run_state(run_dir, spec.config)[0] != "done" or not run_dir.metrics.is_file():
+    return training_log_of(read_store(specs, results_root))
+
+
+def training_log_of(store: StoreRead, only: set[str] | None = None) -> pd.DataFrame:
+    """:func:`training_log` of an already read store (``only``: of these runs): each final run's
+    log parsed once, and one frame built from all of them (not one per run)."""
+    rows: list[dict[str, Any]] = []
+    for f in store.results:
+        run_dir = store.dirs.get(f.result.get("run_id"))
+        if run_dir is None or stage_of(f.result) != FINAL or (only is not None and f.result.get("run_id") not in only) or not run_dir.metrics.is_file():
             continue
         try:
-            if stage_of(run_dir.read_result()) != FINAL:
-                continue
-            log = pd.DataFrame(run_dir.read_metrics())
+            log = run_dir.read_metrics()
         except CorruptFile:  # damaged since the state was read: no curve, listed as corrupt next time
             continue
-        if log.empty:
-            continue
-        c = spec.config
-        frames.append(log.assign(run_id=spec.run_id, method=c.method.name, dataset=c.data.name, seed=c.seed, variant=config_variant(c.canonical())))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run_id", "method", "dataset", "seed", "variant", "step"])
+        config = f.result.get("config") or {}
+        identity = {"run_id": f.result["run_id"], "method": (config.get("method") or {}).get("name", f.result.get("method")),
+                    "dataset": (config.get("data") or {}).get("name", f.result.get("dataset")), "seed": config.get("seed", f.result.get("seed")),
+                    "variant": config_variant(config)}
+        rows += [{**row, **identity} for row in log]
+    if not rows:
+        return pd.DataFrame(columns=[*LOG_IDENTITY, "step"])
+    return pd.DataFrame(rows)
 
 
 # ---- model selection ------------------------------------------------------------------------

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import pandas as pd
 
 from bench.report.aggregate import CONFIDENCE, GROUP_COLUMNS, finals, variant_descriptions
-from bench.report.stats import (DeltaEstimate, Member, Predictions, RunTable, Unavailable, delta_estimate, paired_diffs, run_tables,
-                                scale_of, seed_estimate)
+from bench.report.stats import (DeltaEstimate, Member, Predictions, RunTable, Unavailable, crossed_estimate, run_tables, scale_of,
+                                seed_estimate)
 
 if TYPE_CHECKING:
     from bench.suite import RunSpec, Suite
@@ -260,8 +260,7 @@ def quantity_estimates(q: Quantity, long: pd.DataFrame, predictions: Predictions
                 raise Unavailable(f"{q.metric} is not a mean over images")
             if len(members) < 2:
                 raise Unavailable("one seed: no interval")
-            diffs, weights, shared = paired_diffs(members, q.split, q.metric, values, predictions, problems or {})
-            est = delta_estimate(diffs, weights, shared)
+            est, _ = crossed_estimate(members, q.split, q.metric, values, predictions, problems or {})
         except ValueError as why:  # Unavailable included: the per-seed values still give the t model
             est, note = seed_estimate(per_seed), str(why)
         out.append(Estimated(label, est.scaled(scale), note))

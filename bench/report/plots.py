@@ -91,6 +91,19 @@ def save(fig: plt.Figure, stem: Path) -> list[Path]:
     return paths
 
 
+PANEL_COLUMNS = 4  # panels per row of a figure with one panel per setting; more wrap (bench.report.figures caps the count)
+
+
+def _panel_grid(panels: int, width: float, height: float, min_width: float) -> tuple[plt.Figure, np.ndarray]:
+    """A figure of ``panels`` panels, :data:`PANEL_COLUMNS` per row (one row: as wide as they are)."""
+    ncols = max(1, min(panels, PANEL_COLUMNS))
+    nrows = -(-max(1, panels) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(max(min_width, 1.0 + width * ncols), height * nrows), squeeze=False)
+    for ax in axes.flat[panels:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def suptitle(fig: plt.Figure, text: str) -> None:
     """The figure title, wrapped to the figure's width so that it is never cut off."""
     fig.suptitle(textwrap.fill(text, width=max(40, int(fig.get_figwidth() * 11))), fontsize=10)
@@ -119,8 +132,8 @@ def bars(summary: pd.DataFrame, stem: Path, title: str, pairs: Sequence[Pair] = 
     models = list(dict.fromkeys(summary["model"]))
     arms = arms_of(summary, pairs)
     colors = arm_colors(arms, pairs)
-    fig, axes = plt.subplots(1, len(models), figsize=(max(5.5, 1.0 + 3.6 * len(models)), 4.0), squeeze=False)
-    for ax, model in zip(axes[0], models):
+    fig, axes = _panel_grid(len(models), 3.6, 4.0, 5.5)
+    for ax, model in zip(axes.flat, models):
         metric = headline_metric(summary, model)
         rows = summary[(summary["model"] == model) & (summary["metric"] == metric)]
         head = rows[((rows["protocol"] == "id") & ~rows["derived"].astype(bool)) | (rows["split"] == "ood_avg")]
@@ -327,6 +340,45 @@ def frame_pair(frame: pd.DataFrame) -> str:
     return Pair(str(frame["treatment"].iloc[0]), str(frame["control"].iloc[0])).label
 
 
+SUMMARY_LABELS = 12  # rows of a forest summary named on the axis: the largest and the smallest Δs
+
+
+def forest_summary(frame: pd.DataFrame, stem: Path, title: str) -> list[Path]:
+    """The forest plot when its rows do not fit one figure (``bench.report.figures``): one row
+    per comparison — its OOD average, or its ID split where it has none — sorted by Δ, each with
+    its 95% CI, filled where it earns a †; the largest and smallest Δs are named, the rest are the
+    caterpillar between them. Every row of the full plot is in delta.csv and verdict.csv."""
+    if frame.empty:
+        return []
+    head = frame[frame["kind"] == "OOD average"]
+    rest = frame[~frame["setting"].isin(set(head["setting"])) & (frame["kind"] == "ID")].drop_duplicates("setting")
+    part = pd.concat([head, rest]).sort_values("mean", kind="stable").reset_index(drop=True)
+    n = len(part)
+    fig, ax = plt.subplots(figsize=(8.0, min(11.0, 2.2 + 0.3 * min(n, 2 * SUMMARY_LABELS) + 0.01 * n)))
+    y = np.arange(n, dtype=float)
+    mean = part["mean"].to_numpy(dtype=float)
+    err = np.nan_to_num(np.vstack([mean - part["ci_low"].to_numpy(dtype=float), part["ci_high"].to_numpy(dtype=float) - mean]), nan=0.0)
+    sig = part["significant"].to_numpy(dtype=bool)
+    for kind, color in (("OOD average", FOREST_COLORS["OOD average"]), ("ID", FOREST_COLORS["ID"])):
+        mask = (part["kind"] == kind).to_numpy()
+        if not mask.any():
+            continue
+        ax.errorbar(mean[mask], y[mask], xerr=err[:, mask], fmt="none", ecolor=color, elinewidth=0.8 if n > 100 else 1.3, alpha=0.7)
+        ax.scatter(mean[mask & sig], y[mask & sig], color=color, s=10 if n > 100 else 30, zorder=3, label=f"{kind} (†)")
+        ax.scatter(mean[mask & ~sig], y[mask & ~sig], facecolors="white", edgecolors=color, s=10 if n > 100 else 30, zorder=3, label=kind)
+    ax.axvline(0, color="black", lw=0.9)
+    named = list(range(n)) if n <= 2 * SUMMARY_LABELS else [*range(SUMMARY_LABELS), *range(n - SUMMARY_LABELS, n)]
+    ax.set_yticks(y[named], [f"{part['setting'].iloc[i]} — {part['evaluation'].iloc[i]}" for i in named], fontsize=6)
+    ax.set_ylim(-1, n)
+    metrics = " / ".join(METRIC_NAMES.get(m, m) for m in dict.fromkeys(part["metric"]))
+    ax.set_xlabel(f"Δ {frame_pair(part)}, {metrics} (points), 95% CI; filled: †", fontsize=9)
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    suptitle(fig, f"{title}: {n} comparisons, sorted by Δ (OOD average, else ID) with 95% CIs")
+    fig.tight_layout()
+    return save(fig, stem)
+
+
 def reliability(bins: pd.DataFrame, stem: Path, title: str, pairs: Sequence[Pair] = ()) -> list[Path]:
     """Reliability diagrams of the ID split per (setting, method config): per confidence bin the
     accuracy (bars) and the mean confidence (dots) from bin sums pooled over seeds, the diagonal of
@@ -418,8 +470,8 @@ def severity(sev: pd.DataFrame, stem: Path, title: str, pairs: Sequence[Pair] = 
     panels = [p for p in panels if p[2] in ("top1", "mIoU")]
     arms = arms_of(sev, pairs)
     colors = arm_colors(arms, pairs)
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(5.5, 1.0 + 3.8 * len(panels)), 4.0), squeeze=False)
-    for ax, (model, family, metric) in zip(axes[0], panels):
+    fig, axes = _panel_grid(len(panels), 3.8, 4.0, 5.5)
+    for ax, (model, family, metric) in zip(axes.flat, panels):
         for arm, _ in arms:
             s = sev[(sev["model"] == model) & (sev["ood_set"] == family) & (sev["metric"] == metric) & (sev["arm"] == arm)]
             if s.empty:

@@ -80,13 +80,19 @@ COST_COLUMNS: list[str] = [c.name for c in SCHEMA if c.role == "cost"]  # the ru
 DTYPES: dict[str, str] = {c.name: c.dtype for c in SCHEMA}
 
 
+# text columns are kept as Python strings (pandas' "string" dtype, python storage: the same missing-
+# value rules as its default Arrow storage): the report walks its cells one by one, tens of
+# thousands of times at a thousand runs, and reading an Arrow-backed cell costs ~10 times as much
+_STORED = {c: (pd.StringDtype("python") if d == "string" else d) for c, d in DTYPES.items()}
+
+
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with exactly the schema's columns, in order, with the schema's dtypes."""
     unknown = set(frame.columns) - set(COLUMNS)
     if unknown:
         raise ValueError(f"columns not in the long-table schema: {sorted(unknown)} (declare them in bench/report/schema.py)")
     out = frame.reindex(columns=COLUMNS)
-    return out.astype(DTYPES)
+    return out.astype(_STORED)
 
 
 def read_long(path: str | Path) -> pd.DataFrame:

@@ -48,13 +48,13 @@ from __future__ import annotations
 import math
 import zipfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
-
+from bench.report import dist
 from bench.report.aggregate import CONFIDENCE, FINAL, GROUP_COLUMNS, scale_of, significant, stage_of, zero_width
 
 CROSSED, T_INTERVAL = "crossed", "t"  # the ci_method of a Δ: seeds × images, or seeds only
@@ -109,7 +109,7 @@ class Components:
         # seed df, Satterthwaite's df from the estimate itself is liberal (a by-chance small S_A
         # inflates df: 92.3 % coverage at 3 seeds when seeds dominate); this bound restores
         # 94.9-96.2 % at 3 seeds and leaves 10 seeds at 95.0-95.2 % (simulated, see DF_BOUND)
-        inflate = (n - 1) / float(sps.chi2.ppf(1 - DF_BOUND, n - 1)) if bounded else 1.0
+        inflate = (n - 1) / dist.chi2_ppf(1 - DF_BOUND, n - 1) if bounded else 1.0
         terms = [(self._seed_ms(n) * inflate / n, n - 1)]
         for b, e, m in zip(self.image, self.interaction, self.sizes):
             if b > 0:
@@ -149,21 +149,21 @@ class DeltaEstimate:
             return math.nan, math.nan
         if self.se == 0:
             return self.mean, self.mean
-        half = float(sps.t.ppf(0.5 + confidence / 2, self.df)) * self.se
+        half = dist.t_ppf(0.5 + confidence / 2, self.df) * self.se
         return self.mean - half, self.mean + half
 
     def p_two_sided(self, null: float = 0.0) -> float:
         if not self.defined:
             return math.nan
-        return float(2 * sps.t.sf(abs(self.mean - null) / self.se, self.df))
+        return float(2 * dist.t_sf(abs(self.mean - null) / self.se, self.df))
 
     def p_greater(self, null: float) -> float:
         """One-sided p of H0: Δ ≤ null (evidence that Δ > null)."""
-        return float(sps.t.sf((self.mean - null) / self.se, self.df)) if self.defined else math.nan
+        return dist.t_sf((self.mean - null) / self.se, self.df) if self.defined else math.nan
 
     def p_less(self, null: float) -> float:
         """One-sided p of H0: Δ ≥ null (evidence that Δ < null)."""
-        return float(sps.t.cdf((self.mean - null) / self.se, self.df)) if self.defined else math.nan
+        return dist.t_cdf((self.mean - null) / self.se, self.df) if self.defined else math.nan
 
     def se_at(self, n_seeds: int) -> float:
         """The standard error expected with ``n_seeds`` seeds and the same test set."""
@@ -202,17 +202,28 @@ class DeltaEstimate:
 def noncentral_effect(df: float, alpha: float = 1 - CONFIDENCE, power: float = POWER, df_variance: float | None = None) -> float:
     """The non-centrality δ at which a two-sided t-test with critical value t_{1−α/2, df} rejects
     with probability ``power`` when its SE estimate varies like a χ² with ``df_variance`` degrees of
-    freedom (default ``df``): an effect of δ standard errors."""
+    freedom (default ``df``): an effect of δ standard errors. Remembered with the report's
+    estimates (:class:`EstimateCache`): the seed-level model asks it for the same few df again and
+    again, and each answer is a root search."""
+    cache = _CACHE
+    if cache is not None:
+        return cache.effect(df, alpha, power, df_variance)
+    return _noncentral_effect(df, alpha, power, df_variance)
+
+
+@lru_cache(maxsize=65536)
+def _noncentral_effect(df: float, alpha: float, power: float, df_variance: float | None) -> float:
+    from scipy import stats as sps
     from scipy.optimize import brentq
 
     dv = df if df_variance is None else df_variance
     if not math.isfinite(df) or df > 1e6:
         return float(sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power))
-    crit = float(sps.t.ppf(1 - alpha / 2, df))
+    crit = dist.t_ppf(1 - alpha / 2, df)
     dv = min(dv, 1e6) if math.isfinite(dv) else 1e6
 
     def shortfall(delta: float) -> float:
-        p = float(sps.nct.sf(crit, dv, delta) + sps.nct.cdf(-crit, dv, delta))
+        p = dist.nct_sf(crit, dv, delta) + dist.nct_cdf(-crit, dv, delta)
         return (1.0 if math.isnan(p) else p) - power  # far in the tail scipy can return NaN: power is 1 there
 
     return float(brentq(shortfall, 0.0, 4 * crit + 10, xtol=1e-6))
@@ -333,6 +344,46 @@ def load_predictions(paths: Mapping[str, Path]) -> tuple[Predictions, dict[str, 
     return found, problems
 
 
+class LazyPredictions(Mapping[str, dict[str, dict[str, np.ndarray]]]):
+    """run_id → predictions, each file read when a Δ first asks for it (a report whose estimates
+    are remembered reads none); a file that is absent or unreadable is recorded in ``problems``
+    (the mapping :func:`load_predictions` returns as its second value) and is then not in it."""
+
+    def __init__(self, paths: Mapping[str, Path], problems: dict[str, str]) -> None:
+        self.paths, self.problems = dict(paths), problems
+        self._loaded: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+
+    def _load(self, run_id: str) -> bool:
+        if run_id in self._loaded:
+            return True
+        if run_id in self.problems or run_id not in self.paths:
+            return False
+        found, problems = load_predictions({run_id: self.paths[run_id]})
+        self._loaded.update(found)
+        self.problems.update(problems)
+        return run_id in found
+
+    def __getitem__(self, run_id: str) -> dict[str, dict[str, np.ndarray]]:
+        if not self._load(run_id):
+            raise KeyError(run_id)
+        return self._loaded[run_id]
+
+    def __contains__(self, run_id: object) -> bool:
+        return isinstance(run_id, str) and self._load(run_id)
+
+    def __iter__(self):
+        return (r for r in self.paths if self._load(r))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def lazy_predictions(paths: Mapping[str, Path]) -> tuple[LazyPredictions, dict[str, str]]:
+    """:func:`load_predictions`' pair, each file read on first use."""
+    problems: dict[str, str] = {}
+    return LazyPredictions(paths, problems), problems
+
+
 def per_image(arrays: Mapping[str, np.ndarray], metric: str) -> np.ndarray | None:
     """A split's per-image values of ``metric`` (their mean is the split's value): top-1
     correctness, or NLL = −log p(true class). None when the file lacks them."""
@@ -351,18 +402,32 @@ def composition(rows: pd.DataFrame, split: str) -> dict[str, float] | None:
     ``split``; mirrors :func:`bench.report.aggregate.with_averages`. ``rows``: one run's measured
     rows of one metric. None when ``split`` is no quantity of the run."""
     measured = rows[~rows["derived"].astype(bool)]
-    if (measured["split"] == split).any():
+    return _composition(list(zip(measured["split"], measured["protocol"], measured["ood_set"], measured["probe"])), split)
+
+
+def _text(value: Any) -> str | None:
+    """A long-table text cell, None where it is missing (NA/NaN/None)."""
+    return value if isinstance(value, str) else None
+
+
+def _composition(measured: Sequence[tuple[Any, Any, Any, Any]], split: str) -> dict[str, float] | None:
+    """:func:`composition` on a run's measured rows as (split, protocol, OOD set, probe) tuples in
+    row order: plain Python, since it runs for every run of every Δ."""
+    if any(s == split for s, _, _, _ in measured):
         return {split: 1.0}
-    shift = measured[(measured["protocol"] == "shift") & measured["ood_set"].notna()]
+    shift = [(s, o) for s, p, o, _ in measured if p == "shift" and _text(o) is not None]
     if split == "ood_avg":
-        sets = shift.groupby("ood_set", sort=False)["split"].apply(list)
-        return {s: 1 / len(sets) / len(splits) for splits in sets for s in splits} if len(sets) else None
+        sets: dict[str, list[str]] = {}
+        for s, o in shift:
+            sets.setdefault(o, []).append(s)
+        return {s: 1 / len(sets) / len(splits) for splits in sets.values() for s in splits} if len(sets) else None
     if split.endswith("/mean"):
-        splits = list(shift.loc[shift["ood_set"] == split[: -len("/mean")], "split"])
+        family = split[: -len("/mean")]
+        splits = [s for s, o in shift if o == family]
         return {s: 1 / len(splits) for s in splits} if splits else None
     if split.startswith("transfer_avg/"):
         probe = split.split("/", 1)[1]
-        splits = list(measured.loc[(measured["protocol"] == "transfer") & (measured["probe"] == probe), "split"])
+        splits = [s for s, p, _, q in measured if p == "transfer" and _text(q) == probe]
         return {s: 1 / len(splits) for s in splits} if len(splits) > 1 else None
     return None
 
@@ -388,12 +453,17 @@ class RunTable:
     """One run's long-table rows of one metric, with what the Δ code asks of them at hand: the
     measured and derived values by split and each quantity's composition (computed once)."""
 
-    def __init__(self, rows: pd.DataFrame) -> None:
-        self.rows = rows
-        self.dataset = str(rows["dataset"].iloc[0]) if len(rows) else ""
-        derived = rows["derived"].astype(bool).to_numpy()
-        self.measured = dict(zip(rows["split"][~derived], rows["value"][~derived].astype(float)))
-        self.values = dict(zip(rows["split"], rows["value"].astype(float)))
+    def __init__(self, rows: pd.DataFrame | None = None, *, dataset: str = "", splits: Sequence[Any] = (), values: Sequence[float] = (),
+                 derived: Sequence[bool] = (), protocols: Sequence[Any] = (), ood_sets: Sequence[Any] = (), probes: Sequence[Any] = ()) -> None:
+        if rows is not None:  # from a frame of one run's rows; run_tables builds them from columns
+            dataset = str(rows["dataset"].iloc[0]) if len(rows) else ""
+            splits, values = list(rows["split"]), list(rows["value"].astype(float))
+            derived, protocols = list(rows["derived"].astype(bool)), list(rows["protocol"])
+            ood_sets, probes = list(rows["ood_set"]), list(rows["probe"])
+        self.dataset = dataset
+        self.measured = {s: v for s, v, d in zip(splits, values, derived) if not d}
+        self.values = dict(zip(splits, values))
+        self._rows = [(s, p, o, q) for s, d, p, o, q in zip(splits, derived, protocols, ood_sets, probes) if not d]
         self._compositions: dict[str, dict[str, float] | None] = {}
 
     def composition(self, split: str) -> dict[str, float] | None:
@@ -401,13 +471,27 @@ class RunTable:
         if split in self.measured:
             return {split: 1.0}
         if split not in self._compositions:
-            self._compositions[split] = composition(self.rows, split)
+            self._compositions[split] = _composition(self._rows, split)
         return self._compositions[split]
 
 
 def run_tables(long: pd.DataFrame, metric: str) -> dict[str, RunTable]:
+    """run id → :class:`RunTable` of ``metric``, built from the long table's columns in one pass."""
     rows = long[long["metric"] == metric]
-    return {run: RunTable(part) for run, part in rows.groupby("run_id", sort=False)}
+    if rows.empty:
+        return {}
+    columns = {c: rows[c].to_numpy(dtype=object) for c in ("run_id", "dataset", "split", "protocol", "ood_set", "probe")}
+    values = rows["value"].to_numpy(dtype=float)
+    derived = rows["derived"].astype(bool).to_numpy()
+    where: dict[Any, list[int]] = {}
+    for i, run in enumerate(columns["run_id"]):
+        where.setdefault(run, []).append(i)
+    out = {}
+    for run, idx in where.items():
+        out[run] = RunTable(dataset=str(columns["dataset"][idx[0]]), splits=[columns["split"][i] for i in idx], values=[values[i] for i in idx],
+                            derived=[bool(derived[i]) for i in idx], protocols=[columns["protocol"][i] for i in idx],
+                            ood_sets=[columns["ood_set"][i] for i in idx], probes=[columns["probe"][i] for i in idx])
+    return out
 
 
 @dataclass(frozen=True)
@@ -477,6 +561,193 @@ def paired_diffs(members: Sequence[Sequence[Member]], split: str, metric: str, v
     return diffs, weights, shared
 
 
+# ---- remembered estimates ----------------------------------------------------------------------
+
+def _code_version() -> str:
+    """A hash of the code a crossed estimate is computed by — this module, the distributions, the
+    long table's averages, and the datasets' declarations of which splits share images: changing
+    any of it forgets every estimate."""
+    import hashlib
+
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for path in [here / "stats.py", here / "dist.py", here / "aggregate.py", *sorted((here.parent / "data").glob("*.py"))]:
+        h.update(path.name.encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+class EstimateCache:
+    """Crossed Δ estimates remembered across reports, keyed by what they are computed from: the
+    split, the metric, the paired runs seed by seed (with weights) and each run's result digest
+    (result.json covers its predictions.npz by SHA-256), and the estimation code. A report after
+    one more finished run then computes only the Δs that involve it.
+
+    Safe by construction: a changed or re-run run has another digest, so no entry of the old one
+    is found; an estimate that could not read a run's predictions (absent or unreadable) is not
+    remembered; the file carries a SHA-256 of its content and is written atomically, and a file
+    that fails its check, or an entry that does not parse, is ignored and computed again.
+    ``bench report --no-cache`` (or $BENCH_REPORT_CACHE=0) computes every estimate afresh."""
+
+    VERSION = 1
+
+    def __init__(self, path: Path | None, digests: Mapping[str, str | None]) -> None:
+        self.path, self.digests = path, dict(digests)
+        self.code = _code_version()
+        self.entries: dict[str, Any] = {}
+        self.used: set[str] = set()
+        self.hits = self.misses = 0
+        if path is not None:
+            self._load()
+
+    def _load(self) -> None:
+        import hashlib
+        import json
+
+        try:
+            saved = json.loads(Path(self.path).read_text())
+            body = saved["body"]
+            if saved.get("check") != hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest():
+                return
+            if body.get("version") == self.VERSION and body.get("code") == self.code and isinstance(body.get("entries"), dict):
+                self.entries = body["entries"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+
+    def key(self, members: Sequence[Sequence["Member"]], split: str, metric: str) -> str | None:
+        """The entry key of a crossed estimate; None when a run has no digest (nothing to key it by)."""
+        import hashlib
+        import json
+
+        parts = [self.code, split, metric]
+        for seed in members:
+            parts.append(";")
+            for m in seed:
+                dt, dc = self.digests.get(m.treatment), self.digests.get(m.control)
+                if dt is None or dc is None:
+                    return None
+                parts += [m.treatment, dt, m.control, dc, repr(float(m.weight)), m.dataset, m.prefix]
+        return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+    def get(self, key: str) -> tuple[str, Any] | None:
+        entry = self.entries.get(key)
+        try:
+            if entry["kind"] == "estimate":
+                e = entry["value"]
+                comps = e["components"]
+                components = None if comps is None else Components(int(comps[0]), float(comps[1]), tuple(map(float, comps[2])),
+                                                                    tuple(map(float, comps[3])), tuple(map(int, comps[4])), float(comps[5]))
+                found = DeltaEstimate(float(e["mean"]), float(e["se"]), float(e["df"]), int(e["n"]), str(e["method"]), components)
+                value: Any = (found, entry.get("mde"))
+            else:
+                value = (entry["kind"], str(entry["value"]))
+        except (TypeError, KeyError, ValueError, IndexError):
+            return None  # absent or damaged: computed again
+        self.used.add(key)
+        self.hits += 1
+        return entry["kind"], value
+
+    def put_estimate(self, key: str, est: DeltaEstimate) -> None:
+        c = est.components
+        comps = None if c is None else [c.n_seeds, c.seed, list(c.image), list(c.interaction), list(c.sizes), c.seed_total]
+        self.entries[key] = {"kind": "estimate", "value": {"mean": est.mean, "se": est.se, "df": est.df, "n": est.n_seeds, "method": est.method,
+                                                           "components": comps}}
+        self.used.add(key)
+        self.misses += 1
+
+    def put_failure(self, key: str, exc: ValueError) -> None:
+        self.entries[key] = {"kind": "unavailable" if isinstance(exc, Unavailable) else "invalid", "value": str(exc)}
+        self.used.add(key)
+        self.misses += 1
+
+    def effect(self, df: float, alpha: float, power: float, df_variance: float | None) -> float:
+        """:func:`noncentral_effect`, remembered (entries keyed by its arguments' exact repr)."""
+        key = f"effect|{df!r}|{alpha!r}|{power!r}|{df_variance!r}"
+        entry = self.entries.get(key)
+        if isinstance(entry, dict) and entry.get("kind") == "effect" and isinstance(entry.get("value"), float):
+            self.used.add(key)
+            return entry["value"]
+        value = _noncentral_effect(df, alpha, power, df_variance)
+        if self.path is not None:
+            self.entries[key] = {"kind": "effect", "value": value}
+            self.used.add(key)
+        return value
+
+    def mde(self, key: str | None, est: DeltaEstimate) -> float:
+        """``est.mde()``, remembered with its estimate (a root search per Δ)."""
+        entry = self.entries.get(key) if key is not None else None
+        if isinstance(entry, dict) and isinstance(entry.get("mde"), float):
+            return entry["mde"]
+        value = est.mde()
+        if isinstance(entry, dict) and entry.get("kind") == "estimate":
+            entry["mde"] = value
+        return value
+
+    def save(self) -> None:
+        """Keep the entries this report used (others belong to runs no longer in it), atomically;
+        a cache that cannot be written only costs time."""
+        import hashlib
+        import json
+
+        from bench.io import atomic_write_text
+
+        if self.path is None:
+            return
+        body = {"version": self.VERSION, "code": self.code, "entries": {k: v for k, v in self.entries.items() if k in self.used}}
+        text = json.dumps({"check": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest(), "body": body})
+        try:
+            atomic_write_text(Path(self.path), text)
+        except OSError:
+            pass
+
+
+_CACHE: EstimateCache | None = None
+
+
+class remembering:
+    """``with remembering(cache): ...`` — the crossed estimates computed inside are looked up in,
+    and added to, ``cache`` (:class:`EstimateCache`)."""
+
+    def __init__(self, cache: EstimateCache | None) -> None:
+        self.cache, self.outer = cache, None
+
+    def __enter__(self) -> EstimateCache | None:
+        global _CACHE
+        self.outer, _CACHE = _CACHE, self.cache
+        return self.cache
+
+    def __exit__(self, *exc: Any) -> None:
+        global _CACHE
+        _CACHE = self.outer
+
+
+def crossed_estimate(members: Sequence[Sequence["Member"]], split: str, metric: str, values: Mapping[str, RunTable],
+                     predictions: Predictions, problems: Mapping[str, str]) -> tuple[DeltaEstimate, str | None]:
+    """(``delta_estimate(*paired_diffs(...))``, its cache key or None): raises what they raise
+    (:class:`Unavailable`, ValueError). Inside :class:`remembering` the result, or the reason
+    there is none, is looked up first and remembered after, unless a run's predictions could not
+    be read (that may be passing)."""
+    cache = _CACHE
+    key = cache.key(members, split, metric) if cache is not None else None
+    if key is not None:
+        hit = cache.get(key)
+        if hit is not None:
+            kind, value = hit
+            if kind == "estimate":
+                return value[0], key
+            raise (Unavailable if kind == "unavailable" else ValueError)(value[1])
+    try:
+        diffs, weights, shared = paired_diffs(members, split, metric, values, predictions, problems)
+        est = delta_estimate(diffs, weights, shared)
+    except ValueError as exc:
+        runs = {r for seed in members for m in seed for r in (m.treatment, m.control)}
+        if key is not None and not any(r in problems for r in runs):
+            cache.put_failure(key, exc)
+        raise
+    if key is not None:
+        cache.put_estimate(key, est)
+    return est, key
+
+
 # ---- Δ rows ------------------------------------------------------------------------------------
 
 RunIndex = dict[tuple, dict[Any, str]]  # (setting columns as text, method, variant) → seed → run id
@@ -504,20 +775,27 @@ def estimate_of_row(row: Any, runs: RunIndex, values: Mapping[str, RunTable], pr
     """The Δ estimate of one :func:`bench.report.aggregate.paired_delta` row: crossed seeds ×
     images where the metric is a per-image mean and every run's predictions match, else the
     seed-level t model with the reason."""
+    est, why, _ = _row_estimate(row, runs, values, predictions, problems)
+    return est, why
+
+
+def _row_estimate(row: Any, runs: RunIndex, values: Mapping[str, RunTable], predictions: Predictions,
+                  problems: Mapping[str, str]) -> tuple[DeltaEstimate, str, str | None]:
+    """:func:`estimate_of_row` with the cache key of a crossed estimate (None otherwise)."""
     seed_level = DeltaEstimate(float(row.mean), float(row.std) / math.sqrt(row.n) if row.n >= 2 else math.nan,
                                float(row.n - 1) if row.n >= 2 else math.nan, int(row.n), T_INTERVAL)
     if row.metric not in PER_IMAGE_METRICS:
-        return seed_level, ""
+        return seed_level, "", None
     members = row_members(row, runs)
     if len(members) < 2:
-        return seed_level, "one seed: no interval"
+        return seed_level, "one seed: no interval", None
     try:
-        diffs, weights, shared = paired_diffs(members, row.split, row.metric, values, predictions, problems)
-        return delta_estimate(diffs, weights, shared), ""
+        est, key = crossed_estimate(members, row.split, row.metric, values, predictions, problems)
+        return est, "", key
     except Unavailable as why:
-        return seed_level, str(why)
+        return seed_level, str(why), None
     except ValueError as why:
-        return seed_level, f"per-image data unusable ({why})"
+        return seed_level, f"per-image data unusable ({why})", None
 
 
 def with_intervals(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predictions, problems: Mapping[str, str] | None = None,
@@ -540,17 +818,19 @@ def with_intervals(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predict
     runs = run_index(long.drop_duplicates("run_id")[["run_id", "method", "variant", "seed", *GROUP_COLUMNS]])
     values = {m: run_tables(long, m) for m in PER_IMAGE_METRICS}
     problems = problems or {}
-    for i, row in zip(out.index, out.itertuples()):
-        est, why = estimate_of_row(row, runs, values.get(row.metric, {}), predictions, problems)
+    columns: dict[str, list[Any]] = {c: [] for c in ("ci_low", "ci_high", "se", "df", "se_floor", "mde", "p_value", "significant", "ci_method", "ci_note")}
+    cache = _CACHE
+    for row in out.itertuples():
+        est, why, key = _row_estimate(row, runs, values.get(row.metric, {}), predictions, problems)
         low, high = est.interval(confidence)
-        out.at[i, "ci_low"], out.at[i, "ci_high"] = low, high
         flat = pd.isna(low) or zero_width(low, high)
-        out.at[i, "se"], out.at[i, "df"], out.at[i, "se_floor"] = est.se, est.df, est.floor
-        out.at[i, "mde"] = math.nan if flat else est.mde()
-        out.at[i, "p_value"] = math.nan if pd.isna(low) or zero_width(low, high) else est.p_two_sided()
         floor = (min_effect or {}).get(row.metric, 0.0) / scale_of(row.metric)
-        out.at[i, "significant"] = significant(low, high) and abs(est.mean) >= floor
-        out.at[i, "ci_method"], out.at[i, "ci_note"] = est.method, why
+        mde = math.nan if flat else cache.mde(key, est) if cache is not None and confidence == CONFIDENCE else est.mde()
+        for c, v in zip(columns, (low, high, est.se, est.df, est.floor, mde, math.nan if flat else est.p_two_sided(),
+                                  significant(low, high) and abs(est.mean) >= floor, est.method, why)):
+            columns[c].append(v)
+    for c, v in columns.items():
+        out[c] = v
     out["significant"] = out["significant"].astype(bool)
     return out
 
@@ -586,6 +866,7 @@ def pooled_ece(count: np.ndarray, confidence_sum: np.ndarray, correct_sum: np.nd
     return float(np.abs(np.asarray(correct_sum, dtype=float) - np.asarray(confidence_sum, dtype=float)).sum() / total)
 
 
-__all__ = ["Components", "DeltaEstimate", "delta_estimate", "delta_interval", "seed_estimate", "holm", "composition", "paired_diffs",
+__all__ = ["Components", "DeltaEstimate", "delta_estimate", "delta_interval", "EstimateCache", "remembering", "crossed_estimate",
+           "LazyPredictions", "lazy_predictions", "seed_estimate", "holm", "composition", "paired_diffs",
            "Member", "Unavailable", "with_intervals", "image_sources", "load_predictions", "read_predictions", "per_image",
            "calibration_bins", "pooled_ece", "CROSSED", "T_INTERVAL", "POWER", "scale_of"]

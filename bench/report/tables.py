@@ -111,14 +111,16 @@ def model_labels(frame: pd.DataFrame, arms: pd.Series | None = None) -> pd.Serie
     was run in several, plus ``arms`` (the methods' configs, e.g. 'GRPO-RM ε=0.1, μ=2') where
     given, plus '(random init)' for a randomly initialised backbone."""
     models = frame[MODEL_KEYS].drop_duplicates()
-    parts = {k: models.groupby("dataset", dropna=False)[k].nunique(dropna=False) for k in ("backbone", "init", "pair")}
+    parts = {k: models.groupby("dataset", dropna=False)[k].nunique(dropna=False).to_dict() for k in ("backbone", "init", "pair")}
     suffix = arms if arms is not None else pd.Series("", index=frame.index)
 
     def label(r, arm: str) -> str:
         extra = [f"{'setting ' if k == 'pair' else ''}{getattr(r, k)}" for k in ("backbone", "init", "pair") if parts[k][r.dataset] > 1]
         return " · ".join([r.dataset, *extra, *([arm] if arm else [])]) + (" (random init)" if bool(r.random_init) else "")
 
-    return pd.Series([label(r, a) for r, a in zip(frame[MODEL_KEYS].itertuples(), suffix)], index=frame.index)
+    known: dict[tuple, str] = {}  # rows of one setting and arm share their label: made once
+    labels = [known[k] if (k := (*r[1:], a)) in known else known.setdefault(k, label(r, a)) for r, a in zip(frame[MODEL_KEYS].itertuples(), suffix)]
+    return pd.Series(labels, index=frame.index)
 
 
 def arm_text(method: str, desc: str) -> str:
@@ -474,7 +476,7 @@ def row_cells(table: Table | TextTable) -> list[tuple[list[str], list[str], set[
         return [(list(labels), list(values), set()) for labels, values in table.rows]
     n = modal_n(table)
     out = []
-    for _, row in table.frame.iterrows():
+    for row in table.frame.to_dict("records"):  # plain dicts: a Series per row was most of a large table's cost
         best = table.best(row)
         values = [cell_text(row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"], row[f"{m}_n"], n) for m in table.methods]
         bold = {i for i, m in enumerate(table.methods) if m in best}
@@ -492,7 +494,7 @@ def to_csv(table: Table | TextTable) -> str:
     if isinstance(table, TextTable):
         return table.frame.to_csv(index=False)
     frame = table.frame.copy()
-    frame["best"] = [";".join(sorted(table.best(r))) for _, r in table.frame.iterrows()]
+    frame["best"] = [";".join(sorted(table.best(r))) for r in table.frame.to_dict("records")]
     return frame.to_csv(index=False)
 
 

@@ -146,16 +146,39 @@ def _against_plain(delta: pd.DataFrame, long: pd.DataFrame, control: str) -> pd.
     return delta[keep]
 
 
-def _headline(rows: pd.DataFrame) -> str | None:
-    metrics = set(rows["metric"])
+Records = list[dict[str, Any]]  # Δ rows as plain dicts: the per-comparison walks below touch each row a few times
+
+
+def _records(frame: pd.DataFrame) -> Records:
+    """``frame``'s rows as dicts (a missing value stays pd.NA / NaN): at thousands of comparisons,
+    filtering a DataFrame per quantity was most of the verdict's time."""
+    columns = {c: frame[c].to_numpy(dtype=object) for c in frame.columns}
+    return [{c: v[i] for c, v in columns.items()} for i in range(len(frame))]
+
+
+def _rows_of(rows: pd.DataFrame | Records) -> Records:
+    return _records(rows) if isinstance(rows, pd.DataFrame) else rows
+
+
+def _is(value: Any, text: str) -> bool:
+    """``value == text`` for a cell that may be missing (pd.NA compares as neither)."""
+    return isinstance(value, str) and value == text
+
+
+def _flag(value: Any) -> bool:
+    return value is not pd.NA and bool(value)
+
+
+def _headline(rows: pd.DataFrame | Records) -> str | None:
+    metrics = {r["metric"] for r in _rows_of(rows)}
     return next((m for m in ("top1", "mIoU") if m in metrics), None)
 
 
-def _id_split(rows: pd.DataFrame) -> str | None:
-    ids = rows[(rows["protocol"] == "id") & ~rows["derived"].astype(bool)]
-    if ids.empty:
+def _id_split(rows: pd.DataFrame | Records) -> str | None:
+    ids = [r for r in _rows_of(rows) if _is(r["protocol"], "id") and not _flag(r["derived"])]
+    if not ids:
         return None
-    return "test" if (ids["split"] == "test").any() else str(ids["split"].iloc[0])
+    return "test" if any(_is(r["split"], "test") for r in ids) else str(ids[0]["split"])
 
 
 def _arms(frame: pd.DataFrame, long: pd.DataFrame, treatment: str) -> pd.Series:
@@ -165,37 +188,47 @@ def _arms(frame: pd.DataFrame, long: pd.DataFrame, treatment: str) -> pd.Series:
 
 # ---- the verdict -----------------------------------------------------------------------------
 
-def _ood_sets(rows: pd.DataFrame) -> list[str]:
+def _is_set(r: dict[str, Any], own: bool = True) -> bool:
+    """A shift row that is an OOD set's: its own split (a natural shift, ``own``) or a corruption
+    benchmark's mean."""
+    ood_set = r["ood_set"]
+    if not isinstance(ood_set, str):
+        return False
+    return (own and r["split"] == ood_set and not _flag(r["derived"])) or r["split"] == ood_set + "/mean"
+
+
+def _ood_sets(rows: pd.DataFrame | Records) -> list[str]:
     """Each OOD set's split: a natural shift split, or a corruption benchmark's mean."""
-    shift = rows[rows["protocol"] == "shift"]
-    own = shift[(shift["split"] == shift["ood_set"]) & ~shift["derived"].astype(bool)]["split"]
-    means = shift[shift["split"] == shift["ood_set"] + "/mean"]["split"]
+    shift = [r for r in _rows_of(rows) if _is(r["protocol"], "shift")]
+    own = [r["split"] for r in shift if _is(r["ood_set"], r["split"]) and not _flag(r["derived"])]
+    means = [r["split"] for r in shift if _is_set(r, own=False)]
     return list(dict.fromkeys([*own, *means]))
 
 
-def _quantities(rows: pd.DataFrame, metric: str, ends: Endpoints) -> list[tuple[str, str, str, str]]:
+def _quantities(rows: pd.DataFrame | Records, metric: str, ends: Endpoints) -> list[tuple[str, str, str, str]]:
     """(family, quantity label, split, metric) the verdict box reports for one comparison's Δ rows."""
     out = []
-    headline = rows[rows["metric"] == metric]
+    rows = _rows_of(rows)
+    headline = [r for r in rows if r["metric"] == metric]
     first = _id_split(headline)
     if first is not None:
         out.append(("ID", f"ID ({first})", first, metric))
     primary_split = ends.primary.split if ends.primary is not None and ends.primary.metric == metric else None
     for split in _ood_sets(headline):
-        out.append(("OOD", _set_label(split, str(rows["dataset"].iloc[0])), split, metric))
-    if (headline["split"] == "ood_avg").any() and primary_split != "ood_avg":
+        out.append(("OOD", _set_label(split, str(rows[0]["dataset"])), split, metric))
+    if any(_is(r["split"], "ood_avg") for r in headline) and primary_split != "ood_avg":
         out.append(("OOD", "OOD average", "ood_avg", metric))
-    averages = sorted(s for s in set(headline["split"]) if s.startswith("transfer_avg/"))
+    averages = sorted(s for s in {r["split"] for r in headline} if s.startswith("transfer_avg/"))
     if averages:
         out += [("transfer", split_label(s, "", {}), s, metric) for s in averages]
     else:  # one transfer target per probe: the target stands for the transfer result
-        single = headline[(headline["protocol"] == "transfer") & ~headline["derived"].astype(bool)]
-        out += [("transfer", f"transfer · {split_label(s, '', {})}", s, metric) for s in dict.fromkeys(single["split"])]
+        single = [r["split"] for r in headline if _is(r["protocol"], "transfer") and not _flag(r["derived"])]
+        out += [("transfer", f"transfer · {split_label(s, '', {})}", s, metric) for s in dict.fromkeys(single)]
     for cal in ("nll", "ece"):
-        mine = rows[rows["metric"] == cal]
-        if first is not None and (mine["split"] == first).any():
+        mine = [r["split"] for r in rows if r["metric"] == cal]
+        if first is not None and first in mine:
             out.append(("calibration", f"{METRIC_NAMES.get(cal, cal)} · ID", first, cal))
-        if (mine["split"] == "ood_avg").any():
+        if "ood_avg" in mine:
             out.append(("calibration", f"{METRIC_NAMES.get(cal, cal)} · OOD average", "ood_avg", cal))
     return out
 
@@ -207,13 +240,17 @@ def _set_label(split: str, dataset: str) -> str:
 
 
 def _comparisons(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endpoints()):
-    """(headline metric, all its Δ rows) per comparison of the treatment against the setting's
-    plain control: what the verdict box and the forest plot both walk through."""
+    """(headline metric, all its Δ rows as :data:`Records`) per comparison of the treatment
+    against the setting's plain control: what the verdict box and the forest plot both walk
+    through. Grouped once, in order of first appearance (as ``groupby(sort=False)``)."""
     d = delta[(delta["treatment"] == ends.treatment) & (delta["control"] == ends.control)] if not delta.empty else delta
     d = _against_plain(d, long, ends.control)
     if d.empty:
         return
-    for _, part in d.groupby([*GROUP_COLUMNS, "treatment_variant", "control_variant"], sort=False, dropna=False):
+    groups: dict[tuple, Records] = {}
+    for r in _records(d):
+        groups.setdefault(tuple(r[c] for c in (*GROUP_COLUMNS, "treatment_variant", "control_variant")), []).append(r)
+    for part in groups.values():
         metric = _headline(part)
         if metric is not None:
             yield metric, part
@@ -244,10 +281,9 @@ def verdict_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = End
                      "significant": sig, "family_significant": sig, "alpha": ends.primary_alpha})
     for metric, mine in _comparisons(delta, long, ends):
         for family, label, split, m in _quantities(mine, metric, ends):
-            found = mine[(mine["split"] == split) & (mine["metric"] == m)]
-            if found.empty:
+            r = next((x for x in mine if _is(x["split"], split) and x["metric"] == m), None)
+            if r is None:
                 continue
-            r = found.iloc[0]
             scale = scale_of(m)
             mean, low, high = scale * r["mean"], scale * r["ci_low"], scale * r["ci_high"]
             rows.append({"family": family, **{c: r[c] for c in GROUP_COLUMNS}, "treatment": r["treatment"], "control": r["control"],
@@ -438,30 +474,30 @@ def forest_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endp
     benchmark's mean), the OOD average and the transfer averages (single targets where a probe
     has no average) — in points, with CI and significance, in plotting order."""
     columns = ["setting", "evaluation", "kind", "split", "mean", "ci_low", "ci_high", "significant", "ci_method", "metric", "treatment", "control"]
-    comparisons = [(m, part[part["metric"] == m]) for m, part in _comparisons(delta, long, ends)]
+    comparisons = [(m, [r for r in part if r["metric"] == m]) for m, part in _comparisons(delta, long, ends)]
     if not comparisons:
         return pd.DataFrame(columns=columns)
     rows = []
     for metric, mine in comparisons:
-        derived = mine["derived"].astype(bool)
-        ids = mine[(mine["protocol"] == "id") & ~derived]
-        shift = mine[mine["protocol"] == "shift"]
-        sets = shift[((shift["split"] == shift["ood_set"]) & ~shift["derived"].astype(bool)) | (shift["split"] == shift["ood_set"] + "/mean")]
-        transfer = mine[mine["split"].str.startswith("transfer_avg/")]
-        if transfer.empty:
-            transfer = mine[(mine["protocol"] == "transfer") & ~derived]
-        dataset = str(mine["dataset"].iloc[0])
-        chosen = [(ids, "ID"), (sets, "OOD set"), (shift[shift["split"] == "ood_avg"], "OOD average"), (transfer, "transfer")]
+        ids = [r for r in mine if _is(r["protocol"], "id") and not _flag(r["derived"])]
+        shift = [r for r in mine if _is(r["protocol"], "shift")]
+        sets = [r for r in shift if _is_set(r)]
+        transfer = [r for r in mine if r["split"].startswith("transfer_avg/")]
+        if not transfer:
+            transfer = [r for r in mine if _is(r["protocol"], "transfer") and not _flag(r["derived"])]
+        dataset = str(mine[0]["dataset"])
+        chosen = [(ids, "ID"), (sets, "OOD set"), ([r for r in shift if _is(r["split"], "ood_avg")], "OOD average"), (transfer, "transfer")]
         for frame, kind in chosen:
-            for r in frame.itertuples():
-                name = f"{r.split} (ID)" if kind == "ID" else "OOD average" if kind == "OOD average" else split_label(r.split, dataset, {})
-                if r.split.endswith("/mean"):
-                    name = f"{dataset}-C (mean)" if r.split.startswith("c/") else "generated corruptions (mean)"
-                mean, low, high = (scale_of(metric) * x for x in (r.mean, r.ci_low, r.ci_high))
-                rows.append({**{c: getattr(r, c) for c in GROUP_COLUMNS}, "treatment_variant": r.treatment_variant, "evaluation": name,
-                             "kind": kind, "split": r.split, "mean": mean, "ci_low": low, "ci_high": high,
+            for r in frame:
+                split = r["split"]
+                name = f"{split} (ID)" if kind == "ID" else "OOD average" if kind == "OOD average" else split_label(split, dataset, {})
+                if split.endswith("/mean"):
+                    name = f"{dataset}-C (mean)" if split.startswith("c/") else "generated corruptions (mean)"
+                mean, low, high = (scale_of(metric) * x for x in (r["mean"], r["ci_low"], r["ci_high"]))
+                rows.append({**{c: r[c] for c in GROUP_COLUMNS}, "treatment_variant": r["treatment_variant"], "evaluation": name,
+                             "kind": kind, "split": split, "mean": mean, "ci_low": low, "ci_high": high,
                              "significant": _mark(mean, low, high, ends.min_effect.get(metric, 0.0)),
-                             "ci_method": getattr(r, "ci_method", "t"), "metric": metric, "treatment": r.treatment, "control": r.control})
+                             "ci_method": r.get("ci_method", "t"), "metric": metric, "treatment": r["treatment"], "control": r["control"]})
     out = pd.DataFrame(rows)
     if out.empty:
         return pd.DataFrame(columns=columns)
@@ -511,26 +547,33 @@ def ablation_frame(final: pd.DataFrame, predictions: Predictions, problems: dict
         d = d[d["control_variant"].isin(plain) & (d["treatment_variant"] != d["control_variant"])]
         if d.empty:
             continue
-        keep = []
-        for _, part in d.groupby([*GROUP_COLUMNS, "treatment_variant", "control_variant"], sort=False, dropna=False):
-            metric = _headline(part)
-            mine = part[part["metric"] == metric] if metric else part.iloc[0:0]
-            first = _id_split(mine) if not mine.empty else None
-            keep.append(mine[mine["split"].isin([first, "ood_avg"])])
-        d = pd.concat(keep) if keep else d.iloc[0:0]
+        groups: dict[tuple, list[int]] = {}
+        records = _records(d[[*GROUP_COLUMNS, "treatment_variant", "control_variant", "metric", "protocol", "derived", "split"]])
+        for i, r in enumerate(records):
+            groups.setdefault(tuple(r[c] for c in (*GROUP_COLUMNS, "treatment_variant", "control_variant")), []).append(i)
+        keep: list[int] = []
+        for positions in groups.values():  # per comparison: the headline metric's ID split and OOD average
+            metric = _headline([records[i] for i in positions])
+            mine = [i for i in positions if records[i]["metric"] == metric] if metric else []
+            first = _id_split([records[i] for i in mine]) if mine else None
+            keep += [i for i in mine if records[i]["split"] in (first, "ood_avg")]
+        d = d.iloc[keep]
         parts.append(with_intervals(d, final, predictions, problems))
     d = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if d.empty:
         return pd.DataFrame(columns=ABLATION_COLUMNS)
     rows = []
-    for _, part in d.groupby([*GROUP_COLUMNS, "treatment", "treatment_variant", "control_variant"], sort=False, dropna=False):
-        r0 = part.iloc[0]
+    comparisons: dict[tuple, Records] = {}
+    for rec in _records(d):
+        comparisons.setdefault(tuple(rec[c] for c in (*GROUP_COLUMNS, "treatment", "treatment_variant", "control_variant")), []).append(rec)
+    for part in comparisons.values():
+        r0 = part[0]
         metric = str(r0["metric"])
         row: dict[str, Any] = {**{c: r0[c] for c in GROUP_COLUMNS}, "config": labels.get((r0["treatment"], r0["treatment_variant"]), r0["treatment"]),
                                "method": r0["treatment"], "variant": r0["treatment_variant"], "control_variant": r0["control_variant"],
-                               "n": int(part["n"].max()), "metric": metric, "id_split": None}
-        for q, sel in (("id", part[part["split"] != "ood_avg"]), ("ood", part[part["split"] == "ood_avg"])):
-            r = sel.iloc[0] if len(sel) else None
+                               "n": int(max(r["n"] for r in part)), "metric": metric, "id_split": None}
+        for q, sel in (("id", [r for r in part if r["split"] != "ood_avg"]), ("ood", [r for r in part if r["split"] == "ood_avg"])):
+            r = sel[0] if len(sel) else None
             if q == "id" and r is not None:
                 row["id_split"] = r["split"]
             for c in ("mean", "ci_low", "ci_high"):

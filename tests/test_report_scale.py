@@ -1,0 +1,251 @@
+"""Bookkeeping at scale (issue 24): the faster paths give the numbers the plain ones give, and the
+caches between commands (verification ledger, remembered estimates, per-run aggregates, figures)
+are safe — a changed run, a damaged cache or a damaged store file is never taken on trust."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from bench import ledger as ledgers
+from bench.report import build_report, dist, figures
+from bench.report.aggregate import _describe, _describe_complete, describe_groups
+from bench.store import RunDir
+from bench.suite import expand, load_suite
+from bench.synthetic_store import write_run
+from test_suite import write
+
+SUITE = """
+name: tiny-scale
+description: a small synthetic suite written through the store's record API
+evaluations: [id, shift]
+defaults:
+  backbone: {name: dinov2_tiny, weights: random, img_size: 28}
+  data: {name: fmnist_composites, params: {img_size: 28, train_size: 48, eval_size: 24}, eval_splits: [test, shift_background, "gen/contrast/[13]"]}
+methods:
+  grpo_rm: {epsilon: 0.2}
+primary: {split: ood_avg, metric: top1, treatment: grpo_rm, control: sft}
+matrix:
+  method: [sft, grpo_rm, {name: grpo_rm, params: {mu: 2}}]
+  seed: [0, 1, 2]
+"""
+COMPARED = ("summary.csv", "delta.csv", "verdict.csv", "severity.csv", "runs.csv", "results_long.csv", "report.md", "table_id.csv",
+            "table_ood.csv", "table_calibration.csv", "table_ablation.csv")
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    """The tiny suite's store with its last run unfinished, and a cache of this test's own."""
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    path = write(tmp_path, SUITE, "tiny.yaml")
+    specs = expand(load_suite(path), path)
+    for spec in specs[:-1]:
+        write_run(spec, tmp_path / "results", images=40, checkpoint_bytes=256)
+    return path, specs
+
+
+def report(path, specs, root: Path, folder: str, cache: bool) -> dict[str, str]:
+    suite = load_suite(path)
+    with ledgers.ledger_scope():
+        build_report(suite, specs, root / "results", root / "reports", path, folder=folder, cache=cache)
+    return {name: (root / "reports" / folder / name).read_text() for name in COMPARED if (root / "reports" / folder / name).is_file()}
+
+
+def test_incremental_and_cached_reports_equal_a_report_from_scratch(store, tmp_path):
+    path, specs = store
+    report(path, specs, tmp_path, "cached", cache=True)  # the first 8 runs: caches filled
+    write_run(specs[-1], tmp_path / "results", images=40, checkpoint_bytes=256)  # one more run finishes
+    incremental = report(path, specs, tmp_path, "cached", cache=True)
+    fresh = report(path, specs, tmp_path, "fresh", cache=False)
+    assert {"summary.csv", "delta.csv", "verdict.csv", "results_long.csv", "report.md", "table_ablation.csv"} <= set(fresh)
+    assert incremental == fresh  # every number, table and sentence
+    delta = pd.read_csv(tmp_path / "reports" / "fresh" / "delta.csv")
+    assert (delta["ci_method"] == "crossed").any()  # the remembered estimates are the crossed ones
+    again = report(path, specs, tmp_path, "cached", cache=True)  # all remembered now
+    assert again == fresh
+
+
+def test_a_damaged_or_stale_cache_is_not_trusted(store, tmp_path):
+    path, specs = store
+    write_run(specs[-1], tmp_path / "results", images=40, checkpoint_bytes=256)
+    fresh = report(path, specs, tmp_path, "fresh", cache=False)
+    report(path, specs, tmp_path, "cached", cache=True)
+    caches = sorted((tmp_path / "cache" / "report-estimates").glob("*.json"))
+    assert len(caches) == 1
+    saved = json.loads(caches[0].read_text())
+    for entry in saved["body"]["entries"].values():  # every remembered number changed, the checksum left as it was
+        if entry["kind"] == "estimate":
+            entry["value"]["mean"] += 1.0
+    caches[0].write_text(json.dumps(saved))
+    assert report(path, specs, tmp_path, "cached", cache=True) == fresh  # the checksum fails: all computed again
+    (tmp_path / "cache" / "report-runs").joinpath(caches[0].name).write_text("{not json")
+    assert report(path, specs, tmp_path, "cached", cache=True) == fresh
+    # a run computed again with other numbers has another digest: nothing remembered of it is reused
+    spec = specs[0]
+    RunDir.of(tmp_path / "results", spec.suite, spec.run_id).clear_outputs()
+    write_run(spec, tmp_path / "results", images=40, checkpoint_bytes=256, salt="computed again")
+    rerun = report(path, specs, tmp_path, "fresh", cache=False)
+    assert rerun["delta.csv"] != fresh["delta.csv"]
+    assert report(path, specs, tmp_path, "cached", cache=True) == rerun
+
+
+def test_the_ledger_skips_unchanged_runs_and_catches_changed_ones(store, tmp_path, monkeypatch):
+    path, specs = store
+    run = RunDir.of(tmp_path / "results", specs[0].suite, specs[0].run_id)
+    monkeypatch.setattr(ledgers, "SETTLE_S", -3600.0)  # every file counts as settled: this test does not wait
+    calls = []
+    real = RunDir.damaged_evaluations
+    monkeypatch.setattr(RunDir, "damaged_evaluations", lambda self: calls.append(self.path.name) or real(self))
+    other = RunDir.of(tmp_path / "results", specs[1].suite, specs[1].run_id)
+    with ledgers.ledger_scope():
+        assert run.effective_state() == other.effective_state() == "done"
+    assert calls == [run.path.name, other.path.name]  # verified in full, and recorded
+    with ledgers.ledger_scope():
+        assert run.effective_state() == "done" and run.result_facts()["digest"]
+    assert calls == [run.path.name, other.path.name]  # not verified again: nothing changed
+    with open(run.predictions, "ab") as fh:  # damaged after it was recorded
+        fh.write(b"\0")
+    with ledgers.ledger_scope():
+        assert run.effective_state() == "corrupt"
+        assert "predictions.npz" in str(run.corruption())
+    # a ledger that is not what was written is ignored: the run is verified again
+    ledger_file = next((tmp_path / "cache" / "store-ledger").glob("*.json"))
+    ledger_file.write_text(ledger_file.read_text().replace('"version"', '"versio"'))
+    calls.clear()
+    with ledgers.ledger_scope():
+        assert other.effective_state() == "done"
+    assert calls == [other.path.name]
+
+
+def test_a_run_written_a_moment_ago_is_verified_in_full_every_time(store, tmp_path):
+    path, specs = store
+    write_run(specs[-1], tmp_path / "results", images=40, checkpoint_bytes=256)
+    run = RunDir.of(tmp_path / "results", specs[-1].suite, specs[-1].run_id)
+    assert ledgers.signature(run.path) is None  # its files changed less than SETTLE_S ago: the racy case
+    with ledgers.ledger_scope():
+        assert run.is_done()
+        assert specs[-1].run_id not in ledgers.ledger_for(run.path).runs
+
+
+def test_describe_groups_equals_pandas_groupby_apply():
+    rng = np.random.default_rng(0)
+    n = 400
+    frame = pd.DataFrame({
+        "a": pd.array(rng.choice(["x", "y", None], n), dtype="string"), "b": pd.array(rng.integers(0, 4, n), dtype="Int64"),
+        "c": pd.array(rng.choice([True, False], n), dtype="boolean"), "value": rng.normal(0.5, 0.2, n),
+    })
+    frame.loc[frame.index[::17], "value"] = np.nan
+    frame.loc[frame.index[::29], "b"] = pd.NA
+    keys = ["a", "b", "c"]
+    expected = frame.groupby(keys, sort=False, dropna=False)["value"].apply(_describe).unstack().reset_index()
+    pd.testing.assert_frame_equal(describe_groups(frame, keys), expected, check_exact=True)
+    for size in (1, 2, 5, 9, 130):  # the fast path against the one it replaces, bit for bit
+        x = rng.normal(0.7, 0.1, size)
+        fast, plain = _describe_complete(x), list(_describe(pd.Series(x)).values)
+        assert all(same(a, b) for a, b in zip(fast, plain))
+
+
+def same(a: float, b: float) -> bool:
+    """Equal bit for bit, NaN included."""
+    return a == b or (math.isnan(a) and math.isnan(b))
+
+
+@pytest.mark.parametrize("df", [0.7, 2.0, 4.0, 17.3, 1e5, math.inf])
+def test_scalar_distributions_equal_scipy_stats(df):
+    for q in (0.001, 0.1, 0.5, 0.8, 0.975):
+        assert same(dist.t_ppf(q, df), float(sps.t.ppf(q, df)))
+    for x in (-3.2, -0.1, 0.0, 1.7, 9.0):
+        assert same(dist.t_sf(x, df), float(sps.t.sf(x, df))) and same(dist.t_cdf(x, df), float(sps.t.cdf(x, df)))
+        if math.isfinite(df):
+            for nc in (0.0, 1.3, 6.0):
+                assert same(dist.nct_sf(x, df, nc), float(sps.nct.sf(x, df, nc)))
+                assert same(dist.nct_cdf(x, df, nc), float(sps.nct.cdf(x, df, nc)))
+    if math.isfinite(df):
+        assert same(dist.chi2_ppf(0.25, df), float(sps.chi2.ppf(0.25, df)))
+
+
+def test_base_folders_are_torchvisions():
+    import torchvision
+
+    from bench.data.classification import BASE_FOLDERS
+
+    readers = {"cifar10": torchvision.datasets.CIFAR10, "cifar100": torchvision.datasets.CIFAR100, "stl10": torchvision.datasets.STL10}
+    assert BASE_FOLDERS == {name: reader.base_folder for name, reader in readers.items()}
+
+
+def test_figures_cap_panels_and_keep_what_did_not_change(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    frame = pd.DataFrame({"model": [f"s{i // 3}" for i in range(60)], "arm": ["a", "b", "c"] * 20})
+    shown, k, total = figures.first_settings(frame, 12)
+    assert (k, total) == (12, 20) and list(dict.fromkeys(shown["model"])) == [f"s{i}" for i in range(12)]
+    capped, note = figures.cap_models(frame, lambda g: g["arm"].nunique(), 12)  # 3 panels a setting: 4 settings
+    assert capped["model"].nunique() == 4 and "first 4 of 20 settings" in note
+    drawn = []
+
+    def draw(data: pd.DataFrame, stem: Path) -> list[Path]:
+        drawn.append(len(data))
+        stem.with_suffix(".png").write_bytes(data.to_csv().encode())
+        return [stem.with_suffix(".png")]
+
+    figure = figures.Figure("bars", draw, (frame, tmp_path / "bars"))
+    for _ in range(2):
+        figures.draw_all([figure], tmp_path, True, lambda key: "")
+    assert drawn == [60]  # the second report kept the file: same inputs, file unchanged
+    (tmp_path / "bars.png").write_bytes(b"edited")
+    figures.draw_all([figure], tmp_path, True, lambda key: "")
+    assert drawn == [60, 60]  # a file that is not what was drawn is drawn again
+    figures.draw_all([figures.Figure("bars", draw, (frame.iloc[:30], tmp_path / "bars"))], tmp_path, True, lambda key: "")
+    assert drawn == [60, 60, 30]  # other inputs: drawn again
+
+
+def test_sacct_is_asked_once_per_array(tmp_path, monkeypatch):
+    from bench.launch import scheduler_states
+
+    argv = tmp_path / "argv"
+    fake = tmp_path / "sacct"
+    fake.write_text(f"#!/bin/sh\necho \"$@\" >> {argv}\nprintf 'JobID|State\\n180_1|RUNNING\\n180_2|PENDING\\n181|COMPLETED\\n'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert scheduler_states(["180_1", "180_2", "181"]) == {"180_1": "RUNNING", "180_2": "PENDING", "181": "COMPLETED"}
+    assert argv.read_text().split() == ["-X", "--parsable2", "-o", "JobID,State", "-j", "180,181"]
+
+
+def test_a_large_status_table_is_plain_text_with_the_same_cells(monkeypatch):
+    import io
+
+    from rich.console import Console
+
+    from bench import status
+
+    rows = [{"run": f"r{i}", "stage": "final", "method": "sft", "seed": i, "dataset": "d", "profile": "default", "state": "done",
+             "progress": "", "attempts": 1, "job": "", "scheduler": "", "error": "", "data": ""} for i in range(4)]
+    console = Console(width=200, file=io.StringIO())
+    console.print(status.status_table(rows))
+    rich_cells = [[c.strip() for c in line.strip("│ ").split("│")] for line in console.file.getvalue().splitlines() if line.startswith("│")]
+    monkeypatch.setattr(status, "RICH_ROWS", 2)
+    text = status.status_table(rows)
+    assert isinstance(text, str)
+    assert [line.split() for line in text.splitlines()[2:]] == rich_cells
+
+
+def test_a_slurm_launch_that_submits_builds_no_report(tmp_path, monkeypatch):
+    """`bench run --executor slurm` returns once its jobs are submitted: the report is written by
+    `bench report` (or a later `bench run`), never by the login node while jobs run."""
+    from bench import cli, launch
+    from bench.launch import RunOutcome
+
+    path = write(tmp_path, SUITE, "tiny.yaml")
+    monkeypatch.setattr(launch, "launch_suite", lambda executor, source, results, options, console, first=None:
+                        [RunOutcome(s, "submitted") for s in expand(load_suite(path), path)])
+    built = []
+    monkeypatch.setattr("bench.report.build_report", lambda *a, **k: built.append(a))
+    code = cli.main(["run", str(path), "--executor", "slurm", "--results", str(tmp_path / "results"), "--reports", str(tmp_path / "reports"),
+                     "--skip-data-check"])
+    assert code == 0 and built == []
