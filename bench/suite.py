@@ -1121,6 +1121,13 @@ def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: A
 _SECTIONS = ("backbone", "model", "data", "train", "transfer", "seg", "method")
 
 
+def _dense(tree: dict[str, Any]) -> bool:
+    """Whether a run tree's dataset is a registered segmentation dataset (unknown names: no)."""
+    data = tree.get("data")
+    name = data.get("name") if isinstance(data, dict) else getattr(data, "name", None)
+    return isinstance(name, str) and name in DATASETS and DATASETS.get(name).task == "segmentation"
+
+
 def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: str, overrides: list[str] | None = None,
                  shared: dict[Any, Any] | None = None, sections: dict[str, tuple] | None = None) -> RunConfig:
     """The validated run config of a matrix point; errors as ``file:line: key: reason``, or as
@@ -1135,19 +1142,23 @@ def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: st
     section once, and its runs share one object per section instead of a copy each. Checks
     across sections still run for every run."""
     original = tree
+    # a segmentation run's method section takes its dataset's ignore index (RunConfig): it depends on
+    # another section, so it is neither reused from nor lent to other runs
+    own = {"method"} if _dense(tree) else set()
     if shared:
         same, by_axes = shared.setdefault("same", {}), shared.setdefault("axes", {})
-        reuse = {k: v[1] for k, v in same.items() if original.get(k) is v[0]}
+        reuse = {k: v[1] for k, v in same.items() if original.get(k) is v[0] and k not in own}
         for k, key in (sections or {}).items():
             found = by_axes.get((k, key))
-            if k not in reuse and isinstance(original.get(k), dict) and found is not None:
+            if k not in reuse and k not in own and isinstance(original.get(k), dict) and found is not None:
                 reuse[k] = found
         tree = {**tree, **reuse}
     try:
         config = RunConfig(**tree)
         if shared is not None:
-            shared.setdefault("same", {}).update({k: (original[k], getattr(config, k)) for k in _SECTIONS if isinstance(original.get(k), dict)})
-            shared.setdefault("axes", {}).update({(k, key): getattr(config, k) for k, key in (sections or {}).items() if isinstance(original.get(k), dict)})
+            shared.setdefault("same", {}).update({k: (original[k], getattr(config, k)) for k in _SECTIONS if isinstance(original.get(k), dict) and k not in own})
+            shared.setdefault("axes", {}).update({(k, key): getattr(config, k) for k, key in (sections or {}).items()
+                                                  if isinstance(original.get(k), dict) and k not in own})
         return config
     except ValidationError as exc:
         given = tree.get("method")

@@ -200,3 +200,25 @@ def test_only_selects_a_subset(tmp_path, capsys):
         parse_only("method")
     assert main(["validate", str(path), "--only", "method=sft"]) == 0
     assert "2 runs" in capsys.readouterr().out
+
+
+def test_shared_sections_never_carry_a_segmentation_runs_ignore_index_to_another_run(tmp_path):
+    """Expansion reuses validated sections between runs; a segmentation run's method section takes
+    its dataset's ignore index, so each run's config must equal one validated on its own."""
+    from bench.config import RunConfig
+
+    path = write(tmp_path, """
+name: mixed
+defaults:
+  backbone: {name: dinov2_tiny, weights: random, img_size: 28}
+matrix:
+  data.name: [fmnist_composites, fmnist_composites_seg]
+  method: [sft, grpo_rm]
+  seed: [0, 1]
+""")
+    specs = expand(load_suite(path), path)
+    for spec in specs:
+        alone = RunConfig(**json.loads(spec.config.model_dump_json()) | {"method": {"name": spec.config.method.name}})  # no sharing
+        dense = spec.config.data.name == "fmnist_composites_seg"
+        assert spec.config.method.resolved_params()["ignore_index"] == (255 if dense else alone.method.resolved_params()["ignore_index"])
+        assert spec.config.method.resolved_params() == alone.method.resolved_params()
