@@ -15,6 +15,8 @@ column per pair (:mod:`bench.report.pairs`).
 
 from __future__ import annotations
 
+import functools
+
 import itertools
 import json
 import math
@@ -56,9 +58,10 @@ class Table:
     def prefix(self, pair: Pair) -> str:
         return delta_prefix(pair, self.pairs or default_pairs())
 
-    @property
+    @functools.cached_property
     def shown_pairs(self) -> list[Pair]:
-        """The pairs with at least one Δ in this table: one Δ column each."""
+        """The pairs with at least one Δ in this table: one Δ column each (computed once: every
+        row's cells ask for it)."""
         return [p for p in (self.pairs or default_pairs())
                 if f"{self.prefix(p)}_mean" in self.frame and self.frame[f"{self.prefix(p)}_n"].fillna(0).gt(0).any()]
 
