@@ -14,6 +14,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_serializer, field_validator, model_validator
@@ -587,6 +588,11 @@ class RunConfig(Strict):
                                        (OPTIMIZERS, self.train.optimizer), (SCHEDULES, self.train.schedule)]
         used += [(EVALUATIONS, e) for e in self.evaluations]
         used += [(DATASETS, t.name) for t in self.transfer.targets] if "transfer" in self.evaluations else []
+        # the backbone's family adapter: a plugin can register one (bench.models.families imports
+        # torch, so it is read only once imported; before that, no plugin can have registered one)
+        families = sys.modules.get("bench.models.families")
+        if families is not None:
+            used.append((families.FAMILIES, backbone_entry(self.backbone.name).family))
         return used
 
     def run_id(self) -> str:

@@ -138,3 +138,25 @@ def test_a_job_process_imports_the_runs_plugins_before_resolving_names(plugin_pa
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"PYTHONPATH": f"{plugin_path}:{Path.cwd()}", "PATH": "/usr/bin:/bin"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["plug_job", cfg.run_id()]
+
+
+def test_a_plugin_family_adapter_is_part_of_the_ids_of_the_runs_it_drives(plugin_path, monkeypatch):
+    """A family registered by a plugin drives timm models the package's families would not (or
+    would differently): its code must be in the run id, like a method's or a dataset's."""
+    from bench.models import backbones
+    from bench.models.families import FAMILIES
+
+    for name, table in list(vars(FAMILIES).items()):  # this test's registrations vanish afterwards
+        if isinstance(table, dict):
+            monkeypatch.setattr(FAMILIES, name, dict(table))
+    backbones._timm_entry.cache_clear()
+    (plugin_path / "plug_family.py").write_text(
+        "from bench.models.families import FAMILIES, ResNetFamily\n\n"
+        "class LabResNet(ResNetFamily):\n    name = 'aaa_lab_resnet'  # sorts first: it drives every ResNet\n\n"
+        "FAMILIES.add(LabResNet.name, LabResNet())\n")
+    try:
+        cfg = RunConfig(plugins=("plug_family",), method={"name": "sft"}, backbone={"name": "timm:resnet10t", "weights": "random", "img_size": 32})
+        assert backbones.backbone_entry("timm:resnet10t").family == "aaa_lab_resnet"
+        assert cfg.canonical()["code"] == {"plug_family": plugins.module_digest("plug_family")}
+    finally:
+        backbones._timm_entry.cache_clear()

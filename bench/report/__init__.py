@@ -176,10 +176,11 @@ def _log_extremes(store: StoreRead, cache: RunCache, final: set[str]) -> dict[st
         def compute(run_dir=run_dir) -> dict[str, list[float] | None]:
             try:
                 return log_extremes(run_dir.read_metrics(), columns)
-            except CorruptFile:  # damaged since the state was read: no curve, listed as corrupt next time
-                return {}
+            except CorruptFile:  # damaged since the state was read: no curve now (not kept), listed as corrupt next time
+                return None
 
-        out[run_id] = cache.get(f.digest, "log", compute, valid_extremes)
+        found = cache.get(f.digest, "log", compute, valid_extremes)
+        out[run_id] = found if found is not None else {}
     return out
 
 

@@ -112,7 +112,9 @@ def _code() -> str:
     import matplotlib
 
     here = Path(__file__).parent
-    return hashlib.sha256((here / "plots.py").read_bytes() + (here / "figures.py").read_bytes() + matplotlib.__version__.encode()).hexdigest()
+    # plots.py and the modules it takes labels, names and colour order from
+    sources = ("plots.py", "figures.py", "tables.py", "pairs.py", "aggregate.py")
+    return hashlib.sha256(b"".join((here / name).read_bytes() for name in sources) + matplotlib.__version__.encode()).hexdigest()
 
 
 class FigureCache:

@@ -53,6 +53,8 @@ class RunCache:
         if isinstance(entry, dict) and name in entry and valid(entry[name]):
             return entry[name]
         value = compute()
+        if not valid(value):  # what could not be computed now (a file damaged meanwhile) is never kept
+            return value
         if not isinstance(entry, dict):
             entry = self.entries[digest] = {}
         entry[name] = value
