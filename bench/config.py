@@ -469,6 +469,16 @@ def copy_tree(node: Any) -> Any:
 _RESOLVED_PARAMS: dict[tuple[str, str], dict[str, Any]] = {}
 
 
+def segmentation_dataset(tree: dict[str, Any]) -> Any:
+    """The registered segmentation dataset a run tree names (its ``data`` section, a mapping or a
+    DataConfig; the default dataset when it names none), else None. Such a run's method takes the
+    dataset's ignore index (:class:`RunConfig`), so its method section depends on its data section.
+    Anything but a mapping or a DataConfig is left for field validation to refuse, with a message."""
+    section = tree.get("data", {})
+    name = section.get("name", DataConfig.model_fields["name"].default) if isinstance(section, dict) else getattr(section, "name", None)
+    return DATASETS.get(name) if isinstance(name, str) and name in DATASETS and DATASETS.get(name).task == "segmentation" else None
+
+
 class RunConfig(Strict):
     plugins: tuple[str, ...] = Field((), description="plugin modules imported before the names below are resolved (the suite's plugins: key; bench.plugins)")
     method: MethodConfig
@@ -493,13 +503,11 @@ class RunConfig(Strict):
                 raise ValueError(f"plugins: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("method"), dict):
             return data
-        section = data.get("data", {})
-        # anything but a mapping or a DataConfig is left for field validation to refuse, with a message
-        name = section.get("name", DataConfig.model_fields["name"].default) if isinstance(section, dict) else getattr(section, "name", None)
+        dense = segmentation_dataset(data)
         params = data["method"].get("params") or {}
-        if isinstance(name, str) and name in DATASETS and DATASETS.get(name).task == "segmentation" and isinstance(params, dict):
+        if dense is not None and isinstance(params, dict):
             params = dict(params)
-            params.setdefault("ignore_index", DATASETS.get(name).ignore_index)
+            params.setdefault("ignore_index", dense.ignore_index)
             data = {**data, "method": {**data["method"], "params": params}}
         return data
 

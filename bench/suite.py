@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 
 from bench import plugins as plugin_code
 from bench.bounds import MAX_DESCRIPTION, MAX_ERRORS, MAX_NAME, MAX_PATH, Checked, capped, cut
-from bench.config import SEED_LIMIT, MethodConfig, RunConfig, copy_tree
+from bench.config import SEED_LIMIT, MethodConfig, RunConfig, copy_tree, segmentation_dataset
 from bench.errors import SuiteError
 from bench.data import DATASETS
 from bench.methods import DEFAULT_COMPARISON, METHODS
@@ -1121,13 +1121,6 @@ def _tree(suite: Suite, axes: list, combo: tuple, root: str | None, data_root: A
 _SECTIONS = ("backbone", "model", "data", "train", "transfer", "seg", "method")
 
 
-def _dense(tree: dict[str, Any]) -> bool:
-    """Whether a run tree's dataset is a registered segmentation dataset (unknown names: no)."""
-    data = tree.get("data")
-    name = data.get("name") if isinstance(data, dict) else getattr(data, "name", None)
-    return isinstance(name, str) and name in DATASETS and DATASETS.get(name).task == "segmentation"
-
-
 def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: str, overrides: list[str] | None = None,
                  shared: dict[Any, Any] | None = None, sections: dict[str, tuple] | None = None) -> RunConfig:
     """The validated run config of a matrix point; errors as ``file:line: key: reason``, or as
@@ -1144,7 +1137,7 @@ def build_config(suite: Suite, path: str | Path, tree: dict[str, Any], where: st
     original = tree
     # a segmentation run's method section takes its dataset's ignore index (RunConfig): it depends on
     # another section, so it is neither reused from nor lent to other runs
-    own = {"method"} if _dense(tree) else set()
+    own = {"method"} if segmentation_dataset(tree) is not None else set()
     if shared:
         same, by_axes = shared.setdefault("same", {}), shared.setdefault("axes", {})
         reuse = {k: v[1] for k, v in same.items() if original.get(k) is v[0] and k not in own}

@@ -23,6 +23,14 @@ TINY = dict(
 )
 
 
+def isolated_registry(monkeypatch: pytest.MonkeyPatch, registry) -> None:
+    """What a test registers in ``registry`` (as a plugin would) is gone when ``monkeypatch`` is
+    undone: the registry's tables (entries, origins) are copies until then."""
+    for name, table in list(vars(registry).items()):
+        if isinstance(table, dict):
+            monkeypatch.setattr(registry, name, dict(table))
+
+
 def tiny_config(method: str = "grpo_rm", seed: int = 0, **overrides) -> RunConfig:
     tree = {**TINY, "method": {"name": method, "params": overrides.pop("method_params", {})}, "seed": seed}
     for key, value in overrides.items():

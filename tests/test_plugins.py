@@ -13,6 +13,7 @@ from bench.config import RunConfig
 from bench.errors import SuiteError
 from bench.methods import METHODS
 from bench.suite import expand, load_suite
+from conftest import isolated_registry
 
 METHOD_SOURCE = '''
 from typing import ClassVar
@@ -146,9 +147,7 @@ def test_a_plugin_family_adapter_is_part_of_the_ids_of_the_runs_it_drives(plugin
     from bench.models import backbones
     from bench.models.families import FAMILIES
 
-    for name, table in list(vars(FAMILIES).items()):  # this test's registrations vanish afterwards
-        if isinstance(table, dict):
-            monkeypatch.setattr(FAMILIES, name, dict(table))
+    isolated_registry(monkeypatch, FAMILIES)  # this test's registrations vanish afterwards
     backbones._timm_entry.cache_clear()
     (plugin_path / "plug_family.py").write_text(
         "from bench.models.families import FAMILIES, ResNetFamily\n\n"

@@ -21,6 +21,7 @@ from bench.methods import METHODS, display_name
 from bench.methods.base import IGNORE_INDEX, LossOutput, MethodBase, MethodParams, flatten_questions, full_precision
 from bench.report import build_report, plots
 from bench.suite import expand, load_suite
+from conftest import isolated_registry
 from report_fixtures import write_run
 from test_suite import write
 
@@ -54,9 +55,7 @@ def focal():
     """``focal`` registered as a plugin would (``METHODS.add``), for this module's tests only: the
     registry's tables are copies while it lives, the originals come back afterwards."""
     with pytest.MonkeyPatch.context() as mp:
-        for name, table in list(vars(METHODS).items()):
-            if isinstance(table, dict):
-                mp.setattr(METHODS, name, dict(table))
+        isolated_registry(mp, METHODS)
         METHODS.add("focal", Focal)
         yield Focal
 
