@@ -166,6 +166,27 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def write_checked_json(path: Path, body: Any) -> None:
+    """Write ``body`` atomically as a cache file that proves itself: the SHA-256 of the JSON text,
+    a newline, the text. Checking it on reading hashes the very bytes that are parsed, so a
+    damaged file is never trusted and nothing is serialised a second time to check it (a
+    report's caches hold tens of thousands of entries)."""
+    text = json.dumps(body, separators=(",", ":"))
+    atomic_write_text(path, f"{hashlib.sha256(text.encode()).hexdigest()}\n{text}")
+
+
+def read_checked_json(path: Path) -> Any:
+    """The body :func:`write_checked_json` wrote, or None when the file is absent, unreadable,
+    damaged (its checksum does not match) or of another format."""
+    try:
+        check, newline, text = Path(path).read_text().partition("\n")
+        if not newline or hashlib.sha256(text.encode()).hexdigest() != check:
+            return None
+        return json.loads(text)
+    except (OSError, ValueError):
+        return None
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -85,10 +85,6 @@ def signed(run_folder: Path, now: float | None = None) -> tuple[str | None, dict
     return hashlib.sha256(repr(sorted(rows)).encode()).hexdigest()[:32], by_name
 
 
-def _checksum(body: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
 class Ledger:
     """One suite folder's verified runs: run id → (signature, result digest, facts)."""
 
@@ -104,16 +100,14 @@ class Ledger:
         self._load(real)
 
     def _load(self, real: str) -> None:
-        try:
-            saved = json.loads(self.path.read_text())
-            body = saved["body"]
-            if saved.get("check") != _checksum(body) or body.get("version") != LEDGER_VERSION or body.get("folder") != real:
-                return  # damaged, another version, or a hash collision of folders: start afresh
-            runs, facts = body["runs"], body["facts"]
-            if isinstance(runs, dict) and isinstance(facts, dict):
-                self.runs, self.facts = runs, facts
-        except (OSError, ValueError, KeyError, TypeError):
-            return
+        from bench.io import read_checked_json
+
+        body = read_checked_json(self.path)
+        if not isinstance(body, dict) or body.get("version") != LEDGER_VERSION or body.get("folder") != real:
+            return  # absent, damaged, another version, or a hash collision of folders: start afresh
+        runs, facts = body.get("runs"), body.get("facts")
+        if isinstance(runs, dict) and isinstance(facts, dict):
+            self.runs, self.facts = runs, facts
 
     def lookup(self, run_id: str, sig: str | None) -> tuple[str, Any] | None:
         """(result digest, facts) of a run verified clean at signature ``sig``, else None."""
@@ -138,13 +132,13 @@ class Ledger:
         be written only costs time."""
         if not self.dirty:
             return
-        from bench.io import atomic_write_text
+        from bench.io import write_checked_json
 
         used = {entry[2] for entry in self.runs.values()}
         body = {"version": LEDGER_VERSION, "folder": os.path.realpath(self.folder), "runs": self.runs,
                 "facts": {k: v for k, v in self.facts.items() if k in used}}
         with contextlib.suppress(OSError):
-            atomic_write_text(self.path, json.dumps({"check": _checksum(body), "body": body}, sort_keys=True, separators=(",", ":")))
+            write_checked_json(self.path, body)
         self.dirty = False
 
 

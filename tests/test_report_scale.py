@@ -4,6 +4,7 @@ are safe — a changed run, a damaged cache or a damaged store file is never tak
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -79,11 +80,13 @@ def test_a_damaged_or_stale_cache_is_not_trusted(store, tmp_path):
     report(path, specs, tmp_path, "cached", cache=True)
     caches = sorted((tmp_path / "cache" / "report-estimates").glob("*.json"))
     assert len(caches) == 1
-    saved = json.loads(caches[0].read_text())
-    for entry in saved["body"]["entries"].values():  # every remembered number changed, the checksum left as it was
+    check, _, text = caches[0].read_text().partition("\n")
+    body = json.loads(text)
+    assert check == hashlib.sha256(text.encode()).hexdigest()  # the file proves itself by the hash of its very text
+    for entry in body["entries"].values():  # every remembered number changed, the checksum left as it was
         if entry["kind"] == "estimate":
             entry["value"]["mean"] += 1.0
-    caches[0].write_text(json.dumps(saved))
+    caches[0].write_text(f"{check}\n{json.dumps(body, separators=(',', ':'))}")
     assert report(path, specs, tmp_path, "cached", cache=True) == fresh  # the checksum fails: all computed again
     (tmp_path / "cache" / "report-runs").joinpath(caches[0].name).write_text("{not json")
     assert report(path, specs, tmp_path, "cached", cache=True) == fresh
@@ -158,14 +161,15 @@ def same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-@pytest.mark.parametrize("df", [0.7, 2.0, 4.0, 17.3, 1e5, math.inf])
+@pytest.mark.parametrize("df", [0.7, 2.0, 4.0, 17.3, 1e5, 1e6, math.inf])
 def test_scalar_distributions_equal_scipy_stats(df):
     for q in (0.001, 0.1, 0.5, 0.8, 0.975):
         assert same(dist.t_ppf(q, df), float(sps.t.ppf(q, df)))
+        assert same(dist.norm_ppf(q), float(sps.norm.ppf(q)))
     for x in (-3.2, -0.1, 0.0, 1.7, 9.0):
         assert same(dist.t_sf(x, df), float(sps.t.sf(x, df))) and same(dist.t_cdf(x, df), float(sps.t.cdf(x, df)))
         if math.isfinite(df):
-            for nc in (0.0, 1.3, 6.0):
+            for nc in (0.0, 1.3, 6.0, 40.0):
                 assert same(dist.nct_sf(x, df, nc), float(sps.nct.sf(x, df, nc)))
                 assert same(dist.nct_cdf(x, df, nc), float(sps.nct.cdf(x, df, nc)))
     if math.isfinite(df):

@@ -418,7 +418,8 @@ def with_averages(long: pd.DataFrame) -> pd.DataFrame:
     # corruption families always get a mean row (it stands for them in the OOD table); a natural
     # shift split is its own set and needs none
     n_splits = shift.groupby(["run_id", "metric", "ood_set"])["split"].nunique()
-    several = per_set.set_index(["run_id", "metric", "ood_set"]).index.map(lambda k: n_splits.get(k, 0) > 1)
+    keys = pd.MultiIndex.from_frame(per_set[["run_id", "metric", "ood_set"]])
+    several = n_splits.reindex(keys).fillna(0).to_numpy() > 1  # a set measured on more than one split
     set_means = per_set[several | per_set["ood_set"].isin(CORRUPTION_FAMILIES)].assign(split=lambda f: f["ood_set"] + "/mean")
     ood_avg = _derived(per_set, [], protocol="shift", split="ood_avg")
     # in-domain probes carry protocol id_probe, so this is transfer to other datasets only

@@ -38,14 +38,14 @@ def verdict(n: int, low: float, high: float, expected: float, tolerance: float) 
     """The verdict of a claim from a seed-level t-interval [low, high] of ``n`` seeds (kept for
     callers with only an interval; the report uses :class:`ClaimTest` on the full estimate)."""
     from bench.report.claims import verdict_of
+    from bench.report import dist
     from bench.report.stats import DeltaEstimate
-    from scipy import stats as sps
 
     if n == 0:
         return "missing"
     if n < 2 or not (math.isfinite(low) and math.isfinite(high)) or high <= low:
         return "no interval"
-    se = (high - low) / 2 / float(sps.t.ppf(0.975, n - 1))
+    se = (high - low) / 2 / dist.t_ppf(0.975, n - 1)
     return verdict_of(DeltaEstimate((low + high) / 2, se, float(n - 1), n, "t"), expected, tolerance)
 
 

@@ -15,7 +15,6 @@ ignored and computed again from the store. ``bench report --no-cache`` computes 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 from pathlib import Path
@@ -36,13 +35,11 @@ class RunCache:
         self.dirty = False
         if self.path is None:
             return
-        try:
-            saved = json.loads(self.path.read_text())
-            body = saved["body"]
-            if saved.get("check") == _checksum(body) and body.get("version") == VERSION and isinstance(body.get("runs"), dict):
-                self.entries = body["runs"]
-        except (OSError, ValueError, KeyError, TypeError):
-            pass
+        from bench.io import read_checked_json
+
+        body = read_checked_json(self.path)
+        if isinstance(body, dict) and body.get("version") == VERSION and isinstance(body.get("runs"), dict):
+            self.entries = body["runs"]
 
     def get(self, digest: str | None, name: str, compute: Callable[[], Any], valid: Callable[[Any], bool]) -> Any:
         """The run's aggregate ``name``: kept (when ``valid`` says its form is right) or ``compute()``d and kept."""
@@ -65,17 +62,13 @@ class RunCache:
         """Keep the entries of this report's runs (others belong to runs no longer in it), atomically."""
         if self.path is None or not (self.dirty or set(self.entries) - self.used):
             return
-        from bench.io import atomic_write_text
+        from bench.io import write_checked_json
 
         body = {"version": VERSION, "runs": {k: v for k, v in self.entries.items() if k in self.used}}
         try:
-            atomic_write_text(self.path, json.dumps({"check": _checksum(body), "body": body}))
+            write_checked_json(self.path, body)
         except OSError:
             pass
-
-
-def _checksum(body: Any) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def log_extremes(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> dict[str, list[float] | None]:

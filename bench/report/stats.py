@@ -213,12 +213,11 @@ def noncentral_effect(df: float, alpha: float = 1 - CONFIDENCE, power: float = P
 
 @lru_cache(maxsize=65536)
 def _noncentral_effect(df: float, alpha: float, power: float, df_variance: float | None) -> float:
-    from scipy import stats as sps
     from scipy.optimize import brentq
 
     dv = df if df_variance is None else df_variance
     if not math.isfinite(df) or df > 1e6:
-        return float(sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(power))
+        return float(dist.norm_ppf(1 - alpha / 2) + dist.norm_ppf(power))
     crit = dist.t_ppf(1 - alpha / 2, df)
     dv = min(dv, 1e6) if math.isfinite(dv) else 1e6
 
@@ -600,18 +599,11 @@ class EstimateCache:
             self._load()
 
     def _load(self) -> None:
-        import hashlib
-        import json
+        from bench.io import read_checked_json
 
-        try:
-            saved = json.loads(Path(self.path).read_text())
-            body = saved["body"]
-            if saved.get("check") != hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest():
-                return
-            if body.get("version") == self.VERSION and body.get("code") == self.code and isinstance(body.get("entries"), dict):
-                self.entries = body["entries"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return
+        body = read_checked_json(Path(self.path))
+        if isinstance(body, dict) and body.get("version") == self.VERSION and body.get("code") == self.code and isinstance(body.get("entries"), dict):
+            self.entries = body["entries"]
 
     def key(self, members: Sequence[Sequence["Member"]], split: str, metric: str) -> str | None:
         """The entry key of a crossed estimate; None when a run has no digest (nothing to key it by)."""
@@ -685,17 +677,13 @@ class EstimateCache:
     def save(self) -> None:
         """Keep the entries this report used (others belong to runs no longer in it), atomically;
         a cache that cannot be written only costs time."""
-        import hashlib
-        import json
-
-        from bench.io import atomic_write_text
+        from bench.io import write_checked_json
 
         if self.path is None:
             return
         body = {"version": self.VERSION, "code": self.code, "entries": {k: v for k, v in self.entries.items() if k in self.used}}
-        text = json.dumps({"check": hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest(), "body": body})
         try:
-            atomic_write_text(Path(self.path), text)
+            write_checked_json(Path(self.path), body)
         except OSError:
             pass
 

@@ -16,12 +16,13 @@ column per pair (:mod:`bench.report.pairs`).
 from __future__ import annotations
 
 import functools
+from collections import namedtuple
 
 import itertools
 import json
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import pandas as pd
 
@@ -37,6 +38,7 @@ PROTOCOL_NAMES = {IN_DOMAIN_PROBE: "in-domain probe"}  # the others read as they
 PROBE_NAMES = {"knn": "kNN", "sr": "SR"}
 MODEL_KEYS = GROUP_COLUMNS  # a table's row group: one setting, whatever the methods' configs
 ROW_KEYS = [*MODEL_KEYS, "protocol", "split"]
+_ModelRow = namedtuple("_ModelRow", MODEL_KEYS)  # one row's setting, read by attribute as itertuples gives it
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,12 @@ class Table:
         row's cells ask for it)."""
         return [p for p in (self.pairs or default_pairs())
                 if f"{self.prefix(p)}_mean" in self.frame and self.frame[f"{self.prefix(p)}_n"].fillna(0).gt(0).any()]
+
+    @functools.cached_property
+    def cells(self) -> list[tuple[list[str], list[str], set[int]]]:
+        """:func:`row_cells` of this table, made once: the Markdown, LaTeX, HTML and report.md
+        renderings all show the same cells."""
+        return _table_cells(self)
 
     @property
     def has_delta(self) -> bool:
@@ -122,7 +130,8 @@ def model_labels(frame: pd.DataFrame, arms: pd.Series | None = None) -> pd.Serie
         return " · ".join([r.dataset, *extra, *([arm] if arm else [])]) + (" (random init)" if bool(r.random_init) else "")
 
     known: dict[tuple, str] = {}  # rows of one setting and arm share their label: made once
-    labels = [known[k] if (k := (*r[1:], a)) in known else known.setdefault(k, label(r, a)) for r, a in zip(frame[MODEL_KEYS].itertuples(), suffix)]
+    columns = [frame[k].tolist() for k in MODEL_KEYS]  # plain lists: iterating pandas arrays costs ~µs a cell
+    labels = [known[k] if (k := (*r, a)) in known else known.setdefault(k, label(_ModelRow(*r), a)) for r, a in zip(zip(*columns), suffix.tolist())]
     return pd.Series(labels, index=frame.index)
 
 
@@ -135,7 +144,9 @@ def arm_labels(frame: pd.DataFrame) -> pd.Series:
     """The name of each row's method config (series of a figure): the method, plus what sets the
     variant apart (``variant_desc``) where its method has several in the setting."""
     descs = frame["variant_desc"] if "variant_desc" in frame else pd.Series("", index=frame.index)
-    return pd.Series([arm_text(m, d) or method_name(m) for m, d in zip(frame["method"], descs.fillna(""))], index=frame.index)
+    known: dict[tuple[str, str], str] = {}  # a few method configs label thousands of rows
+    pairs = zip(frame["method"].tolist(), descs.fillna("").tolist())
+    return pd.Series([known[k] if k in known else known.setdefault(k, arm_text(*k) or method_name(k[0])) for k in pairs], index=frame.index)
 
 
 def comparison_blocks(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
@@ -143,11 +154,17 @@ def comparison_blocks(rows: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
     ``<method>_variant`` and ``arm`` (the variants' descriptions joined, '' when each method has
     one config in the setting)."""
     out = []
-    for group, part in rows.groupby(MODEL_KEYS, sort=False, dropna=False):
-        choices = []
-        for m in methods:
-            mine = part[part["method"] == m].drop_duplicates("variant")
-            choices.append(list(zip(mine["variant"], mine["variant_desc"].fillna(""))) or [(None, "")])
+    # each (setting, method, variant) once, in order of appearance; then one pass in plain Python
+    # (filtering a frame per setting and method was most of a large table's cost)
+    firsts = rows.drop_duplicates([*MODEL_KEYS, "method", "variant"])
+    grouped = firsts.groupby(MODEL_KEYS, sort=False, dropna=False)
+    found: list[dict[str, list[tuple[Any, str]]]] = [{m: [] for m in methods} for _ in range(grouped.ngroups)]
+    for code, m, v, d in zip(grouped.ngroup().tolist(), firsts["method"].tolist(), firsts["variant"].tolist(),
+                             firsts["variant_desc"].fillna("").tolist()):
+        if m in found[code]:
+            found[code][m].append((v, d))
+    for group, by_method in zip(grouped.size().index, found):
+        choices = [by_method[m] or [(None, "")] for m in methods]
         for combo in itertools.product(*choices):
             arm = ", ".join(t for t in (arm_text(m, d) for m, (_, d) in zip(methods, combo)) if t)
             out.append({**dict(zip(MODEL_KEYS, group)), **{f"{m}_variant": v for m, (v, _) in zip(methods, combo)}, "arm": arm})
@@ -477,6 +494,10 @@ def row_cells(table: Table | TextTable) -> list[tuple[list[str], list[str], set[
     """Per row: label texts, value texts, indices of value cells to bold."""
     if isinstance(table, TextTable):
         return [(list(labels), list(values), set()) for labels, values in table.rows]
+    return table.cells
+
+
+def _table_cells(table: Table) -> list[tuple[list[str], list[str], set[int]]]:
     n = modal_n(table)
     out = []
     for row in table.frame.to_dict("records"):  # plain dicts: a Series per row was most of a large table's cost
@@ -519,11 +540,13 @@ LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "†": r"$^\d
                  "ε": r"$\varepsilon$", "μ": r"$\mu$", "β": r"$\beta$", "‡": r"$^\ddagger$"}
 
 
+# every key is one character and no replacement holds a key of the other map, so one pass of
+# str.translate gives what escaping and then replacing the symbols gives
+_LATEX_TRANSLATION = str.maketrans({**LATEX_ESCAPES, **LATEX_SYMBOLS})
+
+
 def latex_escape(text: str) -> str:
-    out = "".join(LATEX_ESCAPES.get(ch, ch) for ch in text)
-    for sym, tex in LATEX_SYMBOLS.items():
-        out = out.replace(sym, tex)
-    return out
+    return text.translate(_LATEX_TRANSLATION)
 
 
 def to_latex(table: Table | TextTable, label: str) -> str:
