@@ -150,6 +150,14 @@ def test_describe_groups_equals_pandas_groupby_apply():
     keys = ["a", "b", "c"]
     expected = frame.groupby(keys, sort=False, dropna=False)["value"].apply(_describe).unstack().reset_index()
     pd.testing.assert_frame_equal(describe_groups(frame, keys), expected, check_exact=True)
+    # many small groups (1 to 9 values: the vectorised path up to 7, the loop beyond), a few with gaps
+    sizes = rng.integers(1, 10, 300)
+    small = pd.DataFrame({"g": pd.array(np.repeat([f"g{i}" for i in range(len(sizes))], sizes), dtype="string"),
+                          "value": rng.normal(0.6, 0.25, sizes.sum()) * rng.choice([1e-3, 1.0, 1e3], sizes.sum())})
+    small.loc[small.index[::97], "value"] = np.nan
+    small.loc[small.index[5::11], "value"] = 0.5  # ties
+    expected = small.groupby(["g"], sort=False, dropna=False)["value"].apply(_describe).unstack().reset_index()
+    pd.testing.assert_frame_equal(describe_groups(small, ["g"]), expected, check_exact=True)
     for size in (1, 2, 5, 9, 130):  # the fast path against the one it replaces, bit for bit
         x = rng.normal(0.7, 0.1, size)
         fast, plain = _describe_complete(x), list(_describe(pd.Series(x)).values)

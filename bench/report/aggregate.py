@@ -482,6 +482,39 @@ def _describe_complete(x: np.ndarray) -> tuple[float, float, int, float, float]:
     return mean, sd, n, float(mean) - half, float(mean) + half
 
 
+SEQUENTIAL = 7  # numpy sums a float64 array of up to 7 values left to right (longer ones pairwise, 8 partial sums)
+
+
+def _describe_short(values: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """:func:`_describe_complete` of many groups of 1 to :data:`SEQUENTIAL` values (``values[start :
+    start + size]``) at once, one row each: every sum is the left-to-right chain numpy's sum
+    performs on so few values, padded with zeros that add nothing; every other operation is the
+    same IEEE operation on the same operands (tests/test_report_scale.py checks it bit for bit)."""
+    count = len(starts)
+    width = int(sizes.max())
+    taken = np.arange(width)[None, :] < sizes[:, None]
+    grid = np.zeros((count, width))
+    grid[taken] = values[(starts[:, None] + np.arange(width)[None, :])[taken]]
+    total = grid[:, 0].copy()
+    for j in range(1, width):
+        total = total + grid[:, j]
+    n = sizes.astype(np.float64)
+    mean = total / n
+    dev = np.where(taken, grid - mean[:, None], 0.0)
+    squares = dev * dev
+    sum_sq = squares[:, 0].copy()
+    for j in range(1, width):
+        sum_sq = sum_sq + squares[:, j]
+    out = np.full((count, 5), np.nan)
+    out[:, 0], out[:, 2] = mean, sizes
+    two = sizes >= 2
+    sd = np.sqrt(sum_sq[two] / (n[two] - np.float64(1)))
+    t = np.array([dist.t_ppf_cached(0.5 + CONFIDENCE / 2, int(k) - 1) for k in sizes[two]])
+    half = t * sd / np.sqrt(n[two])
+    out[two, 1], out[two, 3], out[two, 4] = sd, mean[two] - half, mean[two] + half
+    return out
+
+
 def describe_groups(frame: pd.DataFrame, keys: list[str], value: str = "value") -> pd.DataFrame:
     """``frame.groupby(keys, sort=False, dropna=False)[value].apply(_describe).unstack().reset_index()``
     — the same numbers from the same functions (pandas' nanmean/nanstd, :func:`t_interval`) in the
@@ -502,9 +535,17 @@ def describe_groups(frame: pd.DataFrame, keys: list[str], value: str = "value") 
     values = frame[value].to_numpy(dtype=float)[order]
     missing = np.isnan(values)
     stats_ = np.empty((len(starts), 5))
-    for g, (a, b) in enumerate(zip(starts, ends)):
+    sizes = ends - starts
+    gaps = np.add.reduceat(missing.astype(np.int64), starts) > 0
+    # complete groups of at most SEQUENTIAL values at once (no negative zero anywhere, whose sign a
+    # padded zero could flip): the same additions in the same order as numpy's own sum of so few
+    quick = ~gaps & (sizes <= SEQUENTIAL) if not np.any((values == 0) & np.signbit(values)) else np.zeros(len(starts), bool)
+    if quick.any():
+        stats_[quick] = _describe_short(values, starts[quick], sizes[quick])
+    for g in np.flatnonzero(~quick):
+        a, b = starts[g], ends[g]
         x = values[a:b]
-        if missing[a:b].any():  # pandas skips missing values: its own functions, as Series.mean/std call them
+        if gaps[g]:  # pandas skips missing values: its own functions, as Series.mean/std call them
             stats_[g] = (nanops.nanmean(x, skipna=True), nanops.nanstd(x, skipna=True, ddof=1) if b - a > 1 else math.nan, b - a, *t_interval(x))
         else:
             stats_[g] = _describe_complete(x)

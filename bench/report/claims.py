@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 import pandas as pd
 
 from bench.report.aggregate import CONFIDENCE, GROUP_COLUMNS, finals, variant_descriptions
+from bench.report.schema import row_tuples
 from bench.report.stats import (DeltaEstimate, Member, Predictions, RunTable, Unavailable, crossed_estimate, run_tables, scale_of,
                                 seed_estimate)
 
@@ -231,7 +232,7 @@ def quantity_estimates(q: Quantity, long: pd.DataFrame, predictions: Predictions
     descs = shared.descs
     order = method_order([q.control, q.treatment], (Pair(q.treatment, q.control),))
     pairs["arm"] = [", ".join(t for t in (arm_text(m, descs.get({q.treatment: r.variant, q.control: r.base_variant}[m], "")) for m in order) if t)
-                    for r in pairs.itertuples()]
+                    for r in row_tuples(pairs)]
     pairs["label"] = model_labels(pairs, pairs["arm"])
     scale = scale_of(q.metric)
     values = shared.tables_of(q.metric)
@@ -252,7 +253,7 @@ def quantity_estimates(q: Quantity, long: pd.DataFrame, predictions: Predictions
         per_seed = []
         for seed, at in part.groupby("seed", sort=True):
             k = len(at)
-            members.append([Member(r.run_id, r.base_run, 1.0 / k if mean else 1.0, str(r.dataset), r.label if mean else "") for r in at.itertuples()])
+            members.append([Member(r.run_id, r.base_run, 1.0 / k if mean else 1.0, str(r.dataset), r.label if mean else "") for r in row_tuples(at)])
             per_seed.append(float((at["value"] - at["base"]).mean()))
         note = ""
         try:

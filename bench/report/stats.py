@@ -56,6 +56,7 @@ import numpy as np
 import pandas as pd
 from bench.report import dist
 from bench.report.aggregate import CONFIDENCE, FINAL, GROUP_COLUMNS, scale_of, significant, stage_of, zero_width
+from bench.report.schema import row_tuples
 
 CROSSED, T_INTERVAL = "crossed", "t"  # the ci_method of a Δ: seeds × images, or seeds only
 POWER = 0.8  # the power a minimum detectable effect is stated at
@@ -64,7 +65,7 @@ CORRECT, P_TRUE, PRED = "correct", "p_true", "pred"  # predictions.npz: <split>:
 MATCH_TOL = {"top1": 1e-9, "nll": 1e-4}  # |per-image mean − result.json| above this: not this result's predictions
 PER_IMAGE_METRICS = tuple(MATCH_TOL)  # metrics that are a mean over images, so the crossed model applies
 
-Predictions = dict[str, dict[str, dict[str, np.ndarray]]]  # run_id → split → array name → per-image values
+Predictions = Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]  # run_id → split → array name → per-image values
 
 
 # ---- the estimate ----------------------------------------------------------------------------
@@ -330,7 +331,7 @@ def read_predictions(path: Path) -> dict[str, dict[str, np.ndarray]]:
 def load_predictions(paths: Mapping[str, Path]) -> tuple[Predictions, dict[str, str]]:
     """run_id → predictions for every run whose file exists and reads; and run_id → why not for
     the others ('no predictions.npz', or the read error)."""
-    found: Predictions = {}
+    found: dict[str, dict[str, dict[str, np.ndarray]]] = {}
     problems: dict[str, str] = {}
     for run_id, path in paths.items():
         if not Path(path).is_file():
@@ -343,26 +344,95 @@ def load_predictions(paths: Mapping[str, Path]) -> tuple[Predictions, dict[str, 
     return found, problems
 
 
-class LazyPredictions(Mapping[str, dict[str, dict[str, np.ndarray]]]):
-    """run_id → predictions, each file read when a Δ first asks for it (a report whose estimates
-    are remembered reads none); a file that is absent or unreadable is recorded in ``problems``
-    (the mapping :func:`load_predictions` returns as its second value) and is then not in it."""
+class _SplitArrays(Mapping[str, np.ndarray]):
+    """One split's arrays of a :class:`_FileArrays` (name → per-image values)."""
+
+    def __init__(self, owner: "_FileArrays", split: str) -> None:
+        self.owner, self.split = owner, split
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.owner.names.get(self.split, ()):
+            raise KeyError(name)
+        return self.owner.kind(name)[self.split]
+
+    def __contains__(self, name: object) -> bool:  # listed, not read
+        return name in self.owner.names.get(self.split, ())
+
+    def __iter__(self):
+        return iter(sorted(self.owner.names.get(self.split, ())))
+
+    def __len__(self) -> int:
+        return len(self.owner.names.get(self.split, ()))
+
+
+class _FileArrays(Mapping[str, Mapping[str, np.ndarray]]):
+    """split → {correct, p_true[, pred]} of one predictions.npz, read a kind at a time: listing the
+    file reads its directory only, and the first ask for a kind (say ``correct``) reads that kind
+    of every split at once. A top-1 Δ then never reads the other two thirds of the file, and each
+    member read costs a header parse. A read that fails records why in ``problems`` (the run then
+    has no predictions) and raises :class:`Unavailable`."""
+
+    def __init__(self, path: Path, run_id: str, problems: dict[str, str]) -> None:
+        self.path, self.run_id, self.problems = path, run_id, problems
+        self.names: dict[str, set[str]] = {}
+        self._kinds: dict[str, dict[str, np.ndarray]] = {}
+        with np.load(path, allow_pickle=False) as npz:
+            for key in npz.files:
+                split, _, name = key.rpartition("::")
+                if name in (CORRECT, P_TRUE, PRED):
+                    self.names.setdefault(split, set()).add(name)
+
+    def kind(self, name: str) -> dict[str, np.ndarray]:
+        if name not in self._kinds:
+            try:
+                with np.load(self.path, allow_pickle=False) as npz:
+                    self._kinds[name] = {split: np.asarray(npz[f"{split}::{name}"]) for split, names in self.names.items() if name in names}
+            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+                self.problems[self.run_id] = f"unreadable predictions.npz ({self.path}: {exc.__class__.__name__}: {exc})"
+                raise Unavailable(self.problems[self.run_id]) from exc
+        return self._kinds[name]
+
+    def __getitem__(self, split: str) -> Mapping[str, np.ndarray]:
+        if split not in self.names:
+            raise KeyError(split)
+        return _SplitArrays(self, split)
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class LazyPredictions(Mapping[str, Mapping[str, Mapping[str, np.ndarray]]]):
+    """run_id → predictions, each file listed when a Δ first asks for it and each kind of array
+    read when first used (:class:`_FileArrays`; a report whose estimates are remembered reads
+    none); a file that is absent or unreadable is recorded in ``problems`` (the mapping
+    :func:`load_predictions` returns as its second value) and is then not in it."""
 
     def __init__(self, paths: Mapping[str, Path], problems: dict[str, str]) -> None:
         self.paths, self.problems = dict(paths), problems
-        self._loaded: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+        self._loaded: dict[str, _FileArrays] = {}
 
     def _load(self, run_id: str) -> bool:
+        if run_id in self.problems:
+            return False
         if run_id in self._loaded:
             return True
-        if run_id in self.problems or run_id not in self.paths:
+        if run_id not in self.paths:
             return False
-        found, problems = load_predictions({run_id: self.paths[run_id]})
-        self._loaded.update(found)
-        self.problems.update(problems)
-        return run_id in found
+        path = Path(self.paths[run_id])
+        if not path.is_file():
+            self.problems[run_id] = "no predictions.npz"
+            return False
+        try:
+            self._loaded[run_id] = _FileArrays(path, run_id, self.problems)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            self.problems[run_id] = f"unreadable predictions.npz ({path}: {exc.__class__.__name__}: {exc})"
+            return False
+        return True
 
-    def __getitem__(self, run_id: str) -> dict[str, dict[str, np.ndarray]]:
+    def __getitem__(self, run_id: str) -> Mapping[str, Mapping[str, np.ndarray]]:
         if not self._load(run_id):
             raise KeyError(run_id)
         return self._loaded[run_id]
@@ -744,8 +814,8 @@ RunIndex = dict[tuple, dict[Any, str]]  # (setting columns as text, method, vari
 def run_index(runs: pd.DataFrame) -> RunIndex:
     """Who ran what: built once per report, so a Δ row finds its runs by one lookup."""
     out: RunIndex = {}
-    keys = zip(*(runs[c].astype(str) for c in GROUP_COLUMNS), runs["method"], runs["variant"])
-    for key, seed, run in zip(keys, runs["seed"], runs["run_id"]):
+    keys = zip(*(runs[c].astype(str).tolist() for c in GROUP_COLUMNS), runs["method"].tolist(), runs["variant"].tolist())
+    for key, seed, run in zip(keys, runs["seed"].tolist(), runs["run_id"].tolist()):
         out.setdefault(tuple(key), {})[seed] = run
     return out
 
@@ -808,7 +878,7 @@ def with_intervals(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predict
     problems = problems or {}
     columns: dict[str, list[Any]] = {c: [] for c in ("ci_low", "ci_high", "se", "df", "se_floor", "mde", "p_value", "significant", "ci_method", "ci_note")}
     cache = _CACHE
-    for row in out.itertuples():
+    for row in row_tuples(out):  # plain values, not a cell-by-cell walk of text columns
         est, why, key = _row_estimate(row, runs, values.get(row.metric, {}), predictions, problems)
         low, high = est.interval(confidence)
         flat = pd.isna(low) or zero_width(low, high)

@@ -29,6 +29,7 @@ import pandas as pd
 from bench.registry import Registry
 from bench.report.aggregate import GROUP_COLUMNS, IN_DOMAIN_PROBE, RAW_METRICS, param_name, scale_of, short_number
 from bench.report.pairs import Pair, deltas_text, default_pairs, method_name, method_order, pairs_in, stem
+from bench.report.schema import row_dicts, row_tuples
 
 METRIC_NAMES = {"top1": "top-1 accuracy", "top5": "top-5 accuracy", "mIoU": "mIoU", "aAcc": "pixel accuracy", "mAcc": "mean class accuracy",
                 "nll": "NLL", "ece": "ECE", "brier": "Brier score"}
@@ -243,7 +244,7 @@ def comparison(
     labels = pd.DataFrame({
         "dataset": model_labels(wide, wide["arm"]),
         "protocol": wide["protocol"].map(lambda p: PROTOCOL_NAMES.get(p, p)),
-        "evaluation": [split_label(r.split, r.dataset, sizes.get((r.dataset, r.protocol), {})) for r in wide.itertuples()],
+        "evaluation": [split_label(r.split, r.dataset, sizes.get((r.dataset, r.protocol), {})) for r in row_tuples(wide)],
     })
     numbers = wide[[c for c in wide.columns if c.endswith(("_mean", "_ci_low", "_ci_high", "_n"))] + [f"{p}_significant" for p in prefixes]
                    + [f"{p}_{c}" for p in prefixes for c in DELTA_EXTRA if f"{p}_{c}" in wide.columns]]
@@ -500,7 +501,7 @@ def row_cells(table: Table | TextTable) -> list[tuple[list[str], list[str], set[
 def _table_cells(table: Table) -> list[tuple[list[str], list[str], set[int]]]:
     n = modal_n(table)
     out = []
-    for row in table.frame.to_dict("records"):  # plain dicts: a Series per row was most of a large table's cost
+    for row in row_dicts(table.frame):  # plain dicts: a Series per row was most of a large table's cost
         best = table.best(row)
         values = [cell_text(row[f"{m}_mean"], row[f"{m}_ci_low"], row[f"{m}_ci_high"], row[f"{m}_n"], n) for m in table.methods]
         bold = {i for i, m in enumerate(table.methods) if m in best}
@@ -518,7 +519,7 @@ def to_csv(table: Table | TextTable) -> str:
     if isinstance(table, TextTable):
         return table.frame.to_csv(index=False)
     frame = table.frame.copy()
-    frame["best"] = [";".join(sorted(table.best(r))) for r in table.frame.to_dict("records")]
+    frame["best"] = [";".join(sorted(table.best(r))) for r in row_dicts(table.frame)]
     return frame.to_csv(index=False)
 
 
