@@ -62,6 +62,10 @@ def run_in_this_process(spec, folder, threads: int):
 # PDF) is most of a small report's cost, and only the tests that look at figures need them.
 # Subprocesses inherit this.
 os.environ.setdefault("BENCH_REPORT_FIGURES", "0")
+# Figures are drawn in the report's own process: pytest-xdist already keeps both cores busy, and a
+# drawing worker per report would only add start-ups. tests/test_report_scale.py checks that the
+# worker draws the very same files.
+os.environ.setdefault("BENCH_REPORT_PROCESSES", "0")
 
 
 @pytest.fixture(autouse=True)

@@ -222,7 +222,17 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     whose ``note`` opens the report and says what it covers). Every Δ interval, p-value and MDE comes from the one
     uncertainty model (:func:`bench.report.stats.delta_estimate`); the primary endpoint, the
     minimum practical effects and the claims come from the suite. Figures are drawn unless
-    :func:`figures_wanted` says otherwise."""
+    :func:`figures_wanted` says otherwise, by a worker process where a second CPU is free
+    (:class:`bench.report.figures.Drawing`) while the tables are written."""
+    drawing = figs.Drawing.start(figures_wanted())
+    try:
+        return _build_report(suite, specs, results_root, reports_root, suite_path, folder, note, cache, drawing)
+    finally:
+        drawing.close()
+
+
+def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None,
+                  folder: str | None, note: str | None, cache: bool | None, drawing: figs.Drawing) -> Report:
     from bench.report import claims as claims_module
 
     out = Path(reports_root) / (folder or suite.name)
@@ -236,21 +246,24 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     states, results = store.states, store.results
     long = with_averages(long_from(results))  # tuning runs included (stage 'tune'): the record keeps them
     final = finals(long)  # what every table, Δ, figure but the sweep, and claim is made of
-    summary, delta = seed_summary(final), _concat([paired_delta(final, e.treatment, e.control) for e in every])
+    pair_deltas = {(e.treatment, e.control): paired_delta(final, e.treatment, e.control) for e in every}  # the ablation reuses them
+    summary, delta = seed_summary(final), _concat([pair_deltas[e.treatment, e.control] for e in every])
     # each predictions.npz is read when a Δ first needs it; Δs of unchanged runs come from the cache
     predictions, unread = stats.lazy_predictions(_prediction_paths(specs, results_root, final)) if not final.empty else ({}, {})
     remembered = estimate_cache(out, results, cache_wanted() if cache is None else cache)
+    shared = claims_module.Estimating.of(final)  # each metric's per-run tables, built once for every estimate below
     with stats.remembering(remembered):
-        delta = stats.with_intervals(delta, final, predictions, unread, min_effect=ends.min_effect)  # seeds × images where predictions exist
+        # seeds × images where predictions exist
+        delta = stats.with_intervals(delta, final, predictions, unread, min_effect=ends.min_effect, tables_of=shared.tables_of)
         alpha = claims_module.report_alpha(suite, results_root)
         comparison = compare(list(suite.expected), final, predictions, unread, alpha)
-        boxes = [(e, verdict.verdict_frame(delta, final, e, verdict.primary_estimates(e, final, predictions, unread)) if not final.empty
+        boxes = [(e, verdict.verdict_frame(delta, final, e, verdict.primary_estimates(e, final, predictions, unread, shared)) if not final.empty
                   else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)) for e in every]
         verdict_rows = _concat([rows for _, rows in boxes])
         by_control: dict[str, verdict.Endpoints] = {}  # one ablation ranking per control, with its first pair's endpoints
         for e in every:
             by_control.setdefault(e.control, e)
-        ablations = [(e, "ablation" if len(by_control) == 1 else f"ablation_{c}", verdict.ablation_frame(final, predictions, unread, e))
+        ablations = [(e, "ablation" if len(by_control) == 1 else f"ablation_{c}", verdict.ablation_frame(final, predictions, unread, e, shared, pair_deltas))
                      for c, e in by_control.items()]
     remembered.save()
     selections = selection_table(results)
@@ -260,48 +273,10 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         tables = [dataclasses.replace(t, caption=f"{limited} {t.caption}") for t in tables]
     extra_tables = [t for t in (*(verdict.ablation_table(rows, e.control, key) for e, key, rows in ablations),
                                 cost_table(final, pairs) if not final.empty else None) if t is not None]
-    files: list[Path] = []
-
-    def write(name: str, text: str) -> Path:
-        atomic_write_text(out / name, text)
-        files.append(out / name)
-        return out / name
-
-    # the lines of runs unchanged since the last report are taken from its file (bench.report.longcsv)
-    write_long_csv(long, out / "results_long.csv", {f.result["run_id"]: f.digest for f in results}, cache_wanted() if cache is None else cache)
-    files.append(out / "results_long.csv")
-    long_files = [out / "results_long.csv"]
-    atomic_write(out / "results_long.parquet", lambda tmp: long.to_parquet(tmp, index=False))
-    files.append(out / "results_long.parquet")
-    write("summary.csv", summary.to_csv(index=False))
-    write("delta.csv", delta.to_csv(index=False))
-    if not verdict_rows.empty:
-        write("verdict.csv", verdict_rows.to_csv(index=False))
-    write("runs.csv", states.to_csv(index=False))
     sev = severity_summary(final)
-    if not sev.empty:
-        write("severity.csv", sev.to_csv(index=False))
-    if not selections.empty:
-        write("selection.csv", selections.to_csv(index=False))
     probes = probe_c_table(results)
-    if not probes.empty:
-        write("probe_c.csv", probes.to_csv(index=False))
-
     title = f"{suite.name}: {title_text(pairs)}"
-    table_files: list[tuple[Table, list[Path]]] = []
-    for t in tables:
-        table_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
-                                write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]))
-    extra_files: list[tuple[TextTable, list[Path]]] = []
-    for t in extra_tables:
-        extra_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
-                                write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]))
-    if not comparison.empty:
-        write("expected.csv", comparison.to_csv(index=False))
-        write("expected.md", expected_markdown(comparison))
-        write("expected.tex", expected_latex(comparison, f"tab:{suite.name}-expected"))
-
-    figures, skipped = [], []
+    skipped: list[str] = []
     run_cache = RunCache(out, cache_wanted() if cache is None else cache)
     sweeps = sweep_table(long, selections)
     draw: list[figs.Figure] = []
@@ -360,7 +335,48 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
         skipped.append("Figures: not drawn ($BENCH_REPORT_FIGURES=0); unset it and run `bench report` to draw them.")
         draw = []
     run_cache.save()
-    drawn, missing, figure_files = figs.draw_all(draw, out, cache_wanted() if cache is None else cache, lambda f: plots.FIGURES.get(f.kind).about(f.pair).absent)
+    # drawn by the worker while the files below are written (bench.report.figures.Drawing)
+    pending = figs.start_all(draw, out, cache_wanted() if cache is None else cache, lambda f: plots.FIGURES.get(f.kind).about(f.pair).absent, drawing)
+
+    files: list[Path] = []
+
+    def write(name: str, text: str) -> Path:
+        atomic_write_text(out / name, text)
+        files.append(out / name)
+        return out / name
+
+    # the lines of runs unchanged since the last report are taken from its file (bench.report.longcsv)
+    write_long_csv(long, out / "results_long.csv", {f.result["run_id"]: f.digest for f in results}, cache_wanted() if cache is None else cache)
+    files.append(out / "results_long.csv")
+    long_files = [out / "results_long.csv"]
+    atomic_write(out / "results_long.parquet", lambda tmp: long.to_parquet(tmp, index=False))
+    files.append(out / "results_long.parquet")
+    write("summary.csv", summary.to_csv(index=False))
+    write("delta.csv", delta.to_csv(index=False))
+    if not verdict_rows.empty:
+        write("verdict.csv", verdict_rows.to_csv(index=False))
+    write("runs.csv", states.to_csv(index=False))
+    if not sev.empty:
+        write("severity.csv", sev.to_csv(index=False))
+    if not selections.empty:
+        write("selection.csv", selections.to_csv(index=False))
+    if not probes.empty:
+        write("probe_c.csv", probes.to_csv(index=False))
+
+    table_files: list[tuple[Table, list[Path]]] = []
+    for t in tables:
+        table_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
+                                write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]))
+    extra_files: list[tuple[TextTable, list[Path]]] = []
+    for t in extra_tables:
+        extra_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
+                                write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]))
+    if not comparison.empty:
+        write("expected.csv", comparison.to_csv(index=False))
+        write("expected.md", expected_markdown(comparison))
+        write("expected.tex", expected_latex(comparison, f"tab:{suite.name}-expected"))
+
+    drawn, missing, figure_files = pending.finish()
     files += figure_files
     skipped += missing
     infos = {f.key: plots.FIGURES.get(f.kind).about(f.pair) for f in draw}

@@ -31,15 +31,19 @@ from typing import Sequence
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on servers
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from bench.io import atomic_write
+from bench.lazy import lazy
 from bench.report.aggregate import param_name, short_number
 from bench.report.pairs import Pair, default_pairs
 from bench.report.tables import METRIC_NAMES, PROTOCOL_ORDER, method_name, method_order, model_labels, split_label
 from bench.registry import Registry
+
+# pyplot (~0.2 s to import) only where a figure is drawn: a report whose figures are all kept, or
+# drawn by its worker process (bench.report.figures), never imports it
+plt = lazy("matplotlib.pyplot")
 
 PAIR_COLORS = ("#1f77b4", "#d62728")  # the first compared pair's control (blue) and treatment (red)
 PAIR_SHADES = ("Blues", "Reds")  # their colormaps when a method has several configs

@@ -50,7 +50,7 @@ import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -857,7 +857,8 @@ def _row_estimate(row: Any, runs: RunIndex, values: Mapping[str, RunTable], pred
 
 
 def with_intervals(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predictions, problems: Mapping[str, str] | None = None,
-                   confidence: float = CONFIDENCE, min_effect: Mapping[str, float] | None = None) -> pd.DataFrame:
+                   confidence: float = CONFIDENCE, min_effect: Mapping[str, float] | None = None,
+                   tables_of: Callable[[str], Mapping[str, RunTable]] | None = None) -> pd.DataFrame:
     """``delta`` (:func:`bench.report.aggregate.paired_delta` rows) with every row's interval from
     :func:`delta_estimate` — the crossed seeds × images model for per-image metrics (top-1, NLL)
     whose runs all have matching predictions, the seed-level t model otherwise — in
@@ -865,7 +866,9 @@ def with_intervals(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predict
     power, two-sided 5 %), ``se_floor`` (the SE more seeds cannot remove; NaN when unknown),
     ``significant``, ``ci_method`` (crossed | t), ``ci_note`` (why a per-image metric kept the t
     model) and ``t_ci_low``/``t_ci_high`` (the seed-only interval, for comparison). ``significant``
-    (the † of the tables) also needs |Δ| ≥ ``min_effect[metric]`` (report units: points, nats)."""
+    (the † of the tables) also needs |Δ| ≥ ``min_effect[metric]`` (report units: points, nats).
+    ``tables_of``: metric → :func:`run_tables` of ``long``, when the caller has them already
+    (:class:`bench.report.claims.Estimating`)."""
     out = delta.copy()
     out["t_ci_low"], out["t_ci_high"] = out["ci_low"], out["ci_high"]
     for col in ("se", "df", "mde", "se_floor", "p_value"):
@@ -874,7 +877,7 @@ def with_intervals(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predict
     if out.empty:
         return out
     runs = run_index(long.drop_duplicates("run_id")[["run_id", "method", "variant", "seed", *GROUP_COLUMNS]])
-    values = {m: run_tables(long, m) for m in PER_IMAGE_METRICS}
+    values = {m: tables_of(m) if tables_of is not None else run_tables(long, m) for m in PER_IMAGE_METRICS}
     problems = problems or {}
     columns: dict[str, list[Any]] = {c: [] for c in ("ci_low", "ci_high", "se", "df", "se_floor", "mde", "p_value", "significant", "ci_method", "ci_note")}
     cache = _CACHE

@@ -34,7 +34,7 @@ from typing import Any, Mapping
 import pandas as pd
 
 from bench.report.aggregate import GROUP_COLUMNS, finals, paired_delta, param_name, short_number, significant, variant_descriptions
-from bench.report.claims import ALPHA, Estimated, Quantity, quantity_estimates, scale_of
+from bench.report.claims import ALPHA, Estimated, Estimating, Quantity, quantity_estimates, scale_of
 from bench.report.pairs import Pair, default_pairs, pairs_of
 from bench.report.stats import CROSSED, Predictions, holm, with_intervals
 from bench.report.tables import (METRIC_NAMES, TextTable, arm_text, cell_text, method_name, method_order, model_labels, signed_text,
@@ -317,8 +317,10 @@ def _split_words(split: str) -> str:
     return {"ood_avg": "OOD average"}.get(split, split_label(split, "", {}))
 
 
-def primary_estimates(ends: Endpoints, final: pd.DataFrame, predictions: Predictions, problems: Mapping[str, str]) -> list[Estimated]:
-    return quantity_estimates(ends.primary, final, predictions, problems) if ends.primary is not None and not final.empty else []
+def primary_estimates(ends: Endpoints, final: pd.DataFrame, predictions: Predictions, problems: Mapping[str, str],
+                      shared: Estimating | None = None) -> list[Estimated]:
+    """The primary endpoint's estimates; ``shared``: an :class:`Estimating` of ``final`` the caller reuses."""
+    return quantity_estimates(ends.primary, final, predictions, problems, shared) if ends.primary is not None and not final.empty else []
 
 
 def p_text(p: float) -> str:
@@ -527,11 +529,14 @@ def config_labels(long: pd.DataFrame) -> dict[tuple[str, str], str]:
 
 
 def ablation_frame(final: pd.DataFrame, predictions: Predictions, problems: dict[str, str] | None = None,
-                   ends: Endpoints = Endpoints()) -> pd.DataFrame:
+                   ends: Endpoints = Endpoints(), shared: Estimating | None = None,
+                   deltas: Mapping[tuple[str, str], pd.DataFrame] | None = None) -> pd.DataFrame:
     """Every method config (GRPO-RM configs, linear margin, SFT with label smoothing, ...) against
     the plain control (``ends.control``) of its setting, on the ID split and the OOD average of the headline metric, in
     points with CIs (seeds × images crossed where predictions exist), ranked per setting by Δ ID. Empty
-    when there are fewer than two configs to rank."""
+    when there are fewer than two configs to rank. ``shared`` (an :class:`Estimating` of ``final``)
+    and ``deltas`` ((treatment, control) → :func:`paired_delta` of ``final``) are what the caller
+    computed already."""
     final = finals(final)
     if final.empty:
         return pd.DataFrame(columns=ABLATION_COLUMNS)
@@ -543,7 +548,8 @@ def ablation_frame(final: pd.DataFrame, predictions: Predictions, problems: dict
         return pd.DataFrame(columns=ABLATION_COLUMNS)
     parts = []
     for method in method_order(final["method"], (ends.pair,)):
-        d = paired_delta(final, treatment=method, control=control)
+        known = (deltas or {}).get((method, control))
+        d = known if known is not None else paired_delta(final, treatment=method, control=control)
         d = d[d["control_variant"].isin(plain) & (d["treatment_variant"] != d["control_variant"])]
         if d.empty:
             continue
@@ -558,7 +564,7 @@ def ablation_frame(final: pd.DataFrame, predictions: Predictions, problems: dict
             first = _id_split([records[i] for i in mine]) if mine else None
             keep += [i for i in mine if records[i]["split"] in (first, "ood_avg")]
         d = d.iloc[keep]
-        parts.append(with_intervals(d, final, predictions, problems))
+        parts.append(with_intervals(d, final, predictions, problems, tables_of=shared.tables_of if shared is not None else None))
     d = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     if d.empty:
         return pd.DataFrame(columns=ABLATION_COLUMNS)
