@@ -95,12 +95,12 @@ def _build_report(suite, specs, args: argparse.Namespace, subset: bool = False) 
 
     cache = False if getattr(args, "no_cache", False) else None  # None: $BENCH_REPORT_CACHE decides (default on)
     if not (subset and args.only):
-        return build_report(suite, specs, args.results, args.reports, args.suite, cache=cache)
+        return build_report(suite, specs, args.results, args.reports, args.suite, cache=cache, worker=True)
     total = len(_specs(args, only=False)[1])
     folder = only_folder(suite.name, parse_only(args.only))
     note = (f"Subset report: only the runs with {args.only} ({len(specs)} of the suite's {total} runs), in {args.reports / folder}/; "
             f"the suite's report, {args.reports / suite.name}/, is left as it is.")
-    return build_report(suite, specs, args.results, args.reports, args.suite, folder=folder, note=note, cache=cache)
+    return build_report(suite, specs, args.results, args.reports, args.suite, folder=folder, note=note, cache=cache, worker=True)
 
 
 def _display(folder: Path) -> str:

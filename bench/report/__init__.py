@@ -217,14 +217,16 @@ def estimate_cache(out: Path, results: list, enabled: bool) -> stats.EstimateCac
 
 
 def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None = None,
-                 folder: str | None = None, note: str | None = None, cache: bool | None = None) -> Report:
+                 folder: str | None = None, note: str | None = None, cache: bool | None = None, worker: bool = False) -> Report:
     """Write ``reports/<suite>/`` (or ``reports/<folder>/``: a ``--only`` subset's own folder,
     whose ``note`` opens the report and says what it covers). Every Δ interval, p-value and MDE comes from the one
     uncertainty model (:func:`bench.report.stats.delta_estimate`); the primary endpoint, the
     minimum practical effects and the claims come from the suite. Figures are drawn unless
-    :func:`figures_wanted` says otherwise, by a worker process where a second CPU is free
-    (:class:`bench.report.figures.Drawing`) while the tables are written."""
-    drawing = figs.Drawing.start(figures_wanted())
+    :func:`figures_wanted` says otherwise; with ``worker`` (the ``bench`` command's choice) by a
+    worker process where a second CPU is free (:class:`bench.report.figures.Drawing`) while the
+    tables are written. Other callers draw in their own process by default: a spawned worker
+    imports the caller's main module, which a script without a ``__main__`` guard would run again."""
+    drawing = figs.Drawing.start(figures_wanted() and worker)
     try:
         return _build_report(suite, specs, results_root, reports_root, suite_path, folder, note, cache, drawing)
     finally:
