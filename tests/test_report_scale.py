@@ -16,7 +16,7 @@ import pytest
 from scipy import stats as sps
 
 from bench import ledger as ledgers
-from bench.report import build_report, dist, figures
+from bench.report import build_report, dist, figures, worker
 from bench.report.aggregate import _describe, _describe_complete, describe_groups
 from bench.store import RunDir
 from bench.suite import expand, load_suite
@@ -266,36 +266,39 @@ def test_a_slurm_launch_that_submits_builds_no_report(tmp_path, monkeypatch):
 
 @pytest.mark.figures
 def test_the_drawing_worker_writes_the_files_the_report_process_writes(store, tmp_path, monkeypatch):
-    if figures._cores() < 2:
+    if worker.cores() < 2:
         pytest.skip("one CPU: every report draws in its own process")
     path, specs = store
-    monkeypatch.setenv(figures.PROCESSES_ENV, "1")
+    monkeypatch.setenv(worker.PROCESSES_ENV, "1")
     started = []
-    real = figures.Drawing.start
-    monkeypatch.setattr(figures.Drawing, "start", classmethod(lambda cls, wanted: started.append(real(wanted)) or started[-1]))
+    real = worker.Worker.start
+    monkeypatch.setattr(worker.Worker, "start", classmethod(lambda cls, wanted: started.append(real(wanted)) or started[-1]))
     suite = load_suite(path)
-    for folder, worker in (("here", False), ("worker", True)):
+    for folder, beside in (("here", False), ("worker", True)):
         with ledgers.ledger_scope():
-            build_report(suite, specs, tmp_path / "results", tmp_path / "reports", path, folder=folder, cache=False, worker=worker)
+            build_report(suite, specs, tmp_path / "results", tmp_path / "reports", path, folder=folder, cache=False, worker=beside)
     here, there = started
-    assert here.pool is None and not here.used and there.used  # the second report gave its figures to a worker
+    assert here.pool is None and not here.used and there.used  # the second report gave its figures and CSVs to a worker
     drawn = sorted(p.name for p in (tmp_path / "reports" / "here").glob("*.p*") if p.suffix in (".png", ".pdf"))
     assert {"bars.png", "forest.pdf", "id_vs_ood.png"} <= set(drawn)
-    for name in [*drawn, "report.md"]:  # figures byte for byte, and the captions and notes that name them
+    for name in [*drawn, "report.md", "summary.csv", "delta.csv", "verdict.csv", "severity.csv"]:  # byte for byte
         assert (tmp_path / "reports" / "worker" / name).read_bytes() == (tmp_path / "reports" / "here" / name).read_bytes(), name
 
 
 def test_a_figure_that_fails_in_the_worker_is_reported_and_one_the_worker_cannot_take_is_drawn_here(tmp_path, monkeypatch):
-    if figures._cores() < 2:
+    if worker.cores() < 2:
         pytest.skip("one CPU: no worker")
-    monkeypatch.setenv(figures.PROCESSES_ENV, "1")
-    drawing = figures.Drawing.start(True)
+    monkeypatch.setenv(worker.PROCESSES_ENV, "1")
+    beside = worker.Worker.start(True)
     try:
         failing = figures.Figure("bars", _raise_value_error, (1,))
         local = figures.Figure("sweep", _touch, (lambda: None, tmp_path / "sweep.png"))  # a lambda cannot go to the worker
-        drawn, skipped, files = figures.draw_all([failing, local], tmp_path, False, lambda f: "absent", drawing)
+        drawn, skipped, files = figures.draw_all([failing, local], tmp_path, False, lambda f: "absent", beside)
+        assert beside.used
+        with pytest.raises(ValueError, match="no data for 2"):  # a job's own exception is raised where its result is asked for
+            beside.submit(_raise_value_error, 2)()
     finally:
-        drawing.close()
+        beside.close()
     assert skipped == ["No bars figure: drawing it failed (ValueError: no data for 1)"]
     assert [key for key, _, _ in drawn] == ["sweep"] and files == [tmp_path / "sweep.png"]
 

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Callable
 import pandas as pd
 
 from bench.io import atomic_write_json, atomic_write, atomic_write_text
@@ -25,6 +26,7 @@ from bench.report.aggregate import (StoreRead, limited_note, describe_variants, 
 from bench.report.cost import cost_table
 from bench.report.longcsv import write_long_csv
 from bench.report.runcache import RunCache, log_extremes, valid_extremes
+from bench.report.worker import Worker
 from bench.report.samples import report_context as samples_context
 from bench.report.samples import samples_markdown
 from bench.report.expected import CAPTION as EXPECTED_CAPTION
@@ -222,19 +224,26 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     whose ``note`` opens the report and says what it covers). Every Δ interval, p-value and MDE comes from the one
     uncertainty model (:func:`bench.report.stats.delta_estimate`); the primary endpoint, the
     minimum practical effects and the claims come from the suite. Figures are drawn unless
-    :func:`figures_wanted` says otherwise; with ``worker`` (the ``bench`` command's choice) by a
-    worker process where a second CPU is free (:class:`bench.report.figures.Drawing`) while the
-    tables are written. Other callers draw in their own process by default: a spawned worker
-    imports the caller's main module, which a script without a ``__main__`` guard would run again."""
-    drawing = figs.Drawing.start(figures_wanted() and worker)
+    :func:`figures_wanted` says otherwise. With ``worker`` (the ``bench`` command's choice) the
+    figures and the large CSVs are written by a worker process where a second CPU is free
+    (:mod:`bench.report.worker`) while the tables are written here. Other callers write
+    everything in their own process by default: a spawned worker imports the caller's main
+    module, which a script without a ``__main__`` guard would run again."""
+    beside = Worker.start(worker)
     try:
-        return _build_report(suite, specs, results_root, reports_root, suite_path, folder, note, cache, drawing)
+        return _build_report(suite, specs, results_root, reports_root, suite_path, folder, note, cache, beside)
     finally:
-        drawing.close()
+        beside.close()
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """``frame`` as ``path`` (no index), atomically: a job for the worker beside the report."""
+    atomic_write_text(path, frame.to_csv(index=False))
+    return path
 
 
 def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports_root: Path, suite_path: Path | None,
-                  folder: str | None, note: str | None, cache: bool | None, drawing: figs.Drawing) -> Report:
+                  folder: str | None, note: str | None, cache: bool | None, beside: Worker) -> Report:
     from bench.report import claims as claims_module
 
     out = Path(reports_root) / (folder or suite.name)
@@ -259,8 +268,9 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
         delta = stats.with_intervals(delta, final, predictions, unread, min_effect=ends.min_effect, tables_of=shared.tables_of)
         alpha = claims_module.report_alpha(suite, results_root)
         comparison = compare(list(suite.expected), final, predictions, unread, alpha)
-        boxes = [(e, verdict.verdict_frame(delta, final, e, verdict.primary_estimates(e, final, predictions, unread, shared)) if not final.empty
-                  else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)) for e in every]
+        compared = [verdict.comparisons(delta, final, e) if not final.empty else [] for e in every]  # the verdict box's and forest plot's walk
+        boxes = [(e, verdict.verdict_frame(delta, final, e, verdict.primary_estimates(e, final, predictions, unread, shared), found)
+                  if not final.empty else pd.DataFrame(columns=verdict.VERDICT_COLUMNS)) for e, found in zip(every, compared)]
         verdict_rows = _concat([rows for _, rows in boxes])
         by_control: dict[str, verdict.Endpoints] = {}  # one ablation ranking per control, with its first pair's endpoints
         for e in every:
@@ -304,9 +314,9 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
         sev_in, sev_note = figs.cap_models(labelled_sev, lambda g: len(g.loc[g["metric"].isin(["top1", "mIoU"]), ["ood_set", "metric"]].drop_duplicates()))
         cal_in, cal_note = figs.cap_models(calibration, lambda g: g["arm"].nunique())
         draw.append(figs.Figure("bars", plots.bars, (bars_in, out / "bars", title, pairs), figs.shown_note(shown, total)))
-        for e in every:  # one forest plot per compared pair; past figs.MAX_FOREST_ROWS rows, its summary view
+        for e, found in zip(every, compared):  # one forest plot per compared pair; past figs.MAX_FOREST_ROWS rows, its summary view
             key = stem("forest", e.pair, pairs)
-            forest_rows = verdict.forest_frame(delta, final, e)
+            forest_rows = verdict.forest_frame(delta, final, e, found)
             if len(forest_rows) > figs.MAX_FOREST_ROWS:
                 draw.append(figs.Figure(key, plots.forest_summary, (forest_rows, out / key, title),
                                         f"Summary view: the {len(forest_rows)} rows of the full plot do not fit one figure; each comparison is shown "
@@ -337,8 +347,8 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
         skipped.append("Figures: not drawn ($BENCH_REPORT_FIGURES=0); unset it and run `bench report` to draw them.")
         draw = []
     run_cache.save()
-    # drawn by the worker while the files below are written (bench.report.figures.Drawing)
-    pending = figs.start_all(draw, out, cache_wanted() if cache is None else cache, lambda f: plots.FIGURES.get(f.kind).about(f.pair).absent, drawing)
+    # drawn by the worker while the files below are written (bench.report.worker)
+    pending = figs.start_all(draw, out, cache_wanted() if cache is None else cache, lambda f: plots.FIGURES.get(f.kind).about(f.pair).absent, beside)
 
     files: list[Path] = []
 
@@ -347,19 +357,26 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
         files.append(out / name)
         return out / name
 
+    written_beside: list[Callable[[], Path]] = []
+
+    def write_frame(name: str, frame: pd.DataFrame) -> None:
+        """``frame`` as a CSV, formatted by the worker where there is one (waited for below)."""
+        written_beside.append(beside.submit(_write_csv, frame, out / name))
+        files.append(out / name)
+
     # the lines of runs unchanged since the last report are taken from its file (bench.report.longcsv)
     write_long_csv(long, out / "results_long.csv", {f.result["run_id"]: f.digest for f in results}, cache_wanted() if cache is None else cache)
     files.append(out / "results_long.csv")
     long_files = [out / "results_long.csv"]
     atomic_write(out / "results_long.parquet", lambda tmp: long.to_parquet(tmp, index=False))
     files.append(out / "results_long.parquet")
-    write("summary.csv", summary.to_csv(index=False))
-    write("delta.csv", delta.to_csv(index=False))
+    write_frame("summary.csv", summary)
+    write_frame("delta.csv", delta)
     if not verdict_rows.empty:
-        write("verdict.csv", verdict_rows.to_csv(index=False))
+        write_frame("verdict.csv", verdict_rows)
     write("runs.csv", states.to_csv(index=False))
     if not sev.empty:
-        write("severity.csv", sev.to_csv(index=False))
+        write_frame("severity.csv", sev)
     if not selections.empty:
         write("selection.csv", selections.to_csv(index=False))
     if not probes.empty:
@@ -379,6 +396,8 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
         write("expected.tex", expected_latex(comparison, f"tab:{suite.name}-expected"))
 
     drawn, missing, figure_files = pending.finish()
+    for job in written_beside:
+        job()  # raises what formatting or writing the file raised
     files += figure_files
     skipped += missing
     infos = {f.key: plots.FIGURES.get(f.kind).about(f.pair) for f in draw}

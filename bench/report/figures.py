@@ -28,6 +28,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from bench.io import atomic_write_text, cache_dir, sha256_file
+from bench.report.worker import Worker
 
 MAX_PANELS = 8  # panels (settings, or setting × method config) per figure
 MAX_CURVE_SETTINGS = 2  # training curves: a setting is a row of up to 9 panels, a line per config
@@ -165,103 +166,6 @@ class FigureCache:
             pass
 
 
-# ---- where figures are drawn ------------------------------------------------------------------
-
-PROCESSES_ENV = "BENCH_REPORT_PROCESSES"  # 0: draw in the report's own process
-
-
-class DrawFailed(Exception):
-    """A figure's drawing function raised (in the worker): ``text`` is 'ExceptionClass: message'."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
-def _draw(draw: Callable[..., list[Path]], args: tuple) -> tuple[bool, Any]:
-    """In the worker: (True, paths), or (False, what the drawing function raised) — told apart
-    from the worker itself failing, after which the figure is drawn in the report's process."""
-    try:
-        return True, draw(*args)
-    except Exception as exc:  # noqa: BLE001 — the report says why the figure is missing
-        return False, f"{exc.__class__.__name__}: {exc}"
-
-
-def _warm() -> None:
-    """Import the drawing code (matplotlib, ~1 s with pandas) in the worker while the report computes."""
-    import bench.report.plots  # noqa: F401
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # what this process may use (a Slurm job's CPUs, a taskset)
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-class Drawing:
-    """Where a report's figures are drawn: one worker process beside the report, or the report's
-    own process.
-
-    Why: drawing and matplotlib's import were ~0.7 s of the ~6 s of a report after one more run
-    of a 1,000-run store finished, and a report is otherwise one busy core. The worker is started (spawned, so it shares no
-    state with the report) when the report starts and imports the drawing code while the
-    statistics are computed; the figures are then drawn there while the report writes its tables
-    and CSVs. Each figure is drawn by the same function from the same inputs either way, so the
-    files are the same (tests/test_report_scale.py checks it). Drawn in-process when only one CPU
-    is available, with ``$BENCH_REPORT_PROCESSES=0``, or when the worker cannot start or dies."""
-
-    def __init__(self, pool: Any = None) -> None:
-        self.pool = pool
-        self.used = False  # a figure was given to the worker
-
-    @classmethod
-    def start(cls, wanted: bool) -> "Drawing":
-        if not wanted or os.environ.get(PROCESSES_ENV, "").strip() == "0" or _cores() < 2:
-            return cls(None)
-        try:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            pool.submit(_warm)
-        except (OSError, ValueError, RuntimeError, ImportError):
-            return cls(None)
-        return cls(pool)
-
-    def submit(self, figure: Figure) -> Callable[[], list[Path]]:
-        """``figure.draw(*figure.args)``, begun now; the returned call waits for its paths (and
-        raises what drawing raised)."""
-        if self.pool is not None:
-            try:
-                future = self.pool.submit(_draw, figure.draw, figure.args)
-                self.used = True
-            except Exception:  # noqa: BLE001 — a pool that is gone: drawn here
-                self.pool = None
-            else:
-                def result() -> list[Path]:
-                    try:
-                        ok, value = future.result()
-                    except Exception:  # noqa: BLE001 — the worker died or could not take the inputs: drawn here
-                        return figure.draw(*figure.args)
-                    if not ok:
-                        raise DrawFailed(value)
-                    return value
-                return result
-        return lambda: figure.draw(*figure.args)
-
-    def close(self) -> None:
-        """Stop the worker: at once when it was given nothing to draw (the report does not wait
-        for its warm-up import); else after its figures, which :meth:`Pending.finish` waited for."""
-        if self.pool is None:
-            return
-        if not self.used:
-            for process in list((getattr(self.pool, "_processes", None) or {}).values()):
-                process.terminate()
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        self.pool = None
-
-
 @dataclass
 class Pending:
     """Figures being drawn (:func:`start_all`); :meth:`finish` waits for them."""
@@ -281,8 +185,7 @@ class Pending:
                 try:  # a figure that fails must not cost the tables and the page
                     paths = job()
                 except Exception as exc:  # noqa: BLE001 — reported in the report itself
-                    text = exc.text if isinstance(exc, DrawFailed) else f"{exc.__class__.__name__}: {exc}"
-                    paths, reason = [], f"drawing it failed ({text})"
+                    paths, reason = [], f"drawing it failed ({exc.__class__.__name__}: {exc})"
                 else:
                     reason = self.absent(figure)
                     if paths:
@@ -301,24 +204,25 @@ class Pending:
         return drawn, skipped, files
 
 
-def start_all(figures: list[Figure], out: Path, enabled: bool, absent: Callable[[Figure], str], drawing: Drawing | None = None) -> Pending:
+def start_all(figures: list[Figure], out: Path, enabled: bool, absent: Callable[[Figure], str], worker: Worker | None = None) -> Pending:
     """Begin drawing each figure whose inputs or files changed since the last report (the others
-    are kept), through ``drawing`` (default: in this process, when :meth:`Pending.finish` asks)."""
+    are kept), in ``worker`` (:mod:`bench.report.worker`; default: in this process, when
+    :meth:`Pending.finish` asks)."""
     cache = FigureCache(out, enabled)
-    drawing = drawing or Drawing(None)
+    worker = worker or Worker(None)
     jobs = []
     for figure in figures:
         digest = cache.digest(figure)
         kept = cache.kept(figure, digest, out)
-        jobs.append((figure, digest, kept, drawing.submit(figure) if kept is None else None))
+        jobs.append((figure, digest, kept, worker.submit(figure.draw, *figure.args) if kept is None else None))
     return Pending(cache, figures, jobs, absent)
 
 
 def draw_all(figures: list[Figure], out: Path, enabled: bool, absent: Callable[[Figure], str],
-             drawing: Drawing | None = None) -> tuple[list[tuple[str, Path, str]], list[str], list[Path]]:
+             worker: Worker | None = None) -> tuple[list[tuple[str, Path, str]], list[str], list[Path]]:
     """Draw (or keep) each figure: ([(key, first path, note)], skipped notes, every file)."""
-    return start_all(figures, out, enabled, absent, drawing).finish()
+    return start_all(figures, out, enabled, absent, worker).finish()
 
 
-__all__ = ["Figure", "MAX_PANELS", "MAX_FOREST_ROWS", "first_settings", "cap_models", "shown_note", "draw_all", "start_all", "Drawing",
-           "Pending", "FigureCache"]
+__all__ = ["Figure", "MAX_PANELS", "MAX_FOREST_ROWS", "first_settings", "cap_models", "shown_note", "draw_all", "start_all", "Pending",
+           "FigureCache"]

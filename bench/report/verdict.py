@@ -239,6 +239,11 @@ def _set_label(split: str, dataset: str) -> str:
     return split_label(split, dataset, {})
 
 
+def comparisons(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endpoints()) -> list[tuple[str, Records]]:
+    """:func:`_comparisons` as a list: a report computes it once for its verdict box and its forest plot."""
+    return list(_comparisons(delta, long, ends))
+
+
 def _comparisons(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endpoints()):
     """(headline metric, all its Δ rows as :data:`Records`) per comparison of the treatment
     against the setting's plain control: what the verdict box and the forest plot both walk
@@ -261,10 +266,12 @@ def _mark(mean: float, low: float, high: float, floor: float) -> bool:
     return bool(significant(low, high) and abs(mean) >= floor)
 
 
-def verdict_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endpoints(), primary: list[Estimated] | None = None) -> pd.DataFrame:
+def verdict_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endpoints(), primary: list[Estimated] | None = None,
+                  found: list[tuple[str, Records]] | None = None) -> pd.DataFrame:
     """One row per (family, comparison, quantity) in report units with CI, p, MDE, † and ‡ (see
     the module docstring). ``delta``: :func:`bench.report.stats.with_intervals` rows; ``long``:
-    final runs; ``primary``: the primary endpoint's estimates (:func:`primary_estimates`)."""
+    final runs; ``primary``: the primary endpoint's estimates (:func:`primary_estimates`);
+    ``found``: :func:`comparisons` of the same, when the caller has it."""
     rows = []
     for item in primary or []:
         est = item.estimate
@@ -279,7 +286,7 @@ def verdict_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = End
                      "mean": est.mean, "ci_low": low, "ci_high": high, "n": est.n_seeds, "p_value": est.p_two_sided() if est.defined else math.nan,
                      "mde": est.mde(alpha=ends.primary_alpha), "se_floor": est.floor, "ci_method": est.method, "ci_note": item.note,
                      "significant": sig, "family_significant": sig, "alpha": ends.primary_alpha})
-    for metric, mine in _comparisons(delta, long, ends):
+    for metric, mine in (found if found is not None else _comparisons(delta, long, ends)):
         for family, label, split, m in _quantities(mine, metric, ends):
             r = next((x for x in mine if _is(x["split"], split) and x["metric"] == m), None)
             if r is None:
@@ -470,13 +477,14 @@ def verdict_context(frame: pd.DataFrame, ends: Endpoints = Endpoints(), claims: 
 
 
 
-def forest_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endpoints()) -> pd.DataFrame:
+def forest_frame(delta: pd.DataFrame, long: pd.DataFrame, ends: Endpoints = Endpoints(), found: list[tuple[str, Records]] | None = None) -> pd.DataFrame:
     """Every Δ treatment − control (against the plain control) of the headline metric per comparison and
     evaluation set — the ID split(s), each OOD set (a natural shift split, or a corruption
     benchmark's mean), the OOD average and the transfer averages (single targets where a probe
     has no average) — in points, with CI and significance, in plotting order."""
     columns = ["setting", "evaluation", "kind", "split", "mean", "ci_low", "ci_high", "significant", "ci_method", "metric", "treatment", "control"]
-    comparisons = [(m, [r for r in part if r["metric"] == m]) for m, part in _comparisons(delta, long, ends)]
+    walked = found if found is not None else _comparisons(delta, long, ends)  # ``found``: :func:`comparisons`, when the caller has it
+    comparisons = [(m, [r for r in part if r["metric"] == m]) for m, part in walked]
     if not comparisons:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -634,5 +642,5 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-__all__ = ["verdict_frame", "verdict_markdown", "verdict_context", "forest_frame", "ablation_frame", "ablation_table",
+__all__ = ["comparisons", "verdict_frame", "verdict_markdown", "verdict_context", "forest_frame", "ablation_frame", "ablation_table",
            "config_label", "config_labels", "plain_controls", "method_defaults", "duration_text"]

@@ -1,0 +1,115 @@
+"""A worker process beside a report: it draws the figures and writes the large CSVs while the
+report goes on with its tables, so a report uses the second CPU that it otherwise leaves idle.
+
+Why: a report is one busy core. After one more run of a 1,000-run store finished, drawing its
+figures (with matplotlib's import) and formatting summary.csv and delta.csv were ~1 s of ~6;
+none of them feeds anything else the report computes. The worker is spawned (it shares no state
+with the report) when the report starts and imports the drawing code while the statistics are
+computed; jobs are then handed to it in order.
+
+Every job is a module-level function called with the same inputs it would get in the report's
+process, so the files are byte for byte the same (tests/test_report_scale.py checks it). What the
+function raises is raised where its result is asked for, as if it had run there. Where there is
+no worker — one CPU, ``$BENCH_REPORT_PROCESSES=0``, a caller that did not ask for one, a worker
+that cannot start, dies or cannot take a job's inputs — the job runs in the report's process when
+its result is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+PROCESSES_ENV = "BENCH_REPORT_PROCESSES"  # 0: everything in the report's own process
+
+
+def _call(fn: Callable[..., Any], args: tuple) -> tuple[bool, Any]:
+    """In the worker: (True, result), or (False, what ``fn`` raised) — told apart from the worker
+    itself failing, after which the job runs in the report's process."""
+    try:
+        return True, fn(*args)
+    except Exception as exc:  # noqa: BLE001 — raised again in the report's process
+        return False, exc
+
+
+def _warm() -> None:
+    """Import the drawing code (matplotlib, ~1 s with pandas) and draw a throwaway figure into
+    memory as PNG and PDF (fonts found and loaded, both backends imported) while the report
+    computes: the first real figure then costs what every later one does."""
+    import io
+
+    from bench.report.plots import plt
+
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1], label="warm-up")
+    ax.set_title("Δ −1.00 [−2.00, +0.50] †")
+    ax.legend()
+    for fmt in ("png", "pdf"):
+        fig.savefig(io.BytesIO(), format=fmt)
+    plt.close(fig)
+
+
+def cores() -> int:
+    """The CPUs this process may use (a Slurm job's, a taskset's), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+class Worker:
+    """One worker process, or none (every job then runs in the report's process)."""
+
+    def __init__(self, pool: Any = None) -> None:
+        self.pool = pool
+        self.used = False  # a job was handed to the worker
+
+    @classmethod
+    def start(cls, wanted: bool) -> "Worker":
+        """A worker when ``wanted``, more than one CPU is free and $BENCH_REPORT_PROCESSES is not 0."""
+        if not wanted or os.environ.get(PROCESSES_ENV, "").strip() == "0" or cores() < 2:
+            return cls(None)
+        try:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            pool.submit(_warm)
+        except (OSError, ValueError, RuntimeError, ImportError):
+            return cls(None)
+        return cls(pool)
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Callable[[], Any]:
+        """``fn(*args)``, begun now in the worker; the returned call waits for its result and
+        raises what ``fn`` raised."""
+        if self.pool is not None:
+            try:
+                future = self.pool.submit(_call, fn, args)
+                self.used = True
+            except Exception:  # noqa: BLE001 — a pool that is gone: run here
+                self.pool = None
+            else:
+                def result() -> Any:
+                    try:
+                        ok, value = future.result()
+                    except Exception:  # noqa: BLE001 — the worker died, or could not take the inputs or give the result back
+                        return fn(*args)
+                    if not ok:
+                        raise value
+                    return value
+                return result
+        return lambda: fn(*args)
+
+    def close(self) -> None:
+        """Stop the worker: at once when it was handed nothing (the report does not wait for its
+        warm-up import); else after its jobs, whose results the report has waited for."""
+        if self.pool is None:
+            return
+        if not self.used:
+            for process in list((getattr(self.pool, "_processes", None) or {}).values()):
+                process.terminate()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = None
+
+
+__all__ = ["Worker", "PROCESSES_ENV", "cores"]
