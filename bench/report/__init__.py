@@ -20,7 +20,7 @@ import pandas as pd
 
 from bench.io import atomic_write_json, atomic_write, atomic_write_text
 from bench.report import figures as figs
-from bench.report import html, plots, stats, verdict
+from bench.report import html, longreuse, plots, stats, verdict
 from bench.report.aggregate import (StoreRead, limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table,
                                     read_store, seed_summary, selection_table, severity_summary, sweep_table, training_log_of, variant_legend, with_averages)
 from bench.report.cost import cost_table
@@ -255,13 +255,15 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
     ends = next((e for e in every if e.primary is not None), every[0])  # the primary's pair: its box carries the claims
     store = read_store(specs, results_root)  # every run's files read and verified once
     states, results = store.states, store.results
-    long = with_averages(long_from(results))  # tuning runs included (stage 'tune'): the record keeps them
+    caching = cache_wanted() if cache is None else cache  # every cache between reports, on or off
+    # tuning runs included (stage 'tune'): the record keeps them; unchanged runs' rows come from the last report (bench.report.longreuse)
+    long = with_averages(longreuse.measured_rows(results, out / "results_long.parquet", caching))
     final = finals(long)  # what every table, Δ, figure but the sweep, and claim is made of
     pair_deltas = {(e.treatment, e.control): paired_delta(final, e.treatment, e.control) for e in every}  # the ablation reuses them
     summary, delta = seed_summary(final), _concat([pair_deltas[e.treatment, e.control] for e in every])
     # each predictions.npz is read when a Δ first needs it; Δs of unchanged runs come from the cache
     predictions, unread = stats.lazy_predictions(_prediction_paths(specs, results_root, final)) if not final.empty else ({}, {})
-    remembered = estimate_cache(out, results, cache_wanted() if cache is None else cache)
+    remembered = estimate_cache(out, results, caching)
     shared = claims_module.Estimating.of(final)  # each metric's per-run tables, built once for every estimate below
     with stats.remembering(remembered):
         # seeds × images where predictions exist
@@ -289,7 +291,7 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
     probes = probe_c_table(results)
     title = f"{suite.name}: {title_text(pairs)}"
     skipped: list[str] = []
-    run_cache = RunCache(out, cache_wanted() if cache is None else cache)
+    run_cache = RunCache(out, caching)
     sweeps = sweep_table(long, selections)
     draw: list[figs.Figure] = []
     if not final.empty:
@@ -348,7 +350,7 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
         draw = []
     run_cache.save()
     # drawn by the worker while the files below are written (bench.report.worker)
-    pending = figs.start_all(draw, out, cache_wanted() if cache is None else cache, lambda f: plots.FIGURES.get(f.kind).about(f.pair).absent, beside)
+    pending = figs.start_all(draw, out, caching, lambda f: plots.FIGURES.get(f.kind).about(f.pair).absent, beside)
 
     files: list[Path] = []
 
@@ -365,10 +367,11 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
         files.append(out / name)
 
     # the lines of runs unchanged since the last report are taken from its file (bench.report.longcsv)
-    write_long_csv(long, out / "results_long.csv", {f.result["run_id"]: f.digest for f in results}, cache_wanted() if cache is None else cache)
+    write_long_csv(long, out / "results_long.csv", {f.result["run_id"]: f.digest for f in results}, caching)
     files.append(out / "results_long.csv")
     long_files = [out / "results_long.csv"]
     atomic_write(out / "results_long.parquet", lambda tmp: long.to_parquet(tmp, index=False))
+    longreuse.remember(out / "results_long.parquet", results, caching)
     files.append(out / "results_long.parquet")
     write_frame("summary.csv", summary)
     write_frame("delta.csv", delta)
