@@ -385,14 +385,15 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
     if not probes.empty:
         write("probe_c.csv", probes.to_csv(index=False))
 
-    table_files: list[tuple[Table, list[Path]]] = []
-    for t in tables:
-        table_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
-                                write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]))
-    extra_files: list[tuple[TextTable, list[Path]]] = []
-    for t in extra_tables:
-        extra_files.append((t, [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", to_markdown(t)),
-                                write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]))
+    markdown_of: dict[str, str] = {}  # each table's Markdown, also a part of report.md
+
+    def table_files_of(t: Table | TextTable) -> list[Path]:
+        markdown_of[t.key] = to_markdown(t)
+        return [write(f"table_{t.key}.csv", to_csv(t)), write(f"table_{t.key}.md", markdown_of[t.key]),
+                write(f"table_{t.key}.tex", to_latex(t, f"tab:{suite.name}-{t.key}"))]
+
+    table_files: list[tuple[Table, list[Path]]] = [(t, table_files_of(t)) for t in tables]
+    extra_files: list[tuple[TextTable, list[Path]]] = [(t, table_files_of(t)) for t in extra_tables]
     if not comparison.empty:
         write("expected.csv", comparison.to_csv(index=False))
         write("expected.md", expected_markdown(comparison))
@@ -419,8 +420,8 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
     if tuning:
         head.append(tuning + "\n")
     box = [verdict.verdict_markdown(rows, e, comparison if e is ends else None) for e, rows in boxes] if not final.empty else []
-    main = [to_markdown(t) for t in tables if not TABLES.get(t.key).detail]
-    detail = [to_markdown(t) for t in tables if TABLES.get(t.key).detail] + [to_markdown(t) for t in extra_tables]
+    main = [markdown_of[t.key] for t in tables if not TABLES.get(t.key).detail]
+    detail = [markdown_of[t.key] for t in tables if TABLES.get(t.key).detail] + [markdown_of[t.key] for t in extra_tables]
     legend = variant_legend(results)
     tail = [expected_markdown(comparison), _variants_markdown(legend), _not_done_markdown(states), samples_markdown(out),
             "\n".join(f"_{x}_" for x in skipped)]

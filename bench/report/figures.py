@@ -76,10 +76,10 @@ def cap_models(frame: pd.DataFrame, per_model: Callable[[pd.DataFrame], int], li
     if frame.empty or "model" not in frame:
         return frame, ""
     settings = list(dict.fromkeys(frame["model"]))
-    groups = dict(tuple(frame.groupby("model", sort=False)))
+    rows = frame.groupby("model", sort=False).indices  # positions only: a setting's rows are taken when it is weighed
     kept, used = [], 0
     for s in settings:
-        k = per_model(groups[s])
+        k = per_model(frame.iloc[rows[s]])
         if kept and used + k > limit:
             break
         kept.append(s)

@@ -881,7 +881,8 @@ def with_intervals(delta: pd.DataFrame, long: pd.DataFrame, predictions: Predict
     problems = problems or {}
     columns: dict[str, list[Any]] = {c: [] for c in ("ci_low", "ci_high", "se", "df", "se_floor", "mde", "p_value", "significant", "ci_method", "ci_note")}
     cache = _CACHE
-    for row in row_tuples(out):  # plain values, not a cell-by-cell walk of text columns
+    needed = [*GROUP_COLUMNS, "metric", "split", "mean", "std", "n", "treatment", "control", "treatment_variant", "control_variant"]
+    for row in row_tuples(out[needed]):  # the columns an estimate reads, as plain values
         est, why, key = _row_estimate(row, runs, values.get(row.metric, {}), predictions, problems)
         low, high = est.interval(confidence)
         flat = pd.isna(low) or zero_width(low, high)
