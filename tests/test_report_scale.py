@@ -314,7 +314,7 @@ def _touch(_unpicklable, path):
 
 def test_long_rows_of_unchanged_runs_come_from_the_last_report_and_equal_rows_built_afresh(store, tmp_path, monkeypatch):
     from bench.report import longreuse
-    from bench.report.aggregate import long_from, read_store
+    from bench.report.aggregate import long_from, read_store, with_averages
 
     path, specs = store
     parquet = tmp_path / "reports" / "cached" / "results_long.parquet"
@@ -322,7 +322,7 @@ def test_long_rows_of_unchanged_runs_come_from_the_last_report_and_equal_rows_bu
     def rows_now() -> tuple:
         with ledgers.ledger_scope():
             results = read_store(specs, tmp_path / "results").results
-        return results, long_from(results)
+        return results, with_averages(long_from(results))
 
     report(path, specs, tmp_path, "cached", cache=True)  # 8 of 9 runs: the parquet and its index written
     write_run(specs[-1], tmp_path / "results", images=40, checkpoint_bytes=256)  # one more run finishes
@@ -330,13 +330,14 @@ def test_long_rows_of_unchanged_runs_come_from_the_last_report_and_equal_rows_bu
     RunDir.of(tmp_path / "results", spec.suite, spec.run_id).clear_outputs()
     write_run(spec, tmp_path / "results", images=40, checkpoint_bytes=256, salt="computed again")
     results, fresh = rows_now()
+    assert fresh["derived"].any() and (fresh["split"] == "ood_avg").any()  # per-run averages among the rows
     built = []
     monkeypatch.setattr(longreuse, "long_from", lambda runs: built.append([f.result["run_id"] for f in runs]) or long_from(runs))
-    reused = longreuse.measured_rows(results, parquet, enabled=True)
+    reused = longreuse.long_table(results, parquet, enabled=True)
     pd.testing.assert_frame_equal(reused, fresh, check_exact=True)
     assert sorted(r for part in built for r in part) == sorted([spec.run_id, specs[-1].run_id])  # only the two changed runs built
     # a parquet that is not the one the last report wrote is not used
     built.clear()
     pd.read_parquet(parquet).iloc[::-1].to_parquet(parquet, index=False)
-    pd.testing.assert_frame_equal(longreuse.measured_rows(results, parquet, enabled=True), fresh, check_exact=True)
+    pd.testing.assert_frame_equal(longreuse.long_table(results, parquet, enabled=True), fresh, check_exact=True)
     assert len(built) == 1 and len(built[0]) == len(results)  # everything built afresh

@@ -257,7 +257,7 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
     states, results = store.states, store.results
     caching = cache_wanted() if cache is None else cache  # every cache between reports, on or off
     # tuning runs included (stage 'tune'): the record keeps them; unchanged runs' rows come from the last report (bench.report.longreuse)
-    long = with_averages(longreuse.measured_rows(results, out / "results_long.parquet", caching))
+    long = longreuse.long_table(results, out / "results_long.parquet", caching)
     final = finals(long)  # what every table, Δ, figure but the sweep, and claim is made of
     pair_deltas = {(e.treatment, e.control): paired_delta(final, e.treatment, e.control) for e in every}  # the ablation reuses them
     summary, delta = seed_summary(final), _concat([pair_deltas[e.treatment, e.control] for e in every])

@@ -1,19 +1,20 @@
-"""The long table's measured rows, with those of runs unchanged since the last report taken from
-the results_long.parquet that report wrote.
+"""The long table (measured rows and per-run averages), with the rows of runs unchanged since the
+last report taken from the results_long.parquet that report wrote.
 
-Why: building the rows of a thousand runs (one per run × evaluation set × metric, ~50,000) as a
-typed frame costs ~0.4 s, most of the remaining time of a report after one more run finished,
-although every run but one has the rows it had. A run's measured rows are a function of its
-result.json (covered by the result's digest) and its finish time only
-(:func:`bench.report.aggregate.result_rows`), so a run with the same digest and finish time has
-the same rows as before.
+Why: building the rows of a thousand runs (one per run × evaluation set × metric, ~60,000) as a
+typed frame and averaging them per run costs ~0.6 s, the largest share of a report after one
+more run finished, although every run but one has the rows it had. A run's rows are a function
+of its result.json (covered by the result's digest) and its finish time only
+(:func:`bench.report.aggregate.result_rows`; :func:`~bench.report.aggregate.with_averages`
+averages within a run), so a run with the same digest and finish time has the same rows as
+before.
 
 Safe by construction: the previous file is used only when it is byte for byte the file the last
 report wrote (its SHA-256 is recorded, with each run's digest and finish time, in the user's cache)
 and the code that makes and types the rows (schema, aggregate, this module, pandas' and pyarrow's
 versions) is the same; a run is reused only where its digest and finish time match; any other run
 is built afresh; when fewer than half the runs are reused everything is built afresh. The result
-equals :func:`bench.report.aggregate.long_from` of the same runs exactly (tests/test_report_scale.py).
+equals ``with_averages(long_from(...))`` of the same runs exactly (tests/test_report_scale.py).
 """
 
 from __future__ import annotations
@@ -23,10 +24,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench.io import cache_dir, read_checked_json, sha256_file, write_checked_json
-from bench.report.aggregate import Finished, long_from
+from bench.report.aggregate import Finished, long_from, with_averages
 from bench.report.schema import COLUMNS, conform
 
 VERSION = 1
@@ -51,47 +53,73 @@ def run_key(f: Finished) -> str | None:
     return f"{f.digest}|{f.finished_utc or ''}" if f.digest else None
 
 
-def measured_rows(results: list[Finished], parquet: Path, enabled: bool) -> pd.DataFrame:
-    """``long_from(results)``, reusing the previous report's rows of unchanged runs."""
+BLOCKS = 4  # the long table's blocks, in order: measured rows, <set>/mean, ood_avg, transfer_avg/<probe> (with_averages)
+
+
+def _blocks(frame: pd.DataFrame) -> np.ndarray:
+    """Each row's block (0 to 3, :data:`BLOCKS`): measured, or the per-run average it is."""
+    derived = frame["derived"].fillna(False).astype(bool).to_numpy()
+    split = frame["split"].fillna("").astype(str)
+    out = np.zeros(len(frame), dtype=np.int64)
+    out[derived & split.str.endswith("/mean").to_numpy()] = 1
+    out[derived & (split == "ood_avg").to_numpy()] = 2
+    out[derived & split.str.startswith("transfer_avg/").to_numpy()] = 3
+    return out
+
+
+def _spans(frame: pd.DataFrame) -> dict[tuple[int, str], tuple[int, int]] | None:
+    """(block, run id) → its rows' span in ``frame``; None when a run's rows of a block are not one
+    stretch or the blocks are out of order (not a frame :func:`long_table` made)."""
+    blocks = _blocks(frame)
+    if len(blocks) and (np.diff(blocks) < 0).any():
+        return None
+    runs = frame["run_id"].tolist()
+    spans: dict[tuple[int, str], tuple[int, int]] = {}
+    begin = 0
+    for i in range(1, len(runs) + 1):
+        if i == len(runs) or runs[i] != runs[begin] or blocks[i] != blocks[begin]:
+            key = (int(blocks[begin]), str(runs[begin]))
+            if key in spans:
+                return None
+            spans[key] = (begin, i)
+            begin = i
+    return spans
+
+
+def long_table(results: list[Finished], parquet: Path, enabled: bool) -> pd.DataFrame:
+    """``with_averages(long_from(results))``, reusing the previous report's rows (measured and
+    averaged) of the runs whose digest and finish time are unchanged; a run's averages are its
+    own (with_averages groups by run), so they are as reusable as its measured rows."""
     previous = _previous(parquet) if enabled else None
     if previous is None:
-        return long_from(results)
+        return with_averages(long_from(results))
     frame, spans, keys = previous
-    keyed = [(f, run_key(f)) for f in results]
-    reused = [f.result.get("run_id") in spans and k is not None and keys.get(f.result.get("run_id")) == k for f, k in keyed]
+    ids = [str(f.result.get("run_id")) for f in results]
+    reused = [(0, r) in spans and (k := run_key(f)) is not None and keys.get(r) == k for f, r in zip(results, ids)]
     if sum(reused) * 2 < len(results):  # mostly new: one pass builds everything
-        return long_from(results)
-    parts: list[pd.DataFrame] = []
-    fresh: list[Finished] = []
-    start = stop = None  # the current stretch of consecutive reused rows of the previous frame
-    for (f, _), again in zip(keyed, reused):
-        if again:
-            if fresh:
-                parts.append(long_from(fresh))
-                fresh = []
-            a, b = spans[f.result["run_id"]]
-            if start is not None and a == stop:
-                stop = b
+        return with_averages(long_from(results))
+    fresh_runs = [f for f, again in zip(results, reused) if not again]
+    fresh = with_averages(long_from(fresh_runs)) if fresh_runs else None
+    fresh_spans = _spans(fresh) if fresh is not None else {}
+    if fresh_spans is None:
+        return with_averages(long_from(results))
+    pieces: list[tuple[pd.DataFrame, int, int]] = []  # (frame, start, stop), consecutive stretches merged
+    for block in range(BLOCKS):
+        for run, again in zip(ids, reused):
+            source, found = (frame, spans.get((block, run))) if again else (fresh, fresh_spans.get((block, run)))
+            if found is None:
                 continue
-            if start is not None:
-                parts.append(frame.iloc[start:stop])
-            start, stop = a, b
-        else:
-            if start is not None:
-                parts.append(frame.iloc[start:stop])
-                start = stop = None
-            fresh.append(f)
-    if start is not None:
-        parts.append(frame.iloc[start:stop])
-    if fresh:
-        parts.append(long_from(fresh))
-    parts = [p for p in parts if not p.empty] or [long_from([])]
+            if pieces and pieces[-1][0] is source and pieces[-1][2] == found[0]:
+                pieces[-1] = (source, pieces[-1][1], found[1])
+            else:
+                pieces.append((source, *found))
+    parts = [f.iloc[a:b] for f, a, b in pieces] or [with_averages(long_from([]))]
     return conform(pd.concat(parts, ignore_index=True))
 
 
-def _previous(parquet: Path) -> tuple[pd.DataFrame, dict[str, tuple[int, int]], dict[str, str]] | None:
-    """(the previous report's measured rows, run id → its row span there, run id → its key), when
-    the file is what that report wrote and the code is the same."""
+def _previous(parquet: Path) -> tuple[pd.DataFrame, dict[tuple[int, str], tuple[int, int]], dict[str, str]] | None:
+    """(the previous report's long table, (block, run id) → its rows' span there, run id → its
+    key), when the file is what that report wrote and the code is the same."""
     index = read_checked_json(_index_path(parquet))
     if not isinstance(index, dict) or index.get("code") != _code() or not isinstance(index.get("runs"), dict):
         return None
@@ -104,20 +132,9 @@ def _previous(parquet: Path) -> tuple[pd.DataFrame, dict[str, tuple[int, int]], 
     if list(frame.columns) != COLUMNS:
         return None
     frame = conform(frame)
-    derived = frame["derived"].fillna(False).astype(bool).to_numpy()
-    measured = int((~derived).sum())
-    if derived[:measured].any():  # measured rows first, then the per-run averages: else not ours
+    spans = _spans(frame)
+    if spans is None:
         return None
-    frame = frame.iloc[:measured]
-    spans: dict[str, tuple[int, int]] = {}
-    runs = frame["run_id"].tolist()
-    begin = 0
-    for i in range(1, len(runs) + 1):
-        if i == len(runs) or runs[i] != runs[begin]:
-            if runs[begin] in spans:  # a run's rows are one stretch: else not ours
-                return None
-            spans[str(runs[begin])] = (begin, i)
-            begin = i
     keys = {str(k): str(v) for k, v in index["runs"].items()}
     return frame, spans, keys
 
@@ -133,4 +150,4 @@ def remember(parquet: Path, results: list[Finished], enabled: bool) -> None:
         pass
 
 
-__all__ = ["measured_rows", "remember", "run_key"]
+__all__ = ["long_table", "remember", "run_key"]
