@@ -82,10 +82,12 @@ COST_COLUMNS: list[str] = [c.name for c in SCHEMA if c.role == "cost"]  # the ru
 DTYPES: dict[str, str] = {c.name: c.dtype for c in SCHEMA}
 
 
-# text columns are kept as Python strings (pandas' "string" dtype, python storage: the same missing-
-# value rules as its default Arrow storage): the report walks its cells one by one, tens of
-# thousands of times at a thousand runs, and reading an Arrow-backed cell costs ~10 times as much
-_STORED = {c: (pd.StringDtype("python") if d == "string" else d) for c, d in DTYPES.items()}
+# text columns are Arrow-backed (pandas' "string" dtype, pyarrow storage, pd.NA for missing): the
+# report's comparisons, groupbys and merges over the long table run in Arrow's kernels, and where it
+# walks cells it lists a column first (row_tuples, row_dicts, tolist) instead of reading cell by
+# cell. Python-stored strings made a report after one more run of a 1,000-run store ~6 % slower
+# (docs/measurements.md); the CSV files are the same either way.
+_STORED = {c: (pd.StringDtype("pyarrow") if d == "string" else d) for c, d in DTYPES.items()}
 
 
 def _text_column(column: pd.Series) -> bool:
