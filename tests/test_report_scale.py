@@ -341,3 +341,20 @@ def test_long_rows_of_unchanged_runs_come_from_the_last_report_and_equal_rows_bu
     pd.read_parquet(parquet).iloc[::-1].to_parquet(parquet, index=False)
     pd.testing.assert_frame_equal(longreuse.long_table(results, parquet, enabled=True), fresh, check_exact=True)
     assert len(built) == 1 and len(built[0]) == len(results)  # everything built afresh
+
+def test_row_helpers_give_what_itertuples_and_to_dict_give():
+    from bench.report.schema import row_dicts, row_tuples
+
+    frame = pd.DataFrame({
+        "n": pd.array([1, None, 3], dtype="Int64"), "flag": pd.array([True, None, False], dtype="boolean"), "x": [1.5, np.nan, -0.0],
+        "b": [True, False, True], "str": ["a", None, "c"], "arrow": pd.array(["u", None, "w"], dtype=pd.StringDtype("pyarrow")),
+        "python": pd.array([None, "v", "w"], dtype=pd.StringDtype("python")), "two words": ["p", "q", "r"], "Index": [7, 8, 9],
+    }, index=[4, 5, 6])
+
+    def cells(values):  # type and value of each cell, NaN equal to NaN
+        return [(type(v), "nan" if isinstance(v, float) and math.isnan(v) else repr(v)) for v in values]
+
+    for ours, theirs in zip(row_tuples(frame), frame.itertuples()):
+        assert ours._fields == theirs._fields and cells(ours) == cells(theirs)
+    for ours, theirs in zip(row_dicts(frame), frame.to_dict("records")):
+        assert list(ours) == list(theirs) and cells(ours.values()) == cells(theirs.values())

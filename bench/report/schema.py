@@ -95,8 +95,16 @@ def _text_column(column: pd.Series) -> bool:
     return isinstance(column.dtype, pd.StringDtype)
 
 
-def _default_text(dtype: Any) -> bool:
-    return isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow" and isinstance(dtype.na_value, float)
+def _dict_cells(column: pd.Series) -> list[Any] | None:
+    """A text column's cells as ``to_dict("records")`` gives them (its missing marker for NaN-marked
+    text, None for pd.NA-marked), listed at once; None for any other column."""
+    dtype = column.dtype
+    if not isinstance(dtype, pd.StringDtype):
+        return None
+    cells = column.tolist()
+    if isinstance(dtype.na_value, float):
+        return cells
+    return [None if v is pd.NA else v for v in cells]
 
 
 def _cells(column: pd.Series) -> list[Any]:
@@ -114,15 +122,12 @@ def row_tuples(frame: pd.DataFrame) -> list[Any]:
 
 
 def row_dicts(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """``frame.to_dict("records")``, its text columns of pandas' default dtype (Arrow-backed, NaN for
-    missing) read a column at a time (see :func:`row_tuples`); to_dict gives None for the pd.NA of the
-    other text dtypes, so those go through it."""
+    """``frame.to_dict("records")``, its text columns read a column at a time (see :func:`row_tuples`)."""
     names = list(frame.columns)
-    fast = [k for k in range(frame.shape[1]) if _default_text(frame.dtypes.iloc[k])]
-    if len(set(names)) != len(names) or not fast:
+    texts = {names[k]: cells for k in range(frame.shape[1]) if (cells := _dict_cells(frame.iloc[:, k])) is not None}
+    if len(set(names)) != len(names) or not texts:
         return frame.to_dict("records")
-    rest = frame.drop(columns=[names[k] for k in fast]).to_dict("records") if len(fast) < len(names) else [{} for _ in range(len(frame))]
-    texts = {names[k]: frame.iloc[:, k].tolist() for k in fast}
+    rest = frame.drop(columns=list(texts)).to_dict("records") if len(texts) < len(names) else [{} for _ in range(len(frame))]
     return [{name: texts[name][i] if name in texts else other[name] for name in names} for i, other in enumerate(rest)]
 
 
