@@ -106,7 +106,7 @@ def _variants_markdown(legend: dict[str, dict]) -> str:
 
 def _prediction_paths(specs: list[RunSpec], results_root: Path, final: pd.DataFrame) -> dict[str, Path]:
     """run_id → predictions.npz path of every finished final run (the per-image input of the Δ intervals)."""
-    wanted = set(final["run_id"])
+    wanted = set(final["run_id"].tolist())
     return {s.run_id: RunDir.of(results_root, s.suite, s.run_id).predictions for s in specs if s.run_id in wanted}
 
 

@@ -202,7 +202,7 @@ def _describe_variants(runs: pd.DataFrame) -> dict[str, str]:
 def describe_variants(variants: pd.Series, long: pd.DataFrame) -> list[str]:
     """:func:`variant_descriptions` of ``long`` for each of ``variants`` ('' where none)."""
     descs = variant_descriptions(long)
-    return [descs.get(v, "") for v in variants]
+    return [descs.get(v, "") for v in (variants.tolist() if isinstance(variants, pd.Series) else variants)]
 
 
 def variant_legend(results: list["Finished"]) -> dict[str, dict[str, Any]]:

@@ -57,7 +57,7 @@ def first_settings(frame: pd.DataFrame, limit: int, column: str = "model") -> tu
     """(the rows of the first ``limit`` settings in order of appearance, settings shown, settings in all)."""
     if frame.empty or column not in frame:
         return frame, 0, 0
-    settings = list(dict.fromkeys(frame[column]))
+    settings = list(dict.fromkeys(frame[column].tolist()))
     shown = settings[:limit]
     return (frame if len(shown) == len(settings) else frame[frame[column].isin(shown)]), len(shown), len(settings)
 
@@ -75,7 +75,7 @@ def cap_models(frame: pd.DataFrame, per_model: Callable[[pd.DataFrame], int], li
     ``limit`` (at least one setting), and the caption note."""
     if frame.empty or "model" not in frame:
         return frame, ""
-    settings = list(dict.fromkeys(frame["model"]))
+    settings = list(dict.fromkeys(frame["model"].tolist()))
     rows = frame.groupby("model", sort=False).indices  # positions only: a setting's rows are taken when it is weighed
     kept, used = [], 0
     for s in settings:

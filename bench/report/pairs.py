@@ -73,7 +73,7 @@ def method_order(methods: Iterable[str], pairs: Sequence[Pair] = ()) -> list[str
     """The controls first, then the treatments (in the order the pairs list them; the default
     comparison's when no pairs are given), then any other method in order of appearance — the
     order of table columns, legends and colours."""
-    seen = list(dict.fromkeys(methods))
+    seen = list(dict.fromkeys(methods.tolist() if isinstance(methods, pd.Series) else methods))
     pairs = tuple(pairs) or default_pairs()
     lead = list(dict.fromkeys([*(p.control for p in pairs), *(p.treatment for p in pairs)]))
     return [m for m in lead if m in seen] + [m for m in seen if m not in lead]

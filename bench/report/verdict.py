@@ -36,6 +36,7 @@ import pandas as pd
 from bench.report.aggregate import GROUP_COLUMNS, finals, paired_delta, param_name, short_number, significant, variant_descriptions
 from bench.report.claims import ALPHA, Estimated, Estimating, Quantity, quantity_estimates, scale_of
 from bench.report.pairs import Pair, default_pairs, pairs_of
+from bench.report.schema import row_tuples
 from bench.report.stats import CROSSED, Predictions, holm, with_intervals
 from bench.report.tables import (METRIC_NAMES, TextTable, arm_text, cell_text, method_name, method_order, model_labels, signed_text,
                                  split_label)
@@ -140,9 +141,10 @@ def _against_plain(delta: pd.DataFrame, long: pd.DataFrame, control: str) -> pd.
     if delta.empty:
         return delta
     plain = plain_controls(long, control)
-    keys = list(zip(*(delta[c].astype(str) for c in GROUP_COLUMNS)))
-    has_plain = {k for k, v in zip(keys, delta["control_variant"]) if v in plain}
-    keep = [v in plain or k not in has_plain for k, v in zip(keys, delta["control_variant"])]
+    keys = list(zip(*(delta[c].astype(str).tolist() for c in GROUP_COLUMNS)))  # listed: walking text cells one by one is slow
+    controls = delta["control_variant"].tolist()
+    has_plain = {k for k, v in zip(keys, controls) if v in plain}
+    keep = [v in plain or k not in has_plain for k, v in zip(keys, controls)]
     return delta[keep]
 
 
@@ -437,7 +439,7 @@ def verdict_title(frame: pd.DataFrame) -> str:
 
 def _box_rows(frame: pd.DataFrame) -> list[list[str]]:
     return [[r.family, str(r.setting), r.quantity, verdict_cell(r), p_text(r.p_value).replace("p = ", ""),
-             "" if pd.isna(r.mde) else f"{r.mde:.2g}", str(r.n)] for r in frame.itertuples()]
+             "" if pd.isna(r.mde) else f"{r.mde:.2g}", str(r.n)] for r in row_tuples(frame)]
 
 
 BOX_HEADER = ["family", "setting", "quantity", "Δ [95% CI]", "p", "MDE (80%)", "n"]
