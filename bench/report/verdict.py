@@ -132,7 +132,7 @@ def plain_controls(long: pd.DataFrame, control: str) -> set[str]:
     """Variants of the plain control: without label smoothing — the baseline every Δ here is
     taken against."""
     rows = long[long["method"] == control].drop_duplicates("variant")
-    return {v for v, p in zip(rows["variant"], rows["method_params"]) if float(_params(p).get("label_smoothing", 0.0) or 0.0) == 0.0}
+    return {v for v, p in zip(rows["variant"].tolist(), rows["method_params"].tolist()) if float(_params(p).get("label_smoothing", 0.0) or 0.0) == 0.0}
 
 
 def _against_plain(delta: pd.DataFrame, long: pd.DataFrame, control: str) -> pd.DataFrame:
@@ -418,7 +418,7 @@ def verdict_lines(frame: pd.DataFrame, ends: Endpoints) -> list[str]:
         lines.append("No primary endpoint is declared (`primary:` in the suite): every comparison below is secondary.")
     lines.append("Secondary endpoints form families (ID, OOD, transfer, calibration), each Holm-corrected within itself (‡). "
                  "† = 95 % CI excludes 0 and |Δ| ≥ the minimum practical effect ("
-                 + ", ".join(f"{METRIC_NAMES.get(k, k)} {v:g}" for k, v in ends.min_effect.items() if k in set(frame["metric"])) + ").")
+                 + ", ".join(f"{METRIC_NAMES.get(k, k)} {v:g}" for k, v in ends.min_effect.items() if k in set(frame["metric"].tolist())) + ").")
     if crossed:
         lines.append(f"Intervals for {crossed} of {m}: seeds × test images crossed (variance components, Satterthwaite df; "
                      "bench.report.stats.delta_estimate), shared source images resampled jointly. MDE: the Δ detectable with 80 % power "
