@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from bench.io import atomic_write_text, cache_dir, sha256_file
+from bench.io import cache_dir, read_checked_json, sha256_file, write_checked_json
 from bench.report.worker import Worker
 
 MAX_PANELS = 8  # panels (settings, or setting × method config) per figure
@@ -126,12 +126,9 @@ class FigureCache:
         self.entries: dict[str, Any] = {}
         self.code = _code()
         if self.path is not None:
-            try:
-                saved = json.loads(self.path.read_text())
-                if saved.get("code") == self.code and isinstance(saved.get("figures"), dict):
-                    self.entries = saved["figures"]
-            except (OSError, ValueError, AttributeError):
-                pass
+            saved = read_checked_json(self.path)
+            if isinstance(saved, dict) and saved.get("code") == self.code and isinstance(saved.get("figures"), dict):
+                self.entries = saved["figures"]
 
     def digest(self, figure: Figure) -> str:
         h = hashlib.sha256(f"{figure.key}\0{figure.draw.__module__}.{figure.draw.__qualname__}\0".encode())
@@ -161,7 +158,7 @@ class FigureCache:
         if self.path is None:
             return
         try:
-            atomic_write_text(self.path, json.dumps({"code": self.code, "figures": {k: v for k, v in self.entries.items() if k in keys}}))
+            write_checked_json(self.path, {"code": self.code, "figures": {k: v for k, v in self.entries.items() if k in keys}})
         except OSError:
             pass
 
