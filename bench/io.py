@@ -166,6 +166,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
+def code_digest(folder: Path, names: tuple[str, ...], *tags: str) -> str:
+    """A short hash of source files (``folder``/``names``) and version ``tags``: what a cache
+    between commands is keyed by, so that changing the code that made an entry forgets it."""
+    h = hashlib.sha256("|".join(tags).encode())
+    for name in names:
+        h.update((Path(folder) / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def write_checked_json(path: Path, body: Any) -> None:
     """Write ``body`` atomically as a cache file that proves itself: the SHA-256 of the JSON text,
     a newline, the text. Checking it on reading hashes the very bytes that are parsed, so a

@@ -23,17 +23,13 @@ from typing import Any
 
 import pandas as pd
 
-from bench.io import atomic_write_text, cache_dir
+from bench.io import atomic_write_text, cache_dir, code_digest
 
 VERSION = 1
 
 
 def _code() -> str:
-    here = Path(__file__).parent
-    h = hashlib.sha256(f"{VERSION}|{pd.__version__}".encode())
-    for name in ("schema.py", "aggregate.py", "longcsv.py"):
-        h.update((here / name).read_bytes())
-    return h.hexdigest()[:16]
+    return code_digest(Path(__file__).parent, ("schema.py", "aggregate.py", "longcsv.py"), str(VERSION), pd.__version__)
 
 
 def _segments(long: pd.DataFrame) -> list[tuple[Any, int, int]]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench.io import cache_dir, read_checked_json, sha256_file, write_checked_json
+from bench.io import cache_dir, code_digest, read_checked_json, sha256_file, write_checked_json
 from bench.report.aggregate import Finished, long_from, with_averages
 from bench.report.schema import COLUMNS, conform
 
@@ -37,11 +37,7 @@ VERSION = 1
 def _code() -> str:
     import pyarrow
 
-    here = Path(__file__).parent
-    h = hashlib.sha256(f"{VERSION}|{pd.__version__}|{pyarrow.__version__}".encode())
-    for name in ("schema.py", "aggregate.py", "longreuse.py"):
-        h.update((here / name).read_bytes())
-    return h.hexdigest()[:16]
+    return code_digest(Path(__file__).parent, ("schema.py", "aggregate.py", "longreuse.py"), str(VERSION), pd.__version__, pyarrow.__version__)
 
 
 def _index_path(parquet: Path) -> Path:
