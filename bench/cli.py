@@ -95,12 +95,13 @@ def _build_report(suite, specs, args: argparse.Namespace, subset: bool = False) 
 
     cache = False if getattr(args, "no_cache", False) else None  # None: $BENCH_REPORT_CACHE decides (default on)
     if not (subset and args.only):
-        return build_report(suite, specs, args.results, args.reports, args.suite, cache=cache, worker=True)
+        return build_report(suite, specs, args.results, args.reports, args.suite, cache=cache, worker=getattr(args, "report_worker", False))
     total = len(_specs(args, only=False)[1])
     folder = only_folder(suite.name, parse_only(args.only))
     note = (f"Subset report: only the runs with {args.only} ({len(specs)} of the suite's {total} runs), in {args.reports / folder}/; "
             f"the suite's report, {args.reports / suite.name}/, is left as it is.")
-    return build_report(suite, specs, args.results, args.reports, args.suite, folder=folder, note=note, cache=cache, worker=True)
+    return build_report(suite, specs, args.results, args.reports, args.suite, folder=folder, note=note, cache=cache,
+                        worker=getattr(args, "report_worker", False))
 
 
 def _display(folder: Path) -> str:
@@ -723,6 +724,10 @@ def _main(argv: list[str] | None = None) -> int:
 
         argcomplete.autocomplete(p)
     args = p.parse_args(argv)
+    # a report's worker process (bench.report.worker) only for `bench` run as a command: a spawned
+    # process imports the caller's main module, which a script calling main([...]) without a
+    # __main__ guard would run again there
+    args.report_worker = argv is None
     if getattr(args, "limit", None) is not None:  # --limit N: overrides, so launched subprocesses and jobs see them too
         args.override = [*args.override, f"data.limit.train={args.limit}", f"data.limit.eval={args.limit}"]
     from rich.console import Console

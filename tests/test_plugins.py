@@ -44,8 +44,18 @@ def write_plugin(folder: Path, module: str, name: str, extra: str = "") -> Path:
 
 @pytest.fixture
 def plugin_path(tmp_path, monkeypatch):
+    """A folder on sys.path for the test's plugin modules. What they register, and the modules
+    themselves, are forgotten after the test: a registration left behind names a module that later
+    tests (and the processes they start) cannot import."""
+    from bench.registry import _REGISTRIES
+
     monkeypatch.syspath_prepend(str(tmp_path))
-    return tmp_path
+    for registry in _REGISTRIES:
+        isolated_registry(monkeypatch, registry)
+    yield tmp_path
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
 
 
 def test_a_suites_plugin_registers_a_method_and_its_code_enters_only_its_runs_ids(plugin_path):

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,9 @@ def test_describe_groups_equals_pandas_groupby_apply():
     small.loc[small.index[5::11], "value"] = 0.5  # ties
     expected = small.groupby(["g"], sort=False, dropna=False)["value"].apply(_describe).unstack().reset_index()
     pd.testing.assert_frame_equal(describe_groups(small, ["g"]), expected, check_exact=True)
+    signed = small.assign(value=small["value"].where(small.index % 13 != 0, -0.0).where(small.index % 31 != 1, np.inf))
+    expected = signed.groupby(["g"], sort=False, dropna=False)["value"].apply(_describe).unstack().reset_index()
+    pd.testing.assert_frame_equal(describe_groups(signed, ["g"]), expected, check_exact=True)  # negative zeros and infinities
     for size in (1, 2, 5, 9, 130):  # the fast path against the one it replaces, bit for bit
         x = rng.normal(0.7, 0.1, size)
         fast, plain = _describe_complete(x), list(_describe(pd.Series(x)).values)
@@ -272,13 +276,14 @@ def test_the_drawing_worker_writes_the_files_the_report_process_writes(store, tm
     monkeypatch.setenv(worker.PROCESSES_ENV, "1")
     started = []
     real = worker.Worker.start
-    monkeypatch.setattr(worker.Worker, "start", classmethod(lambda cls, wanted: started.append(real(wanted)) or started[-1]))
+    monkeypatch.setattr(worker.Worker, "start", classmethod(lambda cls, wanted, **kw: started.append(real(wanted, **kw)) or started[-1]))
     suite = load_suite(path)
     for folder, beside in (("here", False), ("worker", True)):
         with ledgers.ledger_scope():
             build_report(suite, specs, tmp_path / "results", tmp_path / "reports", path, folder=folder, cache=False, worker=beside)
     here, there = started
-    assert here.pool is None and not here.used and there.used  # the second report gave its figures and CSVs to a worker
+    assert here.pool is None and not here.used  # the first report drew and wrote everything itself
+    assert there.handed > 5 and there.ran_there == there.handed  # the second handed figures and CSVs to the worker, and each ran there
     drawn = sorted(p.name for p in (tmp_path / "reports" / "here").glob("*.p*") if p.suffix in (".png", ".pdf"))
     assert {"bars.png", "forest.pdf", "id_vs_ood.png"} <= set(drawn)
     for name in [*drawn, "report.md", "summary.csv", "delta.csv", "verdict.csv", "severity.csv"]:  # byte for byte
@@ -294,9 +299,13 @@ def test_a_figure_that_fails_in_the_worker_is_reported_and_one_the_worker_cannot
         failing = figures.Figure("bars", _raise_value_error, (1,))
         local = figures.Figure("sweep", _touch, (lambda: None, tmp_path / "sweep.png"))  # a lambda cannot go to the worker
         drawn, skipped, files = figures.draw_all([failing, local], tmp_path, False, lambda f: "absent", beside)
-        assert beside.used
+        assert (beside.handed, beside.ran_there) == (2, 1)  # the failing figure ran in the worker; the lambda could not go there
         with pytest.raises(ValueError, match="no data for 2"):  # a job's own exception is raised where its result is asked for
             beside.submit(_raise_value_error, 2)()
+        # an exception that cannot travel back as itself comes back as its text, and the worker goes on
+        with pytest.raises(worker.JobFailed, match="TwoArgumentError: 3 apples"):
+            beside.submit(_raise_two_argument_error, 3)()
+        assert beside.submit(_display_name, "sft")() == "SFT" and beside.ran_there == 4
     finally:
         beside.close()
     assert skipped == ["No bars figure: drawing it failed (ValueError: no data for 1)"]
@@ -307,16 +316,62 @@ def _raise_value_error(n):
     raise ValueError(f"no data for {n}")
 
 
+class TwoArgumentError(Exception):
+    def __init__(self, count, what):
+        super().__init__(f"{count} {what}")
+
+
+def _raise_two_argument_error(n):
+    raise TwoArgumentError(n, "apples")
+
+
+def _display_name(method):
+    from bench.report.pairs import method_name
+
+    return method_name(method)
+
+
+def test_the_worker_loads_the_report_process_plugins(tmp_path, monkeypatch):
+    """Figures name methods by their display names; a plugin's method must be named there as here."""
+    if worker.cores() < 2:
+        pytest.skip("one CPU: no worker")
+    from bench import plugins
+    from bench.methods import METHODS
+    from conftest import isolated_registry
+
+    monkeypatch.setenv(worker.PROCESSES_ENV, "1")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "scale_plugin.py").write_text(
+        "from typing import ClassVar\nfrom bench.methods.base import METHODS\nfrom bench.methods.sft import SFT\n\n"
+        "@METHODS.register('scaled_sft')\nclass ScaledSFT(SFT):\n    name: ClassVar[str] = 'scaled_sft'\n    display_name: ClassVar[str] = 'Scaled SFT'\n")
+    isolated_registry(monkeypatch, METHODS)
+    plugins.load(["scale_plugin"])
+    beside = worker.Worker.start(True, warm=False)
+    try:
+        assert _display_name("scaled_sft") == "Scaled SFT"
+        assert beside.submit(_display_name, "scaled_sft")() == "Scaled SFT" and beside.ran_there == 1
+    finally:
+        beside.close()
+        sys.modules.pop("scale_plugin", None)
+
+
 def _touch(_unpicklable, path):
     path.write_bytes(b"png")
     return [path]
 
 
-def test_long_rows_of_unchanged_runs_come_from_the_last_report_and_equal_rows_built_afresh(store, tmp_path, monkeypatch):
+def test_long_rows_of_unchanged_runs_come_from_the_last_report_and_equal_rows_built_afresh(tmp_path, monkeypatch):
     from bench.report import longreuse
     from bench.report.aggregate import long_from, read_store, with_averages
 
-    path, specs = store
+    monkeypatch.setenv("BENCH_CACHE", str(tmp_path / "cache"))
+    two_targets = SUITE.replace("evaluations: [id, shift]", "evaluations: [id, shift, transfer]").replace(
+        "defaults:\n", "defaults:\n  transfer: {targets: [{name: fashion_mnist, train_limit: 60, test_limit: 30}, "
+                        "{name: cifar10, train_limit: 60, test_limit: 30}]}\n")
+    path = write(tmp_path, two_targets, "tiny.yaml")
+    specs = expand(load_suite(path), path)
+    for spec in specs[:-1]:
+        write_run(spec, tmp_path / "results", images=40, checkpoint_bytes=256)
     parquet = tmp_path / "reports" / "cached" / "results_long.parquet"
 
     def rows_now() -> tuple:
@@ -330,7 +385,8 @@ def test_long_rows_of_unchanged_runs_come_from_the_last_report_and_equal_rows_bu
     RunDir.of(tmp_path / "results", spec.suite, spec.run_id).clear_outputs()
     write_run(spec, tmp_path / "results", images=40, checkpoint_bytes=256, salt="computed again")
     results, fresh = rows_now()
-    assert fresh["derived"].any() and (fresh["split"] == "ood_avg").any()  # per-run averages among the rows
+    splits = set(fresh.loc[fresh["derived"].astype(bool), "split"])  # every kind of per-run average is among the rows
+    assert "ood_avg" in splits and any(x.endswith("/mean") for x in splits) and any(x.startswith("transfer_avg/") for x in splits)
     built = []
     monkeypatch.setattr(longreuse, "long_from", lambda runs: built.append([f.result["run_id"] for f in runs]) or long_from(runs))
     reused = longreuse.long_table(results, parquet, enabled=True)

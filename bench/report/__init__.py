@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 import pandas as pd
 
-from bench.io import atomic_write_json, atomic_write, atomic_write_text
+from bench.io import atomic_write_json, atomic_write_text
 from bench.report import figures as figs
 from bench.report import html, longreuse, plots, stats, verdict
 from bench.report.aggregate import (StoreRead, limited_note, describe_variants, finals, finished_results, long_from, paired_delta, probe_c_table,
@@ -225,11 +225,11 @@ def build_report(suite: Suite, specs: list[RunSpec], results_root: Path, reports
     uncertainty model (:func:`bench.report.stats.delta_estimate`); the primary endpoint, the
     minimum practical effects and the claims come from the suite. Figures are drawn unless
     :func:`figures_wanted` says otherwise. With ``worker`` (the ``bench`` command's choice) the
-    figures and the large CSVs are written by a worker process where a second CPU is free
+    figures and the large CSVs are written by a worker process where the process may use two CPUs
     (:mod:`bench.report.worker`) while the tables are written here. Other callers write
     everything in their own process by default: a spawned worker imports the caller's main
     module, which a script without a ``__main__`` guard would run again."""
-    beside = Worker.start(worker)
+    beside = Worker.start(worker, warm=figures_wanted())
     try:
         return _build_report(suite, specs, results_root, reports_root, suite_path, folder, note, cache, beside)
     finally:
@@ -370,8 +370,7 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
     write_long_csv(long, out / "results_long.csv", {f.result["run_id"]: f.digest for f in results}, caching)
     files.append(out / "results_long.csv")
     long_files = [out / "results_long.csv"]
-    atomic_write(out / "results_long.parquet", lambda tmp: long.to_parquet(tmp, index=False))
-    longreuse.remember(out / "results_long.parquet", results, caching)
+    longreuse.write(out / "results_long.parquet", long, results, caching)
     files.append(out / "results_long.parquet")
     write_frame("summary.csv", summary)
     write_frame("delta.csv", delta)

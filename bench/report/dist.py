@@ -21,6 +21,8 @@ import numpy as np
 from scipy import special as sc
 from scipy.special import _ufuncs as scu  # nct's survival function lives only here (what scipy.stats.nct._sf calls)
 
+_NCT_SF = getattr(scu, "_nct_sf", None)  # private to scipy: where a release drops it, scipy.stats answers
+
 
 def _sps():
     """scipy.stats, imported when first needed (a report whose estimates are all remembered needs none)."""
@@ -56,9 +58,9 @@ def t_cdf(x: float, df: float) -> float:
 
 def nct_sf(x: float, df: float, nc: float) -> float:
     """``scipy.stats.nct.sf(x, df, nc)``."""
-    if _valid(x, df, nc) and math.isfinite(x) and df > 0:
+    if _NCT_SF is not None and _valid(x, df, nc) and math.isfinite(x) and df > 0:
         with np.errstate(over="ignore"):  # as scipy.stats.nct._sf does
-            return float(np.clip(scu._nct_sf(np.float64(x), np.float64(df), np.float64(nc)), 0, 1))
+            return float(np.clip(_NCT_SF(np.float64(x), np.float64(df), np.float64(nc)), 0, 1))
     return float(_sps().nct.sf(x, df, nc))
 
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from bench.io import cache_dir, read_checked_json, sha256_file, write_checked_json
-from bench.report.worker import Worker
+from bench.report.worker import Worker, failure_text
 
 MAX_PANELS = 8  # panels (settings, or setting × method config) per figure
 MAX_CURVE_SETTINGS = 2  # training curves: a setting is a row of up to 9 panels, a line per config
@@ -182,7 +182,7 @@ class Pending:
                 try:  # a figure that fails must not cost the tables and the page
                     paths = job()
                 except Exception as exc:  # noqa: BLE001 — reported in the report itself
-                    paths, reason = [], f"drawing it failed ({exc.__class__.__name__}: {exc})"
+                    paths, reason = [], f"drawing it failed ({failure_text(exc)})"
                 else:
                     reason = self.absent(figure)
                     if paths:

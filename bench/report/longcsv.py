@@ -16,20 +16,20 @@ break inside a cell cannot be indexed by lines and is always written whole.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.io import atomic_write_text, cache_dir, code_digest
+from bench.io import atomic_write_text, cache_dir, code_digest, read_checked_json, write_checked_json
 
 VERSION = 1
 
 
 def _code() -> str:
-    return code_digest(Path(__file__).parent, ("schema.py", "aggregate.py", "longcsv.py"), str(VERSION), pd.__version__)
+    # the modules that make and type the rows (bench.summary words the smoke-test limits)
+    return code_digest(Path(__file__).parent, ("schema.py", "aggregate.py", "longcsv.py", "../summary.py"), str(VERSION), pd.__version__)
 
 
 def _segments(long: pd.DataFrame) -> list[tuple[Any, int, int]]:
@@ -103,8 +103,8 @@ class _Previous:
 
 def _previous(index_path: Path, path: Path) -> _Previous | None:
     """The last report's file and line index, when both are what that report wrote."""
+    index = read_checked_json(index_path)
     try:
-        index = json.loads(index_path.read_text())
         text = path.read_text()
     except (OSError, ValueError):
         return None
@@ -128,7 +128,7 @@ def _save_index(index_path: Path, text: str, long: pd.DataFrame, segments: list[
             entry = runs.setdefault(str(run), [keys[run], []])
             entry[1].append([start + 1, stop - start, kind])
     try:
-        atomic_write_text(index_path, json.dumps({"code": _code(), "sha256": hashlib.sha256(text.encode()).hexdigest(), "runs": runs}))
+        write_checked_json(index_path, {"code": _code(), "sha256": hashlib.sha256(text.encode()).hexdigest(), "runs": runs})
     except OSError:
         pass
 

@@ -20,14 +20,14 @@ equals ``with_averages(long_from(...))`` of the same runs exactly (tests/test_re
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from bench.io import cache_dir, code_digest, read_checked_json, sha256_file, write_checked_json
+from bench.io import atomic_write, cache_dir, code_digest, read_checked_json, write_checked_json
 from bench.report.aggregate import Finished, long_from, with_averages
 from bench.report.schema import COLUMNS, conform
 
@@ -37,7 +37,20 @@ VERSION = 1
 def _code() -> str:
     import pyarrow
 
-    return code_digest(Path(__file__).parent, ("schema.py", "aggregate.py", "longreuse.py"), str(VERSION), pd.__version__, pyarrow.__version__)
+    # the modules that make, average and type the rows (bench.summary words the smoke-test limits)
+    return code_digest(Path(__file__).parent, ("schema.py", "aggregate.py", "longreuse.py", "../summary.py"), str(VERSION),
+                       pd.__version__, pyarrow.__version__)
+
+
+def parquet_bytes(long: pd.DataFrame) -> bytes:
+    """results_long.parquet's bytes. Text columns are stored as Arrow ``string`` (what pandas
+    wrote for them before they were Arrow-backed in memory; ``large_string`` otherwise), so the
+    file is the one earlier versions wrote for the same table."""
+    import pyarrow as pa
+
+    schema = pa.Schema.from_pandas(long, preserve_index=False)
+    fields = [pa.field(f.name, pa.string(), f.nullable, f.metadata) if pa.types.is_large_string(f.type) else f for f in schema]
+    return long.to_parquet(None, index=False, schema=pa.schema(fields, metadata=schema.metadata))
 
 
 def _index_path(parquet: Path) -> Path:
@@ -120,9 +133,10 @@ def _previous(parquet: Path) -> tuple[pd.DataFrame, dict[tuple[int, str], tuple[
     if not isinstance(index, dict) or index.get("code") != _code() or not isinstance(index.get("runs"), dict):
         return None
     try:
-        if sha256_file(parquet) != index.get("sha256"):
+        data = Path(parquet).read_bytes()  # read once: the bytes hashed are the bytes parsed
+        if hashlib.sha256(data).hexdigest() != index.get("sha256"):
             return None
-        frame = pd.read_parquet(parquet)
+        frame = pd.read_parquet(io.BytesIO(data))
     except (OSError, ValueError, ImportError):
         return None
     if list(frame.columns) != COLUMNS:
@@ -135,15 +149,19 @@ def _previous(parquet: Path) -> tuple[pd.DataFrame, dict[tuple[int, str], tuple[
     return frame, spans, keys
 
 
-def remember(parquet: Path, results: list[Finished], enabled: bool) -> None:
-    """Record the file just written and the key of each run whose rows it holds, for the next report."""
+def write(parquet: Path, long: pd.DataFrame, results: list[Finished], enabled: bool) -> None:
+    """Write results_long.parquet atomically and record, for the next report, the SHA-256 of the
+    very bytes written (never the file as found later: another report may have replaced it) with
+    the key of each run whose rows it holds."""
+    data = parquet_bytes(long)
+    atomic_write(parquet, lambda tmp: tmp.write_bytes(data))
     if not enabled:
         return
-    runs: dict[str, Any] = {str(f.result.get("run_id")): k for f in results if (k := run_key(f)) is not None}
+    runs = {str(f.result.get("run_id")): k for f in results if (k := run_key(f)) is not None}
     try:
-        write_checked_json(_index_path(parquet), {"code": _code(), "sha256": sha256_file(parquet), "runs": runs})
+        write_checked_json(_index_path(parquet), {"code": _code(), "sha256": hashlib.sha256(data).hexdigest(), "runs": runs})
     except OSError:
         pass
 
 
-__all__ = ["long_table", "remember", "run_key"]
+__all__ = ["long_table", "write", "parquet_bytes", "run_key"]

@@ -369,8 +369,10 @@ class _FileArrays(Mapping[str, Mapping[str, np.ndarray]]):
     """split → {correct, p_true[, pred]} of one predictions.npz, read a kind at a time: listing the
     file reads its directory only, and the first ask for a kind (say ``correct``) reads that kind
     of every split at once. A top-1 Δ then never reads the other two thirds of the file, and each
-    member read costs a header parse. A read that fails records why in ``problems`` (the run then
-    has no predictions) and raises :class:`Unavailable`."""
+    member read costs a header parse. A read that fails records why in ``problems`` (from then on
+    the run has no predictions; a kind read before stays usable, so a file damaged in one member
+    only can still serve the Δs of another kind) and raises :class:`Unavailable`. A damaged file
+    reaches this only if it got past the store's verification (bench.ledger)."""
 
     def __init__(self, path: Path, run_id: str, problems: dict[str, str]) -> None:
         self.path, self.run_id, self.problems = path, run_id, problems

@@ -541,8 +541,9 @@ LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "−": r"$-$", "†": r"$^\d
                  "ε": r"$\varepsilon$", "μ": r"$\mu$", "β": r"$\beta$", "‡": r"$^\ddagger$"}
 
 
-# every key is one character and no replacement holds a key of the other map, so one pass of
-# str.translate gives what escaping and then replacing the symbols gives
+# every key is one character and the escapes' replacements are ASCII (no symbol among them), and the
+# symbols' replacements were never escaped (escaping came first): so one pass of str.translate maps
+# each character exactly as escaping and then replacing the symbols did
 _LATEX_TRANSLATION = str.maketrans({**LATEX_ESCAPES, **LATEX_SYMBOLS})
 
 
