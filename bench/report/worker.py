@@ -99,9 +99,13 @@ class Worker:
 
     def __init__(self, pool: Any = None) -> None:
         self.pool = pool
-        self.used = False  # a job was handed to the worker
         self.handed = 0  # jobs handed to the worker
         self.ran_there = 0  # jobs whose result (or own exception) came back from the worker
+
+    @property
+    def used(self) -> bool:
+        """Whether a job was handed to the worker."""
+        return self.handed > 0
 
     @classmethod
     def start(cls, wanted: bool, warm: bool = True) -> "Worker":
@@ -132,7 +136,6 @@ class Worker:
         if self.pool is not None:
             try:
                 future = self.pool.submit(_call, fn, args)
-                self.used = True
                 self.handed += 1
             except Exception:  # noqa: BLE001 — a pool that is gone: run here
                 self.pool = None
