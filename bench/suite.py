@@ -1032,8 +1032,9 @@ def expand(
 
     if suite.select is None:
         shared: dict[Any, Any] = {}
+        ids: dict[tuple, Any] = {}  # RunConfig.run_id's memo: runs that share their sections and differ in the seed
         # one matrix point at a time: its config tree is dropped once validated (100,000 trees at once were most of the memory)
-        specs = [RunSpec(suite.name, c.run_id(), c, run.profile) for run in matrix_runs()
+        specs = [RunSpec(suite.name, c.run_id(ids), c, run.profile) for run in matrix_runs()
                  for c in [build_config(suite, path, run.tree, run.where, overrides, shared, run.sections)]]
     else:
         from bench.select import plan_selection  # the selection stages read finished tuning results

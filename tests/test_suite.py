@@ -46,7 +46,12 @@ def test_expansion_is_deterministic_and_ids_ignore_key_order(tmp_path):
           data: {params: {img_size: 28}, name: fmnist_composites}
           backbone: {img_size: 28, weights: random, name: dinov2_tiny}
         """, "r.yaml")
-    assert {s.run_id for s in expand(load_suite(reordered), reordered)} == {s.run_id for s in specs}
+    reordered_specs = expand(load_suite(reordered), reordered)  # seed first: runs of one setting do not follow one another
+    assert {s.run_id for s in reordered_specs} == {s.run_id for s in specs}
+    # expansion names runs through a memo (runs differing only in their seed share their config's JSON): the plain ids
+    assert [s.run_id for s in [*specs, *reordered_specs]] == [s.config.run_id() for s in [*specs, *reordered_specs]]
+    full = {("filler", i): None for i in range(256)}  # a full memo is emptied, never read
+    assert [s.config.run_id(full) for s in specs] == [s.run_id for s in specs] and len(full) == 2
     # an explicit default value does not change identity; a real change does
     explicit = expand(load_suite(path), path, ["train.lr=1e-4"])
     assert [s.run_id for s in explicit] == [s.run_id for s in specs]
