@@ -11,6 +11,7 @@ rules without repeating them, and every message that echoes a value goes through
 
 from __future__ import annotations
 
+import functools
 import types
 import typing
 from typing import Any, ClassVar
@@ -75,23 +76,15 @@ def _numeric_only(annotation: Any) -> bool:
     return any(t in (int, float) for t in flat) and bool not in flat and Any not in flat
 
 
-_NUMERIC_ONLY: dict[tuple[type, str], bool] = {}
-_KNOWN: dict[tuple[type, str], bool] = {}
-
-
+@functools.cache
 def _known_field(cls: type, name: str) -> bool:
-    key = (cls, name)
-    if key not in _KNOWN:
-        _KNOWN[key] = cls.model_fields.get(name) is not None
-    return _KNOWN[key]
+    return cls.model_fields.get(name) is not None
 
 
+@functools.cache
 def _numeric_only_field(cls: type, name: str) -> bool:
     """:func:`_numeric_only` of a model field's annotation, worked out once per field."""
-    key = (cls, name)
-    if key not in _NUMERIC_ONLY:
-        _NUMERIC_ONLY[key] = _numeric_only(cls.model_fields[name].annotation)
-    return _NUMERIC_ONLY[key]
+    return _numeric_only(cls.model_fields[name].annotation)
 
 
 def _has_bool(value: Any) -> bool:

@@ -125,8 +125,10 @@ def _nothing_found(args: argparse.Namespace, specs) -> str | None:
     """When no run of ``specs`` has a result in --results: one line naming the folder read (and,
     if the suite's checkout has its results elsewhere, where), so '0 of 6 runs done' is never
     read as 'my runs are lost'. None when something was found."""
+    from bench.store import RunDir
+
     root = Path(args.results)
-    if any((root / suite / run_id / "result.json").is_file() for suite, run_id in _stored_runs(root, specs)):
+    if any(RunDir.of(root, suite, run_id).result_file.is_file() for suite, run_id in _stored_runs(root, specs)):
         return None
     names = list(dict.fromkeys(s.suite for s in specs)) or [args.suite.stem]
     elsewhere = _checkout_results(args.suite, names, root)

@@ -25,6 +25,13 @@ def cache_dir(*parts: str) -> Path:
     return path
 
 
+def cache_file(kind: str, folder: Path) -> Path:
+    """The cache file of ``kind`` (``store-ledger``, ``report-estimates``, ...) that belongs to
+    ``folder`` (a suite's results, a report folder, a file of one): one per folder, named by its
+    resolved path, so two checkouts or two reports never share one."""
+    return cache_dir(kind) / f"{hashlib.sha256(os.path.realpath(folder).encode()).hexdigest()[:24]}.json"
+
+
 # errors that mean "this filesystem takes no more writes": a state of the machine, not a bug, so
 # they end a run as failed with the path named (rerun after freeing space) and never a traceback
 DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)

@@ -89,11 +89,11 @@ class Ledger:
     """One suite folder's verified runs: run id → (signature, result digest, facts)."""
 
     def __init__(self, folder: Path) -> None:
-        from bench.io import cache_dir
+        from bench.io import cache_file
 
         self.folder = Path(folder)
         real = os.path.realpath(self.folder)
-        self.path = cache_dir("store-ledger") / f"{hashlib.sha256(real.encode()).hexdigest()[:24]}.json"
+        self.path = cache_file("store-ledger", self.folder)
         self.runs: dict[str, list[str]] = {}  # run id → [signature, result digest, facts key]
         self.facts: dict[str, Any] = {}  # facts key → facts (shared: most runs of a dataset have the same)
         self.dirty = False

@@ -465,13 +465,6 @@ class RunDir:
         state = "corrupt" if problem is not None else "done" if facts is not None else self._unfinished_state(status)
         return RunRecord(status, problem, facts, state)
 
-    def result_facts(self) -> dict[str, Any] | None:
-        """What bookkeeping needs of a verified finished run without its whole result: ``digest``
-        (result.json's) and ``data`` (the data fingerprints it records); None when the run is not
-        done (no result, or a damaged file)."""
-        problem, facts, _ = self._inspect()
-        return facts if problem is None else None
-
     def _inspect(self) -> tuple[CorruptFile | None, dict[str, Any] | None, dict[str, Any] | None]:
         """(the first damaged file or None, the facts of a verified result.json or None, status.json
         when it was read): the whole-run verification of :meth:`corruption`. Inside :func:`bench.ledger.ledger_scope` a

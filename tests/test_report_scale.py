@@ -112,7 +112,7 @@ def test_the_ledger_skips_unchanged_runs_and_catches_changed_ones(store, tmp_pat
         assert run.effective_state() == other.effective_state() == "done"
     assert calls == [run.path.name, other.path.name]  # verified in full, and recorded
     with ledgers.ledger_scope():
-        assert run.effective_state() == "done" and run.result_facts()["digest"]
+        assert run.effective_state() == "done" and run.record().facts["digest"]
     assert calls == [run.path.name, other.path.name]  # not verified again: nothing changed
     with open(run.predictions, "ab") as fh:  # damaged after it was recorded
         fh.write(b"\0")
@@ -390,13 +390,13 @@ def test_long_rows_of_unchanged_runs_come_from_the_last_report_and_equal_rows_bu
     assert "ood_avg" in splits and any(x.endswith("/mean") for x in splits) and any(x.startswith("transfer_avg/") for x in splits)
     built = []
     monkeypatch.setattr(longreuse, "long_from", lambda runs: built.append([f.result["run_id"] for f in runs]) or long_from(runs))
-    reused = longreuse.long_table(results, parquet, enabled=True)
+    reused = longreuse.long_with_averages(results, parquet, enabled=True)
     pd.testing.assert_frame_equal(reused, fresh, check_exact=True)
     assert sorted(r for part in built for r in part) == sorted([spec.run_id, specs[-1].run_id])  # only the two changed runs built
     # a parquet that is not the one the last report wrote is not used
     built.clear()
     pd.read_parquet(parquet).iloc[::-1].to_parquet(parquet, index=False)
-    pd.testing.assert_frame_equal(longreuse.long_table(results, parquet, enabled=True), fresh, check_exact=True)
+    pd.testing.assert_frame_equal(longreuse.long_with_averages(results, parquet, enabled=True), fresh, check_exact=True)
     assert len(built) == 1 and len(built[0]) == len(results)  # everything built afresh
 
 def test_row_helpers_give_what_itertuples_and_to_dict_give():

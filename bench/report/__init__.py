@@ -206,15 +206,13 @@ def cache_wanted() -> bool:
 def estimate_cache(out: Path, results: list, enabled: bool) -> stats.EstimateCache:
     """The report folder's remembered estimates (in the user's cache, never beside the report),
     keyed by each finished run's result digest where result.json covers its predictions."""
-    import hashlib
-
-    from bench.io import cache_dir
+    from bench.io import cache_file
 
     digests = {f.result["run_id"]: f.digest for f in results
                if f.digest and "predictions.npz" in ((f.result.get("files") or {}) if isinstance(f.result.get("files"), dict) else {})}
     path = None
     if enabled:
-        path = cache_dir("report-estimates") / f"{hashlib.sha256(os.path.realpath(out).encode()).hexdigest()[:24]}.json"
+        path = cache_file("report-estimates", out)
     return stats.EstimateCache(path, digests if enabled else {})
 
 
@@ -257,7 +255,7 @@ def _build_report(suite: Suite, specs: list[RunSpec], results_root: Path, report
     states, results = store.states, store.results
     caching = cache_wanted() if cache is None else cache  # every cache between reports, on or off
     # tuning runs included (stage 'tune'): the record keeps them; unchanged runs' rows come from the last report (bench.report.longreuse)
-    long = longreuse.long_table(results, out / "results_long.parquet", caching)
+    long = longreuse.long_with_averages(results, out / "results_long.parquet", caching)
     final = finals(long)  # what every table, Δ, figure but the sweep, and claim is made of
     pair_deltas = {(e.treatment, e.control): paired_delta(final, e.treatment, e.control) for e in every}  # the ablation reuses them
     summary, delta = seed_summary(final), _concat([pair_deltas[e.treatment, e.control] for e in every])

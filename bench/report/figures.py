@@ -20,14 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
 
-from bench.io import cache_dir, read_checked_json, sha256_file, write_checked_json
+from bench.io import cache_file, read_checked_json, sha256_file, write_checked_json
 from bench.report.worker import Worker, failure_text
 
 MAX_PANELS = 8  # panels (settings, or setting × method config) per figure
@@ -122,7 +121,7 @@ class FigureCache:
     """The inputs' digest and the written files' SHA-256 of each figure of one report folder."""
 
     def __init__(self, out: Path, enabled: bool) -> None:
-        self.path = cache_dir("report-figures") / f"{hashlib.sha256(os.path.realpath(out).encode()).hexdigest()[:24]}.json" if enabled else None
+        self.path = cache_file("report-figures", out) if enabled else None
         self.entries: dict[str, Any] = {}
         self.code = _code()
         if self.path is not None:

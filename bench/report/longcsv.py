@@ -16,13 +16,12 @@ break inside a cell cannot be indexed by lines and is always written whole.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from bench.io import atomic_write_text, cache_dir, code_digest, read_checked_json, write_checked_json
+from bench.io import atomic_write_text, cache_file, code_digest, read_checked_json, write_checked_json
 
 VERSION = 1
 
@@ -46,7 +45,7 @@ def _segments(long: pd.DataFrame) -> list[tuple[Any, int, int]]:
 def write_long_csv(long: pd.DataFrame, path: Path, digests: dict[str, str | None], enabled: bool) -> None:
     """Write ``long.to_csv(index=False)`` to ``path`` (atomically), reusing the previous file's
     lines of runs whose ``digests`` (result digest) and finish time are unchanged."""
-    index_path = cache_dir("report-long") / f"{hashlib.sha256(os.path.realpath(path).encode()).hexdigest()[:24]}.json" if enabled else None
+    index_path = cache_file("report-long", path) if enabled else None
     segments = _segments(long)
     finished = long["finished_utc"].to_numpy(dtype=object) if "finished_utc" in long else None
     keys = {run: f"{digests.get(run)}|{finished[start] if finished is not None else ''}" for run, start, _ in segments if digests.get(run)}

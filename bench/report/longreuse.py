@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bench.io import atomic_write, cache_dir, code_digest, read_checked_json, write_checked_json
+from bench.io import atomic_write, cache_file, code_digest, read_checked_json, write_checked_json
 from bench.report.aggregate import Finished, long_from, with_averages
 from bench.report.schema import COLUMNS, conform
 
@@ -54,7 +53,7 @@ def parquet_bytes(long: pd.DataFrame) -> bytes:
 
 
 def _index_path(parquet: Path) -> Path:
-    return cache_dir("report-long-rows") / f"{hashlib.sha256(os.path.realpath(parquet).encode()).hexdigest()[:24]}.json"
+    return cache_file("report-long-rows", parquet)
 
 
 def run_key(f: Finished) -> str | None:
@@ -78,7 +77,7 @@ def _blocks(frame: pd.DataFrame) -> np.ndarray:
 
 def _spans(frame: pd.DataFrame) -> dict[tuple[int, str], tuple[int, int]] | None:
     """(block, run id) → its rows' span in ``frame``; None when a run's rows of a block are not one
-    stretch or the blocks are out of order (not a frame :func:`long_table` made)."""
+    stretch or the blocks are out of order (not a frame :func:`long_with_averages` made)."""
     blocks = _blocks(frame)
     if len(blocks) and (np.diff(blocks) < 0).any():
         return None
@@ -95,7 +94,7 @@ def _spans(frame: pd.DataFrame) -> dict[tuple[int, str], tuple[int, int]] | None
     return spans
 
 
-def long_table(results: list[Finished], parquet: Path, enabled: bool) -> pd.DataFrame:
+def long_with_averages(results: list[Finished], parquet: Path, enabled: bool) -> pd.DataFrame:
     """``with_averages(long_from(results))``, reusing the previous report's rows (measured and
     averaged) of the runs whose digest and finish time are unchanged; a run's averages are its
     own (with_averages groups by run), so they are as reusable as its measured rows."""
@@ -164,4 +163,4 @@ def write(parquet: Path, long: pd.DataFrame, results: list[Finished], enabled: b
         pass
 
 
-__all__ = ["long_table", "write", "parquet_bytes", "run_key"]
+__all__ = ["long_with_averages", "write", "parquet_bytes", "run_key"]

@@ -14,9 +14,7 @@ ignored and computed again from the store. ``bench report --no-cache`` computes 
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,9 +25,9 @@ class RunCache:
     """result digest → {aggregate name → JSON value} for one report folder."""
 
     def __init__(self, out: Path, enabled: bool) -> None:
-        from bench.io import cache_dir
+        from bench.io import cache_file
 
-        self.path = cache_dir("report-runs") / f"{hashlib.sha256(os.path.realpath(out).encode()).hexdigest()[:24]}.json" if enabled else None
+        self.path = cache_file("report-runs", out) if enabled else None
         self.entries: dict[str, dict[str, Any]] = {}
         self.used: set[str] = set()
         self.dirty = False
